@@ -1,0 +1,28 @@
+"""strictmx: an SMTP server that behaves like the strictest mail receivers, on purpose."""
+
+from .engine import Decision, Engine, EngineSettings
+from .policy import Context, Outcome, Policy, PolicyOptions, load_registry
+from .scenario import Scenario, ScenarioError
+from .session import Client, Counters, Session
+from .verdict import Action, Reply, ReplyError, Stage, Verdict
+
+__all__ = [
+    "Action",
+    "Client",
+    "Context",
+    "Counters",
+    "Decision",
+    "Engine",
+    "EngineSettings",
+    "Outcome",
+    "Policy",
+    "PolicyOptions",
+    "Reply",
+    "ReplyError",
+    "Scenario",
+    "ScenarioError",
+    "Session",
+    "Stage",
+    "Verdict",
+    "load_registry",
+]

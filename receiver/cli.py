@@ -1,0 +1,209 @@
+"""The `strictmx` command line: serve, policies, scenarios."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import ipaddress
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic.fields import FieldInfo
+
+from . import scenario as scenarios
+from .policy import PolicyClass, load_registry
+from .scenario import ScenarioError
+from .server import LOOPBACK, Receiver, ServerOptions, parse_networks
+from .tls import TLSError, self_signed_context, server_context
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line: one line on stderr, exit 2."""
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="strictmx", description="An SMTP server that behaves like the strictest receivers."
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve a scenario over SMTP")
+    serve.add_argument("--scenario", default="default", help="bundled name or YAML path")
+    serve.add_argument("--listen", type=_listen, default=("127.0.0.1", 2525), metavar="HOST:PORT")
+    serve.add_argument("--db", default="strictmx.db", help="SQLite journal (':memory:' allowed)")
+    serve.add_argument(
+        "--trusted",
+        action="append",
+        metavar="CIDR",
+        help="networks allowed to send XCLIENT/PROXY (default: loopback); repeatable",
+    )
+    serve.add_argument("--proxy-protocol", action="store_true", help="expect PROXY v1/v2 headers")
+    serve.add_argument(
+        "--tls",
+        metavar="self-signed|CERT,KEY",
+        help="offer STARTTLS with a generated certificate or CERT,KEY files",
+    )
+    serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish on stop")
+
+    sub.add_parser("policies", help="list policies, their outcomes, replies and options")
+    sub.add_parser("scenarios", help="list bundled scenarios")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.verbose < 2:
+        # aiosmtpd logs every line at INFO; our journal already has the transcript.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+    try:
+        if args.command == "policies":
+            return cmd_policies()
+        if args.command == "scenarios":
+            return cmd_scenarios()
+        return cmd_serve(args)
+    except (UsageError, ScenarioError, TLSError) as exc:
+        print(f"strictmx: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def cmd_policies() -> int:
+    for name, cls in sorted(load_registry().items()):
+        _describe_policy(name, cls)
+    return 0
+
+
+def _describe_policy(name: str, cls: PolicyClass) -> None:
+    print(f"{name} — {cls.summary}")
+    print("  stages: " + ", ".join(s.value for s in sorted(cls.stages, key=_stage_order)))
+    print("  outcomes:")
+    for outcome in cls.outcomes:
+        lines = outcome.default_reply().wire_lines()
+        rfc = "" if outcome.rfc_allows else "  [RFC 5321 does not allow this refusal]"
+        print(f"    {outcome.id}: {lines[0]}{rfc}")
+        for more in lines[1:]:
+            print(f"    {' ' * len(outcome.id)}  {more}")
+    fields: dict[str, FieldInfo] = cls.Options.model_fields
+    if fields:
+        print("  options:")
+        for key, info in fields.items():
+            default = info.get_default(call_default_factory=True)
+            print(f"    {key} = {default!r}: {info.description or ''}")
+    print()
+
+
+def _stage_order(stage: Any) -> int:
+    from .verdict import Stage
+
+    return list(Stage).index(stage)
+
+
+def cmd_scenarios() -> int:
+    for name in scenarios.bundled_names():
+        try:
+            description = scenarios.load(name).description
+        except ScenarioError as exc:
+            description = f"(invalid: {exc})"
+        print(f"{name:20} {description}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    scenario = scenarios.load(args.scenario)
+    options = ServerOptions(
+        host=args.listen[0],
+        port=args.listen[1],
+        db=args.db,
+        proxy_protocol=args.proxy_protocol,
+        grace=args.grace,
+        trusted=_trusted(args.trusted),
+        tls_context=_tls(args.tls, scenario.receiver.hostname),
+    )
+    receiver = Receiver(scenario, options)
+    try:
+        return asyncio.run(_serve(receiver))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _trusted(items: list[str] | None) -> Any:
+    if not items:
+        return LOOPBACK
+    try:
+        return parse_networks(items)
+    except ValueError as exc:
+        raise UsageError(f"--trusted: {exc}") from None
+
+
+def _tls(spec: str | None, hostname: str) -> Any:
+    if spec is None:
+        return None
+    if spec == "self-signed":
+        return self_signed_context(hostname)
+    cert, sep, key = spec.partition(",")
+    if not sep:
+        raise UsageError("--tls takes 'self-signed' or CERT,KEY")
+    return server_context(cert, key)
+
+
+async def _serve(receiver: Receiver) -> int:
+    try:
+        await receiver.start()
+    except OSError as exc:
+        where = f"{receiver.options.host}:{receiver.options.port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"cannot listen on {where}: address already in use") from None
+        raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    except Exception as exc:  # the journal could not be opened, for one
+        raise UsageError(str(exc)) from None
+    _announce(receiver)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("strictmx: stopping; letting sessions finish", file=sys.stderr, flush=True)
+    await receiver.stop()
+    return 0
+
+
+def _announce(receiver: Receiver) -> None:
+    scenario = receiver.scenario
+    for host, port in receiver.addresses:
+        shown = f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+        print(f"strictmx: listening on {shown}:{port}")
+    print(f"strictmx: scenario {scenario.name} ({scenario.source})")
+    print(f"strictmx: journal {receiver.options.db}")
+    extras = []
+    if receiver.tls_context is not None:
+        extras.append("STARTTLS")
+    if receiver.options.proxy_protocol:
+        extras.append("PROXY protocol")
+    if extras:
+        print("strictmx: " + ", ".join(extras))
+    for stage, names in scenario.describe_chains():
+        print(f"  {stage:8} {', '.join(names)}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The engine: runs a stage's ordered policy list and decides what goes on the wire.
+
+Sans-IO: given the session and the world (through `Context`), it returns a `Decision`;
+`receiver.smtp` sends it. Semantics, as in Postfix's restriction lists:
+
+- policies run in scenario order; the first decisive verdict (PERMIT, REJECT, DEFER,
+  DISCONNECT) ends the stage; DUNNO goes on;
+- delay_reject: a REJECT/DEFER at CONNECT, HELO or MAIL is remembered and given in reply
+  to each RCPT instead, so postmaster@ and abuse@ can still be reached (RFC 5321 §4.5.1
+  requires postmaster; abuse@ by RFC 2142 convention) and the wire matches real receivers;
+- warn_only: every policy runs, every objection is recorded as warned, nothing is refused;
+- soft_bounce: every 5xx becomes 4xx (Postfix's soft_bounce).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .policy import Context, Policy, PolicyOptions
+from .session import Session
+from .verdict import DELAYABLE_STAGES, Action, Reply, Stage, Verdict
+
+log = logging.getLogger(__name__)
+
+#: Recipients accepted whatever the other stages decided.
+ALWAYS_ACCEPTED = ("postmaster", "abuse")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    delay_reject: bool = True
+    warn_only: bool = False
+    soft_bounce: bool = False
+
+
+@dataclass
+class Decision:
+    """What the SMTP layer does after a stage: send `reply` (None: its normal reply)."""
+
+    reply: Reply | None = None
+    close: bool = False
+    #: Every verdict this stage produced (decisive, warned, tarpit), for the journal.
+    verdicts: list[Verdict] = field(default_factory=list)
+    #: The verdict whose reply is sent now, if any.
+    sent: Verdict | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.reply is not None and self.reply.code >= 400
+
+
+def is_always_accepted(rcpt: str | None) -> bool:
+    if not rcpt:
+        return False
+    local = rcpt.rsplit("@", 1)[0].lower()
+    return local in ALWAYS_ACCEPTED
+
+
+class Engine:
+    def __init__(
+        self,
+        chains: Mapping[Stage, Sequence[Policy[PolicyOptions]]],
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self.chains = {stage: tuple(chain) for stage, chain in chains.items()}
+        self.settings = settings or EngineSettings()
+
+    def policies_at(self, stage: Stage) -> tuple[Policy[PolicyOptions], ...]:
+        return self.chains.get(stage, ())
+
+    async def run(self, stage: Stage, session: Session, ctx: Context) -> Decision:
+        decision = Decision()
+        if stage is Stage.RCPT and is_always_accepted(session.rcpt):
+            return decision
+        if stage is Stage.RCPT and session.delayed and not self.settings.warn_only:
+            delayed = _first_delayed(session)
+            self._send(decision, delayed, Stage.RCPT)
+            return decision
+
+        for policy in self.policies_at(stage):
+            verdict = await self._check(policy, stage, session, ctx)
+            if verdict is None:
+                continue
+            if verdict.delay and not self.settings.warn_only:
+                session.tarpit = max(session.tarpit, verdict.delay)
+            if not verdict.action.decisive:
+                decision.verdicts.append(verdict)
+                continue
+            if self.settings.warn_only:
+                if verdict.objection:
+                    verdict.warned = True
+                decision.verdicts.append(verdict)
+                continue
+            decision.verdicts.append(verdict)
+            if verdict.action is Action.PERMIT:
+                break
+            if (
+                self.settings.delay_reject
+                and stage in DELAYABLE_STAGES
+                and verdict.action is not Action.DISCONNECT
+            ):
+                # Journaled when a RCPT carries it (or at the end, as never sent).
+                decision.verdicts.remove(verdict)
+                session.delayed.setdefault(stage, verdict)
+                break
+            self._send(decision, verdict, stage)
+            break
+        return decision
+
+    async def _check(
+        self, policy: Policy[PolicyOptions], stage: Stage, session: Session, ctx: Context
+    ) -> Verdict | None:
+        verdict = await policy.check(stage, session, ctx)
+        if verdict is not None and verdict.reply is not None and self.settings.soft_bounce:
+            verdict.reply = verdict.reply.soft()
+            if verdict.action is Action.REJECT:
+                verdict.action = Action.DEFER
+        return verdict
+
+    @staticmethod
+    def _send(decision: Decision, verdict: Verdict, stage: Stage) -> None:
+        verdict.replied_at = stage
+        decision.reply = verdict.reply
+        decision.sent = verdict
+        decision.close = verdict.action is Action.DISCONNECT
+        if verdict not in decision.verdicts:
+            decision.verdicts.append(verdict)
+
+
+def _first_delayed(session: Session) -> Verdict:
+    for stage in (Stage.CONNECT, Stage.HELO, Stage.MAIL):
+        if stage in session.delayed:
+            return session.delayed[stage]
+    raise LookupError("no delayed verdict")

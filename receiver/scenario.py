@@ -1,0 +1,370 @@
+"""Scenario files: load YAML safely, validate everything at load, name file, line and key path.
+
+A scenario is a receiver persona plus the world it lives in:
+
+```yaml
+name: default
+description: one line for `strictmx scenarios`
+receiver: {hostname: mx.strictmx.test, delay_reject: true, ...}
+policies:
+  session: [{policy: session_limits, hard_error_limit: 20}]   # run first at every stage they handle
+  helo:
+    - policy: helo_syntax
+      mode: rfc1035
+      replies: {HELO_INVALID: "550 Illegal HELO/EHLO greeting"}
+world: {dns: {...}, clients: {...}, clock: {...}, mailboxes: {...}}
+expect: []   # cases for `strictmx run` (reserved)
+```
+
+Every error raised here is a `ScenarioError` whose text reads
+`scenarios/x.yaml:14 policies.helo[2].mode: 'rfc9999' is not one of: 'rfc1035', ...`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.resources
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .engine import Engine, EngineSettings
+from .policy import Policy, PolicyClass, PolicyOptions, load_registry
+from .verdict import Reply, ReplyError, Stage
+from .world import WorldConfig
+
+KeyPath = tuple[str | int, ...]
+
+#: The `policies:` keys: one per stage, plus `session` (policies that run first everywhere).
+SESSION_KEY = "session"
+STAGE_KEYS = [SESSION_KEY, *(s.value for s in Stage)]
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot be used; the message names file, line and key path."""
+
+
+class ReceiverSettings(BaseModel):
+    """The `receiver:` section: the persona's identity and global switches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hostname: str = Field("mx.strictmx.test", description="The receiver's own name (greeting, replies).")
+    banner: str = Field("{hostname} ESMTP", description="Greeting text after 220; {hostname} is filled in.")
+    delay_reject: bool = Field(True, description="Give CONNECT/HELO/MAIL rejections at RCPT, as Postfix.")
+    warn_only: bool = Field(False, description="Run every policy, record objections, refuse nothing.")
+    soft_bounce: bool = Field(False, description="Turn every 5xx into 4xx, as Postfix's soft_bounce.")
+    enhanced_status_codes: bool = Field(
+        True, description="Send RFC 3463 codes (x.y.z); off for personas such as Exim that send none."
+    )
+    max_message_size: int = Field(10 * 1024 * 1024, ge=1, description="SIZE limit in octets.")
+    max_recipients: int = Field(1000, ge=1, description="Recipients per message (Postfix's default).")
+    local_recipients: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Glob patterns of recipients that exist here; others get 550 5.1.1.",
+    )
+    smtputf8: bool = Field(True, description="Advertise SMTPUTF8 (RFC 6531).")
+    helo_required: bool = Field(True, description="Refuse MAIL before HELO/EHLO.")
+    timeout: float = Field(300.0, gt=0, description="Idle seconds before the session is closed.")
+
+    def recipient_exists(self, address: str) -> bool:
+        addr = address.lower()
+        return any(fnmatch.fnmatchcase(addr, p.lower()) for p in self.local_recipients)
+
+
+class ScenarioModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    description: str = ""
+    receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
+    policies: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    world: WorldConfig = Field(default_factory=WorldConfig)
+    expect: list[Any] = Field(default_factory=list)
+
+
+@dataclass
+class PolicyEntry:
+    """One configured policy as listed in the scenario."""
+
+    cls: PolicyClass
+    options: PolicyOptions
+    replies: dict[str, Reply]
+    listed_under: str
+    path: KeyPath
+
+    def instantiate(self) -> Policy[PolicyOptions]:
+        return self.cls(self.options, self.replies)
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    source: str
+    receiver: ReceiverSettings
+    world: WorldConfig
+    entries: list[PolicyEntry] = field(default_factory=list)
+    expect: list[Any] = field(default_factory=list)
+
+    def chains(self) -> dict[Stage, list[Policy[PolicyOptions]]]:
+        """Per stage: `session:` policies that handle it first, then the stage's own list."""
+        chains: dict[Stage, list[Policy[PolicyOptions]]] = {}
+        instances = [(e, e.instantiate()) for e in self.entries]
+        for stage in Stage:
+            chain = [p for e, p in instances if e.listed_under == SESSION_KEY and stage in e.cls.stages]
+            chain += [p for e, p in instances if e.listed_under == stage.value]
+            if chain:
+                chains[stage] = chain
+        return chains
+
+    def engine(self) -> Engine:
+        settings = EngineSettings(
+            delay_reject=self.receiver.delay_reject,
+            warn_only=self.receiver.warn_only,
+            soft_bounce=self.receiver.soft_bounce,
+        )
+        return Engine(self.chains(), settings)
+
+    def describe_chains(self) -> list[tuple[str, list[str]]]:
+        """`[(stage, [policy names])]` in stage order, for `serve`'s start-up lines."""
+        return [(stage.value, [p.name for p in chain]) for stage, chain in self.chains().items()]
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def bundled_dir() -> Path:
+    """Where the bundled scenarios are: inside the wheel, or at the top of a checkout."""
+    packaged = Path(str(importlib.resources.files("receiver"))) / "bundled_scenarios"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def bundled_names() -> list[str]:
+    return sorted(p.stem for p in bundled_dir().glob("*.yaml"))
+
+
+def resolve(name_or_path: str) -> Path:
+    """A bundled scenario's name, or a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists() or "/" in name_or_path:
+        return candidate
+    bundled = bundled_dir() / f"{name_or_path}.yaml"
+    if bundled.exists():
+        return bundled
+    raise ScenarioError(
+        f"no scenario named {name_or_path!r}; bundled scenarios: {', '.join(bundled_names())}"
+    )
+
+
+def load(name_or_path: str, registry: Mapping[str, PolicyClass] | None = None) -> Scenario:
+    path = resolve(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read scenario: {exc}") from None
+    return loads(text, source=_display(path), registry=registry, default_name=path.stem)
+
+
+def loads(
+    text: str,
+    *,
+    source: str = "<scenario>",
+    registry: Mapping[str, PolicyClass] | None = None,
+    default_name: str = "scenario",
+) -> Scenario:
+    lines = _LineMap.parse(text, source)
+    data = lines.data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}:1 the scenario must be a mapping, not {type(data).__name__}")
+    return from_dict(data, source=source, registry=registry, default_name=default_name, lines=lines)
+
+
+def from_dict(
+    data: Mapping[str, Any],
+    *,
+    source: str = "<scenario>",
+    registry: Mapping[str, PolicyClass] | None = None,
+    default_name: str = "scenario",
+    lines: _LineMap | None = None,
+) -> Scenario:
+    where = lines or _LineMap(source)
+    try:
+        model = ScenarioModel.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(where.describe_validation(exc, ())) from None
+    registry = registry if registry is not None else load_registry()
+    entries: list[PolicyEntry] = []
+    for key, items in model.policies.items():
+        if key not in STAGE_KEYS:
+            raise ScenarioError(
+                where.at(("policies", key), f"unknown stage {key!r}; stages are: {', '.join(STAGE_KEYS)}")
+            )
+        for index, item in enumerate(items):
+            entries.append(_entry(item, key, ("policies", key, index), registry, where))
+    return Scenario(
+        name=model.name or default_name,
+        description=model.description,
+        source=source,
+        receiver=model.receiver,
+        world=model.world,
+        entries=entries,
+        expect=model.expect,
+    )
+
+
+def _entry(
+    item: Mapping[str, Any],
+    listed_under: str,
+    path: KeyPath,
+    registry: Mapping[str, PolicyClass],
+    where: _LineMap,
+) -> PolicyEntry:
+    if not isinstance(item, Mapping) or "policy" not in item:
+        raise ScenarioError(where.at(path, "each entry needs 'policy: <name>'"))
+    name = item["policy"]
+    cls = registry.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ScenarioError(
+            where.at(
+                (*path, "policy"),
+                f"unknown policy {name!r}; known policies: {', '.join(sorted(registry))}",
+            )
+        )
+    if listed_under != SESSION_KEY and Stage(listed_under) not in cls.stages:
+        raise ScenarioError(
+            where.at(
+                (*path, "policy"),
+                f"{name} cannot run at {listed_under}; it runs at: "
+                + ", ".join(s.value for s in Stage if s in cls.stages),
+            )
+        )
+    raw_options = {k: v for k, v in item.items() if k not in ("policy", "replies")}
+    try:
+        options = cls.Options.model_validate(raw_options)
+    except ValidationError as exc:
+        known = ", ".join(cls.Options.model_fields) or "(none)"
+        raise ScenarioError(
+            where.describe_validation(exc, path, unknown=f"unknown option; {name} options: {known}")
+        ) from None
+    replies: dict[str, Reply] = {}
+    raw_replies = item.get("replies") or {}
+    if not isinstance(raw_replies, Mapping):
+        raise ScenarioError(where.at((*path, "replies"), "replies must map outcome ids to replies"))
+    for outcome_id, spec in raw_replies.items():
+        rpath = (*path, "replies", outcome_id)
+        if not isinstance(spec, str | list) or (
+            isinstance(spec, list) and not all(isinstance(s, str) for s in spec)
+        ):
+            raise ScenarioError(where.at(rpath, "a reply is a string or a list of lines"))
+        try:
+            reply = Reply.parse(spec)
+            cls.validate_reply(str(outcome_id), reply)
+        except ReplyError as exc:
+            raise ScenarioError(where.at(rpath, str(exc))) from None
+        replies[str(outcome_id)] = reply
+    return PolicyEntry(cls, options, replies, listed_under, path)
+
+
+class _LineMap:
+    """Parsed YAML plus the line of every key path, for error messages."""
+
+    def __init__(self, source: str, data: Any = None, lines: dict[KeyPath, int] | None = None):
+        self.source = source
+        self.data = data
+        self.lines = lines or {}
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> _LineMap:
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ScenarioError(f"{source}{line} invalid YAML: {problem}") from None
+        lines: dict[KeyPath, int] = {}
+        if node is not None:
+            _index(node, (), lines)
+        return cls(source, data, lines)
+
+    def line_of(self, path: Sequence[str | int]) -> int | None:
+        p = tuple(path)
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = p[:-1]
+        return self.lines.get((), None)
+
+    def at(self, path: Sequence[str | int], message: str) -> str:
+        line = self.line_of(path)
+        loc = f"{self.source}:{line}" if line else self.source
+        return f"{loc} {_dotted(path)}: {message}" if path else f"{loc} {message}"
+
+    def describe_validation(
+        self, exc: ValidationError, prefix: KeyPath, unknown: str = "unknown key"
+    ) -> str:
+        messages = []
+        for err in exc.errors():
+            path = (*prefix, *(p for p in err["loc"] if not _is_pydantic_tag(p)))
+            text = unknown if err.get("type") == "extra_forbidden" else _message(err)
+            messages.append(self.at(path, text))
+        return "\n".join(messages)
+
+
+def _is_pydantic_tag(part: object) -> bool:
+    # Union members and function validators show up in `loc` as tags, not keys.
+    return isinstance(part, str) and (part.startswith("function-") or "[" in part)
+
+
+def _index(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            sub = (*path, key)
+            _index(value_node, sub, lines)
+            lines[sub] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index(item, (*path, i), lines)
+
+
+def _dotted(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind = err.get("type", "")
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "literal_error" and "expected" in ctx:
+        return f"{value!r} is not one of: {ctx['expected']}"
+    if kind == "missing":
+        return "required"
+    msg = str(err.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"{value!r}: {msg}"
+    return msg
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,185 @@
+"""The receiver: one scenario, its world and engine, a journal, and the listening socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .journal import Journal
+from .policy import ClientHistory, Context
+from .scenario import Scenario
+from .smtp import StrictSMTP
+from .world import World
+
+log = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+
+@dataclass
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 2525
+    db: str = "strictmx.db"
+    #: Peers allowed to send XCLIENT and PROXY headers.
+    trusted: Sequence[Network] = LOOPBACK
+    proxy_protocol: bool = False
+    tls_context: ssl.SSLContext | None = None
+    #: Seconds sessions may go on after a stop is asked for.
+    grace: float = 5.0
+    max_message_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass
+class Receiver:
+    scenario: Scenario
+    options: ServerOptions = field(default_factory=ServerOptions)
+
+    def __post_init__(self) -> None:
+        self.world = World.from_config(self.scenario.world)
+        self.engine = self.scenario.engine()
+        self.history = ClientHistory()
+        self.context = Context(
+            world=self.world, hostname=self.scenario.receiver.hostname, history=self.history
+        )
+        self.journal = Journal(self.options.db, max_message_bytes=self.options.max_message_bytes)
+        self.sessions_open: set[StrictSMTP] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stopping = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+
+    # -- what the SMTP layer asks -------------------------------------------------------
+    @property
+    def tls_context(self) -> ssl.SSLContext | None:
+        return self.options.tls_context
+
+    @property
+    def proxy_timeout(self) -> float | None:
+        return 5.0 if self.options.proxy_protocol else None
+
+    def trusts(self, peer: Any) -> bool:
+        host = peer[0] if isinstance(peer, tuple) else peer
+        try:
+            address = ipaddress.ip_address(str(host).split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.options.trusted)
+
+    def session_opened(self, protocol: StrictSMTP) -> None:
+        self.sessions_open.add(protocol)
+        self._idle.clear()
+
+    def session_closed(self, protocol: StrictSMTP) -> None:
+        self.sessions_open.discard(protocol)
+        if not self.sessions_open:
+            self._idle.set()
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no session is open and the journal has committed everything."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+        await self.journal.flush()
+
+    def use_scenario(self, scenario: Scenario) -> None:
+        """Swap the persona for new sessions; sessions under way keep the old one."""
+        self.scenario = scenario
+        self.world = World.from_config(scenario.world)
+        self.engine = scenario.engine()
+        self.context = Context(world=self.world, hostname=scenario.receiver.hostname, history=self.history)
+
+    # -- life -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.journal.open()
+        try:
+            self._server = await self.loop.create_server(
+                lambda: StrictSMTP(self), self.options.host, self.options.port
+            )
+        except BaseException:
+            await self.journal.close()
+            raise
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        if self._server is None:
+            return []
+        return [s.getsockname()[:2] for s in self._server.sockets]
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let sessions finish for `grace` seconds, abort the rest, flush."""
+        if self._server is None:
+            return
+        self._server.close()
+        wait = self.options.grace if grace is None else grace
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), wait)
+        self.stopping = True
+        for protocol in list(self.sessions_open):
+            if protocol.transport is not None:
+                protocol.transport.close()
+        with contextlib.suppress(TimeoutError):  # connection_lost journals each as aborted
+            await asyncio.wait_for(self._idle.wait(), 2.0)
+        await self._server.wait_closed()
+        self._server = None
+        await self.journal.mark_open_aborted(datetime.now(UTC))
+        await self.journal.close()
+
+
+class ReceiverThread:
+    """A receiver on its own event loop in a background thread (tests, the pytest plugin)."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> ReceiverThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.receiver.start(), self._loop).result(timeout=30)
+        return self
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        """Run a coroutine on the receiver's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=timeout)
+
+    def stop(self, grace: float = 0.5) -> None:
+        try:
+            self.call(self.receiver.stop(grace))
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+
+    @property
+    def port(self) -> int:
+        return self.receiver.port
+
+    def __enter__(self) -> ReceiverThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def parse_networks(items: Iterable[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in items)

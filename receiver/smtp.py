@@ -1,0 +1,596 @@
+"""The aiosmtpd SMTP subclass: stages, transcript, error counting, XCLIENT and PROXY.
+
+aiosmtpd gives hooks for MAIL, RCPT and end of data. Strict receivers also decide at
+connect time (before the greeting), at HELO before any syntax check, before DATA's 354,
+and on RSET/NOOP/VRFY/unknown commands; this class adds those points:
+
+- every reply goes through `push`, so the greeting is where CONNECT runs, and every
+  4xx/5xx the client receives (aiosmtpd's own 500/501/503 included) is counted and fed
+  to the ERROR stage;
+- every command goes through a wrapper around aiosmtpd's `smtp_*` methods;
+- every line read or written is in the session's transcript.
+
+The policies themselves never see this module: they get the sans-IO `Session`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import SMTP
+
+from .engine import Decision, is_always_accepted
+from .session import Client, Session
+from .verdict import Action, Reply, Stage, Verdict
+
+if TYPE_CHECKING:
+    from .server import Receiver
+
+log = logging.getLogger(__name__)
+
+XCLIENT_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
+_XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+_REPLY_HEAD = re.compile(r"^([2-5][0-9][0-9])([ -])")
+
+Command = Callable[[str | None], Awaitable[None]]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _RecordingReader(asyncio.StreamReader):
+    """A StreamReader that hands every command line it reads to the protocol."""
+
+    def __init__(self, protocol: StrictSMTP, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._protocol = protocol
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        try:
+            line = await super().readuntil(separator)
+        except asyncio.LimitOverrunError:
+            if separator == b"\n":
+                self._protocol.note_in("<command line over the length limit>")
+            raise
+        # DATA lines are read with b"\r\n"; they go to the message, not the transcript.
+        if separator == b"\n":
+            self._protocol.command_line(line)
+        return line
+
+
+class _Hooks:
+    """aiosmtpd handler hooks, forwarded to the protocol instance that called them."""
+
+    async def handle_EHLO(  # noqa: N802 - aiosmtpd's hook name
+        self, server: StrictSMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        return server.ehlo_responses(hostname, responses)
+
+    async def handle_MAIL(  # noqa: N802
+        self, server: StrictSMTP, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        return await server.on_mail(address, options)
+
+    async def handle_RCPT(  # noqa: N802
+        self, server: StrictSMTP, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        return await server.on_rcpt(address, options)
+
+    async def handle_DATA(self, server: StrictSMTP, session: Any, envelope: Any) -> str:  # noqa: N802
+        return await server.on_message(envelope.original_content or b"")
+
+    async def handle_PROXY(self, server: StrictSMTP, session: Any, envelope: Any, proxy: Any) -> bool:  # noqa: N802
+        return server.on_proxy(proxy)
+
+
+HOOKS = _Hooks()
+
+
+class StrictSMTP(SMTP):  # type: ignore[misc]  # aiosmtpd ships no type information
+    def __init__(self, receiver: Receiver) -> None:
+        settings = receiver.scenario.receiver
+        super().__init__(
+            HOOKS,
+            hostname=settings.hostname,
+            ident="ESMTP",  # the greeting itself is written by `_greet` from the banner
+            data_size_limit=settings.max_message_size,
+            enable_SMTPUTF8=settings.smtputf8,
+            tls_context=receiver.tls_context,
+            timeout=settings.timeout,
+            proxy_protocol_timeout=receiver.proxy_timeout,
+            loop=receiver.loop,
+        )
+        # Swap in the recording reader before any connection exists.
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            _RecordingReader(self, limit=self.line_length_limit, loop=self.loop),
+            client_connected_cb=self._cb_client_connected,
+            loop=self.loop,
+        )
+        self.receiver = receiver
+        self.settings = settings
+        self.engine = receiver.engine
+        self.ctx = receiver.context
+        self.journal = receiver.journal
+        self.state: Session | None = None
+        self._greeted = False
+        self._pending_unknown = False
+        self._reply_open = False  # inside a multi-line reply
+        self._in_error_stage = False
+        self._in_data = False
+        self._quit = False
+        self._ended = False
+        self._journaled: set[int] = set()
+        self._proxied: tuple[str, int] | None = None
+        self._smtp_methods = {
+            verb: self._wrap(verb, method) for verb, method in self._smtp_methods.items()
+        }
+        self._smtp_methods["XCLIENT"] = self._wrap("XCLIENT", self.xclient)
+
+    # -- connection life --------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if first:
+            self.receiver.session_opened(self)
+        elif self.state is not None:  # STARTTLS finished: same session, now encrypted
+            self.state.tls = True
+            self.journal.session_updated(self.state.id, tls=True)
+            self.note("TLS established")
+
+    def connection_lost(self, error: Exception | None) -> None:
+        try:
+            self._end_session()
+        finally:
+            super().connection_lost(error)
+            self.receiver.session_closed(self)
+
+    def _begin_session(self) -> Session:
+        peer = self.session.peer
+        host, port = (peer[0], int(peer[1])) if isinstance(peer, tuple) else ("0.0.0.0", 0)
+        source, via = (self._proxied, "proxy") if self._proxied else ((host, port), "socket")
+        identity = self.ctx.world.clients.lookup(source[0])
+        mapped = identity.address != source[0] or identity.name is not None
+        state = Session(
+            Client(
+                peer=host,
+                peer_port=port,
+                address=identity.address,
+                name=identity.name,
+                port=source[1],
+                via="world" if mapped else via,
+            )
+        )
+        state.started = _now()
+        self.state = state
+        self.journal.session_started(
+            state.id,
+            started=state.started,
+            peer=host,
+            peer_port=port,
+            client_address=state.client.address,
+            client_name=state.client.name,
+            scenario=self.receiver.scenario.name,
+        )
+        if source[0] != state.client.address or via == "proxy":
+            self.note(f"client {source[0]} is seen as {state.client.address} ({state.client.via})")
+        return state
+
+    def _end_session(self) -> None:
+        if self._ended or self.state is None:
+            return
+        self._ended = True
+        state = self.state
+        cut = not self._quit and (
+            self._in_data or state.mail_from is not None or self.receiver.stopping
+        )
+        if not self._quit:
+            self.note("connection closed" if not cut else "connection lost: session aborted")
+        for verdict in state.delayed.values():
+            self._journal_verdict(verdict)  # decided, never sent
+        self.journal.session_ended(state.id, outcome=self._outcome(state, cut), ended=_now())
+
+    @staticmethod
+    def _outcome(state: Session, cut: bool) -> str:
+        if cut:
+            return "aborted"
+        if state.counters.messages:
+            return "accepted"
+        sent = [v.reply.code for v in state.verdicts if v.replied_at and v.reply]
+        if any(code >= 500 for code in sent):
+            return "rejected"
+        if sent:
+            return "deferred"
+        return "idle"
+
+    # -- transcript and replies -------------------------------------------------------
+    def command_line(self, raw: bytes) -> None:
+        if self.state is None:
+            return
+        if not raw.endswith(b"\r\n"):
+            self.state.bare_lf = raw.endswith(b"\n")
+        text = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+        self.journal.transcript(self.state.id, "in", text, _now())
+        verb = text.split(" ", 1)[0].upper()
+        if verb and verb not in self._smtp_methods:
+            self.state.counters.unknown_commands += 1
+            self._pending_unknown = True
+
+    def note_in(self, text: str) -> None:
+        if self.state is not None:
+            self.journal.transcript(self.state.id, "in", text, _now())
+
+    def note(self, text: str) -> None:
+        if self.state is not None:
+            self.journal.transcript(self.state.id, "note", text, _now())
+
+    async def push(self, status: str | bytes) -> None:
+        line = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        if not self._greeted:
+            self._greeted = True
+            await self._greet(line)
+            return
+        if self._pending_unknown and line.startswith("50"):
+            self._pending_unknown = False
+            decision = await self._run(Stage.UNKNOWN)
+            if decision.reply is not None:
+                await self._send_decision(decision)
+                return
+        await self._write(line)
+
+    async def _write(self, line: str) -> None:
+        """Send one wire line; count errors and feed the ERROR stage after a final line."""
+        state = self.state
+        head = _REPLY_HEAD.match(line)
+        if state is not None and state.tarpit and not self._reply_open:
+            await asyncio.sleep(state.tarpit)
+        await super().push(line)
+        if state is None:
+            return
+        self.journal.transcript(state.id, "out", line, _now())
+        self._reply_open = bool(head and head.group(2) == "-")
+        if head and head.group(2) == " " and head.group(1)[0] in "45":
+            if line.startswith("354"):
+                return
+            state.counters.errors += 1
+            if not self._in_error_stage:
+                self._in_error_stage = True
+                try:
+                    decision = await self._run(Stage.ERROR)
+                    if decision.reply is not None:
+                        await self._send_decision(decision)
+                finally:
+                    self._in_error_stage = False
+
+    async def _send_reply(self, reply: Reply) -> None:
+        for line in reply.wire_lines(enhanced=self.settings.enhanced_status_codes):
+            await self._write(line)
+
+    async def _send_decision(self, decision: Decision) -> None:
+        assert decision.reply is not None
+        await self._send_reply(decision.reply)
+        if decision.close:
+            self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _greet(self, _aiosmtpd_greeting: str) -> None:
+        # First greeting: a new session. After XCLIENT: the same session, new identity.
+        state = self.state or self._begin_session()
+        decision = await self._run(Stage.CONNECT)
+        if decision.reply is None:
+            banner = self.settings.banner.format(hostname=self.settings.hostname)
+            await self._write(f"220 {banner}")
+            return
+        if decision.close:
+            await self._send_decision(decision)
+            return
+        # Refused without delay_reject: the reply replaces the greeting, and every later
+        # command but QUIT gets it too (RFC 5321 §3.1 lets a server answer 554 at connect).
+        state.refused = decision.sent
+        await self._send_reply(decision.reply)
+
+    async def _run(self, stage: Stage) -> Decision:
+        assert self.state is not None
+        decision = await self.engine.run(stage, self.state, self.ctx)
+        for verdict in decision.verdicts:
+            self._journal_verdict(verdict)
+        return decision
+
+    def _journal_verdict(self, verdict: Verdict) -> None:
+        assert self.state is not None
+        if id(verdict) in self._journaled:
+            return
+        self._journaled.add(id(verdict))
+        self.state.verdicts.append(verdict)
+        self.journal.verdict(self.state.id, verdict, _now())
+
+    # -- commands ---------------------------------------------------------------------
+    def _wrap(self, verb: str, method: Command) -> Command:
+        handler = getattr(self, f"_on_{verb.lower()}", None)
+
+        async def command(arg: str | None) -> None:
+            state = self.state
+            if state is not None:
+                state.command = verb
+                if state.refused is not None and verb != "QUIT":
+                    assert state.refused.reply is not None
+                    await self._send_reply(state.refused.reply)
+                    return
+            if handler is None or state is None:
+                await method(arg)
+            else:
+                await handler(method, arg)
+
+        return command
+
+    async def _on_helo(self, method: Command, arg: str | None) -> None:
+        await self._hello("HELO", method, arg)
+
+    async def _on_ehlo(self, method: Command, arg: str | None) -> None:
+        await self._hello("EHLO", method, arg)
+
+    async def _hello(self, verb: str, method: Command, arg: str | None) -> None:
+        state = self.state
+        assert state is not None
+        before = (state.helo, state.helo_verb)
+        state.helo, state.helo_verb = (arg or "").strip(), verb
+        held = state.delayed.pop(Stage.HELO, None)
+        decision = await self._run(Stage.HELO)
+        if decision.reply is not None:
+            # RFC 5321 §4.1.4: a refused EHLO leaves the session as it was.
+            state.helo, state.helo_verb = before
+            if held is not None:
+                state.delayed.setdefault(Stage.HELO, held)
+            await self._send_decision(decision)
+            return
+        await method(arg)
+        if self.session.host_name and self.session.host_name == arg:
+            if before[0]:
+                state.helo_history.append(before[0])
+            state.esmtp = verb == "EHLO"
+            state.reset_transaction()
+            self.journal.session_updated(state.id, helo=state.helo)
+        else:
+            state.helo, state.helo_verb = before
+
+    def ehlo_responses(self, hostname: str, responses: list[str]) -> list[str]:
+        self.session.host_name = hostname  # aiosmtpd leaves this to an EHLO hook
+        body = [r[4:] for r in responses[1:] if not r[4:].startswith("AUTH")]
+        body = [b for b in body if b != "HELP"]
+        body.append("PIPELINING")
+        if self.settings.enhanced_status_codes:
+            body.append("ENHANCEDSTATUSCODES")
+        if self.receiver.trusts(self.session.peer):
+            body.append("XCLIENT " + " ".join(XCLIENT_ATTRIBUTES))
+        lines = [responses[0], *(f"250-{b}" for b in body)]
+        lines.append("250 HELP")
+        return lines
+
+    async def on_mail(self, address: str, options: list[str]) -> str:
+        state = self.state
+        assert state is not None
+        state.reset_transaction()
+        state.mail_from = "" if address == "<>" else address
+        state.mail_options = options
+        state.smtputf8 = "SMTPUTF8" in options
+        decision = await self._run(Stage.MAIL)
+        if decision.reply is not None:
+            state.mail_from = None
+            return await self._hook_reply(decision)
+        self.envelope.mail_from = address
+        self.envelope.mail_options.extend(options)
+        self.journal.session_updated(state.id, mail_from=state.mail_from)
+        return self._ok("250 2.1.0 Ok")
+
+    async def on_rcpt(self, address: str, options: list[str]) -> str:
+        state = self.state
+        assert state is not None
+        state.rcpt = address
+        state.counters.rcpts_tried += 1
+        if len(state.rcpts) >= self.settings.max_recipients:
+            state.counters.bad_rcpts += 1
+            return self._ok("452 4.5.3 Error: too many recipients")
+        decision = await self._run(Stage.RCPT)
+        if decision.reply is not None:
+            state.counters.bad_rcpts += 1
+            return await self._hook_reply(decision)
+        if not is_always_accepted(address) and not self.settings.recipient_exists(address):
+            state.counters.bad_rcpts += 1
+            return self._ok(
+                f"550 5.1.1 <{address}>: Recipient address rejected: "
+                "User unknown in local recipient table"
+            )
+        state.rcpts.append(address)
+        self.envelope.rcpt_tos.append(address)
+        self.envelope.rcpt_options.extend(options)
+        return self._ok("250 2.1.5 Ok")
+
+    async def _on_data(self, method: Command, arg: str | None) -> None:
+        state = self.state
+        assert state is not None
+        if self.session.host_name and self.envelope.rcpt_tos and not arg:
+            decision = await self._run(Stage.DATA)
+            if decision.reply is not None:
+                await self._send_decision(decision)
+                return
+        self._in_data = True
+        try:
+            await method(arg)
+        finally:
+            self._in_data = False
+
+    async def on_message(self, raw: bytes) -> str:
+        state = self.state
+        assert state is not None
+        state.message = raw
+        state.bare_lf = state.bare_lf or _has_bare_lf(raw)
+        decision = await self._run(Stage.EOD)
+        if decision.reply is not None:
+            if decision.close:
+                self._close()
+            state.reset_transaction()
+            return await self._hook_reply(decision)
+        try:
+            n = await self.journal.add_message(
+                state.id,
+                mail_from=state.mail_from or "",
+                rcpts=list(state.rcpts),
+                raw=raw,
+                when=_now(),
+            )
+        except Exception as exc:  # the journal cannot keep it: never claim we took it
+            log.error("journal refused message of session %s: %s", state.id, exc)
+            state.reset_transaction()
+            return self._ok("451 4.3.0 Error: queue file write error")
+        state.counters.messages += 1
+        # Postfix resets its error and junk counts once mail is delivered.
+        state.counters.errors = 0
+        state.counters.junk = 0
+        state.tarpit = 0.0
+        state.reset_transaction()
+        return self._ok(f"250 2.0.0 Ok: queued as {state.id}-{n}")
+
+    async def _on_rset(self, method: Command, arg: str | None) -> None:
+        assert self.state is not None
+        self.state.counters.rsets += 1
+        if await self._junk(Stage.RSET, method, arg):
+            self.state.reset_transaction()
+
+    async def _on_noop(self, method: Command, arg: str | None) -> None:
+        await self._junk(Stage.NOOP, method, arg)
+
+    async def _on_vrfy(self, method: Command, arg: str | None) -> None:
+        await self._junk(Stage.VRFY, method, arg)
+
+    async def _junk(self, stage: Stage, method: Command, arg: str | None) -> bool:
+        """NOOP/VRFY/RSET: count, let the stage object, else run aiosmtpd's command."""
+        assert self.state is not None
+        self.state.counters.junk += 1
+        decision = await self._run(stage)
+        if decision.reply is not None:
+            await self._send_decision(decision)
+            return False
+        await method(arg)
+        return True
+
+    async def _on_quit(self, method: Command, arg: str | None) -> None:
+        if not arg:
+            self._quit = True
+        await method(arg)
+
+    def _ok(self, line: str) -> str:
+        """A reply of our own, with or without its enhanced code as the persona sends."""
+        reply = Reply.parse(line)
+        return reply.render(enhanced=self.settings.enhanced_status_codes)
+
+    async def _hook_reply(self, decision: Decision) -> str:
+        """aiosmtpd pushes a hook's return value itself; closing must wait for that push."""
+        assert decision.reply is not None
+        text = decision.reply.render(enhanced=self.settings.enhanced_status_codes)
+        if decision.close:
+            self.loop.call_soon(self._close)
+        return text
+
+    # -- XCLIENT (Postfix XCLIENT_README) and PROXY -----------------------------------
+    async def xclient(self, arg: str | None) -> None:
+        state = self.state
+        assert state is not None
+        if not self.receiver.trusts(self.session.peer):
+            await self._write("550 5.7.0 Error: insufficient authorization")
+            return
+        if self.envelope.mail_from:
+            await self._write("503 5.5.1 Error: MAIL transaction in progress")
+            return
+        if not arg:
+            await self._write("501 5.5.4 Syntax: XCLIENT attribute=value...")
+            return
+        try:
+            attrs = _parse_xclient(arg)
+        except ValueError as exc:
+            await self._write(f"501 5.5.4 {exc}")
+            return
+        client = state.client
+        if "ADDR" in attrs:
+            client.address = attrs["ADDR"] or client.address
+            client.name = None
+        if "NAME" in attrs:
+            client.name = attrs["NAME"]
+        if attrs.get("PORT"):
+            client.port = int(attrs["PORT"] or 0)
+        if "PROTO" in attrs:
+            client.proto = attrs["PROTO"]
+        client.via = "xclient"
+        self.note(
+            "XCLIENT: client is now "
+            + f"{client.address} name={client.name or 'unknown'}"
+            + (f" helo={attrs['HELO']}" if attrs.get("HELO") else "")
+        )
+        self.journal.session_updated(
+            state.id, client_address=client.address, client_name=client.name
+        )
+        # The session starts over with the new identity: HELO forgotten (or as given),
+        # envelope and delayed verdicts dropped, CONNECT re-run, a new greeting sent.
+        state.delayed.clear()
+        state.reset_transaction()
+        state.helo = attrs.get("HELO")
+        state.helo_verb = None
+        self.session.host_name = None
+        self._set_rset_state()
+        self._greeted = False
+        await self.push("220")  # re-runs CONNECT and greets again
+
+    def on_proxy(self, proxy: Any) -> bool:
+        peer = self.session.peer
+        if not self.receiver.trusts(peer):
+            log.warning("PROXY header from untrusted %s refused", peer)
+            return False
+        src = getattr(proxy, "src_addr", None)
+        if src is None:  # PROXY ... UNKNOWN / LOCAL: keep the socket's address
+            return bool(getattr(proxy, "valid", False))
+        address = str(src)
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        self._proxied = (address, int(getattr(proxy, "src_port", 0) or 0))
+        return True
+
+
+def _has_bare_lf(raw: bytes) -> bool:
+    return raw.count(b"\n") != raw.count(b"\r\n")
+
+
+def _parse_xclient(arg: str) -> dict[str, str | None]:
+    """`NAME=x ADDR=y ...` with xtext values; `[UNAVAILABLE]`/`[TEMPUNAVAIL]` give None."""
+    attrs: dict[str, str | None] = {}
+    for item in arg.split():
+        name, eq, raw = item.partition("=")
+        name = name.upper()
+        if not eq or name not in XCLIENT_ATTRIBUTES:
+            raise ValueError(f"Bad XCLIENT attribute name: {name}")
+        value = _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), raw)
+        if value.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]", "[TEMPORARY]"):
+            attrs[name] = None
+            continue
+        if name == "ADDR":
+            address = value[5:] if value.upper().startswith("IPV6:") else value
+            try:
+                value = str(ipaddress.ip_address(address))
+            except ValueError:
+                raise ValueError(f"Bad XCLIENT ADDR attribute value: {value}") from None
+        elif name == "PORT" and not (value.isdigit() and int(value) < 65536):
+            raise ValueError(f"Bad XCLIENT PORT attribute value: {value}")
+        elif name == "PROTO" and value.upper() not in ("SMTP", "ESMTP"):
+            raise ValueError(f"Bad XCLIENT PROTO attribute value: {value}")
+        attrs[name] = value
+    return attrs

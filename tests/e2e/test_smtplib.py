@@ -1,0 +1,150 @@
+"""Whole sessions over loopback with Python's smtplib: replies on the wire, rows in the journal."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+
+import pytest
+
+from .conftest import Factory
+
+MESSAGE = (
+    b"From: Alice <alice@example.net>\r\n"
+    b"To: Bob <bob@example.org>\r\n"
+    b"Subject: hello\r\n"
+    b"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <1@example.net>\r\n"
+    b"\r\n"
+    b"Hi Bob.\r\n"
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bad_helo_is_refused_at_ehlo_and_journaled(serve: Factory) -> None:
+    rx = serve("default")
+    with smtplib.SMTP(rx.host, rx.port, local_hostname="localhost") as client:
+        code, text = client.ehlo()
+        assert (code, text) == (550, b"Illegal HELO/EHLO greeting")
+        code, _ = client.ehlo("mail.example.net")
+        assert code == 250, "a refused EHLO leaves the session usable (RFC 5321 §4.1.4)"
+    session = rx.last()
+    assert session["helo"] == "mail.example.net"
+    (verdict,) = session["verdicts"]
+    assert verdict["policy"] == "helo_syntax"
+    assert verdict["outcome"] == "HELO_NOT_FQDN"
+    assert (verdict["stage"], verdict["replied_at"]) == ("helo", "helo")
+    assert verdict["code"] == 550
+    assert "not fully qualified" in verdict["reason"]
+    lines = [(t["direction"], t["line"]) for t in session["transcript"]]
+    assert ("in", "ehlo localhost") in lines  # smtplib sends lower case
+    assert ("out", "550 Illegal HELO/EHLO greeting") in lines
+    assert session["outcome"] == "rejected"
+
+
+def test_compliant_message_is_accepted_and_stored(serve: Factory) -> None:
+    rx = serve("default")
+    with smtplib.SMTP(rx.host, rx.port, local_hostname="mail.example.net") as client:
+        client.ehlo()
+        assert client.has_extn("pipelining") and client.has_extn("enhancedstatuscodes")
+        refused = client.sendmail("alice@example.net", ["bob@example.org"], MESSAGE)
+        assert refused == {}
+    session = rx.last()
+    assert session["outcome"] == "accepted"
+    assert session["verdicts"] == []
+    assert session["mail_from"] == "alice@example.net"
+    assert rx.message(session["id"], 1) == MESSAGE
+    queued = [t["line"] for t in session["transcript"] if t["line"].startswith("250 2.0.0")]
+    assert queued and queued[0].startswith(f"250 2.0.0 Ok: queued as {session['id']}-1")
+
+
+def test_postfix_delays_the_helo_rejection_to_rcpt(serve: Factory) -> None:
+    rx = serve("postfix-strict")
+    with smtplib.SMTP(rx.host, rx.port, local_hostname="localhost") as client:
+        assert client.ehlo()[0] == 250
+        assert client.mail("alice@example.net")[0] == 250
+        code, text = client.rcpt("bob@example.org")
+        assert code == 504
+        assert text == b"5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"
+        assert client.rcpt("postmaster@strictmx.test")[0] == 250, "postmaster is always reachable"
+        assert client.rcpt("abuse@strictmx.test")[0] == 250
+        assert client.data(MESSAGE)[0] == 250
+    session = rx.last()
+    (verdict,) = session["verdicts"]
+    assert (verdict["stage"], verdict["replied_at"]) == ("helo", "rcpt")
+    assert session["outcome"] == "accepted"
+
+
+def test_client_addresses_map_to_the_scenario_world(serve: Factory) -> None:
+    rx = serve("default")
+    with smtplib.SMTP(
+        rx.host, rx.port, local_hostname="mail.example.net", source_address=("127.0.0.10", 0)
+    ) as client:
+        client.ehlo()
+    session = rx.last()
+    assert session["peer"] == "127.0.0.10"
+    assert session["client_address"] == "203.0.113.10"
+
+
+def test_address_literal_must_match_the_simulated_client(serve: Factory) -> None:
+    rx = serve("default")
+    with smtplib.SMTP(rx.host, rx.port, source_address=("127.0.0.10", 0)) as client:
+        assert client.ehlo("[127.0.0.10]")[0] == 550, "the world says this client is 203.0.113.10"
+        assert client.ehlo("[203.0.113.10]")[0] == 250
+
+
+def test_unknown_local_recipient_is_refused_and_counted(serve: Factory) -> None:
+    rx = serve(
+        {
+            "receiver": {"local_recipients": ["*@strictmx.test"], "delay_reject": False},
+            "policies": {"session": [{"policy": "session_limits", "max_bad_rcpts": 2}]},
+        }
+    )
+    with smtplib.SMTP(rx.host, rx.port, local_hostname="mail.example.net") as client:
+        client.ehlo()
+        client.mail("alice@example.net")
+        code, text = client.rcpt("nobody@elsewhere.example")
+        assert code == 550
+        assert text == (
+            b"5.1.1 <nobody@elsewhere.example>: Recipient address rejected: "
+            b"User unknown in local recipient table"
+        )
+        assert client.rcpt("bob@strictmx.test")[0] == 250
+        assert client.rcpt("x@elsewhere.example")[0] == 550
+        assert client.rcpt("bob@strictmx.test") == (550, b"Too many bad addresses")
+
+
+def test_exim_like_persona_sends_no_enhanced_codes(serve: Factory) -> None:
+    rx = serve("exchange-classic")
+    with smtplib.SMTP(rx.host, rx.port) as client:
+        code, text = client.ehlo("[192.0.2.1]")
+        assert (code, text) == (550, b"HELO/EHLO must not be an IP address")
+        client.ehlo("mail.example.net")
+        assert not client.has_extn("enhancedstatuscodes")
+        client.mail("a@example.net")
+        code, text = client.rcpt("b@strictmx.test")
+        assert (code, text) == (250, b"Ok")
+
+
+def test_the_server_keeps_serving_after_a_client_vanishes_mid_data(serve: Factory) -> None:
+    rx = serve("default")
+    with socket.create_connection((rx.host, rx.port)) as raw:
+        f = raw.makefile("rwb")
+        f.readline()
+        for line in (b"EHLO mail.example.net", b"MAIL FROM:<a@example.net>", b"RCPT TO:<b@x.test>"):
+            f.write(line + b"\r\n")
+            f.flush()
+            while (reply := f.readline())[3:4] == b"-":
+                pass
+        f.write(b"DATA\r\n")
+        f.flush()
+        assert f.readline().startswith(b"354")
+        f.write(b"Subject: half a message\r\n")
+        f.flush()
+        f.close()  # the socket's file descriptor closes only with its last file object
+    first = rx.last()
+    assert first["outcome"] == "aborted"
+    assert first["transcript"][-1]["line"] == "connection lost: session aborted"
+    with smtplib.SMTP(rx.host, rx.port, local_hostname="mail.example.net") as client:
+        assert client.noop()[0] == 250

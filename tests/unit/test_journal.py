@@ -1,0 +1,547 @@
+"""The SQLite journal: round trips, filters, the size cap, commit-before-answer, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiver.journal import SCHEMA_VERSION, Journal, JournalError
+from receiver.verdict import Action, Reply, Stage, Verdict
+
+T0 = datetime(2026, 5, 9, 7, 0, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def start(journal: Journal, session_id: str, when: datetime, **overrides: Any) -> None:
+    fields: dict[str, Any] = {
+        "started": when,
+        "peer": "127.0.0.1",
+        "peer_port": 40000,
+        "client_address": "127.0.0.1",
+        "client_name": None,
+        "scenario": "postfix-strict",
+    }
+    fields.update(overrides)
+    journal.session_started(session_id, **fields)
+
+
+def helo_verdict() -> Verdict:
+    return Verdict(
+        policy="helo_syntax",
+        outcome="HELO_INVALID",
+        action=Action.REJECT,
+        stage=Stage.HELO,
+        reply=Reply.parse("501 5.5.2 <x>: Helo command rejected: Invalid name"),
+        reason="HELO argument 'x' is not a domain name or address literal",
+        replied_at=Stage.RCPT,
+    )
+
+
+def count(path: Path, table: str) -> int:
+    """Rows committed to `table`, as another process would see them."""
+    with sqlite3.connect(path) as other:
+        n: int = other.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    other.close()
+    return n
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "journal.db"
+
+
+@pytest.fixture
+async def journal(db: Path) -> AsyncIterator[Journal]:
+    j = Journal(db)
+    await j.open()
+    yield j
+    await j.close()
+
+
+async def test_session_round_trip(journal: Journal) -> None:
+    raw_one = b"Subject: one\r\n\r\nhello\r\n"
+    raw_two = b"Subject: two, a little longer\r\n\r\nagain\r\n"
+    start(journal, "s1", at(0), peer_port=40001, client_address="203.0.113.9")
+    journal.transcript("s1", "out", "220 mx.example ESMTP", at(0))
+    journal.transcript("s1", "in", "EHLO x", at(1))
+    journal.session_updated("s1", helo="x", client_name="mail.sender.example", tls=True)
+    journal.verdict("s1", helo_verdict(), at(1))
+    journal.transcript("s1", "note", "helo_syntax: rejection delayed to RCPT", at(1))
+    journal.session_updated("s1", mail_from="alice@sender.example")
+    journal.session_rcpt("s1", "postmaster@mx.example")
+    first = await journal.add_message(
+        "s1",
+        mail_from="alice@sender.example",
+        rcpts=["postmaster@mx.example"],
+        raw=raw_one,
+        when=at(2),
+    )
+    second = await journal.add_message(
+        "s1",
+        mail_from="alice@sender.example",
+        rcpts=["abuse@mx.example", "postmaster@mx.example"],
+        raw=raw_two,
+        when=at(3),
+    )
+    journal.session_ended("s1", outcome="accepted", ended=at(4))
+
+    assert (first, second) == (1, 2)
+    s = await journal.session("s1")
+    assert s is not None
+    verdicts = s.pop("verdicts")
+    transcript = s.pop("transcript")
+    messages = s.pop("messages")
+    assert s == {
+        "id": "s1",
+        "started": "2026-05-09T07:00:00.000000+00:00",
+        "ended": "2026-05-09T07:00:04.000000+00:00",
+        "outcome": "accepted",
+        "scenario": "postfix-strict",
+        "peer": "127.0.0.1",
+        "peer_port": 40001,
+        "client_address": "203.0.113.9",
+        "client_name": "mail.sender.example",
+        "helo": "x",
+        "mail_from": "alice@sender.example",
+        "tls": True,
+        "rcpts": ["postmaster@mx.example", "abuse@mx.example"],
+    }
+    assert verdicts == [
+        {
+            "when": "2026-05-09T07:00:01.000000+00:00",
+            "policy": "helo_syntax",
+            "outcome": "HELO_INVALID",
+            "action": "reject",
+            "stage": "helo",
+            "replied_at": "rcpt",
+            "code": 501,
+            "status": "5.5.2",
+            "text": "<x>: Helo command rejected: Invalid name",
+            "reason": "HELO argument 'x' is not a domain name or address literal",
+            "rfc_compliant": True,
+            "warned": False,
+            "delay": 0.0,
+            "details": {},
+        }
+    ]
+    assert [(t["direction"], t["line"]) for t in transcript] == [
+        ("out", "220 mx.example ESMTP"),
+        ("in", "EHLO x"),
+        ("note", "helo_syntax: rejection delayed to RCPT"),
+    ]
+    assert transcript[1]["when"] == "2026-05-09T07:00:01.000000+00:00"
+    assert messages == [
+        {
+            "n": 1,
+            "when": "2026-05-09T07:00:02.000000+00:00",
+            "mail_from": "alice@sender.example",
+            "rcpts": ["postmaster@mx.example"],
+            "size": len(raw_one),
+            "truncated": False,
+        },
+        {
+            "n": 2,
+            "when": "2026-05-09T07:00:03.000000+00:00",
+            "mail_from": "alice@sender.example",
+            "rcpts": ["abuse@mx.example", "postmaster@mx.example"],
+            "size": len(raw_two),
+            "truncated": False,
+        },
+    ]
+    assert await journal.message_raw("s1", 2) == raw_two
+    assert await journal.message_raw("s1", 3) is None
+    assert await journal.session("nope") is None
+
+
+async def test_multi_line_reply_and_details_round_trip(journal: Journal) -> None:
+    start(journal, "s1", at(0))
+    verdict = Verdict(
+        policy="dnsbl",
+        outcome="LISTED",
+        action=Action.DEFER,
+        stage=Stage.CONNECT,
+        reply=Reply.parse(["450-4.7.1 Client host blocked", "450 4.7.1 try later"]),
+        rfc_compliant=False,
+        warned=True,
+        delay=2.5,
+        details={"zone": "zen.example", "at": T0},
+    )
+    journal.verdict("s1", verdict, at(0))
+    s = await journal.session("s1")
+    assert s is not None
+    [v] = s["verdicts"]
+    assert (v["code"], v["status"], v["text"]) == (
+        450,
+        "4.7.1",
+        "Client host blocked\ntry later",
+    )
+    assert v["replied_at"] is None
+    assert (v["rfc_compliant"], v["warned"], v["delay"]) == (False, True, 2.5)
+    # Whatever JSON cannot hold is kept as its text.
+    assert v["details"] == {"zone": "zen.example", "at": str(T0)}
+
+
+async def test_times_are_stored_as_utc(journal: Journal) -> None:
+    paris = timezone(timedelta(hours=2))
+    start(journal, "s1", datetime(2026, 5, 9, 9, 0, 0, tzinfo=paris))
+    s = await journal.session("s1")
+    assert s is not None
+    assert s["started"] == "2026-05-09T07:00:00.000000+00:00"
+
+
+async def test_naive_times_are_refused(journal: Journal) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        start(journal, "s1", datetime(2026, 5, 9, 7, 0, 0))
+    start(journal, "s1", at(0))
+
+
+async def test_bad_arguments_are_refused_at_the_call(journal: Journal) -> None:
+    start(journal, "s1", at(0))
+    with pytest.raises(TypeError, match="unknown fields \\['helo_name'\\]"):
+        journal.session_updated("s1", helo_name="x")
+    with pytest.raises(ValueError, match="direction"):
+        journal.transcript("s1", "sideways", "x", at(0))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="session outcome"):
+        journal.session_ended("s1", outcome="bounced", ended=at(1))
+    journal.session_updated("s1", helo="ok.example")
+    journal.transcript("s1", "in", "EHLO ok.example", at(0))
+    journal.session_ended("s1", outcome="idle", ended=at(1))
+    s = await journal.session("s1")
+    assert s is not None
+    assert (s["helo"], s["outcome"], len(s["transcript"])) == ("ok.example", "idle", 1)
+
+
+@pytest.fixture
+async def two_sessions(journal: Journal) -> Journal:
+    """`a` matches every filter case below; `b` (older) differs in each field."""
+    start(
+        journal,
+        "a",
+        at(3600),
+        peer="127.0.0.10",
+        client_address="203.0.113.9",
+        client_name="mail.a.example",
+    )
+    journal.session_updated("a", helo="mail.a.example", mail_from="alice@a.example")
+    journal.session_rcpt("a", "bob@b.example")
+    journal.verdict("a", helo_verdict(), at(3601))
+    journal.session_ended("a", outcome="rejected", ended=at(3602))
+
+    start(journal, "b", at(0), peer="127.0.0.11", client_address="198.51.100.7")
+    journal.session_updated("b", helo="relay.c.example")
+    await journal.add_message(
+        "b", mail_from="carol@c.example", rcpts=["dave@d.example"], raw=b"x\r\n", when=at(1)
+    )
+    journal.verdict(
+        "b",
+        Verdict(policy="dnsbl", outcome="NOT_LISTED", action=Action.DUNNO, stage=Stage.CONNECT),
+        at(0),
+    )
+    journal.session_ended("b", outcome="accepted", ended=at(2))
+    return journal
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, ["a", "b"]),
+        ({"client": "203.0.113.9"}, ["a"]),
+        ({"client": "127.0.0.10"}, ["a"]),
+        ({"client": "MAIL.A.example"}, ["a"]),
+        ({"client": "203.0.113.90"}, []),
+        ({"client": "203.0.113"}, []),
+        ({"helo": "A.EXAMPLE"}, ["a"]),
+        ({"helo": "b.example"}, []),
+        ({"sender": "alice@"}, ["a"]),
+        ({"sender": "carol@c.example"}, ["b"]),  # from its message: no session MAIL FROM
+        ({"sender": "alice_a.example"}, []),  # _ and % are literal, not wildcards
+        ({"sender": "%"}, []),
+        ({"rcpt": "bob@B.example"}, ["a"]),
+        ({"rcpt": "dave@d"}, ["b"]),  # from its message
+        ({"rcpt": "carol"}, []),
+        ({"outcome": "rejected"}, ["a"]),
+        ({"outcome": "deferred"}, []),
+        ({"policy": "helo_syntax"}, ["a"]),
+        ({"policy": "dnsbl"}, ["b"]),
+        ({"policy": "spf"}, []),
+        ({"since": at(3600)}, ["a"]),
+        ({"since": at(3600.000001)}, []),
+        ({"helo": "example", "outcome": "accepted"}, ["b"]),
+        ({"helo": "mail", "outcome": "accepted"}, []),
+    ],
+)
+async def test_session_filters(
+    two_sessions: Journal, filters: dict[str, Any], expected: list[str]
+) -> None:
+    found = await two_sessions.sessions(**filters)
+    assert [s["id"] for s in found] == expected
+
+
+async def test_session_list_carries_verdicts_and_rcpts(two_sessions: Journal) -> None:
+    a, b = await two_sessions.sessions()
+    assert [v["policy"] for v in a["verdicts"]] == ["helo_syntax"]
+    assert a["verdicts"][0]["code"] == 501
+    assert a["rcpts"] == ["bob@b.example"]
+    assert [v["outcome"] for v in b["verdicts"]] == ["NOT_LISTED"]
+    assert b["verdicts"][0]["code"] is None
+    assert b["rcpts"] == ["dave@d.example"]
+    assert "transcript" not in a
+
+
+async def test_newest_first_and_paging(journal: Journal) -> None:
+    # Started out of order; of s2 and s2b (same start time) the later written comes first.
+    for n in (3, 0, 5, 1, 4, 6, 2):
+        start(journal, f"s{n}", at(n))
+    start(journal, "s2b", at(2))
+    page = await journal.sessions(limit=3)
+    assert [s["id"] for s in page] == ["s6", "s5", "s4"]
+    page = await journal.sessions(limit=3, offset=3)
+    assert [s["id"] for s in page] == ["s3", "s2b", "s2"]
+    page = await journal.sessions(limit=3, offset=6)
+    assert [s["id"] for s in page] == ["s1", "s0"]
+    assert await journal.sessions(offset=8) == []
+    assert await journal.sessions(limit=0) == []
+    page = await journal.sessions(limit=2, offset=1, since=at(3))
+    assert [s["id"] for s in page] == ["s5", "s4"]
+    with pytest.raises(ValueError, match="limit and offset"):
+        await journal.sessions(limit=-1)
+
+
+async def test_message_size_cap(db: Path) -> None:
+    journal = Journal(db, max_message_bytes=100)
+    await journal.open()
+    try:
+        start(journal, "s1", at(0))
+        big = bytes(range(250))
+        exact = b"y" * 100
+        assert await journal.add_message("s1", mail_from="", rcpts=["r@x"], raw=big, when=at(1))
+        assert await journal.add_message("s1", mail_from="", rcpts=["r@x"], raw=exact, when=at(2))
+        s = await journal.session("s1")
+        assert s is not None
+        assert [(m["size"], m["truncated"]) for m in s["messages"]] == [(250, True), (100, False)]
+        assert await journal.message_raw("s1", 1) == big[:100]
+        assert await journal.message_raw("s1", 2) == exact
+    finally:
+        await journal.close()
+
+
+async def test_add_message_returns_after_commit(journal: Journal, db: Path) -> None:
+    start(journal, "s1", at(0))
+    other = sqlite3.connect(db)
+    try:
+        n = await journal.add_message(
+            "s1", mail_from="a@x.example", rcpts=["b@y.example"], raw=b"body\r\n", when=at(1)
+        )
+        # No flush: the second connection sees the row the moment add_message returns.
+        row = other.execute(
+            "SELECT mail_from, size, raw FROM messages WHERE session_id = 's1' AND n = ?", (n,)
+        ).fetchone()
+        assert row == ("a@x.example", 6, b"body\r\n")
+    finally:
+        other.close()
+
+
+async def test_file_is_in_wal_mode_with_a_schema_version(journal: Journal, db: Path) -> None:
+    other = sqlite3.connect(db)
+    try:
+        assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert other.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    finally:
+        other.close()
+
+
+async def test_reopening_keeps_the_data(db: Path) -> None:
+    first = Journal(db)
+    await first.open()
+    start(first, "s1", at(0))
+    await first.close()
+    second = Journal(db)
+    await second.open()
+    try:
+        assert [s["id"] for s in await second.sessions()] == ["s1"]
+    finally:
+        await second.close()
+
+
+async def test_in_memory_journal() -> None:
+    journal = Journal(":memory:")
+    await journal.open()
+    try:
+        start(journal, "s1", at(0))
+        assert await journal.add_message("s1", mail_from="", rcpts=[], raw=b"", when=at(1)) == 1
+        assert [s["id"] for s in await journal.sessions()] == ["s1"]
+    finally:
+        await journal.close()
+
+
+async def test_mark_open_aborted(journal: Journal) -> None:
+    for sid in ("open1", "open2", "done"):
+        start(journal, sid, at(0))
+    journal.session_ended("done", outcome="accepted", ended=at(1))
+    assert await journal.mark_open_aborted(at(9)) == 2
+    by_id = {s["id"]: s for s in await journal.sessions()}
+    assert {sid: (s["outcome"], s["ended"]) for sid, s in by_id.items()} == {
+        "open1": ("aborted", "2026-05-09T07:00:09.000000+00:00"),
+        "open2": ("aborted", "2026-05-09T07:00:09.000000+00:00"),
+        "done": ("accepted", "2026-05-09T07:00:01.000000+00:00"),
+    }
+    assert await journal.mark_open_aborted(at(10)) == 0
+
+
+async def test_clear(journal: Journal, db: Path) -> None:
+    start(journal, "s1", at(0))
+    journal.transcript("s1", "in", "EHLO x", at(0))
+    journal.verdict("s1", helo_verdict(), at(0))
+    journal.session_rcpt("s1", "a@b")
+    await journal.add_message("s1", mail_from="", rcpts=["a@b"], raw=b"x", when=at(1))
+    await journal.clear()
+    for table in ("sessions", "transcript", "verdicts", "rcpts", "messages"):
+        assert count(db, table) == 0, table
+    assert await journal.sessions() == []
+    # Usable afterwards, numbering starts again.
+    start(journal, "s1", at(2))
+    assert await journal.add_message("s1", mail_from="", rcpts=[], raw=b"x", when=at(3)) == 1
+
+
+async def test_unwritable_path_names_the_path(tmp_path: Path) -> None:
+    # A path under a regular file cannot be created, even by root.
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    path = blocker / "journal.db"
+    journal = Journal(path)
+    with pytest.raises(JournalError, match=f"cannot open journal {path}"):
+        await journal.open()
+    with pytest.raises(JournalError, match="not open"):
+        start(journal, "s1", at(0))
+
+
+async def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("this is not a database, it is a shopping list\n" * 100)
+    with pytest.raises(JournalError, match=f"cannot open journal {path}"):
+        await Journal(path).open()
+
+
+async def test_a_newer_schema_is_refused(db: Path) -> None:
+    with sqlite3.connect(db) as other:
+        other.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    other.close()
+    with pytest.raises(JournalError, match=f"schema version {SCHEMA_VERSION + 1} is newer"):
+        await Journal(db).open()
+
+
+async def test_writes_run_on_the_writer_thread(journal: Journal, db: Path) -> None:
+    start(journal, "s1", at(0))
+    await journal.flush()
+    assert journal.writer_thread_id is not None
+    assert journal.writer_thread_id != threading.get_ident()
+
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # hold the write lock: nobody can commit now
+    try:
+        # Were these written on the loop's thread, the first would block on the lock.
+        for i in range(2000):
+            journal.transcript("s1", "in", f"NOOP {i}", at(1))
+        flushed = asyncio.ensure_future(journal.flush())
+        await asyncio.sleep(0)  # the loop keeps running while the writer waits
+        assert not flushed.done()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await flushed
+    assert count(db, "transcript") == 2000
+
+
+async def test_writes_before_open_and_after_close_raise(db: Path) -> None:
+    journal = Journal(db)
+    with pytest.raises(JournalError, match="not open"):
+        journal.transcript("s1", "in", "x", at(0))
+    await journal.open()
+    start(journal, "s1", at(0))
+    await journal.close()
+    await journal.close()  # idempotent
+    assert count(db, "sessions") == 1  # close committed what was queued
+    with pytest.raises(JournalError, match="closed"):
+        journal.transcript("s1", "in", "x", at(0))
+    with pytest.raises(JournalError, match="closed"):
+        await journal.add_message("s1", mail_from="", rcpts=[], raw=b"", when=at(1))
+    with pytest.raises(JournalError, match="closed"):
+        await journal.sessions()
+    with pytest.raises(JournalError, match="closed"):
+        await journal.open()
+
+
+@pytest.mark.parametrize("raise_kind", ["ABORT", "ROLLBACK"])
+async def test_failed_message_write_fails_add_message_and_recovers(
+    journal: Journal, db: Path, raise_kind: str
+) -> None:
+    start(journal, "s1", at(0))
+    await journal.flush()
+    assert journal.healthy
+    assert journal.last_error is None
+    # Another connection makes message inserts fail the way a full disk would: inside
+    # SQLite, at the journal's own INSERT. ROLLBACK also undoes the whole transaction.
+    with sqlite3.connect(db) as other:
+        other.execute(
+            "CREATE TRIGGER no_room BEFORE INSERT ON messages"
+            f" BEGIN SELECT RAISE({raise_kind}, 'no room for messages'); END"
+        )
+    other.close()
+
+    with pytest.raises(JournalError, match="no room for messages"):
+        await journal.add_message("s1", mail_from="", rcpts=["a@b"], raw=b"x", when=at(1))
+    assert not journal.healthy
+    assert journal.last_error is not None
+    assert "no room for messages" in journal.last_error
+    assert count(db, "messages") == 0
+    assert count(db, "rcpts") == 0  # the failed message left nothing half-written
+
+    with sqlite3.connect(db) as other:
+        other.execute("DROP TRIGGER no_room")
+    other.close()
+    # The writer thread lived through it: the next message is stored, as number 1.
+    n = await journal.add_message("s1", mail_from="", rcpts=["a@b"], raw=b"x", when=at(2))
+    assert n == 1
+    assert journal.healthy
+    assert journal.last_error is not None  # kept for the health report
+    assert count(db, "messages") == 1
+
+
+async def test_failed_plain_write_marks_unhealthy_without_stopping(
+    journal: Journal, db: Path
+) -> None:
+    journal.transcript("ghost", "in", "EHLO x", at(0))  # no such session
+    await journal.flush()
+    assert not journal.healthy
+    assert journal.last_error is not None
+    assert "FOREIGN KEY" in journal.last_error
+    start(journal, "s1", at(1))
+    await journal.flush()
+    assert journal.healthy
+    assert count(db, "sessions") == 1
+    assert count(db, "transcript") == 0
+
+
+async def test_many_sessions(journal: Journal, db: Path) -> None:
+    for s in range(5000):
+        sid = f"s{s:04}"
+        start(journal, sid, at(s))
+        for line in range(10):
+            journal.transcript(sid, "in", f"NOOP {line}", at(s))
+        journal.session_ended(sid, outcome="idle", ended=at(s + 1))
+    await journal.flush()
+    assert journal.healthy
+    assert count(db, "sessions") == 5000
+    assert count(db, "transcript") == 50_000
+    assert [s["id"] for s in await journal.sessions(limit=2)] == ["s4999", "s4998"]
+    assert len(await journal.sessions(outcome="idle", limit=10_000)) == 5000

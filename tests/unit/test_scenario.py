@@ -1,0 +1,148 @@
+"""Scenario loading: errors name file, line and key path; bundled scenarios load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from receiver import scenario as scenarios
+from receiver.scenario import ScenarioError
+from receiver.verdict import Stage
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ScenarioError) as info:
+        scenarios.load(write(tmp_path, text))
+    return str(info.value)
+
+
+def test_bad_option_value_names_file_line_and_path(tmp_path: Path) -> None:
+    text = """\
+name: x
+policies:
+  helo:
+    - policy: helo_syntax
+    - policy: helo_syntax
+      mode: rfc1035
+    - policy: helo_syntax
+      require_fqdn: true
+      mode: rfc9999
+"""
+    message = error_of(tmp_path, text)
+    assert message.endswith(
+        "x.yaml:9 policies.helo[2].mode: 'rfc9999' is not one of: "
+        "'rfc1035', 'rfc1123', 'postfix' or 'exim'"
+    ), message
+
+
+def test_unknown_policy_lists_the_known_ones(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "policies:\n  helo:\n    - policy: helo_sintax\n")
+    assert "x.yaml:3 policies.helo[0].policy: unknown policy 'helo_sintax'" in message
+    assert "known policies: helo_syntax, session_limits" in message
+
+
+def test_policy_at_a_stage_it_cannot_run(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "policies:\n  eod:\n    - policy: helo_syntax\n")
+    assert "policies.eod[0].policy: helo_syntax cannot run at eod; it runs at: helo, mail" in message
+
+
+def test_unknown_stage(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "policies:\n  greeting:\n    - policy: helo_syntax\n")
+    assert "x.yaml:2 policies.greeting: unknown stage 'greeting'" in message
+
+
+def test_unknown_option(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "policies:\n  helo:\n    - policy: helo_syntax\n      strict: yes\n")
+    assert "x.yaml:4 policies.helo[0].strict: unknown option; helo_syntax options: mode," in message
+
+
+def test_bad_option_type(tmp_path: Path) -> None:
+    text = "policies:\n  session:\n    - policy: session_limits\n      hard_error_limit: lots\n"
+    message = error_of(tmp_path, text)
+    assert "x.yaml:4 policies.session[0].hard_error_limit: 'lots'" in message
+
+
+def test_bad_reply_override(tmp_path: Path) -> None:
+    text = """\
+policies:
+  helo:
+    - policy: helo_syntax
+      replies:
+        HELO_INVALID: "550 4.7.1 inconsistent"
+"""
+    message = error_of(tmp_path, text)
+    assert "x.yaml:5 policies.helo[0].replies.HELO_INVALID: enhanced status 4.7.1 disagrees" in message
+
+
+def test_reply_override_for_an_unknown_outcome(tmp_path: Path) -> None:
+    text = "policies:\n  helo:\n    - policy: helo_syntax\n      replies: {NOPE: '550 x'}\n"
+    message = error_of(tmp_path, text)
+    assert "replies.NOPE: helo_syntax has no outcome 'NOPE'" in message
+    assert "HELO_INVALID" in message
+
+
+def test_reply_override_with_an_unknown_placeholder(tmp_path: Path) -> None:
+    text = "policies:\n  helo:\n    - policy: helo_syntax\n      replies: {HELO_INVALID: '550 {zone}'}\n"
+    message = error_of(tmp_path, text)
+    assert "unknown placeholder {zone}" in message
+
+
+def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "receiver:\n  hostname: [unclosed\npolicies: {}\n")
+    assert "x.yaml:3 invalid YAML" in message
+
+
+def test_bad_record_names_the_record(tmp_path: Path) -> None:
+    text = "world:\n  dns:\n    records:\n      mx.example.com:\n        A: 1.2.3\n"
+    message = error_of(tmp_path, text)
+    assert "x.yaml:" in message and "world.dns.records" in message
+    assert "1.2.3" in message
+
+
+def test_unknown_top_level_section(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "recever:\n  hostname: x\n")
+    assert "x.yaml:1 recever: unknown key" in message
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    assert "must be a mapping" in error_of(tmp_path, "- a\n- b\n")
+
+
+def test_missing_file_and_unknown_name() -> None:
+    with pytest.raises(ScenarioError, match="no such scenario file"):
+        scenarios.load("/nonexistent/x.yaml")
+    with pytest.raises(ScenarioError, match="no scenario named 'nope'; bundled scenarios: "):
+        scenarios.load("nope")
+
+
+def test_session_policies_run_first_at_their_stages(tmp_path: Path) -> None:
+    text = """\
+policies:
+  helo:
+    - policy: helo_syntax
+  session:
+    - policy: session_limits
+"""
+    scenario = scenarios.load(write(tmp_path, text))
+    chains = scenario.chains()
+    assert [p.name for p in chains[Stage.HELO]] == ["session_limits", "helo_syntax"]
+    assert [p.name for p in chains[Stage.ERROR]] == ["session_limits"]
+    assert Stage.EOD not in chains
+
+
+@pytest.mark.parametrize("name", scenarios.bundled_names())
+def test_every_bundled_scenario_loads(name: str) -> None:
+    scenario = scenarios.load(name)
+    assert scenario.description, "each bundled scenario has a one-line description"
+    assert scenario.engine() is not None
+
+
+def test_the_default_and_postfix_scenarios_are_bundled() -> None:
+    assert {"default", "postfix-strict"} <= set(scenarios.bundled_names())
