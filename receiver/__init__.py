@@ -1,6 +1,7 @@
 """strictmx: an SMTP server that behaves like the strictest mail receivers, on purpose."""
 
 from .engine import Decision, Engine, EngineSettings
+from .journal import Journal, JournalError
 from .policy import Context, Outcome, Policy, PolicyOptions, load_registry
 from .scenario import Scenario, ScenarioError
 from .session import Client, Counters, Session
@@ -14,6 +15,8 @@ __all__ = [
     "Decision",
     "Engine",
     "EngineSettings",
+    "Journal",
+    "JournalError",
     "Outcome",
     "Policy",
     "PolicyOptions",

@@ -96,10 +96,10 @@ class ClientHistory:
         return len(keep)
 
 
-O = TypeVar("O", bound=PolicyOptions)
+OptionsT = TypeVar("OptionsT", bound=PolicyOptions)
 
 
-class Policy(Generic[O]):
+class Policy(Generic[OptionsT]):
     """Base class. Subclasses set the ClassVars and implement `check`."""
 
     name: ClassVar[str]
@@ -108,8 +108,8 @@ class Policy(Generic[O]):
     Options: ClassVar[type[PolicyOptions]] = PolicyOptions
     outcomes: ClassVar[tuple[Outcome, ...]] = ()
 
-    def __init__(self, options: O, replies: Mapping[str, Reply] | None = None) -> None:
-        self.options: O = options
+    def __init__(self, options: OptionsT, replies: Mapping[str, Reply] | None = None) -> None:
+        self.options: OptionsT = options
         self._outcomes = {o.id: o for o in self.outcomes}
         self._replies: dict[str, Reply] = {o.id: o.default_reply() for o in self.outcomes}
         for outcome_id, reply in (replies or {}).items():

@@ -53,16 +53,29 @@ class ReceiverSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    hostname: str = Field("mx.strictmx.test", description="The receiver's own name (greeting, replies).")
-    banner: str = Field("{hostname} ESMTP", description="Greeting text after 220; {hostname} is filled in.")
-    delay_reject: bool = Field(True, description="Give CONNECT/HELO/MAIL rejections at RCPT, as Postfix.")
-    warn_only: bool = Field(False, description="Run every policy, record objections, refuse nothing.")
-    soft_bounce: bool = Field(False, description="Turn every 5xx into 4xx, as Postfix's soft_bounce.")
+    hostname: str = Field(
+        "mx.strictmx.test", description="The receiver's own name (greeting, replies)."
+    )
+    banner: str = Field(
+        "{hostname} ESMTP", description="Greeting text after 220; {hostname} is filled in."
+    )
+    delay_reject: bool = Field(
+        True, description="Give CONNECT/HELO/MAIL rejections at RCPT, as Postfix."
+    )
+    warn_only: bool = Field(
+        False, description="Run every policy, record objections, refuse nothing."
+    )
+    soft_bounce: bool = Field(
+        False, description="Turn every 5xx into 4xx, as Postfix's soft_bounce."
+    )
     enhanced_status_codes: bool = Field(
-        True, description="Send RFC 3463 codes (x.y.z); off for personas such as Exim that send none."
+        True,
+        description="Send RFC 3463 codes (x.y.z); off for personas such as Exim that send none.",
     )
     max_message_size: int = Field(10 * 1024 * 1024, ge=1, description="SIZE limit in octets.")
-    max_recipients: int = Field(1000, ge=1, description="Recipients per message (Postfix's default).")
+    max_recipients: int = Field(
+        1000, ge=1, description="Recipients per message (Postfix's default)."
+    )
     local_recipients: list[str] = Field(
         default_factory=lambda: ["*"],
         description="Glob patterns of recipients that exist here; others get 550 5.1.1.",
@@ -116,7 +129,9 @@ class Scenario:
         chains: dict[Stage, list[Policy[PolicyOptions]]] = {}
         instances = [(e, e.instantiate()) for e in self.entries]
         for stage in Stage:
-            chain = [p for e, p in instances if e.listed_under == SESSION_KEY and stage in e.cls.stages]
+            chain = [
+                p for e, p in instances if e.listed_under == SESSION_KEY and stage in e.cls.stages
+            ]
             chain += [p for e, p in instances if e.listed_under == stage.value]
             if chain:
                 chains[stage] = chain
@@ -208,7 +223,9 @@ def from_dict(
     for key, items in model.policies.items():
         if key not in STAGE_KEYS:
             raise ScenarioError(
-                where.at(("policies", key), f"unknown stage {key!r}; stages are: {', '.join(STAGE_KEYS)}")
+                where.at(
+                    ("policies", key), f"unknown stage {key!r}; stages are: {', '.join(STAGE_KEYS)}"
+                )
             )
         for index, item in enumerate(items):
             entries.append(_entry(item, key, ("policies", key, index), registry, where))
@@ -288,7 +305,7 @@ class _LineMap:
     def parse(cls, text: str, source: str) -> _LineMap:
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+            data = yaml.load(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""

@@ -101,7 +101,9 @@ class Receiver:
         self.scenario = scenario
         self.world = World.from_config(scenario.world)
         self.engine = scenario.engine()
-        self.context = Context(world=self.world, hostname=scenario.receiver.hostname, history=self.history)
+        self.context = Context(
+            world=self.world, hostname=scenario.receiver.hostname, history=self.history
+        )
 
     # -- life -----------------------------------------------------------------------------
     async def start(self) -> None:

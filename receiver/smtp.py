@@ -23,11 +23,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as AioSession
 
 from .engine import Decision, is_always_accepted
 from .session import Client, Session
-from .verdict import Action, Reply, Stage, Verdict
+from .verdict import Reply, Stage, Verdict
 
 if TYPE_CHECKING:
     from .server import Receiver
@@ -52,7 +53,7 @@ class _RecordingReader(asyncio.StreamReader):
         super().__init__(**kwargs)
         self._protocol = protocol
 
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:  # type: ignore[override]
         try:
             line = await super().readuntil(separator)
         except asyncio.LimitOverrunError:
@@ -68,32 +69,34 @@ class _RecordingReader(asyncio.StreamReader):
 class _Hooks:
     """aiosmtpd handler hooks, forwarded to the protocol instance that called them."""
 
-    async def handle_EHLO(  # noqa: N802 - aiosmtpd's hook name
+    async def handle_EHLO(
         self, server: StrictSMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         return server.ehlo_responses(hostname, responses)
 
-    async def handle_MAIL(  # noqa: N802
+    async def handle_MAIL(
         self, server: StrictSMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         return await server.on_mail(address, options)
 
-    async def handle_RCPT(  # noqa: N802
+    async def handle_RCPT(
         self, server: StrictSMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         return await server.on_rcpt(address, options)
 
-    async def handle_DATA(self, server: StrictSMTP, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: StrictSMTP, session: Any, envelope: Any) -> str:
         return await server.on_message(envelope.original_content or b"")
 
-    async def handle_PROXY(self, server: StrictSMTP, session: Any, envelope: Any, proxy: Any) -> bool:  # noqa: N802
+    async def handle_PROXY(
+        self, server: StrictSMTP, session: Any, envelope: Any, proxy: Any
+    ) -> bool:
         return server.on_proxy(proxy)
 
 
 HOOKS = _Hooks()
 
 
-class StrictSMTP(SMTP):  # type: ignore[misc]  # aiosmtpd ships no type information
+class StrictSMTP(SMTP):
     def __init__(self, receiver: Receiver) -> None:
         settings = receiver.scenario.receiver
         super().__init__(
@@ -134,6 +137,16 @@ class StrictSMTP(SMTP):  # type: ignore[misc]  # aiosmtpd ships no type informat
         }
         self._smtp_methods["XCLIENT"] = self._wrap("XCLIENT", self.xclient)
 
+    # Methods, not properties: aiosmtpd's __init__ inspects every attribute.
+    def _conn(self) -> AioSession:
+        """aiosmtpd's per-connection state (set from connection_made on)."""
+        assert self.session is not None
+        return self.session
+
+    def _env(self) -> Envelope:
+        assert self.envelope is not None
+        return self.envelope
+
     # -- connection life --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -153,7 +166,7 @@ class StrictSMTP(SMTP):  # type: ignore[misc]  # aiosmtpd ships no type informat
             self.receiver.session_closed(self)
 
     def _begin_session(self) -> Session:
-        peer = self.session.peer
+        peer = self._conn().peer
         host, port = (peer[0], int(peer[1])) if isinstance(peer, tuple) else ("0.0.0.0", 0)
         source, via = (self._proxied, "proxy") if self._proxied else ((host, port), "socket")
         identity = self.ctx.world.clients.lookup(source[0])
@@ -354,7 +367,7 @@ class StrictSMTP(SMTP):  # type: ignore[misc]  # aiosmtpd ships no type informat
             await self._send_decision(decision)
             return
         await method(arg)
-        if self.session.host_name and self.session.host_name == arg:
+        if self._conn().host_name and self._conn().host_name == arg:
             if before[0]:
                 state.helo_history.append(before[0])
             state.esmtp = verb == "EHLO"
@@ -364,13 +377,13 @@ class StrictSMTP(SMTP):  # type: ignore[misc]  # aiosmtpd ships no type informat
             state.helo, state.helo_verb = before
 
     def ehlo_responses(self, hostname: str, responses: list[str]) -> list[str]:
-        self.session.host_name = hostname  # aiosmtpd leaves this to an EHLO hook
+        self._conn().host_name = hostname  # aiosmtpd leaves this to an EHLO hook
         body = [r[4:] for r in responses[1:] if not r[4:].startswith("AUTH")]
         body = [b for b in body if b != "HELP"]
         body.append("PIPELINING")
         if self.settings.enhanced_status_codes:
             body.append("ENHANCEDSTATUSCODES")
-        if self.receiver.trusts(self.session.peer):
+        if self.receiver.trusts(self._conn().peer):
             body.append("XCLIENT " + " ".join(XCLIENT_ATTRIBUTES))
         lines = [responses[0], *(f"250-{b}" for b in body)]
         lines.append("250 HELP")
@@ -387,8 +400,8 @@ class StrictSMTP(SMTP):  # type: ignore[misc]  # aiosmtpd ships no type informat
         if decision.reply is not None:
             state.mail_from = None
             return await self._hook_reply(decision)
-        self.envelope.mail_from = address
-        self.envelope.mail_options.extend(options)
+        self._env().mail_from = address
+        self._env().mail_options.extend(options)
         self.journal.session_updated(state.id, mail_from=state.mail_from)
         return self._ok("250 2.1.0 Ok")
 
@@ -397,6 +410,7 @@ class StrictSMTP(SMTP):  # type: ignore[misc]  # aiosmtpd ships no type informat
         assert state is not None
         state.rcpt = address
         state.counters.rcpts_tried += 1
+        self.journal.session_rcpt(state.id, address)
         if len(state.rcpts) >= self.settings.max_recipients:
             state.counters.bad_rcpts += 1
             return self._ok("452 4.5.3 Error: too many recipients")
@@ -411,14 +425,14 @@ class StrictSMTP(SMTP):  # type: ignore[misc]  # aiosmtpd ships no type informat
                 "User unknown in local recipient table"
             )
         state.rcpts.append(address)
-        self.envelope.rcpt_tos.append(address)
-        self.envelope.rcpt_options.extend(options)
+        self._env().rcpt_tos.append(address)
+        self._env().rcpt_options.extend(options)
         return self._ok("250 2.1.5 Ok")
 
     async def _on_data(self, method: Command, arg: str | None) -> None:
         state = self.state
         assert state is not None
-        if self.session.host_name and self.envelope.rcpt_tos and not arg:
+        if self._conn().host_name and self._env().rcpt_tos and not arg:
             decision = await self._run(Stage.DATA)
             if decision.reply is not None:
                 await self._send_decision(decision)
@@ -505,10 +519,10 @@ class StrictSMTP(SMTP):  # type: ignore[misc]  # aiosmtpd ships no type informat
     async def xclient(self, arg: str | None) -> None:
         state = self.state
         assert state is not None
-        if not self.receiver.trusts(self.session.peer):
+        if not self.receiver.trusts(self._conn().peer):
             await self._write("550 5.7.0 Error: insufficient authorization")
             return
-        if self.envelope.mail_from:
+        if self._env().mail_from:
             await self._write("503 5.5.1 Error: MAIL transaction in progress")
             return
         if not arg:
@@ -544,13 +558,13 @@ class StrictSMTP(SMTP):  # type: ignore[misc]  # aiosmtpd ships no type informat
         state.reset_transaction()
         state.helo = attrs.get("HELO")
         state.helo_verb = None
-        self.session.host_name = None
-        self._set_rset_state()
+        self._conn().host_name = None
+        self.envelope = self._create_envelope()
         self._greeted = False
         await self.push("220")  # re-runs CONNECT and greets again
 
     def on_proxy(self, proxy: Any) -> bool:
-        peer = self.session.peer
+        peer = self._conn().peer
         if not self.receiver.trusts(peer):
             log.warning("PROXY header from untrusted %s refused", peer)
             return False

@@ -184,7 +184,7 @@ def parse_rdata(rdtype: dns.rdatatype.RdataType, text: str) -> dns.rdata.Rdata:
 
 def _is_ip(text: str, family: type[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> bool:
     try:
-        family(text)
+        family(text.strip())
     except ValueError:
         return False
     return True
@@ -487,7 +487,7 @@ class WorldDNS:
         """
         try:
             wanted = dns.rdatatype.from_text(rdtype)
-        except dns.exception.DNSException:
+        except (dns.exception.DNSException, ValueError):
             raise ValueError(f"unknown DNS record type {rdtype!r}") from None
         label = dns.rdatatype.to_text(wanted)
         try:
@@ -510,7 +510,7 @@ class WorldDNS:
             alias = node.get(dns.rdatatype.CNAME)
             if alias is None or wanted == dns.rdatatype.CNAME:
                 raise NoData(asked, label)
-            current = _only(alias, CNAME).target
+            current = _typed(alias[0], CNAME).target
         raise TempFail(asked, label, "servfail", f"more than {MAX_CNAME_CHAIN} CNAMEs")
 
     async def addresses(self, name: str) -> list[str]:
@@ -543,8 +543,10 @@ class WorldDNS:
         return [name_text(_typed(rdata, PTR).target) for rdata in answers]
 
     async def mx(self, name: str) -> list[tuple[int, str]]:
-        """(preference, exchange) sorted by preference; [] if none. A null MX (RFC 7505)
-        reads [(0, '.')]."""
+        """(preference, exchange) sorted by preference; [] if none.
+
+        A null MX (RFC 7505) reads [(0, ".")].
+        """
         try:
             answers = await self.resolve(name, "MX")
         except (NXDomain, NoData):
@@ -620,7 +622,10 @@ def _real_resolver(nameservers: list[str], lifetime: float) -> dns.asyncresolver
             dns.nameserver.Do53Nameserver(*split_nameserver(text)) for text in nameservers
         ]
     else:
-        resolver = dns.asyncresolver.Resolver()
+        try:
+            resolver = dns.asyncresolver.Resolver()
+        except dns.resolver.NoResolverConfiguration as exc:
+            raise ValueError(f"no nameservers given and no system resolver to use: {exc}") from None
     resolver.lifetime = lifetime
     return resolver
 
@@ -628,7 +633,3 @@ def _real_resolver(nameservers: list[str], lifetime: float) -> dns.asyncresolver
 def _typed(rdata: dns.rdata.Rdata, cls: type[R]) -> R:
     assert isinstance(rdata, cls)
     return rdata
-
-
-def _only(rrset: dns.rrset.RRset, cls: type[R]) -> R:
-    return _typed(next(iter(rrset)), cls)

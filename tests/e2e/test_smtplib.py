@@ -135,7 +135,7 @@ def test_the_server_keeps_serving_after_a_client_vanishes_mid_data(serve: Factor
         for line in (b"EHLO mail.example.net", b"MAIL FROM:<a@example.net>", b"RCPT TO:<b@x.test>"):
             f.write(line + b"\r\n")
             f.flush()
-            while (reply := f.readline())[3:4] == b"-":
+            while f.readline()[3:4] == b"-":
                 pass
         f.write(b"DATA\r\n")
         f.flush()

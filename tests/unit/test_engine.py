@@ -62,7 +62,9 @@ def session() -> Session:
     return Session(Client("127.0.0.1", address="192.0.2.7"))
 
 
-async def test_policies_run_in_order_and_first_decisive_wins(ctx: Context, session: Session) -> None:
+async def test_policies_run_in_order_and_first_decisive_wins(
+    ctx: Context, session: Session
+) -> None:
     a, b, c = fixed("dunno", "a"), fixed("reject", "b"), fixed("defer", "c")
     engine = Engine({Stage.RCPT: [a, b, c]})
     decision = await engine.run(Stage.RCPT, session, ctx)
@@ -122,7 +124,9 @@ async def test_control_other_recipients_still_get_the_delayed_reply(
     assert decision.reply is not None and decision.reply.code == 550
 
 
-async def test_without_delay_reject_the_stage_itself_refuses(ctx: Context, session: Session) -> None:
+async def test_without_delay_reject_the_stage_itself_refuses(
+    ctx: Context, session: Session
+) -> None:
     engine = Engine({Stage.HELO: [fixed("reject")]}, EngineSettings(delay_reject=False))
     decision = await engine.run(Stage.HELO, session, ctx)
     assert decision.reply is not None and decision.reply.code == 550
@@ -148,7 +152,9 @@ async def test_mail_stage_rejection_is_forgotten_with_the_transaction(
     assert (await engine.run(Stage.RCPT, session, ctx)).reply is None
 
 
-async def test_warn_only_runs_everything_and_refuses_nothing(ctx: Context, session: Session) -> None:
+async def test_warn_only_runs_everything_and_refuses_nothing(
+    ctx: Context, session: Session
+) -> None:
     a, b = fixed("reject", "a"), fixed("defer", "b")
     engine = Engine({Stage.RCPT: [a, b]}, EngineSettings(warn_only=True))
     decision = await engine.run(Stage.RCPT, session, ctx)

@@ -50,7 +50,9 @@ def test_unknown_policy_lists_the_known_ones(tmp_path: Path) -> None:
 
 def test_policy_at_a_stage_it_cannot_run(tmp_path: Path) -> None:
     message = error_of(tmp_path, "policies:\n  eod:\n    - policy: helo_syntax\n")
-    assert "policies.eod[0].policy: helo_syntax cannot run at eod; it runs at: helo, mail" in message
+    assert (
+        "policies.eod[0].policy: helo_syntax cannot run at eod; it runs at: helo, mail" in message
+    )
 
 
 def test_unknown_stage(tmp_path: Path) -> None:
@@ -59,7 +61,9 @@ def test_unknown_stage(tmp_path: Path) -> None:
 
 
 def test_unknown_option(tmp_path: Path) -> None:
-    message = error_of(tmp_path, "policies:\n  helo:\n    - policy: helo_syntax\n      strict: yes\n")
+    message = error_of(
+        tmp_path, "policies:\n  helo:\n    - policy: helo_syntax\n      strict: yes\n"
+    )
     assert "x.yaml:4 policies.helo[0].strict: unknown option; helo_syntax options: mode," in message
 
 
@@ -78,7 +82,9 @@ policies:
         HELO_INVALID: "550 4.7.1 inconsistent"
 """
     message = error_of(tmp_path, text)
-    assert "x.yaml:5 policies.helo[0].replies.HELO_INVALID: enhanced status 4.7.1 disagrees" in message
+    assert (
+        "x.yaml:5 policies.helo[0].replies.HELO_INVALID: enhanced status 4.7.1 disagrees" in message
+    )
 
 
 def test_reply_override_for_an_unknown_outcome(tmp_path: Path) -> None:
@@ -89,7 +95,10 @@ def test_reply_override_for_an_unknown_outcome(tmp_path: Path) -> None:
 
 
 def test_reply_override_with_an_unknown_placeholder(tmp_path: Path) -> None:
-    text = "policies:\n  helo:\n    - policy: helo_syntax\n      replies: {HELO_INVALID: '550 {zone}'}\n"
+    text = (
+        "policies:\n  helo:\n    - policy: helo_syntax\n"
+        "      replies: {HELO_INVALID: '550 {zone}'}\n"
+    )
     message = error_of(tmp_path, text)
     assert "unknown placeholder {zone}" in message
 

@@ -31,8 +31,10 @@ def test_multiline_from_wire_lines_round_trips() -> None:
 
 
 def test_multiline_from_plain_text_lines() -> None:
-    r = Reply.parse("550-Sender envelope address is locally blacklisted here.\n"
-                    "550 If you think this is wrong get in touch with postmaster.")
+    r = Reply.parse(
+        "550-Sender envelope address is locally blacklisted here.\n"
+        "550 If you think this is wrong get in touch with postmaster."
+    )
     assert r.wire_lines() == [
         "550-Sender envelope address is locally blacklisted here.",
         "550 If you think this is wrong get in touch with postmaster.",
