@@ -175,11 +175,11 @@ async def _serve(receiver: Receiver) -> int:
         raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     except Exception as exc:  # the journal could not be opened, for one
         raise UsageError(str(exc)) from None
-    _announce(receiver)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    _announce(receiver)  # only once a stop signal is handled: supervisors act on these lines
     await stop.wait()
     print("strictmx: stopping; letting sessions finish", file=sys.stderr, flush=True)
     await receiver.stop()

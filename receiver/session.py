@@ -53,6 +53,8 @@ class Counters:
     rcpts_tried: int = 0  # RCPT commands; for the whole session
     unknown_commands: int = 0
     messages: int = 0  # messages accepted
+    rejections: int = 0  # 5xx replies sent; never reset (the session's outcome)
+    deferrals: int = 0  # 4xx replies sent; never reset
 
 
 @dataclass

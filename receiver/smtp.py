@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 XCLIENT_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+_UNPRINTABLE = re.compile(r"[^\t\x20-\x7e]")
 _REPLY_HEAD = re.compile(r"^([2-5][0-9][0-9])([ -])")
 
 Command = Callable[[str | None], Awaitable[None]]
@@ -216,10 +217,9 @@ class StrictSMTP(SMTP):
             return "aborted"
         if state.counters.messages:
             return "accepted"
-        sent = [v.reply.code for v in state.verdicts if v.replied_at and v.reply]
-        if any(code >= 500 for code in sent):
+        if state.counters.rejections:
             return "rejected"
-        if sent:
+        if state.counters.deferrals:
             return "deferred"
         return "idle"
 
@@ -246,6 +246,9 @@ class StrictSMTP(SMTP):
 
     async def push(self, status: str | bytes) -> None:
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        # aiosmtpd echoes unknown commands as received; RFC 5321 §4.2 allows HT and
+        # printable ASCII only in reply text.
+        line = _UNPRINTABLE.sub("?", line)
         if not self._greeted:
             self._greeted = True
             await self._greet(line)
@@ -270,9 +273,11 @@ class StrictSMTP(SMTP):
         self.journal.transcript(state.id, "out", line, _now())
         self._reply_open = bool(head and head.group(2) == "-")
         if head and head.group(2) == " " and head.group(1)[0] in "45":
-            if line.startswith("354"):
-                return
             state.counters.errors += 1
+            if line.startswith("5"):
+                state.counters.rejections += 1
+            else:
+                state.counters.deferrals += 1
             if not self._in_error_stage:
                 self._in_error_stage = True
                 try:
@@ -356,25 +361,29 @@ class StrictSMTP(SMTP):
         state = self.state
         assert state is not None
         before = (state.helo, state.helo_verb)
+        # Policies see every earlier accepted name in helo_history, the new one in helo.
+        if before[0]:
+            state.helo_history.append(before[0])
         state.helo, state.helo_verb = (arg or "").strip(), verb
         held = state.delayed.pop(Stage.HELO, None)
         decision = await self._run(Stage.HELO)
-        if decision.reply is not None:
-            # RFC 5321 §4.1.4: a refused EHLO leaves the session as it was.
-            state.helo, state.helo_verb = before
-            if held is not None:
-                state.delayed.setdefault(Stage.HELO, held)
+        accepted = decision.reply is None
+        if accepted:
+            await method(arg)
+            accepted = bool(self._conn().host_name) and self._conn().host_name == arg
+        else:
             await self._send_decision(decision)
-            return
-        await method(arg)
-        if self._conn().host_name and self._conn().host_name == arg:
-            if before[0]:
-                state.helo_history.append(before[0])
+        if accepted:
             state.esmtp = verb == "EHLO"
             state.reset_transaction()
             self.journal.session_updated(state.id, helo=state.helo)
-        else:
-            state.helo, state.helo_verb = before
+            return
+        # RFC 5321 §4.1.4: a refused EHLO leaves the session as it was.
+        if before[0]:
+            state.helo_history.pop()
+        state.helo, state.helo_verb = before
+        if held is not None:
+            state.delayed.setdefault(Stage.HELO, held)
 
     def ehlo_responses(self, hostname: str, responses: list[str]) -> list[str]:
         self._conn().host_name = hostname  # aiosmtpd leaves this to an EHLO hook
@@ -383,7 +392,7 @@ class StrictSMTP(SMTP):
         body.append("PIPELINING")
         if self.settings.enhanced_status_codes:
             body.append("ENHANCEDSTATUSCODES")
-        if self.receiver.trusts(self._conn().peer):
+        if self._may_xclient():
             body.append("XCLIENT " + " ".join(XCLIENT_ATTRIBUTES))
         lines = [responses[0], *(f"250-{b}" for b in body)]
         lines.append("250 HELP")
@@ -448,6 +457,7 @@ class StrictSMTP(SMTP):
         assert state is not None
         state.message = raw
         state.bare_lf = state.bare_lf or _has_bare_lf(raw)
+        self.note(f"message data: {len(raw)} octets" + (", bare LF" if state.bare_lf else ""))
         decision = await self._run(Stage.EOD)
         if decision.reply is not None:
             if decision.close:
@@ -519,7 +529,7 @@ class StrictSMTP(SMTP):
     async def xclient(self, arg: str | None) -> None:
         state = self.state
         assert state is not None
-        if not self.receiver.trusts(self._conn().peer):
+        if not self._may_xclient():
             await self._write("550 5.7.0 Error: insufficient authorization")
             return
         if self._env().mail_from:
@@ -558,10 +568,16 @@ class StrictSMTP(SMTP):
         state.reset_transaction()
         state.helo = attrs.get("HELO")
         state.helo_verb = None
+        state.helo_history.clear()  # a new identity, as if it had just connected
+        self.journal.session_updated(state.id, helo=state.helo)
         self._conn().host_name = None
         self.envelope = self._create_envelope()
         self._greeted = False
         await self.push("220")  # re-runs CONNECT and greets again
+
+    def _may_xclient(self) -> bool:
+        # Behind a PROXY header the client is the proxied one, not the trusted proxy.
+        return self.receiver.trusts(self._proxied or self._conn().peer)
 
     def on_proxy(self, proxy: Any) -> bool:
         peer = self._conn().peer
