@@ -31,9 +31,7 @@ async def serve(host: str, port: int) -> int:
     loop = asyncio.get_running_loop()
     # An explicit hostname: aiosmtpd otherwise calls socket.getfqdn() for every connection,
     # which would handicap the baseline with a resolver lookup per session.
-    server = await loop.create_server(
-        lambda: SMTP(handler, hostname="bare.bench.test"), host, port
-    )
+    server = await loop.create_server(lambda: SMTP(handler, hostname="bare.bench.test"), host, port)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -156,10 +156,7 @@ def run_once(
         seconds = load(smtp_source, port, args)
     finally:
         stop(server, log)
-    if name == "bare":
-        accepted = _bare_count(log)
-    else:
-        accepted = journal_count(db)
+    accepted = _bare_count(log) if name == "bare" else journal_count(db)
     return Result(name, accepted, seconds)
 
 

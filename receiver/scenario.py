@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .engine import Engine, EngineSettings
+from .expect import Case
 from .policy import Policy, PolicyClass, PolicyOptions, load_registry
 from .verdict import Reply, ReplyError, Stage
 from .world import WorldConfig
@@ -97,7 +98,7 @@ class ScenarioModel(BaseModel):
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     policies: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     world: WorldConfig = Field(default_factory=WorldConfig)
-    expect: list[Any] = Field(default_factory=list)
+    expect: list[Case] = Field(default_factory=list)
 
 
 @dataclass
@@ -122,7 +123,7 @@ class Scenario:
     receiver: ReceiverSettings
     world: WorldConfig
     entries: list[PolicyEntry] = field(default_factory=list)
-    expect: list[Any] = field(default_factory=list)
+    expect: list[Case] = field(default_factory=list)
 
     def chains(self) -> dict[Stage, list[Policy[PolicyOptions]]]:
         """Per stage: `session:` policies that handle it first, then the stage's own list."""
