@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -67,10 +67,16 @@ class Context:
     world: World
     hostname: str
     history: ClientHistory
+    #: The session's cached view of the world's DNS (see `for_session`).
+    session_dns: WorldDNS | None = None
 
     @property
     def dns(self) -> WorldDNS:
-        return self.world.dns
+        return self.session_dns or self.world.dns
+
+    def for_session(self) -> Context:
+        """The context one SMTP session sees: DNS answers cached for its duration."""
+        return replace(self, session_dns=self.world.dns.for_session())
 
     @property
     def clock(self) -> Clock:

@@ -121,7 +121,7 @@ class StrictSMTP(SMTP):
         self.receiver = receiver
         self.settings = settings
         self.engine = receiver.engine
-        self.ctx = receiver.context
+        self.ctx = receiver.context.for_session()
         self.journal = receiver.journal
         self.state: Session | None = None
         self._greeted = False

@@ -15,6 +15,7 @@ type dnspython knows can be written. Names in answers are lowercase without the 
 from __future__ import annotations
 
 import asyncio
+import copy
 import ipaddress
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar
@@ -433,6 +434,7 @@ class WorldDNS:
         self._timeout = _Script(timeout)
         self._timeout_seconds = timeout_seconds
         self._nodes: dict[dns.name.Name, Node] = {}
+        self._cache: dict[tuple[str, str], list[dns.rdata.Rdata] | DnsFailure] | None = None
         for rrset in rrsets:
             self._nodes.setdefault(rrset.name, {})[rrset.rdtype] = rrset
         # Names above a record exist without data (empty non-terminals, RFC 8020): NODATA,
@@ -480,11 +482,35 @@ class WorldDNS:
 
     # -- queries -------------------------------------------------------------------------
 
+    def for_session(self) -> WorldDNS:
+        """A view for one SMTP session: the same world, each answer looked up once.
+
+        Strict receivers ask about the same names at HELO, MAIL and RCPT; a session asks
+        the world (or real DNS) once per name and type, failures included.
+        """
+        view = copy.copy(self)
+        view._cache = {}
+        return view
+
     async def resolve(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
         """The records of `rdtype` at `name`, following CNAMEs unless CNAME is asked for.
 
         Raises NXDomain, NoData or TempFail (kind "servfail" or "timeout").
         """
+        if self._cache is None:
+            return await self._resolve(name, rdtype)
+        key = (name.lower().rstrip("."), rdtype.upper())
+        if key not in self._cache:
+            try:
+                self._cache[key] = await self._resolve(name, rdtype)
+            except DnsFailure as exc:
+                self._cache[key] = exc
+        answer = self._cache[key]
+        if isinstance(answer, DnsFailure):
+            raise answer
+        return list(answer)
+
+    async def _resolve(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
         try:
             wanted = dns.rdatatype.from_text(rdtype)
         except (dns.exception.DNSException, ValueError):
