@@ -75,6 +75,8 @@ class Session:
     command: str = ""  # the verb being handled (RSET, NOOP, ...)
     message: bytes | None = None  # at EOD: the message as received (dot-unstuffed)
     bare_lf: bool = False  # a line of this message (or command) ended in bare LF
+    #: Header lines (without CRLF) policies add to the accepted message, e.g. Received-SPF.
+    add_headers: list[str] = field(default_factory=list)
     counters: Counters = field(default_factory=Counters)
     verdicts: list[Verdict] = field(default_factory=list)
     #: delay_reject: decisive verdicts remembered by the stage that decided them.
@@ -97,6 +99,7 @@ class Session:
         self.message = None
         self.smtputf8 = False
         self.bare_lf = False
+        self.add_headers = []
         self.delayed.pop(Stage.MAIL, None)
 
     def fields(self, hostname: str) -> dict[str, object]:

@@ -464,6 +464,8 @@ class StrictSMTP(SMTP):
                 self._close()
             state.reset_transaction()
             return await self._hook_reply(decision)
+        if state.add_headers:
+            raw = "".join(f"{h}\r\n" for h in state.add_headers).encode() + raw
         try:
             n = await self.journal.add_message(
                 state.id,
