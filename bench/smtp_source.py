@@ -104,6 +104,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=_positive, default=1024, help="message body bytes")
     parser.add_argument("--runs", type=_positive, default=1, help="runs per server (median)")
     parser.add_argument(
+        "--scenario", default="default", help="scenario strictmx serves (bundled name or path)"
+    )
+    parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds one smtp-source run may take"
     )
     parser.add_argument(
@@ -142,7 +145,7 @@ def run_once(
         command = [sys.executable]
         if profile is not None:
             command += ["-m", "cProfile", "-o", str(profile)]
-        command += ["-m", "receiver.cli", "serve", "--scenario", "default"]
+        command += ["-m", "receiver.cli", "serve", "--scenario", args.scenario]
         command += ["--listen", f"{HOST}:{port}", "--db", str(db)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))

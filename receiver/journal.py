@@ -22,12 +22,13 @@ Times are stored as ISO 8601 UTC text with microseconds, so they sort as text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +50,8 @@ UPDATABLE_FIELDS: Final = frozenset({"helo", "mail_from", "client_address", "cli
 #: Most operations one transaction takes: large enough that a burst costs few commits,
 #: small enough that an add_message queued behind a burst is answered soon.
 _BATCH_MAX: Final = 10_000
+#: Seconds a plain write may wait on the loop side before it is handed to the thread.
+_LINGER: Final = 0.05
 #: Seconds the writer waits for a lock held by another process (the sqlite3 shell, a
 #: backup) before that batch fails.
 _BUSY_TIMEOUT: Final = 5.0
@@ -69,12 +72,13 @@ _SCHEMA: Final = (
         tls INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started)",
+    # Lines are stored in chunks, a JSON list of [at, direction, line] per row, as the
+    # SMTP layer hands them over: one row per hand-over, not per line, keeps the writer's
+    # work per message small (each row is a separate step into SQLite).
     """CREATE TABLE IF NOT EXISTS transcript (
         id INTEGER PRIMARY KEY,
         session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        at TEXT NOT NULL,
-        direction TEXT NOT NULL CHECK (direction IN ('in', 'out', 'note')),
-        line TEXT NOT NULL
+        lines TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS transcript_session ON transcript (session_id)",
     """CREATE TABLE IF NOT EXISTS verdicts (
@@ -129,7 +133,8 @@ class JournalError(Exception):
     """The journal could not do what was asked: not open, closed, or SQLite failed."""
 
 
-_Write = tuple[str, tuple[object, ...]]
+#: One statement: parameters as a tuple, or a list of tuples for executemany.
+_Write = tuple[str, tuple[object, ...] | list[tuple[object, ...]]]
 
 
 @dataclass(eq=False)
@@ -139,6 +144,18 @@ class _Task:
     #: Answer only once the transaction holding it has committed (writes, barriers);
     #: reads answer as soon as they ran.
     durable: bool
+    #: Wrap it in a savepoint (all-or-nothing); off for tasks ordered to need none.
+    atomic: bool = True
+
+
+@dataclass(eq=False)
+class _Barrier:
+    """Answered once everything handed over before it is committed (an asyncio future:
+    the writer answers all of a batch's barriers with one wake-up of the loop)."""
+
+    future: asyncio.Future[None]
+    #: Fail if any write of its batch failed (a message must not be claimed stored).
+    strict: bool
 
 
 @dataclass(eq=False)
@@ -146,7 +163,7 @@ class _Stop:
     future: Future[None]
 
 
-_Item = _Write | _Task | _Stop
+_Item = _Write | list[_Write] | _Task | _Barrier | _Stop
 
 
 class Journal:
@@ -167,6 +184,15 @@ class Journal:
         self._path = ":memory:" if path == ":memory:" else str(Path(path))
         self._max_message_bytes = max_message_bytes
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        # Loop-side writes wait here and go to the thread in bulk: with the next task
+        # (add_message, a read, flush) or after _LINGER seconds. Each hand-over wakes the
+        # thread once, however many rows it carries.
+        self._staged: list[_Write] = []
+        # Session column changes merged per session until the hand-over: one UPDATE each.
+        self._updates: dict[str, dict[str, object]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._messages: dict[str, int] = {}  # messages stored per open session
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._state: Literal["new", "open", "closed"] = "new"
         self._thread: threading.Thread | None = None
         self._writer_ident: int | None = None
@@ -200,6 +226,7 @@ class Journal:
         """Start the writer thread, open the database and create the schema."""
         if self._state != "new":
             raise JournalError(f"journal {self._path} is already {self._state}")
+        self._loop = asyncio.get_running_loop()
         ready: Future[None] = Future()
         thread = threading.Thread(
             target=self._main, args=(ready,), name="strictmx-journal", daemon=True
@@ -219,8 +246,9 @@ class Journal:
         self._state = "open"
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is committed (JournalError if it was not)."""
-        await self._call(lambda conn: None, durable=True)
+        """Wait until everything queued so far is committed (JournalError if the commit
+        itself failed; a single failed write shows in `healthy` instead)."""
+        await self._barrier(strict=False)
 
     async def close(self) -> None:
         """Commit what is queued, stop the thread, close the connection. Idempotent.
@@ -231,6 +259,7 @@ class Journal:
         if self._state != "open":
             self._state = "closed"
             return
+        self._hand_over()
         self._state = "closed"
         stop = _Stop(Future())
         # Nothing can be queued after the stop: every write checks the state first.
@@ -266,19 +295,37 @@ class Journal:
                 f"session_updated() got unknown fields {sorted(unknown)}; "
                 f"allowed: {sorted(UPDATABLE_FIELDS)}"
             )
-        if not fields:
-            return
-        # Names come from UPDATABLE_FIELDS only, so formatting them into the SQL is safe.
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        self._write(
-            f"UPDATE sessions SET {assignments} WHERE id = ?", (*fields.values(), session_id)
-        )
+        if fields:
+            self._update(session_id, fields)
 
     def session_rcpt(self, session_id: str, rcpt: str) -> None:
         """A RCPT TO the client tried, accepted or not (`sessions(rcpt=...)` finds it)."""
         self._write(
             "INSERT OR IGNORE INTO rcpts (session_id, rcpt) VALUES (?, ?)", (session_id, rcpt)
         )
+
+    def transcript_many(self, session_id: str, rows: Sequence[tuple[float, str, str]]) -> None:
+        """Several lines at once, each `(epoch seconds, direction, text)`: one statement.
+
+        The SMTP layer buffers a session's lines and hands them over at a few points
+        (a message about to be committed, the session's end), which keeps the event
+        loop's share of journaling small under load.
+        """
+        if not rows:
+            return
+        for _, direction, _ in rows:
+            if direction not in DIRECTIONS:
+                raise ValueError(f"transcript direction must be in/out/note, got {direction!r}")
+        chunk = json.dumps(rows)  # times as epoch seconds; made ISO 8601 when read
+        self._write("INSERT INTO transcript (session_id, lines) VALUES (?, ?)", (session_id, chunk))
+
+    def rcpts_tried(self, session_id: str, rcpts: Sequence[str]) -> None:
+        """Several RCPT TOs at once (see `session_rcpt`)."""
+        if rcpts:
+            self._write(
+                "INSERT OR IGNORE INTO rcpts (session_id, rcpt) VALUES (?, ?)",
+                [(session_id, rcpt) for rcpt in rcpts],
+            )
 
     def transcript(
         self,
@@ -287,12 +334,9 @@ class Journal:
         line: str,
         when: datetime,
     ) -> None:
-        if direction not in DIRECTIONS:
-            raise ValueError(f"transcript direction must be in/out/note, got {direction!r}")
-        self._write(
-            "INSERT INTO transcript (session_id, at, direction, line) VALUES (?, ?, ?, ?)",
-            (session_id, _iso(when), direction, line),
-        )
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError(f"journal times must be timezone-aware, got {when!r}")
+        self.transcript_many(session_id, [(when.timestamp(), direction, line)])
 
     def verdict(self, session_id: str, verdict: Verdict, when: datetime) -> None:
         reply = verdict.reply
@@ -325,10 +369,8 @@ class Journal:
             raise ValueError(
                 f"session outcome must be one of {sorted(SESSION_OUTCOMES)}, got {outcome!r}"
             )
-        self._write(
-            "UPDATE sessions SET outcome = ?, ended = ? WHERE id = ?",
-            (outcome, _iso(ended), session_id),
-        )
+        self._update(session_id, {"outcome": outcome, "ended": _iso(ended)})
+        self._messages.pop(session_id, None)
 
     # -- writes that wait for the commit ---------------------------------------------
 
@@ -347,35 +389,24 @@ class Journal:
         that many bytes are kept, with `truncated` set and `size` the size received.
         """
         at = _iso(when)
-        rcpt_list = list(rcpts)
+        rcpt_list = json.dumps(list(rcpts))
         cap = self._max_message_bytes
+        # Numbered here: messages of one session are added one after the other.
+        n = self._messages.get(session_id, 0) + 1
 
-        def insert(conn: sqlite3.Connection) -> int:
-            n: int = conn.execute(
-                "SELECT COALESCE(MAX(n), 0) + 1 FROM messages WHERE session_id = ?",
-                (session_id,),
-            ).fetchone()[0]
-            conn.execute(
-                "INSERT INTO messages (session_id, n, at, mail_from, rcpts, size, truncated, raw)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    session_id,
-                    n,
-                    at,
-                    mail_from,
-                    json.dumps(rcpt_list),
-                    len(raw),
-                    len(raw) > cap,
-                    raw[:cap],
-                ),
-            )
-            conn.executemany(
-                "INSERT OR IGNORE INTO rcpts (session_id, rcpt) VALUES (?, ?)",
-                [(session_id, rcpt) for rcpt in rcpt_list],
-            )
-            return n
-
-        n: int = await self._call(insert, durable=True)
+        self._write(
+            "INSERT INTO messages (session_id, n, at, mail_from, rcpts, size, truncated, raw)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, n, at, mail_from, rcpt_list, len(raw), len(raw) > cap, raw[:cap]),
+        )
+        # Taken from the stored row: a message that failed to go in leaves no recipients.
+        self._write(
+            "INSERT OR IGNORE INTO rcpts (session_id, rcpt) SELECT m.session_id, j.value"
+            " FROM messages m, json_each(m.rcpts) j WHERE m.session_id = ? AND m.n = ?",
+            (session_id, n),
+        )
+        await self._barrier(strict=True)
+        self._messages[session_id] = n
         return n
 
     async def mark_open_aborted(self, ended: datetime) -> int:
@@ -400,6 +431,7 @@ class Journal:
                 conn.execute(f"DELETE FROM {table}")
 
         await self._call(delete_all, durable=True)
+        self._messages.clear()
 
     # -- reads -----------------------------------------------------------------------
 
@@ -514,12 +546,11 @@ class Journal:
                 )
             ]
             found["transcript"] = [
-                dict(t)
-                for t in conn.execute(
-                    'SELECT at AS "when", direction, line FROM transcript'
-                    " WHERE session_id = ? ORDER BY id",
-                    (session_id,),
+                {"when": _iso_epoch(when), "direction": direction, "line": line}
+                for (chunk,) in conn.execute(
+                    "SELECT lines FROM transcript WHERE session_id = ? ORDER BY id", (session_id,)
                 )
+                for when, direction, line in json.loads(chunk)
             ]
             found["messages"] = [
                 {**dict(m), "rcpts": json.loads(m["rcpts"]), "truncated": bool(m["truncated"])}
@@ -554,14 +585,47 @@ class Journal:
         if self._state != "open":
             raise JournalError(f"journal {self._path} is not open")
 
-    def _write(self, sql: str, params: tuple[object, ...]) -> None:
+    def _write(self, sql: str, params: tuple[object, ...] | list[tuple[object, ...]]) -> None:
         self._check_open()
-        self._queue.put((sql, params))
+        self._staged.append((sql, params))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(_LINGER, self._hand_over)
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool) -> Any:
+    def _update(self, session_id: str, fields: Mapping[str, object]) -> None:
         self._check_open()
+        self._updates.setdefault(session_id, {}).update(fields)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(_LINGER, self._hand_over)
+
+    def _hand_over(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for session_id, fields in self._updates.items():
+            # Names come from UPDATABLE_FIELDS and the end columns only: safe to format.
+            names = sorted(fields)
+            sql = f"UPDATE sessions SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?"
+            self._staged.append((sql, (*(fields[n] for n in names), session_id)))
+        self._updates = {}
+        if self._staged:
+            self._queue.put(self._staged)
+            self._staged = []
+
+    async def _barrier(self, *, strict: bool) -> None:
+        self._check_open()
+        self._hand_over()
+        assert self._loop is not None
+        barrier = _Barrier(self._loop.create_future(), strict)
+        self._queue.put(barrier)
+        await barrier.future
+
+    async def _call(
+        self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool, atomic: bool = True
+    ) -> Any:
+        self._check_open()
+        self._hand_over()  # a task sees (and a durable one commits) every earlier write
         future: Future[Any] = Future()
-        self._queue.put(_Task(fn, future, durable))
+        self._queue.put(_Task(fn, future, durable, atomic))
         return await asyncio.wrap_future(future)
 
     # -- the writer thread -----------------------------------------------------------
@@ -622,10 +686,17 @@ class Journal:
 
     def _serve(self, conn: sqlite3.Connection) -> _Stop:
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < _BATCH_MAX:
+            batch: list[_Item] = []
+            item = self._queue.get()
+            while True:
+                if isinstance(item, list):
+                    batch.extend(item)
+                else:
+                    batch.append(item)
+                if len(batch) >= _BATCH_MAX:
+                    break
                 try:
-                    batch.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             # close() queues the stop last and nothing after it, so it ends a batch.
@@ -635,12 +706,25 @@ class Journal:
             if isinstance(stop, _Stop):
                 return stop
 
+    def _answer(self, barriers: list[_Barrier], failure: BaseException | None) -> None:
+        """Answer a batch's barriers with one call into the loop."""
+        if not barriers:
+            return
+        answers: list[tuple[asyncio.Future[None], BaseException | None]] = [
+            (b.future, self._journal_error(failure) if failure and b.strict else None)
+            for b in barriers
+        ]
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            self._loop.call_soon_threadsafe(_answer_barriers, answers)
+
     def _run_batch_safely(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         try:
             self._run_batch(conn, batch)
         except Exception as exc:
             # BEGIN or ROLLBACK failed: fail whatever is still waiting, keep serving.
             self._failed(exc)
+            self._answer([item for item in batch if isinstance(item, _Barrier)], exc)
             for item in batch:
                 if isinstance(item, _Task):
                     _settle(item.future, error=self._journal_error(exc))
@@ -652,20 +736,27 @@ class Journal:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         committed: list[tuple[Future[Any], Any]] = []  # durable results awaiting COMMIT
+        barriers = [item for item in batch if isinstance(item, _Barrier)]
         clean = True
+        failure: BaseException | None = None
         changes = conn.total_changes
         conn.execute("BEGIN")
-        for item in batch:
-            assert not isinstance(item, _Stop)
+        for item in _grouped([item for item in batch if not isinstance(item, _Barrier)]):
+            assert not isinstance(item, _Stop | list | _Barrier)
             try:
                 if isinstance(item, tuple):
-                    conn.execute(*item)
+                    sql, params = item
+                    if isinstance(params, list):
+                        conn.executemany(sql, params)
+                    else:
+                        conn.execute(sql, params)
                 elif item.durable:
                     committed.append((item.future, self._run_task(conn, item)))
                 else:
                     _settle(item.future, self._run_task(conn, item))
             except Exception as exc:
                 clean = False
+                failure = exc
                 self._failed(exc)
                 if isinstance(item, _Task):
                     _settle(item.future, error=self._journal_error(exc))
@@ -684,7 +775,9 @@ class Journal:
                 conn.execute("ROLLBACK")
             for future, _ in committed:
                 _settle(future, error=self._journal_error(exc))
+            self._answer(barriers, exc)
             return
+        self._answer(barriers, failure)
         # Only rows really committed prove writes work again (a flush or a read does not).
         # Health first: whoever is answered next may look at it.
         if clean and conn.total_changes > changes and not self._healthy:
@@ -695,6 +788,8 @@ class Journal:
 
     @staticmethod
     def _run_task(conn: sqlite3.Connection, task: _Task) -> Any:
+        if not task.atomic:
+            return task.fn(conn)
         # A savepoint makes a task of several statements all-or-nothing inside the batch.
         conn.execute("SAVEPOINT task")
         try:
@@ -721,6 +816,52 @@ class Journal:
         return error
 
 
+def _grouped(batch: list[_Item]) -> list[_Item]:
+    """Writes between two tasks, as few statements as possible: one executemany per SQL.
+
+    Within such a run, new sessions are inserted first and session updates come last;
+    everything else only adds rows under existing sessions, so grouping by statement
+    keeps every row's meaning. Tasks keep their place: they see every earlier write.
+    """
+    out: list[_Item] = []
+    run: dict[str, list[tuple[object, ...]]] = {}
+
+    def close_run() -> None:
+        ranked = sorted(run, key=_rank)  # stable: first appearance within a rank
+        out.extend((sql, run[sql]) for sql in ranked)
+        run.clear()
+
+    for item in batch:
+        if isinstance(item, tuple):
+            sql, params = item
+            rows = run.setdefault(sql, [])
+            if isinstance(params, list):
+                rows.extend(params)
+            else:
+                rows.append(params)
+        else:
+            close_run()
+            out.append(item)
+    close_run()
+    return out
+
+
+def _rank(sql: str) -> int:
+    if sql.startswith("INSERT INTO sessions"):
+        return 0
+    return 2 if sql.startswith("UPDATE") else 1
+
+
+def _answer_barriers(answers: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    for future, error in answers:
+        if future.done():
+            continue  # the awaiting task was cancelled
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
 def _settle(future: Future[Any], result: Any = None, *, error: BaseException | None = None) -> None:
     try:
         if error is None:
@@ -729,6 +870,10 @@ def _settle(future: Future[Any], result: Any = None, *, error: BaseException | N
             future.set_exception(error)
     except InvalidStateError:
         pass  # the awaiting task was cancelled, or a failure already answered it
+
+
+def _iso_epoch(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
 
 
 def _iso(when: datetime) -> str:

@@ -16,9 +16,11 @@ The policies themselves never see this module: they get the sans-IO `Session`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 
 XCLIENT_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+#: Buffered transcript lines that force a hand-over to the journal (long sessions).
+_FLUSH_LINES = 200
 _UNPRINTABLE = re.compile(r"[^\t\x20-\x7e]")
 _REPLY_HEAD = re.compile(r"^([2-5][0-9][0-9])([ -])")
 
@@ -70,10 +74,8 @@ class _RecordingReader(asyncio.StreamReader):
 class _Hooks:
     """aiosmtpd handler hooks, forwarded to the protocol instance that called them."""
 
-    async def handle_EHLO(
-        self, server: StrictSMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
-        return server.ehlo_responses(hostname, responses)
+    # No handle_EHLO: aiosmtpd inspects that hook's signature on every connection; the
+    # EHLO keywords are adjusted in StrictSMTP.push instead.
 
     async def handle_MAIL(
         self, server: StrictSMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -97,7 +99,16 @@ class _Hooks:
 HOOKS = _Hooks()
 
 
+_AIOSMTPD_NAMES = [n for n in dir(SMTP) if n.startswith(("smtp_", "auth_"))]
+
+
 class StrictSMTP(SMTP):
+    def __dir__(self) -> list[str]:
+        # aiosmtpd finds commands (smtp_*) and AUTH mechanisms (auth_*) by walking
+        # dir(self) with inspect.getmembers on every connection; listing only those
+        # names keeps that walk -- a large share of per-connection cost -- short.
+        return list(_AIOSMTPD_NAMES)
+
     def __init__(self, receiver: Receiver) -> None:
         settings = receiver.scenario.receiver
         super().__init__(
@@ -132,11 +143,13 @@ class StrictSMTP(SMTP):
         self._quit = False
         self._ended = False
         self._journaled: set[int] = set()
+        # Journal writes buffered until the next message commit or the session's end.
+        self._lines: list[tuple[float, str, str]] = []
+        self._rcpts: list[str] = []
+        self._fields: dict[str, str | bool | None] = {}
         self._proxied: tuple[str, int] | None = None
-        self._smtp_methods = {
-            verb: self._wrap(verb, method) for verb, method in self._smtp_methods.items()
-        }
-        self._smtp_methods["XCLIENT"] = self._wrap("XCLIENT", self.xclient)
+        self._smtp_methods = _Commands(self, {**self._smtp_methods, "XCLIENT": self.xclient})
+        self._ehlo = False  # the next final 250 closes an EHLO reply
 
     # Methods, not properties: aiosmtpd's __init__ inspects every attribute.
     def _conn(self) -> AioSession:
@@ -156,7 +169,7 @@ class StrictSMTP(SMTP):
             self.receiver.session_opened(self)
         elif self.state is not None:  # STARTTLS finished: same session, now encrypted
             self.state.tls = True
-            self.journal.session_updated(self.state.id, tls=True)
+            self._fields["tls"] = True
             self.note("TLS established")
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -209,6 +222,7 @@ class StrictSMTP(SMTP):
             self.note("connection closed" if not cut else "connection lost: session aborted")
         for verdict in state.delayed.values():
             self._journal_verdict(verdict)  # decided, never sent
+        self._flush()
         self.journal.session_ended(state.id, outcome=self._outcome(state, cut), ended=_now())
 
     @staticmethod
@@ -230,7 +244,7 @@ class StrictSMTP(SMTP):
         if not raw.endswith(b"\r\n"):
             self.state.bare_lf = raw.endswith(b"\n")
         text = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
-        self.journal.transcript(self.state.id, "in", text, _now())
+        self._record("in", text)
         verb = text.split(" ", 1)[0].upper()
         if verb and verb not in self._smtp_methods:
             self.state.counters.unknown_commands += 1
@@ -238,11 +252,28 @@ class StrictSMTP(SMTP):
 
     def note_in(self, text: str) -> None:
         if self.state is not None:
-            self.journal.transcript(self.state.id, "in", text, _now())
+            self._record("in", text)
 
     def note(self, text: str) -> None:
         if self.state is not None:
-            self.journal.transcript(self.state.id, "note", text, _now())
+            self._record("note", text)
+
+    def _record(self, direction: str, line: str) -> None:
+        self._lines.append((time.time(), direction, line))
+        if len(self._lines) >= _FLUSH_LINES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand buffered transcript lines, recipients and fields to the journal at once."""
+        assert self.state is not None
+        session_id = self.state.id
+        if self._fields:
+            self.journal.session_updated(session_id, **self._fields)
+            self._fields = {}
+        self.journal.transcript_many(session_id, self._lines)
+        self._lines = []
+        self.journal.rcpts_tried(session_id, self._rcpts)
+        self._rcpts = []
 
     async def push(self, status: str | bytes) -> None:
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
@@ -253,6 +284,14 @@ class StrictSMTP(SMTP):
             self._greeted = True
             await self._greet(line)
             return
+        if self._ehlo:
+            if line.startswith("250-AUTH"):
+                return  # strictmx offers no AUTH
+            if line[3:4] == " ":
+                self._ehlo = False
+                if line.startswith("250"):
+                    for keyword in self.ehlo_keywords():
+                        await self._write(f"250-{keyword}")
         if self._pending_unknown and line.startswith("50"):
             self._pending_unknown = False
             decision = await self._run(Stage.UNKNOWN)
@@ -270,7 +309,7 @@ class StrictSMTP(SMTP):
         await super().push(line)
         if state is None:
             return
-        self.journal.transcript(state.id, "out", line, _now())
+        self._record("out", line)
         self._reply_open = bool(head and head.group(2) == "-")
         if head and head.group(2) == " " and head.group(1)[0] in "45":
             state.counters.errors += 1
@@ -333,23 +372,22 @@ class StrictSMTP(SMTP):
         self.journal.verdict(self.state.id, verdict, _now())
 
     # -- commands ---------------------------------------------------------------------
-    def _wrap(self, verb: str, method: Command) -> Command:
-        handler = getattr(self, f"_on_{verb.lower()}", None)
-
-        async def command(arg: str | None) -> None:
-            state = self.state
-            if state is not None:
-                state.command = verb
-                if state.refused is not None and verb != "QUIT":
-                    assert state.refused.reply is not None
-                    await self._send_reply(state.refused.reply)
-                    return
-            if handler is None or state is None:
-                await method(arg)
-            else:
-                await handler(method, arg)
-
-        return command
+    async def dispatch(self, verb: str, method: Command, arg: str | None) -> None:
+        """Every command aiosmtpd recognises comes here first (see `_Commands`)."""
+        state = self.state
+        if state is None:
+            await method(arg)
+            return
+        state.command = verb
+        if state.refused is not None and verb != "QUIT":
+            assert state.refused.reply is not None
+            await self._send_reply(state.refused.reply)
+            return
+        handler = _HANDLERS.get(verb)
+        if handler is None:
+            await method(arg)
+        else:
+            await handler(self, method, arg)
 
     async def _on_helo(self, method: Command, arg: str | None) -> None:
         await self._hello("HELO", method, arg)
@@ -369,6 +407,7 @@ class StrictSMTP(SMTP):
         decision = await self._run(Stage.HELO)
         accepted = decision.reply is None
         if accepted:
+            self._ehlo = verb == "EHLO"
             await method(arg)
             accepted = bool(self._conn().host_name) and self._conn().host_name == arg
         else:
@@ -376,7 +415,7 @@ class StrictSMTP(SMTP):
         if accepted:
             state.esmtp = verb == "EHLO"
             state.reset_transaction()
-            self.journal.session_updated(state.id, helo=state.helo)
+            self._fields["helo"] = state.helo
             return
         # RFC 5321 §4.1.4: a refused EHLO leaves the session as it was.
         if before[0]:
@@ -385,18 +424,14 @@ class StrictSMTP(SMTP):
         if held is not None:
             state.delayed.setdefault(Stage.HELO, held)
 
-    def ehlo_responses(self, hostname: str, responses: list[str]) -> list[str]:
-        self._conn().host_name = hostname  # aiosmtpd leaves this to an EHLO hook
-        body = [r[4:] for r in responses[1:] if not r[4:].startswith("AUTH")]
-        body = [b for b in body if b != "HELP"]
-        body.append("PIPELINING")
+    def ehlo_keywords(self) -> list[str]:
+        """What strictmx adds to aiosmtpd's EHLO keywords (before its final `250 HELP`)."""
+        keywords = ["PIPELINING"]
         if self.settings.enhanced_status_codes:
-            body.append("ENHANCEDSTATUSCODES")
+            keywords.append("ENHANCEDSTATUSCODES")
         if self._may_xclient():
-            body.append("XCLIENT " + " ".join(XCLIENT_ATTRIBUTES))
-        lines = [responses[0], *(f"250-{b}" for b in body)]
-        lines.append("250 HELP")
-        return lines
+            keywords.append("XCLIENT " + " ".join(XCLIENT_ATTRIBUTES))
+        return keywords
 
     async def on_mail(self, address: str, options: list[str]) -> str:
         state = self.state
@@ -411,7 +446,7 @@ class StrictSMTP(SMTP):
             return await self._hook_reply(decision)
         self._env().mail_from = address
         self._env().mail_options.extend(options)
-        self.journal.session_updated(state.id, mail_from=state.mail_from)
+        self._fields["mail_from"] = state.mail_from
         return self._ok("250 2.1.0 Ok")
 
     async def on_rcpt(self, address: str, options: list[str]) -> str:
@@ -419,7 +454,7 @@ class StrictSMTP(SMTP):
         assert state is not None
         state.rcpt = address
         state.counters.rcpts_tried += 1
-        self.journal.session_rcpt(state.id, address)
+        self._rcpts.append(address)
         if len(state.rcpts) >= self.settings.max_recipients:
             state.counters.bad_rcpts += 1
             return self._ok("452 4.5.3 Error: too many recipients")
@@ -460,12 +495,11 @@ class StrictSMTP(SMTP):
         self.note(f"message data: {len(raw)} octets" + (", bare LF" if state.bare_lf else ""))
         decision = await self._run(Stage.EOD)
         if decision.reply is not None:
-            if decision.close:
-                self._close()
             state.reset_transaction()
             return await self._hook_reply(decision)
         if state.add_headers:
             raw = "".join(f"{h}\r\n" for h in state.add_headers).encode() + raw
+        self._flush()  # the transcript up to here is committed with the message
         try:
             n = await self.journal.add_message(
                 state.id,
@@ -484,7 +518,8 @@ class StrictSMTP(SMTP):
         state.counters.junk = 0
         state.tarpit = 0.0
         state.reset_transaction()
-        return self._ok(f"250 2.0.0 Ok: queued as {state.id}-{n}")
+        status = "2.0.0 " if self.settings.enhanced_status_codes else ""
+        return f"250 {status}Ok: queued as {state.id}-{n}"
 
     async def _on_rset(self, method: Command, arg: str | None) -> None:
         assert self.state is not None
@@ -516,16 +551,18 @@ class StrictSMTP(SMTP):
 
     def _ok(self, line: str) -> str:
         """A reply of our own, with or without its enhanced code as the persona sends."""
-        reply = Reply.parse(line)
-        return reply.render(enhanced=self.settings.enhanced_status_codes)
+        return _render(line, self.settings.enhanced_status_codes)
 
     async def _hook_reply(self, decision: Decision) -> str:
-        """aiosmtpd pushes a hook's return value itself; closing must wait for that push."""
+        """aiosmtpd pushes a hook's return value itself (one line): the lines before the
+        last are written here; closing must wait for aiosmtpd's push."""
         assert decision.reply is not None
-        text = decision.reply.render(enhanced=self.settings.enhanced_status_codes)
+        lines = decision.reply.wire_lines(enhanced=self.settings.enhanced_status_codes)
+        for line in lines[:-1]:
+            await self._write(line)
         if decision.close:
             self.loop.call_soon(self._close)
-        return text
+        return lines[-1]
 
     # -- XCLIENT (Postfix XCLIENT_README) and PROXY -----------------------------------
     async def xclient(self, arg: str | None) -> None:
@@ -561,9 +598,7 @@ class StrictSMTP(SMTP):
             + f"{client.address} name={client.name or 'unknown'}"
             + (f" helo={attrs['HELO']}" if attrs.get("HELO") else "")
         )
-        self.journal.session_updated(
-            state.id, client_address=client.address, client_name=client.name
-        )
+        self._fields.update(client_address=client.address, client_name=client.name)
         # The session starts over with the new identity: HELO forgotten (or as given),
         # envelope and delayed verdicts dropped, CONNECT re-run, a new greeting sent.
         state.delayed.clear()
@@ -571,7 +606,7 @@ class StrictSMTP(SMTP):
         state.helo = attrs.get("HELO")
         state.helo_verb = None
         state.helo_history.clear()  # a new identity, as if it had just connected
-        self.journal.session_updated(state.id, helo=state.helo)
+        self._fields["helo"] = state.helo
         self._conn().host_name = None
         self.envelope = self._create_envelope()
         self._greeted = False
@@ -596,6 +631,29 @@ class StrictSMTP(SMTP):
             return False
         self._proxied = (address, int(getattr(proxy, "src_port", 0) or 0))
         return True
+
+
+class _Commands(dict[str, Command]):
+    """aiosmtpd's command table, each command routed through `StrictSMTP.dispatch`.
+
+    aiosmtpd looks commands up with `.get`; the routing is bound at that moment, so a
+    connection costs no wrapper per command it never sends.
+    """
+
+    def __init__(self, protocol: StrictSMTP, methods: dict[str, Command]) -> None:
+        super().__init__(methods)
+        self._protocol = protocol
+
+    def get(self, verb: str, default: Any = None) -> Any:
+        method = super().get(verb)
+        if method is None:
+            return default
+        return functools.partial(self._protocol.dispatch, verb, method)
+
+
+@functools.lru_cache(maxsize=256)
+def _render(line: str, enhanced: bool) -> str:
+    return Reply.parse(line).render(enhanced=enhanced)
 
 
 def _has_bare_lf(raw: bytes) -> bool:
@@ -626,3 +684,15 @@ def _parse_xclient(arg: str) -> dict[str, str | None]:
             raise ValueError(f"Bad XCLIENT PROTO attribute value: {value}")
         attrs[name] = value
     return attrs
+
+
+#: Commands strictmx handles before (or instead of) aiosmtpd's own method.
+_HANDLERS: dict[str, Callable[[StrictSMTP, Command, str | None], Awaitable[None]]] = {
+    "HELO": StrictSMTP._on_helo,
+    "EHLO": StrictSMTP._on_ehlo,
+    "DATA": StrictSMTP._on_data,
+    "RSET": StrictSMTP._on_rset,
+    "NOOP": StrictSMTP._on_noop,
+    "VRFY": StrictSMTP._on_vrfy,
+    "QUIT": StrictSMTP._on_quit,
+}

@@ -45,7 +45,9 @@ policies:
 def test_unknown_policy_lists_the_known_ones(tmp_path: Path) -> None:
     message = error_of(tmp_path, "policies:\n  helo:\n    - policy: helo_sintax\n")
     assert "x.yaml:3 policies.helo[0].policy: unknown policy 'helo_sintax'" in message
-    assert "known policies: helo_syntax, session_limits" in message
+    assert (
+        "known policies: " in message and "helo_syntax, " in message and "session_limits" in message
+    )
 
 
 def test_policy_at_a_stage_it_cannot_run(tmp_path: Path) -> None:
