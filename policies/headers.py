@@ -1,0 +1,780 @@
+"""headers: is the message header what RFC 5322 and the SMTP transaction allow?
+
+Runs at EOD (end of data), on `session.message`: the raw bytes as received, dot-unstuffed.
+The header section is parsed once per message, from bytes, so that line lengths and 8-bit
+bytes are judged exactly as sent. It ends at the first empty line or, as Postfix's cleanup
+and Python's email parser do, at the first line that is neither a field nor a folded
+continuation; a message without a blank line is all header.
+
+Checks, in the order they are reported (the first found decides; the verdict's `also`
+detail lists the others, so one warn_only run shows every defect):
+
+1. BARE_LF: a line of the message, or a command of the transaction, ended in LF without
+   CR (`session.bare_lf`). RFC 5321 §2.3.8 allows CRLF only; a bare LF is how SMTP
+   smuggling works. Postfix's `smtpd_forbid_bare_newline = reject` replies
+   `550 5.5.2 <myhostname> Error: bare <LF> received` and disconnects; so does this.
+2. LINE_TOO_LONG: a header line over `max_line_length` octets, line end not counted
+   (RFC 5322 §2.1.1: 998; RFC 5321 §4.5.3.1.6: 1000 with CRLF). Body lines are the SMTP
+   layer's: aiosmtpd refuses any data line over 999 octets with `500 Line too long`.
+3. HEADER_8BIT: a byte over 0x7F in the header when MAIL FROM did not carry SMTPUTF8
+   (RFC 6532 gives UTF-8 headers to SMTPUTF8 transactions only; 8BITMIME covers the body),
+   or bytes that are not UTF-8 even with it. Postfix `strict_7bit_headers = yes`:
+   `550 5.6.0 improper use of 8-bit data in message header`.
+4. FIELD_REPEATED: a field of `singular` more than once. RFC 5322 §3.6 allows Date, From,
+   Sender, Reply-To, To, Cc, Bcc, Message-ID, In-Reply-To, References and Subject at most
+   once each (Haraka's `singular` list; Gmail refuses duplicate From, Subject, Message-ID).
+5. FROM_MISSING, FROM_INVALID, FROM_MULTIPLE: From is required (§3.6); it must parse as a
+   mailbox-list with at least one complete address (§3.6.2; parsed by the stdlib's
+   `email.headerregistry`, whose defects decide); several addresses need a Sender field
+   (§3.6.2), or are always refused as Gmail does (`multiple_from`).
+6. DATE_MISSING, DATE_INVALID, DATE_TOO_OLD, DATE_IN_FUTURE: Date is required (§3.6). Its
+   value must be RFC 5322 §3.3 date-time: optional day name that agrees with the date, day,
+   month name, year of four or more digits from 1900 on, hh:mm[:ss], numeric zone, nothing
+   but a trailing comment. With `allow_obsolete` (§4.3, which parsers must accept) also
+   two- and three-digit years, zone names (UT, GMT, EST...; military letters count as
+   -0000), and comments and optional whitespace between the parts. The date is then
+   compared with the world's clock (`ctx.clock.now()`): older than `max_age_days`, or more
+   than `max_future_minutes` ahead (Haraka's date_past_days = 15 and date_future_days = 2
+   are the defaults).
+7. MESSAGE_ID_MISSING, MESSAGE_ID_INVALID: Message-ID SHOULD be present (§3.6; Gmail
+   requires it) and must be `"<" dot-atom-text "@" (dot-atom-text / no-fold-literal) ">"`
+   (§3.6.4), with the obsolete local-part and domain forms under `allow_obsolete`; under
+   SMTPUTF8, atext includes UTF-8 (RFC 6532 §3.2).
+
+Every check has an option that turns it off. Default replies: Postfix's texts for bare LF
+and 8-bit headers, Haraka's header plugin texts (with an RFC 3463 status added) for missing,
+repeated and out-of-range fields, Gmail's current texts for From and Message-ID; the
+catalogue's replies (seed-19 to seed-24, Gmail's multi-line "not RFC 5322 compliant" form)
+are reply overrides in scenarios/headers-*.yaml.
+
+RFC 5321 §3.3: servers SHOULD NOT reject messages because of defects in the header section
+or body. Refusing for header content (repeated fields, From, Date, Message-ID) is a strict
+receiver's choice the RFC does not give it, and those verdicts say so. Bare LF, over-long
+lines and 8-bit header bytes without SMTPUTF8 break the transport's own rules (RFC 5321
+§2.3.8 and §4.5.3.1.6, RFC 6531/6532), so refusing them is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from email import errors
+from email.headerregistry import Address, AddressHeader, HeaderRegistry
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.session import Session
+from receiver.verdict import Action, Reply, Stage, Verdict
+
+#: RFC 5322 §3.6: the fields a message may carry at most once (Haraka's `singular`).
+RFC5322_SINGULAR = (
+    "Date",
+    "From",
+    "Sender",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Bcc",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "Subject",
+)
+
+# field-name = 1*ftext (printable ASCII but ':'); obs-optional allows WSP before the colon.
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_HIGH_BYTE = re.compile(rb"[\x80-\xff]")
+
+# -- RFC 5322 §3.3 date-time, strict and with the obsolete forms of §4.3 -----------------------
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAY_NAME = r"(?P<dow>Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_MONTH = r"(?P<month>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_STRICT_DATE = re.compile(
+    rf"[ \t]*(?:{_DAY_NAME},)?[ \t]*(?P<day>[0-9]{{1,2}})[ \t]+{_MONTH}[ \t]+"
+    r"(?P<year>[0-9]{4,})[ \t]+(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})(?::(?P<second>[0-9]{2}))?"
+    r"[ \t]+(?P<zone>[+-][0-9]{4})[ \t]*",
+    re.IGNORECASE,
+)
+# CFWS may surround every part; whitespace may go, except between year and hour, where
+# two digit runs would merge, and before a numeric zone (zone = FWS sign 4DIGIT).
+_OBS_DATE = re.compile(
+    rf"[ \t]*(?:{_DAY_NAME}[ \t]*,)?[ \t]*(?P<day>[0-9]{{1,2}})[ \t]*{_MONTH}[ \t]*"
+    r"(?P<year>[0-9]{2,})[ \t]+(?P<hour>[0-9]{2})[ \t]*:[ \t]*(?P<minute>[0-9]{2})"
+    r"(?:[ \t]*:[ \t]*(?P<second>[0-9]{2}))?"
+    r"(?:[ \t]+(?P<zone>[+-][0-9]{4})|[ \t]*(?P<obszone>UT|GMT|[ECMP][SD]T|[A-IK-Z]))[ \t]*",
+    re.IGNORECASE,
+)
+_ZONE_HOURS = {"ut": 0, "gmt": 0, "est": -5, "edt": -4, "cst": -6, "cdt": -5}
+_ZONE_HOURS |= {"mst": -7, "mdt": -6, "pst": -8, "pdt": -7}
+
+# -- RFC 5322 §3.6.4 msg-id ------------------------------------------------------------------
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
+_ATEXT_UTF8 = _ATEXT + "\u0080-\U0010ffff"  # RFC 6532 §3.2: atext =/ UTF8-non-ascii
+_DTEXT = r"\x21-\x5a\x5e-\x7e"
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+
+
+def _msg_id_patterns(atext: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    atom = f"[{atext}]+"
+    dot_atom = rf"{atom}(?:\.{atom})*"
+    strict = rf"[ \t]*<{dot_atom}@(?:{dot_atom}|\[[{_DTEXT}]*\])>[ \t]*"
+    word = rf"(?:{atom}|{_QUOTED})"
+    left = rf"{word}(?:[ \t]*\.[ \t]*{word})*"
+    right = rf"(?:{atom}(?:[ \t]*\.[ \t]*{atom})*|\[[ \t{_DTEXT}]*\])"
+    obsolete = rf"[ \t]*<[ \t]*{left}[ \t]*@[ \t]*{right}[ \t]*>[ \t]*"
+    return re.compile(strict), re.compile(obsolete)
+
+
+_MSG_ID = {False: _msg_id_patterns(_ATEXT), True: _msg_id_patterns(_ATEXT_UTF8)}
+
+# One mailbox in its everyday forms, `addr@dom` or `Phrase <addr@dom>`: a strict subset of
+# RFC 5322 §3.4 that spares most messages the stdlib parser (~100 us a From field).
+_ATOM = f"[{_ATEXT}]+"
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*"
+_WORD = rf'(?:{_ATOM}|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*")'
+SIMPLE_MAILBOX = re.compile(
+    rf"[ \t]*(?:{_ADDR_SPEC}|(?:{_WORD}(?:[ \t]+{_WORD})*[ \t]*)?<{_ADDR_SPEC}>)[ \t]*"
+)
+
+_REGISTRY = HeaderRegistry()
+
+
+class HeadersOptions(PolicyOptions):
+    forbid_bare_lf: bool = Field(
+        True,
+        description="Refuse, then disconnect, when a line of the message or a command of the "
+        "transaction ended in a bare LF (Postfix smtpd_forbid_bare_newline = reject).",
+    )
+    max_line_length: int | None = Field(
+        998,
+        ge=1,
+        description="Refuse a header line longer than this many octets, line end not counted "
+        "(RFC 5322 section 2.1.1); null: no limit.",
+    )
+    forbid_8bit: bool = Field(
+        True,
+        description="Refuse 8-bit header bytes without SMTPUTF8, and non-UTF-8 bytes with it "
+        "(Postfix strict_7bit_headers).",
+    )
+    singular: tuple[str, ...] = Field(
+        RFC5322_SINGULAR,
+        description="Fields allowed at most once (RFC 5322 section 3.6); [] turns the check off.",
+    )
+    require_from: bool = Field(True, description="Refuse a message without a From field.")
+    from_syntax: bool = Field(
+        True, description="Refuse a From that is not a mailbox list with at least one address."
+    )
+    multiple_from: Literal["need_sender", "refuse", "allow"] = Field(
+        "need_sender",
+        description="Several From addresses: refuse without a Sender field (RFC 5322), always "
+        "(Gmail), or never.",
+    )
+    require_date: bool = Field(True, description="Refuse a message without a Date field.")
+    date_syntax: bool = Field(
+        True, description="Refuse a Date that is not RFC 5322 section 3.3 date-time."
+    )
+    max_age_days: float | None = Field(
+        15.0, gt=0, description="Refuse a Date older than this many days; null: no limit."
+    )
+    max_future_minutes: float | None = Field(
+        2880.0,
+        ge=0,
+        description="Refuse a Date more than this many minutes ahead of the clock; null: no limit.",
+    )
+    require_message_id: bool = Field(
+        True, description="Refuse a message without a Message-ID field."
+    )
+    message_id_syntax: bool = Field(
+        True, description="Refuse a Message-ID that is not RFC 5322 section 3.6.4 msg-id."
+    )
+    allow_obsolete: bool = Field(
+        True,
+        description="Accept the obsolete syntax of RFC 5322 section 4 in Date, Message-ID and "
+        "From (zone names, two-digit years, comments, routes).",
+    )
+
+    @field_validator("singular")
+    @classmethod
+    def _field_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not _FIELD_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a header field name (printable ASCII, no ':' or space)"
+                )
+        return names
+
+
+@dataclass(frozen=True)
+class HeaderField:
+    """One field of the header section, unfolded."""
+
+    name: str  # as written
+    value: str  # after the colon, continuation lines joined without their line ends
+    line: int  # 1-based line number of its first line
+    last_line: int
+
+
+@dataclass
+class Header:
+    """The header section of a message, parsed once for every check."""
+
+    raw: bytes  # the header section's bytes, line ends included
+    fields: list[HeaderField]
+    lengths: list[int]  # octets of each header line, line end not counted
+    by_name: dict[str, list[HeaderField]] = field(default_factory=dict)
+
+    def get(self, name: str) -> list[HeaderField]:
+        return self.by_name.get(name.lower(), [])
+
+    def field_at(self, line: int) -> HeaderField | None:
+        return next((f for f in self.fields if f.line <= line <= f.last_line), None)
+
+
+def parse_header(message: bytes) -> Header:
+    """Split off the header section: fields, unfolded values and exact line lengths."""
+    fields: list[HeaderField] = []
+    lengths: list[int] = []
+    name: str | None = None
+    parts: list[bytes] = []
+    first = 0
+    pos = 0
+    end = 0
+    size = len(message)
+
+    def close() -> None:
+        if name is not None:
+            value = b"".join(parts).decode("utf-8", "surrogateescape")
+            fields.append(HeaderField(name, value, first, len(lengths)))
+
+    while pos < size:
+        nl = message.find(b"\n", pos)
+        stop = size if nl < 0 else nl
+        line = message[pos : stop - 1 if stop > pos and message[stop - 1] == 13 else stop]
+        if not line:
+            end = stop + 1
+            break
+        if line[0] in b" \t" and name is not None:
+            parts.append(line)
+        else:
+            match = _FIELD.match(line)
+            if match is None:
+                break  # neither field nor continuation: the body starts here
+            close()
+            name = match.group(1).decode("ascii")
+            parts = [line[match.end() :]]
+            first = len(lengths) + 1
+        lengths.append(len(line))
+        pos = end = stop + 1
+    close()
+    by_name: dict[str, list[HeaderField]] = {}
+    for f in fields:
+        by_name.setdefault(f.name.lower(), []).append(f)
+    return Header(message[: min(end, size)], fields, lengths, by_name)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One defect: the outcome, a sentence naming it exactly, and the reply fields."""
+
+    outcome: str
+    reason: str
+    # Any: they travel as keyword arguments of Policy.verdict, next to action and delay.
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class Headers(Policy[HeadersOptions]):
+    """Refuse a message whose header breaks RFC 5322 or the SMTP transaction's rules.
+
+    See the module docstring for the checks, their order, options and replies.
+    """
+
+    name = "headers"
+    summary = "Header sanity at end of data: Date, Message-ID, From, repeats, lines, 8-bit, bare LF"
+    stages = frozenset({Stage.EOD})
+    Options = HeadersOptions
+    outcomes: ClassVar[tuple[Outcome, ...]] = (
+        Outcome(
+            "BARE_LF",
+            # Postfix smtpd.c, smtpd_forbid_bare_newline = reject (reply, then disconnect)
+            "550 5.5.2 {hostname} Error: bare <LF> received",
+            "A line of the message or a command ended in LF without CR (RFC 5321 section 2.3.8).",
+            action=Action.DISCONNECT,
+        ),
+        Outcome(
+            "LINE_TOO_LONG",
+            "550 5.6.0 Message header line {line} is {length} octets long, over the limit "
+            "of {limit}",
+            "A header line is longer than max_line_length (RFC 5322 section 2.1.1: 998).",
+            fields=("line", "length", "limit"),
+        ),
+        Outcome(
+            "HEADER_8BIT",
+            # Postfix cleanup, strict_7bit_headers = yes
+            "550 5.6.0 improper use of 8-bit data in message header",
+            "8-bit header bytes without SMTPUTF8, or bytes that are not UTF-8.",
+            fields=("field",),
+        ),
+        Outcome(
+            "FIELD_REPEATED",
+            # Haraka headers plugin
+            "550 5.6.0 Only one {field} header allowed. See RFC 5322, Section 3.6",
+            "A field of the singular list appears more than once.",
+            rfc_allows=False,
+            fields=("field", "count"),
+        ),
+        Outcome(
+            "FROM_MISSING",
+            "550 5.6.0 Required header 'From' missing",  # Haraka headers plugin
+            "No From field (RFC 5322 section 3.6 requires one).",
+            rfc_allows=False,
+        ),
+        Outcome(
+            "FROM_INVALID",
+            # Gmail (support.google.com/a/answer/3726730)
+            "550 5.7.1 Messages missing a valid address in the From: header, or having no "
+            "From: header, are not accepted.",
+            "From is empty or not a valid mailbox list (RFC 5322 section 3.6.2).",
+            rfc_allows=False,
+            fields=("value",),
+        ),
+        Outcome(
+            "FROM_MULTIPLE",
+            # Gmail's text survives only as the fragment "multiple addresses in From:
+            # header are not accepted"; the opening words follow its From reply.
+            "550 5.7.1 Messages with multiple addresses in From: header are not accepted.",
+            "From holds several addresses (without a Sender field, or multiple_from = refuse).",
+            rfc_allows=False,
+            fields=("value", "count"),
+        ),
+        Outcome(
+            "DATE_MISSING",
+            "550 5.6.0 Required header 'Date' missing",  # Haraka headers plugin
+            "No Date field (RFC 5322 section 3.6 requires one).",
+            rfc_allows=False,
+        ),
+        Outcome(
+            "DATE_INVALID",
+            "550 5.6.0 The Date header is not an RFC 5322 date-time",
+            "Date is not RFC 5322 section 3.3 date-time, or names no real time.",
+            rfc_allows=False,
+            fields=("value",),
+        ),
+        Outcome(
+            "DATE_TOO_OLD",
+            "550 5.6.0 The Date header is too old",  # Haraka headers plugin
+            "Date is more than max_age_days before the receiver's clock.",
+            rfc_allows=False,
+            fields=("value", "days", "limit"),
+        ),
+        Outcome(
+            "DATE_IN_FUTURE",
+            "550 5.6.0 The Date header is too far in the future",  # Haraka headers plugin
+            "Date is more than max_future_minutes after the receiver's clock.",
+            rfc_allows=False,
+            fields=("value", "minutes", "limit"),
+        ),
+        Outcome(
+            "MESSAGE_ID_MISSING",
+            # Gmail (support.google.com/a/answer/3726730)
+            "550 5.7.1 Messages missing a valid Message-ID: header are not accepted.",
+            "No Message-ID field (RFC 5322 section 3.6: SHOULD be present).",
+            rfc_allows=False,
+        ),
+        Outcome(
+            "MESSAGE_ID_INVALID",
+            "550 5.7.1 Messages missing a valid Message-ID: header are not accepted.",
+            "Message-ID is not RFC 5322 section 3.6.4 msg-id.",
+            rfc_allows=False,
+            fields=("value",),
+        ),
+    )
+
+    def __init__(self, options: HeadersOptions, replies: Mapping[str, Reply] | None = None) -> None:
+        super().__init__(options, replies)
+        # Lower-cased name -> the spelling replies use.
+        self._singular = {name.lower(): name for name in options.singular}
+
+    async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
+        if session.message is None:
+            return None
+        findings = self.judge(
+            session.message,
+            smtputf8=session.smtputf8,
+            bare_lf=session.bare_lf,
+            now=ctx.clock.now(),
+        )
+        if not findings:
+            return None
+        first, *rest = findings
+        fields = dict(first.fields)
+        if rest:
+            fields["also"] = [f"{f.outcome}: {f.reason}" for f in rest]
+        return self.verdict(first.outcome, stage, session, ctx, first.reason, **fields)
+
+    def judge(
+        self, message: bytes, *, smtputf8: bool, bare_lf: bool, now: datetime
+    ) -> list[Finding]:
+        """Every defect of `message`, in reporting order; sans-IO."""
+        o = self.options
+        header = parse_header(message)
+        found: list[Finding] = []
+        if o.forbid_bare_lf and bare_lf:
+            found.append(_bare_lf(message))
+        if o.max_line_length is not None:
+            found += _long_line(header, o.max_line_length)
+        if o.forbid_8bit:
+            found += _eight_bit(header, smtputf8)
+        if self._singular:
+            found += self._repeated(header)
+        found += self._from(header, smtputf8)
+        found += self._date(header, now)
+        found += self._message_id(header, smtputf8)
+        return found
+
+    def _repeated(self, header: Header) -> list[Finding]:
+        for f in header.fields:
+            key = f.name.lower()
+            same = header.by_name[key]
+            if key in self._singular and len(same) > 1 and same[0] is f:
+                lines = ", ".join(str(s.line) for s in same)
+                return [
+                    Finding(
+                        "FIELD_REPEATED",
+                        f"{f.name} appears {len(same)} times (lines {lines}); RFC 5322 "
+                        "section 3.6 allows it once",
+                        {"field": self._singular[key], "count": len(same)},
+                    )
+                ]
+        return []
+
+    def _from(self, header: Header, smtputf8: bool) -> list[Finding]:
+        o = self.options
+        froms = header.get("from")
+        if not froms:
+            if o.require_from:
+                return [Finding("FROM_MISSING", "the header has no From field")]
+            return []
+        f = froms[0]
+        if SIMPLE_MAILBOX.fullmatch(f.value):
+            return []
+        value = f.value.strip()
+        try:
+            parsed = _REGISTRY("From", f.value)
+        except Exception as exc:  # the stdlib parser raises IndexError etc. on some junk
+            if o.from_syntax:
+                return [_bad_from(value, f"cannot be parsed ({type(exc).__name__})")]
+            return []
+        assert isinstance(parsed, AddressHeader)
+        if o.from_syntax:
+            problem = _from_problem(parsed.defects, parsed.addresses, smtputf8, o.allow_obsolete)
+            if problem:
+                return [_bad_from(value, problem)]
+        count = len(parsed.addresses)
+        if count > 1 and (
+            o.multiple_from == "refuse"
+            or (o.multiple_from == "need_sender" and not header.get("sender"))
+        ):
+            why = (
+                "this receiver takes one author only"
+                if o.multiple_from == "refuse"
+                else "and there is no Sender field (RFC 5322 section 3.6.2 requires one)"
+            )
+            return [
+                Finding(
+                    "FROM_MULTIPLE",
+                    f"From {value!r} holds {count} addresses {why}",
+                    {"value": value, "count": count},
+                )
+            ]
+        return []
+
+    def _date(self, header: Header, now: datetime) -> list[Finding]:
+        o = self.options
+        dates = header.get("date")
+        if not dates:
+            if o.require_date:
+                return [Finding("DATE_MISSING", "the header has no Date field")]
+            return []
+        value = dates[0].value.strip()
+        try:
+            parsed = parse_date(dates[0].value, allow_obsolete=o.allow_obsolete)
+        except ValueError as exc:
+            if o.date_syntax:
+                return [Finding("DATE_INVALID", f"Date {value!r} {exc}", {"value": value})]
+            return []
+        ahead = parsed - now
+        clock = now.isoformat().replace("+00:00", "Z")
+        if o.max_age_days is not None and -ahead > timedelta(days=o.max_age_days):
+            days = round(-ahead / timedelta(days=1), 1)
+            return [
+                Finding(
+                    "DATE_TOO_OLD",
+                    f"Date {value!r} is {days:g} days before the receiver's clock ({clock}), "
+                    f"over the limit of {o.max_age_days:g}",
+                    {"value": value, "days": days, "limit": o.max_age_days},
+                )
+            ]
+        if o.max_future_minutes is not None and ahead > timedelta(minutes=o.max_future_minutes):
+            minutes = round(ahead / timedelta(minutes=1), 1)
+            return [
+                Finding(
+                    "DATE_IN_FUTURE",
+                    f"Date {value!r} is {minutes:g} minutes after the receiver's clock "
+                    f"({clock}), over the limit of {o.max_future_minutes:g}",
+                    {"value": value, "minutes": minutes, "limit": o.max_future_minutes},
+                )
+            ]
+        return []
+
+    def _message_id(self, header: Header, smtputf8: bool) -> list[Finding]:
+        o = self.options
+        ids = header.get("message-id")
+        if not ids:
+            if o.require_message_id:
+                return [Finding("MESSAGE_ID_MISSING", "the header has no Message-ID field")]
+            return []
+        if not o.message_id_syntax:
+            return []
+        problem = message_id_problem(ids[0].value, smtputf8=smtputf8, obsolete=o.allow_obsolete)
+        if problem is None:
+            return []
+        value = ids[0].value.strip()
+        return [
+            Finding(
+                "MESSAGE_ID_INVALID",
+                f"Message-ID {value!r} {problem} (RFC 5322 section 3.6.4)",
+                {"value": value},
+            )
+        ]
+
+
+# -- the checks that need no options beyond their switch --------------------------------------
+
+
+def _bare_lf(message: bytes) -> Finding:
+    match = _BARE_LF.search(message)
+    if match is None:
+        return Finding(
+            "BARE_LF", "a command of this transaction ended in a bare LF instead of CRLF"
+        )
+    line = message.count(b"\n", 0, match.start()) + 1
+    return Finding(
+        "BARE_LF",
+        f"line {line} of the message ends in a bare LF instead of CRLF (RFC 5321 section 2.3.8)",
+        {"line": line},
+    )
+
+
+def _long_line(header: Header, limit: int) -> list[Finding]:
+    if max(header.lengths, default=0) <= limit:
+        return []
+    for n, length in enumerate(header.lengths, 1):
+        if length > limit:
+            where = header.field_at(n)
+            name = f" ({where.name})" if where else ""
+            return [
+                Finding(
+                    "LINE_TOO_LONG",
+                    f"header line {n}{name} is {length} octets, over the limit of {limit}",
+                    {"line": n, "length": length, "limit": limit},
+                )
+            ]
+    return []
+
+
+def _eight_bit(header: Header, smtputf8: bool) -> list[Finding]:
+    raw = header.raw
+    if raw.isascii():
+        return []
+    if smtputf8:
+        try:
+            raw.decode("utf-8")
+            return []
+        except UnicodeDecodeError as exc:
+            offset, why = exc.start, "is not UTF-8"
+    else:
+        match = _HIGH_BYTE.search(raw)
+        assert match is not None
+        offset, why = match.start(), "is 8-bit and MAIL FROM did not ask for SMTPUTF8"
+    line = raw.count(b"\n", 0, offset) + 1
+    where = header.field_at(line)
+    name = where.name if where else "?"
+    return [
+        Finding(
+            "HEADER_8BIT",
+            f"byte 0x{raw[offset]:02x} in header line {line} ({name}) {why}",
+            {"field": name, "line": line},
+        )
+    ]
+
+
+def _bad_from(value: str, problem: str) -> Finding:
+    return Finding("FROM_INVALID", f"From {value!r} {problem}", {"value": value})
+
+
+def _from_problem(
+    defects: Sequence[errors.MessageDefect],
+    addresses: Sequence[Address],
+    smtputf8: bool,
+    obsolete: bool,
+) -> str | None:
+    for defect in defects:
+        if isinstance(defect, errors.ObsoleteHeaderDefect):
+            if not obsolete:
+                return f"uses obsolete syntax: {defect}"
+        elif isinstance(defect, errors.NonASCIILocalPartDefect):
+            if not smtputf8:
+                return "has a non-ASCII local part without SMTPUTF8"
+        else:
+            return f"is not a valid mailbox list: {defect}"
+    if not addresses:
+        return "holds no address"
+    for address in addresses:
+        if not address.username or not address.domain:
+            return f"holds an incomplete address {address.addr_spec!r}"
+    return None
+
+
+# -- Date ---------------------------------------------------------------------------------
+
+
+def strip_comments(text: str) -> tuple[str, bool]:
+    """`text` with each (comment) made one space, and whether any text follows a comment.
+
+    Comments nest and take backslash quoted-pairs (RFC 5322 §3.2.2); a quoted-string is
+    copied as it is. ValueError names the defect when the parentheses do not balance.
+    """
+    if "(" not in text and ")" not in text:
+        return text, False
+    out: list[str] = []
+    depth = 0
+    commented = inner = quoted = escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+            if not depth:
+                out.append(ch)
+            continue
+        if ch == "\\" and (depth or quoted):
+            escaped = True
+            if not depth:
+                out.append(ch)
+            continue
+        if quoted:
+            quoted = ch != '"'
+            out.append(ch)
+            continue
+        if ch == "(":
+            if not depth:
+                out.append(" ")
+            depth += 1
+            commented = True
+        elif ch == ")":
+            if not depth:
+                raise ValueError("has a ')' without its '('")
+            depth -= 1
+        elif not depth:
+            quoted = ch == '"'
+            if commented and ch not in " \t":
+                inner = True
+            out.append(ch)
+    if depth or quoted:
+        raise ValueError("has an unclosed comment or quoted string")
+    return "".join(out), inner
+
+
+def parse_date(value: str, *, allow_obsolete: bool) -> datetime:
+    """The instant an RFC 5322 §3.3 date-time names; ValueError says why `value` is not one.
+
+    Not `email.utils.parsedate_to_datetime`: it accepts what the RFC does not (no zone,
+    a missing year, tokens in any order) and maps two-digit years by its own rule
+    (69 -> 1969), where RFC 5322 §4.3 says 00-49 -> 20xx, 50-99 -> 19xx and a
+    three-digit year + 1900. The regexes below already hold every part, so the instant is
+    built from them.
+    """
+    text, inner_comment = strip_comments(value)
+    if not text.strip():
+        raise ValueError("is empty")
+    match = _STRICT_DATE.fullmatch(text)
+    if match is None or inner_comment:
+        obsolete = _OBS_DATE.fullmatch(text)
+        if obsolete is None:
+            raise ValueError(
+                "is not [day-name ','] day month year hh:mm[:ss] zone (RFC 5322 section 3.3)"
+            )
+        if not allow_obsolete:
+            raise ValueError("uses the obsolete syntax of RFC 5322 section 4.3")
+        match = obsolete
+    return _instant(match)
+
+
+def _instant(match: re.Match[str]) -> datetime:
+    year_text = match["year"]
+    year = int(year_text)
+    if len(year_text) == 2:
+        year += 2000 if year < 50 else 1900
+    elif len(year_text) == 3:
+        year += 1900
+    if year < 1900:
+        raise ValueError(f"has year {year}, before 1900")
+    hour, minute = int(match["hour"]), int(match["minute"])
+    second = int(match["second"] or 0)
+    if hour > 23 or minute > 59 or second > 60:
+        time = f"{match['hour']}:{match['minute']}:{match['second'] or '00'}"
+        raise ValueError(f"has {time}, not a time of day")
+    if match["zone"]:
+        sign = -1 if match["zone"][0] == "-" else 1
+        zone_h, zone_m = int(match["zone"][1:3]), int(match["zone"][3:])
+        if zone_h > 23 or zone_m > 59:
+            raise ValueError(f"has zone {match['zone']}, not an offset from UTC")
+        offset = sign * timedelta(hours=zone_h, minutes=zone_m)
+    else:
+        # RFC 5322 §4.3: the military letters were defined wrongly; read them as -0000.
+        offset = timedelta(hours=_ZONE_HOURS.get(match["obszone"].lower(), 0))
+    month = _MONTHS.index(match["month"].lower()) + 1
+    try:
+        when = datetime(year, month, int(match["day"]), hour, minute, min(second, 59))
+    except ValueError:
+        raise ValueError(f"names {match['day']} {match['month']} {year}, not a date") from None
+    if match["dow"] and _DAY_NAMES.index(match["dow"].lower()) != when.weekday():
+        written = f"{when.day} {_MONTHS[month - 1].title()} {year}"
+        raise ValueError(f"says {match['dow']} but {written} is a {_WEEKDAYS[when.weekday()]}")
+    # A leap second (:60) is the instant one second after :59.
+    when += timedelta(seconds=second - when.second)
+    return when.replace(tzinfo=timezone(offset)).astimezone(UTC)
+
+
+# -- Message-ID ---------------------------------------------------------------------------
+
+
+def message_id_problem(value: str, *, smtputf8: bool, obsolete: bool) -> str | None:
+    """Why `value` is not an RFC 5322 §3.6.4 msg-id, or None when it is one."""
+    try:
+        text = strip_comments(value)[0]
+    except ValueError as exc:
+        return str(exc)
+    if not text.strip():
+        return "is empty"
+    strict, obs = _MSG_ID[smtputf8]
+    if strict.fullmatch(text):
+        return None
+    if obs.fullmatch(text):
+        return None if obsolete else "uses the obsolete syntax of RFC 5322 section 4.5.4"
+    inner = text.strip()
+    if not (inner.startswith("<") and inner.endswith(">")):
+        return "is not enclosed in angle brackets"
+    if "@" not in inner:
+        return "has no '@' between its left and right parts"
+    if inner.count("<") > 1:
+        return "holds more than one id"
+    if not inner.isascii() and not smtputf8:
+        return "has non-ASCII characters without SMTPUTF8"
+    return "is not '<' dot-atom-text '@' dot-atom-text or [literal] '>'"
