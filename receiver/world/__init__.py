@@ -1,4 +1,5 @@
-"""What the receiver believes about the outside: DNS, who connects, the time, remote mailboxes.
+"""What the receiver believes about the outside: DNS, who connects, the time, remote mailboxes,
+when domains were registered.
 
 Policies see the outside only through `World`, so every policy runs the same against an
 in-memory world in tests and against real DNS in `system` mode. A scenario's `world:`
@@ -7,7 +8,7 @@ section is a `WorldConfig`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +16,7 @@ from .clients import ClientMap, ClientsConfig
 from .clock import Clock, ClockConfig
 from .dns import DnsConfig, WorldDNS
 from .mailboxes import Mailboxes, MailboxesConfig
+from .registrations import Registrations, RegistrationsConfig
 
 
 class WorldConfig(BaseModel):
@@ -37,6 +39,10 @@ class WorldConfig(BaseModel):
         default_factory=dict,
         description="Remote domain -> its mailboxes, for sender-verify callouts.",
     )
+    registrations: RegistrationsConfig = Field(
+        default_factory=RegistrationsConfig,
+        description="When domains were registered: a table, RDAP, or both.",
+    )
 
 
 @dataclass
@@ -45,6 +51,7 @@ class World:
     clients: ClientMap
     clock: Clock
     mailboxes: Mailboxes
+    registrations: Registrations = field(default_factory=Registrations)
 
     @classmethod
     def from_config(cls, cfg: WorldConfig) -> World:
@@ -53,11 +60,13 @@ class World:
             clients=ClientMap.from_config(cfg.clients),
             clock=Clock.from_config(cfg.clock),
             mailboxes=Mailboxes.from_config(cfg.mailboxes),
+            registrations=Registrations.from_config(cfg.registrations),
         )
 
     @classmethod
     def empty(cls) -> World:
-        """Hermetic DNS without records, real time, no client mapping, no mailboxes."""
+        """Hermetic DNS without records, real time, no client mapping, no mailboxes, no
+        registrations."""
         return cls.from_config(WorldConfig())
 
 

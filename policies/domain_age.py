@@ -1,0 +1,131 @@
+"""domain_age: refuse senders whose domain was registered only days ago."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.session import Session
+from receiver.verdict import Action, Stage, Verdict
+from receiver.world.registrations import RegistrationTempFail, registered_domain
+
+
+class DomainAgeOptions(PolicyOptions):
+    min_age_days: int = Field(
+        30, ge=1, description="Refuse sender domains registered fewer than this many days ago."
+    )
+    unknown: Literal["accept", "defer", "reject"] = Field(
+        "accept",
+        description="A domain whose registration date is unknown (not in the world, RDAP "
+        "404): accept it, defer it, or refuse it.",
+    )
+
+
+class DomainAge(Policy[DomainAgeOptions]):
+    """Refuse MAIL FROM domains registered more recently than `min_age_days` days.
+
+    Runs at MAIL. The sender's domain is reduced to its registered domain (public suffix
+    plus one label: `mail.shop.example.co.uk` -> `example.co.uk`), whose registration date
+    comes from the world (`world.registrations`: the scenario's table, or RDAP per
+    RFC 9083, the `registration` event). Its age is counted in whole days from that date
+    to the scenario clock's today (UTC); an age under `min_age_days` -> DOMAIN_TOO_NEW.
+    A registration date in the future counts as new.
+
+    The null sender `<>`, an address literal, and a domain that is itself a public suffix
+    have no registration to judge: no opinion.
+
+    A domain with no known registration date (not in a hermetic table, or RDAP answers
+    404) is accepted by default; `unknown: reject` refuses it (DOMAIN_AGE_UNKNOWN) and
+    `unknown: defer` defers it (DOMAIN_AGE_TEMPFAIL). When the registry cannot be asked
+    (timeout, unreachable, HTTP error, malformed answer, or a scripted `tempfail`) the
+    mail is deferred (DOMAIN_AGE_TEMPFAIL), never refused.
+
+    Default replies have the shape Postfix gives a sender restriction's REJECT (a
+    check_policy_service answer: access_map_reject_code 554, DSN 5.7.1, "<sender>: Sender
+    address rejected: text"; DEFER: access_map_defer_code 450). seed-57 ("550 Message not
+    sent - New domain not yet verified") is an override of DOMAIN_TOO_NEW.
+
+    RFC 5321 does not forbid refusing mail for who the sender is, so every outcome is
+    allowed.
+    """
+
+    name = "domain_age"
+    summary = "Sender domain must have been registered at least min_age_days ago"
+    stages = frozenset({Stage.MAIL})
+    Options = DomainAgeOptions
+    outcomes = (
+        Outcome(
+            "DOMAIN_TOO_NEW",
+            "554 5.7.1 <{sender}>: Sender address rejected: "
+            "domain {domain} was registered {age} days ago",
+            "The sender's registered domain is younger than min_age_days.",
+            fields=("domain", "registered", "age", "min_age"),
+        ),
+        Outcome(
+            "DOMAIN_AGE_UNKNOWN",
+            "554 5.7.1 <{sender}>: Sender address rejected: "
+            "registration date of {domain} is unknown",
+            "No registration date is known for the sender's domain (unknown: reject).",
+            fields=("domain",),
+        ),
+        Outcome(
+            "DOMAIN_AGE_TEMPFAIL",
+            "450 4.7.1 <{sender}>: Sender address rejected: "
+            "cannot verify the registration date of {domain}",
+            "The registry could not be asked now, or the date is unknown (unknown: defer).",
+            action=Action.DEFER,
+            fields=("domain",),
+        ),
+    )
+
+    async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
+        sender = session.mail_from
+        if not sender:
+            return None
+        _, at, domain = sender.rpartition("@")
+        name = registered_domain(domain) if at else None
+        if name is None:
+            return None
+        which = name if name == domain.lower() else f"{name} (the registered domain of {domain})"
+        try:
+            registered = await ctx.world.registrations.registered(name)
+        except RegistrationTempFail as exc:
+            return self.verdict(
+                "DOMAIN_AGE_TEMPFAIL",
+                stage,
+                session,
+                ctx,
+                f"cannot learn when {which} was registered: {exc.detail}",
+                domain=name,
+            )
+        if registered is None:
+            return self._unknown(stage, session, ctx, name, which)
+        age = (ctx.clock.now().date() - registered).days
+        limit = self.options.min_age_days
+        if age >= limit:
+            return None
+        when = "in the future" if age < 0 else f"{age} days ago"
+        return self.verdict(
+            "DOMAIN_TOO_NEW",
+            stage,
+            session,
+            ctx,
+            f"{which} was registered on {registered.isoformat()}, {when}; "
+            f"domains younger than {limit} days are refused",
+            domain=name,
+            registered=registered.isoformat(),
+            age=age,
+            min_age=limit,
+        )
+
+    def _unknown(
+        self, stage: Stage, session: Session, ctx: Context, name: str, which: str
+    ) -> Verdict | None:
+        if self.options.unknown == "accept":
+            return None
+        reason = f"no registration date is known for {which}"
+        if self.options.unknown == "defer":
+            return self.verdict("DOMAIN_AGE_TEMPFAIL", stage, session, ctx, reason, domain=name)
+        return self.verdict("DOMAIN_AGE_UNKNOWN", stage, session, ctx, reason, domain=name)
