@@ -21,7 +21,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -58,16 +58,20 @@ class _RecordingReader(asyncio.StreamReader):
         super().__init__(**kwargs)
         self._protocol = protocol
 
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:  # type: ignore[override]
+    def readuntil(self, separator: bytes = b"\n") -> Coroutine[Any, Any, bytes]:  # type: ignore[override]
+        # DATA lines are read with b"\r\n": they go to the message, not the transcript,
+        # and take the plain path (no extra coroutine per line of a message).
+        if separator != b"\n":
+            return super().readuntil(separator)
+        return self._command(super().readuntil(separator))
+
+    async def _command(self, read: Coroutine[Any, Any, bytes]) -> bytes:
         try:
-            line = await super().readuntil(separator)
+            line = await read
         except asyncio.LimitOverrunError:
-            if separator == b"\n":
-                self._protocol.note_in("<command line over the length limit>")
+            self._protocol.note_in("<command line over the length limit>")
             raise
-        # DATA lines are read with b"\r\n"; they go to the message, not the transcript.
-        if separator == b"\n":
-            self._protocol.command_line(line)
+        self._protocol.command_line(line)
         return line
 
 
@@ -150,6 +154,7 @@ class StrictSMTP(SMTP):
         self._proxied: tuple[str, int] | None = None
         self._smtp_methods = _Commands(self, {**self._smtp_methods, "XCLIENT": self.xclient})
         self._ehlo = False  # the next final 250 closes an EHLO reply
+        self._held: list[str] = []  # continuation lines of the reply being written
 
     # Methods, not properties: aiosmtpd's __init__ inspects every attribute.
     def _conn(self) -> AioSession:
@@ -306,11 +311,20 @@ class StrictSMTP(SMTP):
         head = _REPLY_HEAD.match(line)
         if state is not None and state.tarpit and not self._reply_open:
             await asyncio.sleep(state.tarpit)
-        await super().push(line)
+        continued = bool(head and head.group(2) == "-")
+        if continued:
+            # A multi-line reply (EHLO's keywords) goes out in one write with its last line.
+            self._held.append(line)
+        elif self._held:
+            self._held.append(line)
+            await super().push("\r\n".join(self._held))
+            self._held = []
+        else:
+            await super().push(line)
+        self._reply_open = continued
         if state is None:
             return
         self._record("out", line)
-        self._reply_open = bool(head and head.group(2) == "-")
         if head and head.group(2) == " " and head.group(1)[0] in "45":
             state.counters.errors += 1
             if line.startswith("5"):

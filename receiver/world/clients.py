@@ -64,6 +64,9 @@ class ClientIdentity:
     name: str | None
 
 
+_SEEN_MAX = 4096
+
+
 class ClientMap:
     """Longest-prefix lookup from peer address to the identity the policies see."""
 
@@ -71,6 +74,7 @@ class ClientMap:
         rows = [(parse_network(key), spec) for key, spec in (entries or {}).items()]
         # Most specific first, so the first match is the longest prefix.
         self._rows = sorted(rows, key=lambda row: row[0].prefixlen, reverse=True)
+        self._seen: dict[str, ClientIdentity] = {}  # every connection asks; peers repeat
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, ClientSpec]) -> ClientMap:
@@ -78,6 +82,14 @@ class ClientMap:
 
     def lookup(self, peer: str) -> ClientIdentity:
         """The identity for `peer`; an unmapped peer keeps its own address and no name."""
+        found = self._seen.get(peer)
+        if found is None:
+            found = self._seen[peer] = self._lookup(peer)
+            if len(self._seen) > _SEEN_MAX:  # a flood of distinct peers must not grow it
+                self._seen.clear()
+        return found
+
+    def _lookup(self, peer: str) -> ClientIdentity:
         try:
             address = ipaddress.ip_address(peer)
         except ValueError:
