@@ -1,0 +1,199 @@
+"""reverse_dns: the client address must have a PTR, and its name must point back at it."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.session import IPAddress, Session
+from receiver.verdict import Action, Stage, Verdict
+from receiver.world.dns import NoData, NXDomain, TempFail
+
+#: PTR names tried for forward confirmation: a bound on the lookups one client causes.
+MAX_PTR_NAMES = 10
+
+
+class ReverseDnsOptions(PolicyOptions):
+    require: Literal["ptr", "fcrdns"] = Field(
+        "fcrdns",
+        description="ptr: the address needs a PTR (Postfix reject_unknown_reverse_client_"
+        "hostname); fcrdns: a PTR name's A/AAAA must also include the address "
+        "(reject_unknown_client_hostname, Exim verify = reverse_host_lookup).",
+    )
+    on_dns_tempfail: Literal["defer", "ignore"] = Field(
+        "defer",
+        description="A temporary DNS failure defers (4xx), or counts as a pass "
+        "(Exim's verify = reverse_host_lookup/defer_ok).",
+    )
+
+
+class ReverseDns(Policy[ReverseDnsOptions]):
+    """Refuse a client whose address has no PTR record or whose PTR name does not resolve
+    back to it (forward-confirmed reverse DNS, FCrDNS).
+
+    The check does not depend on the command, so it may be listed under connect, helo,
+    mail, rcpt or eod: wherever the emulated receiver decides (Postfix: any restriction
+    list, replied at RCPT with smtpd_delay_reject; Haraka: connect; Stalwart: MAIL FROM;
+    Gmail: observed at end of DATA). List it under one stage only.
+
+    - The PTR lookup of the client address (IPv4 in-addr.arpa, IPv6 ip6.arpa; an
+      IPv4-mapped IPv6 address is judged as the IPv4 address) finds no name: NO_PTR.
+      A PTR whose target is itself an IP address does not count, as in Postfix
+      (smtpd_peer.c: "numeric hostname").
+    - With `require: fcrdns` (default), no PTR name (at most 10 are tried) has an A
+      record (IPv4 client) or AAAA record (IPv6 client) equal to the client address:
+      FCRDNS_FAILED. One confirming name is enough (Exim tries every name, as iprev in
+      RFC 8601 §3 does; Postfix has one name from getnameinfo).
+    - A name asserted with XCLIENT NAME (or `world.clients` `name`) is taken as the
+      client's verified name, as Postfix does: no lookup, no objection. XCLIENT
+      NAME=[UNAVAILABLE] or [TEMPUNAVAIL] means "look it up".
+    - A temporary failure (SERVFAIL, timeout) of the PTR lookup gives PTR_TEMPFAIL, of
+      the forward lookups (when no name confirmed) FORWARD_TEMPFAIL. Postfix always
+      answers 450 then, even where unknown_client_reject_code is 550. With
+      `on_dns_tempfail: ignore` the client passes, as Exim's `defer_ok`.
+
+    Default replies are Postfix's (smtpd_check.c reject_unknown_reverse_name and
+    reject_unknown_client), with unknown_client_reject_code at its default 450, as when
+    both restrictions are listed: `450 4.7.1 Client host rejected: cannot find your
+    reverse hostname, [<IP>]` for a missing PTR, `450 4.7.25 Client host rejected:
+    cannot find your hostname, [<IP>]` when the name does not confirm (4.7.25 is RFC
+    7372's "reverse DNS validation failed"). A persona refusing permanently overrides
+    them with 5xx (Postfix with unknown_client_reject_code = 550, Gmail's `550 5.7.25`,
+    Exim's `550 Administrative prohibition`, Haraka's `554 client [<IP>] rejected; no
+    rDNS`); `{ptr}` names the first PTR name, as seed-02 needs.
+
+    RFC 5321 does not forbid refusing a client on its reverse DNS (§4.1.4 is about the
+    EHLO argument); it is local policy, and widespread.
+    """
+
+    name = "reverse_dns"
+    summary = "Client address must have a PTR whose name resolves back to it (FCrDNS)"
+    stages = frozenset({Stage.CONNECT, Stage.HELO, Stage.MAIL, Stage.RCPT, Stage.EOD})
+    Options = ReverseDnsOptions
+    outcomes: ClassVar[tuple[Outcome, ...]] = (
+        Outcome(
+            "NO_PTR",
+            "450 4.7.1 Client host rejected: cannot find your reverse hostname, [{ip}]",
+            "The client address has no PTR record naming a host "
+            "(Postfix reject_unknown_reverse_client_hostname).",
+            action=Action.DEFER,
+        ),
+        Outcome(
+            "FCRDNS_FAILED",
+            "450 4.7.25 Client host rejected: cannot find your hostname, [{ip}]",
+            "No PTR name of the client address resolves back to it "
+            "(Postfix reject_unknown_client_hostname).",
+            action=Action.DEFER,
+            fields=("ptr",),
+        ),
+        Outcome(
+            "PTR_TEMPFAIL",
+            "450 4.7.1 Client host rejected: cannot find your reverse hostname, [{ip}]",
+            "The PTR lookup failed temporarily (SERVFAIL or timeout).",
+            action=Action.DEFER,
+            fields=("failure",),
+        ),
+        Outcome(
+            "FORWARD_TEMPFAIL",
+            "450 4.7.25 Client host rejected: cannot find your hostname, [{ip}]",
+            "No PTR name confirmed and a forward lookup failed temporarily.",
+            action=Action.DEFER,
+            fields=("ptr", "failure"),
+        ),
+    )
+
+    async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
+        if session.client.name is not None:
+            return None
+        ip = public_address(session.client.ip)
+        address = str(ip)
+        try:
+            names = await ctx.dns.ptr(address)
+        except TempFail as exc:
+            return self._tempfail(
+                "PTR_TEMPFAIL",
+                stage,
+                session,
+                ctx,
+                f"the PTR lookup of {address} failed temporarily ({exc.kind})",
+                failure=exc.kind,
+            )
+        hosts = [name for name in names if not _is_address(name)]
+        if not hosts:
+            reason = (
+                f"the PTR record of {address} names {names[0]}, an IP address, not a host name"
+                if names
+                else f"{address} has no PTR record"
+            )
+            return self.verdict("NO_PTR", stage, session, ctx, reason)
+        if self.options.require == "ptr":
+            return None
+
+        rdtype = "A" if ip.version == 4 else "AAAA"
+        defects: list[str] = []
+        failure: TempFail | None = None
+        for host in hosts[:MAX_PTR_NAMES]:
+            try:
+                answers = await ctx.dns.resolve(host, rdtype)
+            except (NXDomain, NoData) as exc:
+                missing = "does not exist" if isinstance(exc, NXDomain) else f"has no {rdtype}"
+                defects.append(f"{host} {missing}")
+                continue
+            except TempFail as exc:
+                failure = failure or exc
+                continue
+            found = [ipaddress.ip_address(rdata.to_text()) for rdata in answers]
+            if ip in found:
+                return None
+            shown = ", ".join(map(str, found))
+            defects.append(f"{host} has {rdtype} {shown}, not {address}")
+        if failure is not None:
+            return self._tempfail(
+                "FORWARD_TEMPFAIL",
+                stage,
+                session,
+                ctx,
+                f"no PTR name of {address} confirmed it and the {rdtype} lookup of "
+                f"{failure.name} failed temporarily ({failure.kind})",
+                ptr=hosts[0],
+                failure=failure.kind,
+            )
+        return self.verdict(
+            "FCRDNS_FAILED",
+            stage,
+            session,
+            ctx,
+            f"no PTR name of {address} resolves back to it: " + "; ".join(defects),
+            ptr=hosts[0],
+        )
+
+    def _tempfail(
+        self,
+        outcome_id: str,
+        stage: Stage,
+        session: Session,
+        ctx: Context,
+        reason: str,
+        **fields: Any,
+    ) -> Verdict | None:
+        if self.options.on_dns_tempfail == "ignore":
+            return None
+        return self.verdict(outcome_id, stage, session, ctx, reason, **fields)
+
+
+def public_address(ip: IPAddress) -> IPAddress:
+    """The address as DNS knows it: a dual-stack listener's ::ffff:a.b.c.d is a.b.c.d."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
