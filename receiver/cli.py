@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="offer STARTTLS with a generated certificate or CERT,KEY files",
     )
     serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish on stop")
+    serve.add_argument(
+        "--dns-listen",
+        type=_listen,
+        metavar="HOST:PORT",
+        help="also serve the scenario's DNS over UDP and TCP here (overrides world.dns.serve)",
+    )
 
     sub.add_parser("policies", help="list policies, their outcomes, replies and options")
     sub.add_parser("scenarios", help="list bundled scenarios")
@@ -137,6 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         grace=args.grace,
         trusted=_trusted(args.trusted),
         tls_context=_tls(args.tls, scenario.receiver.hostname),
+        dns_listen=args.dns_listen,
     )
     receiver = Receiver(scenario, options)
     try:
@@ -169,7 +176,8 @@ async def _serve(receiver: Receiver) -> int:
     try:
         await receiver.start()
     except OSError as exc:
-        where = f"{receiver.options.host}:{receiver.options.port}"
+        # The DNS server names its own address in the error.
+        where = exc.filename or f"{receiver.options.host}:{receiver.options.port}"
         if exc.errno == errno.EADDRINUSE:
             raise UsageError(f"cannot listen on {where}: address already in use") from None
         raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from None
@@ -191,6 +199,10 @@ def _announce(receiver: Receiver) -> None:
     for host, port in receiver.addresses:
         shown = f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
         print(f"strictmx: listening on {shown}:{port}")
+    if receiver.dns_server is not None:
+        host, port = receiver.dns_server.address
+        shown = f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+        print(f"strictmx: DNS on {shown}:{port}")
     print(f"strictmx: scenario {scenario.name} ({scenario.source})")
     print(f"strictmx: journal {receiver.options.db}")
     extras = []

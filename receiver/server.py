@@ -18,6 +18,9 @@ from .policy import ClientHistory, Context
 from .scenario import Scenario
 from .smtp import StrictSMTP
 from .world import World
+from .world.callout import Callout
+from .world.dns import split_listen
+from .world.dnsserver import DnsServer
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ class ServerOptions:
     #: Seconds sessions may go on after a stop is asked for.
     grace: float = 5.0
     max_message_bytes: int = 10 * 1024 * 1024
+    #: Serve the scenario's DNS here (overrides the scenario's `world.dns.serve`).
+    dns_listen: tuple[str, int] | None = None
 
 
 @dataclass
@@ -52,8 +57,13 @@ class Receiver:
         self.world = World.from_config(self.scenario.world)
         self.engine = self.scenario.engine()
         self.history = ClientHistory()
+        # Sender-verify callouts and, in a hermetic world, the MX hosts they call.
+        self.callout = Callout.for_scenario(self.scenario, self.world)
         self.context = Context(
-            world=self.world, hostname=self.scenario.receiver.hostname, history=self.history
+            world=self.world,
+            hostname=self.scenario.receiver.hostname,
+            history=self.history,
+            callout=self.callout,
         )
         self.journal = Journal(self.options.db, max_message_bytes=self.options.max_message_bytes)
         self.sessions_open: set[StrictSMTP] = set()
@@ -62,6 +72,7 @@ class Receiver:
         self.stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
+        self.dns_server: DnsServer | None = None
 
     # -- what the SMTP layer asks -------------------------------------------------------
     @property
@@ -101,8 +112,13 @@ class Receiver:
         self.scenario = scenario
         self.world = World.from_config(scenario.world)
         self.engine = scenario.engine()
+        if self.callout is not None:  # a started responder keeps running for the new world
+            self.callout.use_world(self.world)
         self.context = Context(
-            world=self.world, hostname=scenario.receiver.hostname, history=self.history
+            world=self.world,
+            hostname=scenario.receiver.hostname,
+            history=self.history,
+            callout=self.callout,
         )
 
     # -- life -----------------------------------------------------------------------------
@@ -110,12 +126,27 @@ class Receiver:
         self.loop = asyncio.get_running_loop()
         await self.journal.open()
         try:
+            await self._start_dns()
+            if self.callout is not None:
+                await self.callout.start()
             self._server = await self.loop.create_server(
                 lambda: StrictSMTP(self), self.options.host, self.options.port
             )
         except BaseException:
+            if self.dns_server is not None:
+                await self.dns_server.stop()
+                self.dns_server = None
+            if self.callout is not None:
+                await self.callout.stop()
             await self.journal.close()
             raise
+
+    async def _start_dns(self) -> None:
+        serve = self.scenario.world.dns.serve
+        listen = self.options.dns_listen or (split_listen(serve) if serve else None)
+        if listen is not None:
+            self.dns_server = DnsServer.from_config(self.scenario.world.dns, *listen)
+            await self.dns_server.start()
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -143,6 +174,11 @@ class Receiver:
             await asyncio.wait_for(self._idle.wait(), 2.0)
         await self._server.wait_closed()
         self._server = None
+        if self.dns_server is not None:
+            await self.dns_server.stop()
+            self.dns_server = None
+        if self.callout is not None:
+            await self.callout.stop()
         await self.journal.mark_open_aborted(datetime.now(UTC))
         await self.journal.close()
 

@@ -213,6 +213,31 @@ def _nameserver_text(text: str) -> str:
     return text
 
 
+def split_listen(text: str) -> tuple[str, int]:
+    """`IP:PORT`, `[IPv6]:PORT`, or a port alone (`5353`, `:5353`) on 127.0.0.1.
+
+    Port 0 asks for any free port.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host.strip("[]") if bracketed else host or "127.0.0.1")
+    except ValueError:
+        address = None
+    # Unbracketed, an IPv6 address's last group would be read as the port.
+    unclear = address is not None and address.version == 6 and not bracketed
+    if address is None or unclear or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"not IP:PORT, [IPv6]:PORT or a port alone: {text!r}")
+    return str(address), int(port)
+
+
+def _listen_text(value: Any) -> str:
+    host, port = split_listen(str(value))
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 DnsName = Annotated[str, AfterValidator(normalise_name)]
 IPText = Annotated[str, AfterValidator(normalise_ip)]
 
@@ -364,6 +389,11 @@ class DnsConfig(BaseModel):
     )
     timeout_seconds: float = Field(
         0.0, ge=0, description="How long a scripted timeout waits before failing (0: at once)."
+    )
+    serve: Annotated[str, BeforeValidator(_listen_text)] | None = Field(
+        None,
+        description="Also answer these records and scripts over real DNS, UDP and TCP, at "
+        "IP:PORT (a port alone: 127.0.0.1); `strictmx serve --dns-listen` overrides it.",
     )
 
     @field_validator("ptr")
