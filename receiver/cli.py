@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.verbose < 2:
         # aiosmtpd logs every line at INFO; our journal already has the transcript.
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        logging.getLogger("mail.log").setLevel(logging.ERROR)  # unknown commands: WARNING
     try:
         if args.command == "policies":
             return cmd_policies()

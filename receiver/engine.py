@@ -96,8 +96,9 @@ class Engine:
             decision.verdicts.append(verdict)
             if verdict.action is Action.PERMIT:
                 break
+            delay = policy.delay_reject
             if (
-                self.settings.delay_reject
+                (self.settings.delay_reject if delay is None else delay)
                 and stage in DELAYABLE_STAGES
                 and verdict.action is not Action.DISCONNECT
             ):

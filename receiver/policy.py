@@ -29,6 +29,7 @@ from .verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
 if TYPE_CHECKING:
     from .session import Session
     from .world import World
+    from .world.callout import Callout
     from .world.clock import Clock
     from .world.dns import WorldDNS
 
@@ -69,6 +70,9 @@ class Context:
     history: ClientHistory
     #: The session's cached view of the world's DNS (see `for_session`).
     session_dns: WorldDNS | None = None
+    #: The sender-verify callout client and its cache, shared by every session (None when
+    #: no policy of the scenario calls out).
+    callout: Callout | None = None
 
     @property
     def dns(self) -> WorldDNS:
@@ -113,6 +117,11 @@ class Policy(Generic[OptionsT]):
     stages: ClassVar[frozenset[Stage]]
     Options: ClassVar[type[PolicyOptions]] = PolicyOptions
     outcomes: ClassVar[tuple[Outcome, ...]] = ()
+
+    #: Per-entry override of the receiver's delay_reject (None: follow the receiver), so a
+    #: persona can refuse one check at once and delay the others (Exim's built-in HELO
+    #: syntax check versus its RCPT ACL).
+    delay_reject: bool | None = None
 
     def __init__(self, options: OptionsT, replies: Mapping[str, Reply] | None = None) -> None:
         self.options: OptionsT = options

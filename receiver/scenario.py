@@ -42,6 +42,8 @@ KeyPath = tuple[str | int, ...]
 
 #: The `policies:` keys: one per stage, plus `session` (policies that run first everywhere).
 SESSION_KEY = "session"
+#: Keys of a policy entry that are not the policy's options.
+ENTRY_KEYS = ("policy", "replies", "delay_reject")
 STAGE_KEYS = [SESSION_KEY, *(s.value for s in Stage)]
 
 
@@ -110,9 +112,12 @@ class PolicyEntry:
     replies: dict[str, Reply]
     listed_under: str
     path: KeyPath
+    delay_reject: bool | None = None
 
     def instantiate(self) -> Policy[PolicyOptions]:
-        return self.cls(self.options, self.replies)
+        policy = self.cls(self.options, self.replies)
+        policy.delay_reject = self.delay_reject
+        return policy
 
 
 @dataclass
@@ -267,7 +272,10 @@ def _entry(
                 + ", ".join(s.value for s in Stage if s in cls.stages),
             )
         )
-    raw_options = {k: v for k, v in item.items() if k not in ("policy", "replies")}
+    raw_options = {k: v for k, v in item.items() if k not in ENTRY_KEYS}
+    delay = item.get("delay_reject")
+    if delay is not None and not isinstance(delay, bool):
+        raise ScenarioError(where.at((*path, "delay_reject"), f"{delay!r}: expected true or false"))
     try:
         options = cls.Options.model_validate(raw_options)
     except ValidationError as exc:
@@ -291,7 +299,7 @@ def _entry(
         except ReplyError as exc:
             raise ScenarioError(where.at(rpath, str(exc))) from None
         replies[str(outcome_id)] = reply
-    return PolicyEntry(cls, options, replies, listed_under, path)
+    return PolicyEntry(cls, options, replies, listed_under, path, delay)
 
 
 class _LineMap:

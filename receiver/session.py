@@ -108,6 +108,7 @@ class Session:
             "ip": self.client.address,
             "client_name": self.client.name or "unknown",
             "helo": self.helo or "",
+            "verb": self.helo_verb or "HELO",
             "sender": self.mail_from if self.mail_from is not None else "",
             "rcpt": self.rcpt or "",
             "hostname": hostname,

@@ -183,3 +183,27 @@ async def test_control_without_soft_bounce_stays_permanent(ctx: Context, session
     engine = Engine({Stage.RCPT: [fixed("reject")]}, EngineSettings(soft_bounce=False))
     decision = await engine.run(Stage.RCPT, session, ctx)
     assert decision.reply is not None and decision.reply.code == 550
+
+
+async def test_an_entry_can_refuse_at_once_while_the_receiver_delays(
+    ctx: Context, session: Session
+) -> None:
+    at_once, delayed = fixed("reject", "syntax"), fixed("reject", "dns")
+    at_once.delay_reject = False
+    engine = Engine({Stage.HELO: [at_once]}, EngineSettings(delay_reject=True))
+    decision = await engine.run(Stage.HELO, session, ctx)
+    assert decision.reply is not None and decision.verdicts[0].replied_at is Stage.HELO
+    control = Engine({Stage.HELO: [delayed]}, EngineSettings(delay_reject=True))
+    assert (await control.run(Stage.HELO, session, ctx)).reply is None
+
+
+async def test_an_entry_can_delay_while_the_receiver_refuses_at_once(
+    ctx: Context, session: Session
+) -> None:
+    delayed = fixed("reject", "acl")
+    delayed.delay_reject = True
+    engine = Engine({Stage.MAIL: [delayed]}, EngineSettings(delay_reject=False))
+    assert (await engine.run(Stage.MAIL, session, ctx)).reply is None
+    session.rcpt = "user@example.com"
+    rcpt = await engine.run(Stage.RCPT, session, ctx)
+    assert rcpt.reply is not None and rcpt.sent is not None and rcpt.sent.stage is Stage.MAIL

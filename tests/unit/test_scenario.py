@@ -157,3 +157,19 @@ def test_every_bundled_scenario_loads(name: str) -> None:
 
 def test_the_default_and_postfix_scenarios_are_bundled() -> None:
     assert {"default", "postfix-strict"} <= set(scenarios.bundled_names())
+
+
+def test_delay_reject_per_entry(tmp_path: Path) -> None:
+    text = """\
+receiver: {delay_reject: true}
+policies:
+  helo:
+    - policy: helo_syntax
+      delay_reject: false
+      mode: exim
+"""
+    scenario = scenarios.load(write(tmp_path, text))
+    (policy,) = scenario.chains()[Stage.HELO]
+    assert policy.delay_reject is False
+    message = error_of(tmp_path, text.replace("delay_reject: false", "delay_reject: later"))
+    assert "x.yaml:5 policies.helo[0].delay_reject: 'later': expected true or false" in message
