@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -286,6 +286,15 @@ class _Message:
 
     def parts(self) -> Iterator[tuple[str, str | None]]:
         """(content type, filename) of every leaf part, in attached messages too."""
+        # Most mail is one part without a file name: the header block alone says so, and
+        # reading it with the plain parser spares a full MIME parse of every message.
+        head = BytesHeaderParser(policy=email.policy.compat32).parsebytes(self.raw)
+        if head.get_content_maintype() != "multipart" and not any(
+            "name" in value.lower()
+            for value in head.get_all("Content-Type", []) + head.get_all("Content-Disposition", [])
+        ):
+            yield head.get_content_type(), None
+            return
         for part in self.parsed.walk():
             if not part.is_multipart():
                 yield part.get_content_type(), part.get_filename()

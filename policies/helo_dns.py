@@ -9,13 +9,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
-from publicsuffixlist import PublicSuffixList
 from pydantic import Field, model_validator
 
 from receiver.policy import Context, Outcome, Policy, PolicyOptions
 from receiver.session import IPAddress, Session
 from receiver.verdict import Action, Stage, Verdict
 from receiver.world.dns import DnsName, IPText, TempFail, parse_name
+from receiver.world.suffixes import registered_domain
 
 # A label as DNS carries it (A-labels for IDNs), '_' allowed as Postfix allows it. Only
 # what could be a host name is looked up; finer syntax rules are helo_syntax's.
@@ -399,19 +399,6 @@ def _unmapped(ip: IPAddress) -> IPAddress:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
-
-
-@functools.cache
-def _psl() -> PublicSuffixList:
-    # The list shipped inside the package: loaded once, on first use, never downloaded.
-    return PublicSuffixList()
-
-
-def registered_domain(name: str) -> str | None:
-    """The registrable domain of `name` by the Public Suffix List (example.co.uk for
-    mx.example.co.uk), or None when `name` is itself a public suffix."""
-    found: str | None = _psl().privatesuffix(name)
-    return found
 
 
 # -- the checks ------------------------------------------------------------------------------

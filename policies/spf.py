@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -75,6 +76,15 @@ class SpfOptions(PolicyOptions):
         gt=0,
         description="Seconds one identity's check may take in all before it is a temperror.",
     )
+    cache_ttl: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds a result for the same client address, sender and HELO is reused "
+        "by later sessions (0: never); a temperror is never reused.",
+    )
+
+
+_RESULTS_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,11 @@ class Spf(Policy[SpfOptions]):
         ),
     )
 
+    def __init__(self, options: SpfOptions, replies: Mapping[str, Reply] | None = None) -> None:
+        super().__init__(options, replies)
+        # (client address, sender, HELO) -> (expiry on ctx.clock.monotonic(), result)
+        self._results: dict[tuple[str, str, str], tuple[float, SpfCheck]] = {}
+
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         helo = session.helo or ""
         sender = session.mail_from or ""
@@ -199,12 +214,26 @@ class Spf(Policy[SpfOptions]):
         return None
 
     async def evaluate(self, ip: str, sender: str, helo: str, ctx: Context) -> SpfCheck:
-        """check_host() for `sender` (or, when empty, the HELO identity) from `ip`."""
+        """check_host() for `sender` (or, when empty, the HELO identity) from `ip`.
+
+        A staging MTA sends many messages from one address and sender: a result is reused
+        for `cache_ttl` seconds rather than evaluated (in a thread) for every message.
+        """
+        key = (ip, sender.lower(), helo.lower())
+        now = ctx.clock.monotonic()
+        cached = self._results.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.options.timeout
-        return await asyncio.to_thread(
+        check = await asyncio.to_thread(
             _evaluate, ip, sender, helo, ctx.hostname, ctx.clock.now(), ctx.dns, loop, deadline
         )
+        if self.options.cache_ttl and check.result != "temperror":
+            if len(self._results) >= _RESULTS_MAX:
+                self._results.clear()
+            self._results[key] = (now + self.options.cache_ttl, check)
+        return check
 
     def _judge(
         self, check: SpfCheck, stage: Stage, session: Session, ctx: Context

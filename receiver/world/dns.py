@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar
@@ -66,6 +67,9 @@ R = TypeVar("R", bound=dns.rdata.Rdata)
 class DnsFailure(Exception):
     """A lookup that found no answer; `kind` says why, `temporary` whether to retry later."""
 
+    #: Made from the scenario's records alone (a NXDOMAIN/NODATA that cannot change).
+    static = False
+
     def __init__(self, name: str, rdtype: str, kind: FailureKind, detail: str = "") -> None:
         self.name = name
         self.rdtype = rdtype
@@ -76,6 +80,16 @@ class DnsFailure(Exception):
     @property
     def temporary(self) -> bool:
         return self.kind in ("servfail", "timeout")
+
+
+_STATIC_MAX = 100_000
+
+E = TypeVar("E", bound=DnsFailure)
+
+
+def _static(failure: E) -> E:
+    failure.static = True
+    return failure
 
 
 class NXDomain(DnsFailure):
@@ -115,6 +129,12 @@ def name_text(name: dns.name.Name) -> str:
 
 def normalise_name(text: str) -> str:
     return name_text(parse_name(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def reverse_name(address: str) -> str:
+    """`address`'s name under in-addr.arpa or ip6.arpa (clients repeat: kept)."""
+    return name_text(dns.reversename.from_address(normalise_ip(address)))
 
 
 def normalise_ip(text: str) -> str:
@@ -465,6 +485,8 @@ class WorldDNS:
         self._timeout_seconds = timeout_seconds
         self._nodes: dict[dns.name.Name, Node] = {}
         self._cache: dict[tuple[str, str], list[dns.rdata.Rdata] | DnsFailure] | None = None
+        # Shared by every session's view (see `_resolve`).
+        self._static: dict[tuple[str, str], list[dns.rdata.Rdata] | DnsFailure] = {}
         for rrset in rrsets:
             self._nodes.setdefault(rrset.name, {})[rrset.rdtype] = rrset
         # Names above a record exist without data (empty non-terminals, RFC 8020): NODATA,
@@ -537,10 +559,38 @@ class WorldDNS:
                 self._cache[key] = exc
         answer = self._cache[key]
         if isinstance(answer, DnsFailure):
-            raise answer
+            raise answer.with_traceback(None)
         return list(answer)
 
     async def _resolve(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
+        # The scenario's own records never change: an answer made from them alone (no
+        # real lookup, no scripted failure) is worked out once for every session.
+        key = (name, rdtype)
+        known = self._static.get(key)
+        if known is None:
+            try:
+                answer, static = await self._work_out(name, rdtype)
+            except (NXDomain, NoData) as exc:
+                if exc.static:
+                    self._remember(key, exc)
+                raise
+            if not static:
+                return answer
+            known = self._remember(key, answer)
+        if isinstance(known, DnsFailure):
+            raise known.with_traceback(None)  # raised again and again: keep no old frames
+        return list(known)
+
+    def _remember(
+        self, key: tuple[str, str], answer: list[dns.rdata.Rdata] | DnsFailure
+    ) -> list[dns.rdata.Rdata] | DnsFailure:
+        if len(self._static) >= _STATIC_MAX:  # names from a flood of clients: start over
+            self._static.clear()
+        self._static[key] = answer
+        return answer
+
+    async def _work_out(self, name: str, rdtype: str) -> tuple[list[dns.rdata.Rdata], bool]:
+        """The answer, and whether it came from the scenario's records alone."""
         try:
             wanted = dns.rdatatype.from_text(rdtype)
         except (dns.exception.DNSException, ValueError):
@@ -550,22 +600,22 @@ class WorldDNS:
             current = parse_name(name)
         except ValueError as exc:
             # A name that cannot be sent cannot exist; getaddrinfo says the same.
-            raise NXDomain(name, label, str(exc)) from None
+            raise _static(NXDomain(name, label, str(exc))) from None
         asked = name_text(current)
         for _hop in range(MAX_CNAME_CHAIN + 1):
             if not self._scenario_answers(current):
-                return await self._real(current, wanted, asked, label)
+                return await self._real(current, wanted, asked, label), False
             await self._scripted(current, asked, label)
             node = self._node(current)
             if node is None:
                 if current in self._ancestors:
-                    raise NoData(asked, label)
-                raise NXDomain(asked, label)
+                    raise _static(NoData(asked, label))
+                raise _static(NXDomain(asked, label))
             if wanted in node:
-                return list(node[wanted])
+                return list(node[wanted]), True
             alias = node.get(dns.rdatatype.CNAME)
             if alias is None or wanted == dns.rdatatype.CNAME:
-                raise NoData(asked, label)
+                raise _static(NoData(asked, label))
             current = _typed(alias[0], CNAME).target
         raise TempFail(asked, label, "servfail", f"more than {MAX_CNAME_CHAIN} CNAMEs")
 
@@ -591,9 +641,8 @@ class WorldDNS:
 
     async def ptr(self, address: str) -> list[str]:
         """The names at `address`'s reverse name; [] if none. ValueError if not an IP."""
-        reverse = dns.reversename.from_address(normalise_ip(address))
         try:
-            answers = await self.resolve(name_text(reverse), "PTR")
+            answers = await self.resolve(reverse_name(address), "PTR")
         except (NXDomain, NoData):
             return []
         return [name_text(_typed(rdata, PTR).target) for rdata in answers]

@@ -35,9 +35,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal, Self
 
-from publicsuffixlist import PublicSuffixList
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from . import suffixes
 from .dns import distinct_keys, normalise_name
 
 Mode = Literal["hermetic", "overlay", "system"]
@@ -60,11 +60,7 @@ class RegistrationTempFail(Exception):
 # -- registered domains ------------------------------------------------------------------
 
 
-@functools.cache
-def _suffixes() -> PublicSuffixList:
-    return PublicSuffixList(only_icann=True)
-
-
+@functools.lru_cache(maxsize=8192)
 def registered_domain(domain: str) -> str | None:
     """The public suffix plus one label of `domain`, lowercase A-labels; None when there is
     none (an address literal, a malformed name, or a public suffix itself such as `co.uk`)."""
@@ -74,8 +70,7 @@ def registered_domain(domain: str) -> str | None:
         name = normalise_name(domain)
     except ValueError:
         return None
-    found: str | None = _suffixes().privatesuffix(name)
-    return found
+    return suffixes.registered_domain(name, icann_only=True)
 
 
 def _registered_key(text: str) -> str:

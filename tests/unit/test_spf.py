@@ -480,3 +480,35 @@ async def test_concurrent_checks_keep_their_own_answers() -> None:
 
     got = await asyncio.gather(*(one(address) for address, _ in cases))
     assert got == [want for _, want in cases]
+
+
+async def test_a_result_is_reused_by_later_sessions_for_its_ttl() -> None:
+    spf = policy(cache_ttl=300)
+    first = await spf.evaluate("192.0.2.25", "alice@example.net", "mail.example.net", make_ctx())
+    # The same client, sender and HELO in a world that no longer has the record:
+    # the result within the TTL is the one already worked out.
+    empty = make_ctx(World.from_config(WorldConfig.model_validate({"clock": {"fixed": FIXED}})))
+    again = await spf.evaluate("192.0.2.25", "alice@example.net", "mail.example.net", empty)
+    assert again == first
+
+
+async def test_control_without_a_ttl_every_session_evaluates() -> None:
+    spf = policy(cache_ttl=0)
+    first = await spf.evaluate("192.0.2.25", "alice@example.net", "mail.example.net", make_ctx())
+    empty = make_ctx(World.from_config(WorldConfig.model_validate({"clock": {"fixed": FIXED}})))
+    again = await spf.evaluate("192.0.2.25", "alice@example.net", "mail.example.net", empty)
+    assert (first.result, again.result) == (first.result, "none")
+    assert first.result != "none"
+
+
+async def test_a_temperror_is_never_reused() -> None:
+    spf = policy(cache_ttl=300)
+    failed = await spf.evaluate(
+        "192.0.2.25", "alice@broken.example", "mail.example.net", make_ctx()
+    )
+    assert failed.result == "temperror"
+    fixed = make_world(servfail=[])
+    again = await spf.evaluate(
+        "192.0.2.25", "alice@broken.example", "mail.example.net", make_ctx(fixed)
+    )
+    assert again.result != "temperror"
