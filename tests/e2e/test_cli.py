@@ -163,7 +163,7 @@ def test_scenarios_lists_the_bundled_ones_with_descriptions(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     rows = dict(line.split(None, 1) for line in done.stdout.splitlines() if line.strip())
     assert rows["default"].startswith("A strict classic receiver")
-    assert rows["postfix-strict"].startswith("Postfix with strict HELO restrictions")
+    assert rows["postfix-strict"].startswith("Postfix with strict restrictions")
     assert not any(text.startswith("(invalid") for text in rows.values())
 
 

@@ -111,7 +111,8 @@ def test_compliant_swaks_message_is_queued_and_stored(serve: Factory) -> None:
 
 def test_postfix_persona_refuses_the_helo_at_rcpt(serve: Factory) -> None:
     rx = serve("postfix-strict")
-    run = swaks(rx, "--helo", "localhost", *ENVELOPE)
+    # From the persona's well-configured client (127.0.0.10): the HELO is its only fault.
+    run = swaks(rx, "--local-interface", "127.0.0.10", "--helo", "localhost", *ENVELOPE)
     assert run.code == EXIT_NO_RCPT
     assert run.after("EHLO localhost")[-1] == "<-  250 HELP", "delay_reject: EHLO is accepted"
     assert run.after("MAIL FROM:<alice@example.net>") == ["<-  250 2.1.0 Ok"]
@@ -130,7 +131,11 @@ def test_postfix_persona_refuses_the_helo_at_rcpt(serve: Factory) -> None:
 
 def test_postfix_persona_still_takes_mail_for_postmaster(serve: Factory) -> None:
     rx = serve("postfix-strict")
-    run = swaks(rx, "--helo", "localhost", "--from", "a@example.net", "--to", "postmaster@x.test")
+    run = swaks(
+        rx,
+        *("--local-interface", "127.0.0.10", "--helo", "localhost"),
+        *("--from", "a@example.net", "--to", "postmaster@x.test"),
+    )
     assert run.code == 0, run.stdout
     session = rx.last()
     assert session["outcome"] == "accepted"
