@@ -61,7 +61,10 @@ def test_compliant_message_is_accepted_and_stored(serve: Factory) -> None:
 
 def test_postfix_delays_the_helo_rejection_to_rcpt(serve: Factory) -> None:
     rx = serve("postfix-strict")
-    with smtplib.SMTP(rx.host, rx.port, local_hostname="localhost") as client:
+    # From the persona's well-configured client, so that the HELO is the only objection.
+    with smtplib.SMTP(
+        rx.host, rx.port, local_hostname="localhost", source_address=("127.0.0.10", 0)
+    ) as client:
         assert client.ehlo()[0] == 250
         assert client.mail("alice@example.net")[0] == 250
         code, text = client.rcpt("bob@example.org")
