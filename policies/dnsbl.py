@@ -75,7 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from receiver.policy import Context, Outcome, Policy, PolicyOptions
 from receiver.session import BASE_FIELDS, IPAddress, Session
 from receiver.verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
-from receiver.world.dns import DnsName, NoData, NXDomain, TempFail
+from receiver.world.dns import DnsName, NoData, NXDomain, TempFail, ip_of
 
 #: Postfix smtpd_check.c: the TXT records of a listing, joined and truncated.
 TXT_SEPARATOR = " / "
@@ -281,7 +281,7 @@ class DnsblOptions(PolicyOptions):
 
 
 def client_ip(address: str) -> IPAddress:
-    ip = ipaddress.ip_address(address)
+    ip = ip_of(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
@@ -307,7 +307,7 @@ def _domain(text: str | None) -> str | None:
     if not name or name.startswith("["):
         return None
     try:
-        ipaddress.ip_address(name)
+        ip_of(name)
     except ValueError:
         return name
     return None
@@ -545,6 +545,8 @@ def _is_zen(zone: str) -> bool:
 async def _lookup_all(ctx: Context, names: Iterable[str]) -> dict[str, Answer]:
     """A records of every name, asked concurrently (each once per session, by ctx.dns)."""
     ordered = sorted(names)
+    if len(ordered) == 1:  # one zone: no tasks to schedule for it
+        return {ordered[0]: await _lookup(ctx, ordered[0])}
     results = await asyncio.gather(*(_lookup(ctx, name) for name in ordered))
     return dict(zip(ordered, results, strict=True))
 

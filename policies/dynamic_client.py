@@ -13,7 +13,7 @@ from pydantic import AfterValidator, Field, field_validator
 from receiver.policy import Context, Outcome, Policy, PolicyOptions
 from receiver.session import IPAddress, Session
 from receiver.verdict import Action, Reply, Stage, Verdict
-from receiver.world.dns import DnsName, NoData, NXDomain, TempFail
+from receiver.world.dns import DnsName, NoData, NXDomain, TempFail, ip_of
 
 # SpamAssassin 20_dynrdns.cf (__RDNS_DYNAMIC_DHCP, __RDNS_INDICATOR_DYN/_RES, _DIALIN) and
 # the usual ISP pool names, as whole words of a name's host part.
@@ -515,7 +515,7 @@ def _tempfail(exc: TempFail, what: str) -> Finding:
 
 def _is_address(name: str) -> bool:
     try:
-        ipaddress.ip_address(name)
+        ip_of(name)
     except ValueError:
         return False
     return True

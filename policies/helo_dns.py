@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from receiver.policy import Context, Outcome, Policy, PolicyOptions
 from receiver.session import IPAddress, Session
 from receiver.verdict import Action, Stage, Verdict
-from receiver.world.dns import DnsName, IPText, TempFail, parse_name
+from receiver.world.dns import DnsName, IPText, TempFail, ip_of, parse_name
 from receiver.world.suffixes import registered_domain
 
 # A label as DNS carries it (A-labels for IDNs), '_' allowed as Postfix allows it. Only
@@ -323,7 +323,7 @@ class HeloDns(Policy[HeloDnsOptions]):
 
     @functools.cached_property
     def _my_addresses(self) -> frozenset[IPAddress]:
-        return frozenset(_unmapped(ipaddress.ip_address(a)) for a in self.options.my_addresses)
+        return frozenset(_unmapped(ip_of(a)) for a in self.options.my_addresses)
 
 
 async def _any_passes(checks: list[Check]) -> Finding | None:
@@ -354,6 +354,7 @@ async def _any_passes(checks: list[Check]) -> Finding | None:
 # -- what the argument is ------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # a staging MTA greets with the same name every time
 def host_name(text: str) -> str | None:
     """`text` as DNS has it (lowercase A-labels, no final dot), or None if no host name.
 
@@ -389,7 +390,7 @@ def _ip(text: str) -> IPAddress | None:
     if "%" in text:  # a scoped address means nothing outside the sender's own link
         return None
     try:
-        return ipaddress.ip_address(text)
+        return ip_of(text)
     except ValueError:
         return None
 
@@ -405,7 +406,7 @@ def _unmapped(ip: IPAddress) -> IPAddress:
 
 
 async def _addresses_of(name: str, ctx: Context) -> list[IPAddress]:
-    return [_unmapped(ipaddress.ip_address(text)) for text in await ctx.dns.addresses(name)]
+    return [_unmapped(ip_of(text)) for text in await ctx.dns.addresses(name)]
 
 
 def _shown(addresses: list[IPAddress]) -> str:

@@ -13,6 +13,7 @@ from pydantic import Field
 from receiver.policy import Context, Outcome, Policy, PolicyOptions
 from receiver.session import IPAddress, Session
 from receiver.verdict import Stage, Verdict
+from receiver.world.dns import ip_of
 
 Mode = Literal["rfc1035", "rfc1123", "postfix", "exim"]
 
@@ -234,7 +235,7 @@ def _bare_ip(name: str) -> IPAddress | None:
     if "%" in name:  # a scope id is local to the sender; never a usable HELO
         return None
     try:
-        return ipaddress.ip_address(name)
+        return ip_of(name)
     except ValueError:
         return None
 
@@ -283,7 +284,7 @@ def _judge_literal(name: str, options: HeloSyntaxOptions, client_address: str) -
 
 def _literal_match(name: str, ip: IPAddress, client_address: str) -> Finding | None:
     try:
-        client = ipaddress.ip_address(client_address)
+        client = ip_of(client_address)
     except ValueError:
         client = None
     if client is not None and _unmapped(client) == _unmapped(ip):

@@ -10,7 +10,7 @@ from pydantic import Field
 from receiver.policy import Context, Outcome, Policy, PolicyOptions
 from receiver.session import IPAddress, Session
 from receiver.verdict import Action, Stage, Verdict
-from receiver.world.dns import NoData, NXDomain, TempFail
+from receiver.world.dns import NoData, NXDomain, TempFail, ip_of
 
 #: PTR names tried for forward confirmation: a bound on the lookups one client causes.
 MAX_PTR_NAMES = 10
@@ -145,7 +145,7 @@ class ReverseDns(Policy[ReverseDnsOptions]):
             except TempFail as exc:
                 failure = failure or exc
                 continue
-            found = [ipaddress.ip_address(rdata.to_text()) for rdata in answers]
+            found = [ip_of(rdata.to_text()) for rdata in answers]
             if ip in found:
                 return None
             shown = ", ".join(map(str, found))
@@ -193,7 +193,7 @@ def public_address(ip: IPAddress) -> IPAddress:
 
 def _is_address(name: str) -> bool:
     try:
-        ipaddress.ip_address(name)
+        ip_of(name)
     except ValueError:
         return False
     return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import string
 from dataclasses import dataclass, field
 from encodings import idna
@@ -14,7 +13,7 @@ from pydantic import Field
 from receiver.policy import Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
 from receiver.verdict import Action, Stage, Verdict
-from receiver.world.dns import NoData, NXDomain, TempFail, name_text
+from receiver.world.dns import NoData, NXDomain, TempFail, ip_of, name_text
 
 # RFC 5321 §4.1.2 atext (RFC 5322 §3.2.3): letters, digits and these.
 _ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
@@ -298,7 +297,7 @@ def _literal_problem(domain: str) -> str | None:
 
 def _is_ip(text: str, version: int) -> bool:
     try:
-        return ipaddress.ip_address(text).version == version
+        return ip_of(text).version == version
     except ValueError:
         return False
 

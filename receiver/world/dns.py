@@ -131,6 +131,25 @@ def normalise_name(text: str) -> str:
     return name_text(parse_name(text))
 
 
+def ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """`ipaddress.ip_address`, remembered: the same client, HELO and DNS answers come back
+    in every session and several policies parse them (ValueError for a non-address)."""
+    ip = _parsed_ip(text)
+    if ip is None:
+        raise ValueError(f"{text!r} does not appear to be an IPv4 or IPv6 address")
+    return ip
+
+
+@functools.lru_cache(maxsize=8192)
+def _parsed_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # Host names are asked about as often as addresses ("is this HELO an IP?"): the
+    # answer "no" is kept too.
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 @functools.lru_cache(maxsize=8192)
 def reverse_name(address: str) -> str:
     """`address`'s name under in-addr.arpa or ip6.arpa (clients repeat: kept)."""
