@@ -13,7 +13,7 @@ policies:
       mode: rfc1035
       replies: {HELO_INVALID: "550 Illegal HELO/EHLO greeting"}
 world: {dns: {...}, clients: {...}, clock: {...}, mailboxes: {...}}
-expect: []   # cases for `strictmx run` (reserved)
+expect: []   # cases for `strictmx run` (see receiver/expect.py)
 ```
 
 Every error raised here is a `ScenarioError` whose text reads
@@ -47,8 +47,44 @@ ENTRY_KEYS = ("policy", "replies", "delay_reject")
 STAGE_KEYS = [SESSION_KEY, *(s.value for s in Stage)]
 
 
+@dataclass(frozen=True)
+class Issue:
+    """One problem of a scenario in parts, for tools (the HTTP API answers with these)."""
+
+    file: str | None
+    line: int | None
+    #: Dotted key path such as `policies.helo[2].mode`; "" for the document as a whole.
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        loc = f"{self.file}:{self.line}" if self.line else (self.file or "")
+        return f"{loc} {self.path}: {self.message}" if self.path else f"{loc} {self.message}"
+
+
 class ScenarioError(Exception):
-    """A scenario that cannot be used; the message names file, line and key path."""
+    """A scenario that cannot be used; the message names file, line and key path.
+
+    `issues` holds the same in parts, one per problem (a single issue with only a message
+    for errors that have no place in a file, such as an unknown scenario name).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        located: tuple[Issue, ...] = getattr(message, "issues", ())
+        self.issues: list[Issue] = list(located) or [Issue(None, None, "", message)]
+
+
+class _Located(str):
+    """Error text that keeps its parts, so `raise ScenarioError(where.at(...))` carries
+    `issues` without every raise site building them."""
+
+    issues: tuple[Issue, ...]
+
+    def __new__(cls, issues: Sequence[Issue]) -> _Located:
+        located = super().__new__(cls, "\n".join(map(str, issues)))
+        located.issues = tuple(issues)
+        return located
 
 
 class ReceiverSettings(BaseModel):
@@ -207,7 +243,11 @@ def loads(
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ScenarioError(f"{source}:1 the scenario must be a mapping, not {type(data).__name__}")
+        raise ScenarioError(
+            _Located(
+                [Issue(source, 1, "", f"the scenario must be a mapping, not {type(data).__name__}")]
+            )
+        )
     return from_dict(data, source=source, registry=registry, default_name=default_name, lines=lines)
 
 
@@ -317,9 +357,11 @@ class _LineMap:
             data = yaml.load(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
+            line = mark.line + 1 if mark is not None else None
             problem = getattr(exc, "problem", None) or str(exc)
-            raise ScenarioError(f"{source}{line} invalid YAML: {problem}") from None
+            raise ScenarioError(
+                _Located([Issue(source, line, "", f"invalid YAML: {problem}")])
+            ) from None
         lines: dict[KeyPath, int] = {}
         if node is not None:
             _index(node, (), lines)
@@ -334,19 +376,20 @@ class _LineMap:
         return self.lines.get((), None)
 
     def at(self, path: Sequence[str | int], message: str) -> str:
-        line = self.line_of(path)
-        loc = f"{self.source}:{line}" if line else self.source
-        return f"{loc} {_dotted(path)}: {message}" if path else f"{loc} {message}"
+        return _Located([self.issue(path, message)])
+
+    def issue(self, path: Sequence[str | int], message: str) -> Issue:
+        return Issue(self.source, self.line_of(path), _dotted(path), message)
 
     def describe_validation(
         self, exc: ValidationError, prefix: KeyPath, unknown: str = "unknown key"
     ) -> str:
-        messages = []
+        issues = []
         for err in exc.errors():
             path = (*prefix, *(p for p in err["loc"] if not _is_pydantic_tag(p)))
             text = unknown if err.get("type") == "extra_forbidden" else _message(err)
-            messages.append(self.at(path, text))
-        return "\n".join(messages)
+            issues.append(self.issue(path, text))
+        return _Located(issues)
 
 
 def _is_pydantic_tag(part: object) -> bool:

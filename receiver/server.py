@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .api import Api
 from .journal import Journal
 from .policy import ClientHistory, Context
 from .scenario import Scenario
@@ -46,6 +47,10 @@ class ServerOptions:
     max_message_bytes: int = 10 * 1024 * 1024
     #: Serve the scenario's DNS here (overrides the scenario's `world.dns.serve`).
     dns_listen: tuple[str, int] | None = None
+    #: Serve the HTTP API (receiver/api.py) here.
+    api_listen: tuple[str, int] | None = None
+    #: Require `Authorization: Bearer <token>` on API requests (all but health).
+    api_token: str | None = None
 
 
 @dataclass
@@ -57,7 +62,7 @@ class Receiver:
         self.world = World.from_config(self.scenario.world)
         self.engine = self.scenario.engine()
         self.history = ClientHistory()
-        # Sender-verify callouts and, in a hermetic world, the MX hosts they call.
+        # Sender-verify callouts and the simulated MX hosts they call (world.mailboxes).
         self.callout = Callout.for_scenario(self.scenario, self.world)
         self.context = Context(
             world=self.world,
@@ -73,6 +78,9 @@ class Receiver:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self.dns_server: DnsServer | None = None
+        self.api: Api | None = None
+        # Callout clients replaced by a scenario swap: sessions under way may still use them.
+        self._retired_callouts: list[Callout] = []
 
     # -- what the SMTP layer asks -------------------------------------------------------
     @property
@@ -121,6 +129,39 @@ class Receiver:
             callout=self.callout,
         )
 
+    async def switch_scenario(self, scenario: Scenario) -> None:
+        """`use_scenario` for a running receiver, with the servers its world needs.
+
+        The DNS server (`dns_listen`, else the new scenario's `world.dns.serve`) restarts
+        with the new records, on the port it had when the address asked for is the same.
+        A new callout client starts when the new scenario calls out and the running one
+        cannot serve it (there is none, or a simulated MX is needed and it has no
+        responder); the old one stays up for sessions under way until the receiver stops.
+        ValueError: the world cannot be built (nothing changed); OSError: its DNS cannot
+        be served (the old DNS server is stopped, the scenario unchanged).
+        """
+        wanted = Callout.for_scenario(scenario, World.from_config(scenario.world))
+        running = self.callout
+        replace = wanted is not None and (
+            running is None or (running.responder is None and wanted.responder is not None)
+        )
+        listen = self._dns_listen(scenario)
+        if self.dns_server is not None:
+            if listen == (self.dns_server.host, self.dns_server.requested_port):
+                listen = self.dns_server.address
+            await self.dns_server.stop()
+            self.dns_server = None
+        if listen is not None:
+            server = DnsServer.from_config(scenario.world.dns, *listen)
+            await server.start()
+            self.dns_server = server
+        if replace and wanted is not None:
+            await wanted.start()
+            if running is not None:
+                self._retired_callouts.append(running)
+            self.callout = wanted
+        self.use_scenario(scenario)
+
     # -- life -----------------------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -132,7 +173,15 @@ class Receiver:
             self._server = await self.loop.create_server(
                 lambda: StrictSMTP(self), self.options.host, self.options.port
             )
+            if self.options.api_listen is not None:
+                self.api = Api(self, *self.options.api_listen, token=self.options.api_token)
+                await self.api.start()
         except BaseException:
+            self.api = None
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
+                self._server = None
             if self.dns_server is not None:
                 await self.dns_server.stop()
                 self.dns_server = None
@@ -141,9 +190,12 @@ class Receiver:
             await self.journal.close()
             raise
 
+    def _dns_listen(self, scenario: Scenario) -> tuple[str, int] | None:
+        serve = scenario.world.dns.serve
+        return self.options.dns_listen or (split_listen(serve) if serve else None)
+
     async def _start_dns(self) -> None:
-        serve = self.scenario.world.dns.serve
-        listen = self.options.dns_listen or (split_listen(serve) if serve else None)
+        listen = self._dns_listen(self.scenario)
         if listen is not None:
             self.dns_server = DnsServer.from_config(self.scenario.world.dns, *listen)
             await self.dns_server.start()
@@ -162,6 +214,9 @@ class Receiver:
         """Stop accepting, let sessions finish for `grace` seconds, abort the rest, flush."""
         if self._server is None:
             return
+        if self.api is not None:
+            await self.api.stop()
+            self.api = None
         self._server.close()
         wait = self.options.grace if grace is None else grace
         with contextlib.suppress(TimeoutError):
@@ -179,6 +234,8 @@ class Receiver:
             self.dns_server = None
         if self.callout is not None:
             await self.callout.stop()
+        for callout in self._retired_callouts:
+            await callout.stop()
         await self.journal.mark_open_aborted(datetime.now(UTC))
         await self.journal.close()
 
