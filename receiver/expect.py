@@ -19,23 +19,37 @@ expect:
         reply: "550 Not sent - no reverse lookup"
   - name: the compliant path
     result: accepted
+  - name: a sender whose public address has a PTR, with a message from a file
+    address: 198.51.100.7             # who the session is seen as (a dedicated loopback
+    ptr: mail.example.net             # source is mapped to it), and its PTR name(s)
+    message_file: messages/bad-date.eml   # relative to the scenario file
+    result:
+      refused: {policy: headers, outcome: DATE_INVALID, at: eod}
 ```
 """
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
+import ipaddress
 import re
 import smtplib
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from .world.clients import ClientSpec
+from .world.dns import DnsName, IPText, one_or_many
 
 if TYPE_CHECKING:
     from .scenario import Scenario
+    from .server import Receiver
 
 Command = Literal[
     "connect", "helo", "mail", "rcpt", "data", "eod", "rset", "noop", "vrfy", "unknown"
@@ -86,12 +100,25 @@ class Case(BaseModel):
     name: str = Field(description="What this case shows.")
     seed: str | None = Field(None, description="Id of the documented reply it reproduces.")
     client: str = Field("127.0.0.1", description="Loopback address the session comes from.")
+    address: IPText | None = Field(
+        None,
+        description="The public address the session is seen as: the runner connects from a "
+        "loopback address of its own and maps it to this one (instead of `client`).",
+    )
+    ptr: Annotated[list[DnsName], BeforeValidator(one_or_many)] | None = Field(
+        None,
+        description="PTR name(s) of `address` for this case, replacing the world's; unset: "
+        "the world's DNS decides.",
+    )
     helo: str = Field("mail.example.net", description="The HELO/EHLO argument.")
     ehlo: bool = Field(True, description="Greet with EHLO (else HELO).")
     mail_from: str = Field("alice@example.net", description="Envelope sender ('' for <>).")
     rcpt: list[str] = Field(default_factory=lambda: ["bob@example.org"], min_length=1)
     message: str | None = Field(
         None, description="The message (headers, blank line, body); a compliant one if unset."
+    )
+    message_file: str | None = Field(
+        None, description="A file holding the message, relative to the scenario file."
     )
     script: list[str] | None = Field(
         None,
@@ -115,6 +142,23 @@ class Case(BaseModel):
                 "and world.clients says who that address is"
             )
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Case:
+        if self.message is not None and self.message_file is not None:
+            raise ValueError("give message or message_file, not both")
+        if self.ptr is not None and self.address is None:
+            raise ValueError("ptr names the PTR of `address`; give the address too")
+        if self.address is not None and "client" in self.model_fields_set:
+            raise ValueError(
+                "give client (a loopback address world.clients maps) or address (the public "
+                "address itself), not both"
+            )
+        return self
+
+
+class CaseError(Exception):
+    """A case that cannot be played as written (its message file cannot be read)."""
 
 
 @dataclass
@@ -147,6 +191,37 @@ def default_message(case: Case, now: datetime) -> str:
     )
 
 
+def load_message(case: Case, base: Path) -> bytes | None:
+    """The bytes of the case's message file (relative to `base`), None if it names none."""
+    if case.message_file is None:
+        return None
+    path = base / case.message_file
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CaseError(
+            f"case {case.name!r}: cannot read message_file {path}: {exc.strerror or exc}"
+        ) from None
+
+
+def message_bytes(case: Case, now: datetime, loaded: bytes | None = None) -> bytes:
+    """What the case sends after DATA, lines ending in CRLF, not yet dot-stuffed.
+
+    `loaded` is the message file's content. Files are normalised like inline text: an .eml
+    saved on Unix has LF line ends, which an MTA turns into CRLF on the wire.
+    """
+    if loaded is not None:
+        return as_sent(loaded)
+    text = case.message if case.message is not None else default_message(case, now)
+    return as_sent(text.encode("utf-8"))
+
+
+def as_sent(raw: bytes) -> bytes:
+    """A message as an MTA sends it after DATA: every line ending in CRLF."""
+    data = re.sub(rb"\r?\n", b"\r\n", raw)
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
 def _wire(code: int, text: bytes | str) -> list[str]:
     raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     parts = raw.split("\n") if raw else [""]
@@ -155,8 +230,22 @@ def _wire(code: int, text: bytes | str) -> list[str]:
     return lines
 
 
-def play(case: Case, host: str, port: int, now: datetime, timeout: float = 30.0) -> Observation:
-    """Play one case over SMTP and report the first refusal (or acceptance)."""
+def play(
+    case: Case,
+    host: str,
+    port: int,
+    now: datetime,
+    timeout: float = 30.0,
+    *,
+    source: str | None = None,
+    message: bytes | None = None,
+) -> Observation:
+    """Play one case over SMTP and report the first refusal (or acceptance).
+
+    `source` overrides the case's loopback address; `message` is the message as
+    `message_bytes` gives it (when None, a message file is read from the working directory).
+    """
+    source = source or case.client
 
     def refused(at: Command, code: int, text: bytes | str) -> Observation:
         return Observation(False, at, code, _wire(code, text))
@@ -164,11 +253,11 @@ def play(case: Case, host: str, port: int, now: datetime, timeout: float = 30.0)
     client = smtplib.SMTP(timeout=timeout)
     try:
         try:
-            client.sock = socket.create_connection((host, port), timeout, (case.client, 0))
+            client.sock = socket.create_connection((host, port), timeout, (source, 0))
             client.file = None
             code, text = client.getreply()
         except (OSError, smtplib.SMTPException) as exc:
-            return Observation(False, error=f"cannot connect from {case.client}: {exc}")
+            return Observation(False, error=f"cannot connect from {source}: {exc}")
         if code != 220:
             return refused("connect", code, text)
         if case.script is not None:
@@ -187,11 +276,10 @@ def play(case: Case, host: str, port: int, now: datetime, timeout: float = 30.0)
         code, text = client.docmd("DATA")
         if code != 354:
             return refused("data", code, text)
-        body = case.message if case.message is not None else default_message(case, now)
-        data = re.sub(rb"\r?\n", b"\r\n", body.encode("utf-8"))
+        if message is None:
+            message = message_bytes(case, now, load_message(case, Path.cwd()))
+        data = message
         data = re.sub(rb"(?m)^\.", b"..", data)  # dot-stuffing, RFC 5321 §4.5.2
-        if not data.endswith(b"\r\n"):
-            data += b"\r\n"
         client.send(data + b".\r\n")
         code, text = client.getreply()
         if code != 250:
@@ -222,6 +310,11 @@ class Check:
     case: Case
     observed: Observation
     problems: list[str]
+    #: The journal's verdict whose reply the refusal carried, if a policy sent one.
+    sent: dict[str, Any] | None = None
+    #: The session as journaled, with its transcript (None if none was recorded).
+    session: dict[str, Any] | None = None
+    seconds: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -258,21 +351,75 @@ def compare(case: Case, observed: Observation, sent: dict[str, Any] | None) -> C
                 got = (sent or {}).get(key)
                 if expected is not None and expected != got:
                     problems.append(f"{key} {got!r}, expected {expected!r}")
-    return Check(case, observed, problems)
+    return Check(case, observed, problems, sent)
 
 
-def run(scenario: Scenario) -> list[Check]:
-    """Serve `scenario` in-process on a free loopback port and play each of its cases."""
+#: Cases that give `address` connect from a loopback address of their own in this range.
+CASE_SOURCES = ipaddress.ip_network("127.88.0.0/16")
+
+
+def case_source(index: int) -> str:
+    return str(CASE_SOURCES.network_address + index + 1)
+
+
+def scenario_for(scenario: Scenario, case: Case, source: str) -> Scenario:
+    """`scenario` with the case's client added to its world: `source` seen as the case's
+    address, and the case's PTR names (hermetic and overlay worlds) for that address."""
+    if case.address is None:
+        return scenario
+    world = scenario.world
+    clients = {**world.clients, source: ClientSpec(address=case.address)}
+    dns = world.dns
+    if case.ptr is not None:
+        dns = dns.model_copy(update={"ptr": {**dns.ptr, case.address: case.ptr}})
+    world = world.model_copy(update={"clients": clients, "dns": dns})
+    return dataclasses.replace(scenario, world=world)
+
+
+def run(scenario: Scenario, base: Path | None = None) -> list[Check]:
+    """Serve `scenario` in-process on a free loopback port and play each of its cases.
+
+    Message files are read relative to `base` (default: the scenario file's directory)
+    before anything is served; one that cannot be read raises CaseError.
+    """
     from .server import Receiver, ReceiverThread, ServerOptions
 
+    if base is None:
+        base = Path(scenario.source).parent
+    loaded = [load_message(case, base) for case in scenario.expect]
     checks: list[Check] = []
     receiver = Receiver(scenario, ServerOptions(host="127.0.0.1", port=0, db=":memory:"))
+    seen: set[str] = set()
     with ReceiverThread(receiver) as running:
-        for case in scenario.expect:
-            observed = play(case, "127.0.0.1", running.port, receiver.world.clock.now())
+        for index, case in enumerate(scenario.expect):
+            source = case_source(index) if case.address is not None else case.client
+            wanted = scenario_for(scenario, case, source)
+            if wanted is not receiver.scenario:
+                running.call(_use(receiver, wanted))
+            message = message_bytes(case, receiver.world.clock.now(), loaded[index])
+            started = time.monotonic()
+            observed = play(
+                case,
+                "127.0.0.1",
+                running.port,
+                receiver.world.clock.now(),
+                source=source,
+                message=message,
+            )
+            seconds = time.monotonic() - started
             running.call(receiver.settle())
             newest = running.call(receiver.journal.sessions(limit=1))
-            verdicts = newest[0]["verdicts"] if newest else []
+            session = None
+            if newest and newest[0]["id"] not in seen:
+                seen.add(newest[0]["id"])
+                session = running.call(receiver.journal.session(newest[0]["id"]))
+            verdicts = session["verdicts"] if session else []
             sent = next((v for v in verdicts if v.get("replied_at") == observed.at), None)
-            checks.append(compare(case, observed, sent))
+            check = compare(case, observed, sent)
+            check.session, check.seconds = session, seconds
+            checks.append(check)
     return checks
+
+
+async def _use(receiver: Receiver, scenario: Scenario) -> None:
+    receiver.use_scenario(scenario)  # on the receiver's loop: sessions read it there

@@ -1,4 +1,7 @@
-"""Whole sessions over loopback with Python's smtplib: replies on the wire, rows in the journal."""
+"""Whole sessions over loopback with Python's smtplib: replies on the wire, rows in the journal.
+
+The receivers come from the project's own pytest plugin (receiver.pytest_plugin).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import socket
 
 import pytest
 
-from .conftest import Factory
+from receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
 
 MESSAGE = (
     b"From: Alice <alice@example.net>\r\n"
@@ -22,8 +25,8 @@ MESSAGE = (
 pytestmark = pytest.mark.e2e
 
 
-def test_bad_helo_is_refused_at_ehlo_and_journaled(serve: Factory) -> None:
-    rx = serve("default")
+def test_bad_helo_is_refused_at_ehlo_and_journaled(strictmx_receiver: StrictmxReceiver) -> None:
+    rx = strictmx_receiver
     with smtplib.SMTP(rx.host, rx.port, local_hostname="localhost") as client:
         code, text = client.ehlo()
         assert (code, text) == (550, b"Illegal HELO/EHLO greeting")
@@ -41,10 +44,11 @@ def test_bad_helo_is_refused_at_ehlo_and_journaled(serve: Factory) -> None:
     assert ("in", "ehlo localhost") in lines  # smtplib sends lower case
     assert ("out", "550 Illegal HELO/EHLO greeting") in lines
     assert session["outcome"] == "rejected"
+    assert rx.assert_rejected(policy="helo_syntax", stage="helo", at="helo", code=550) == verdict
 
 
-def test_compliant_message_is_accepted_and_stored(serve: Factory) -> None:
-    rx = serve("default")
+def test_compliant_message_is_accepted_and_stored(strictmx_receiver: StrictmxReceiver) -> None:
+    rx = strictmx_receiver
     with smtplib.SMTP(rx.host, rx.port, local_hostname="mail.example.net") as client:
         client.ehlo()
         assert client.has_extn("pipelining") and client.has_extn("enhancedstatuscodes")
@@ -53,15 +57,17 @@ def test_compliant_message_is_accepted_and_stored(serve: Factory) -> None:
     session = rx.last()
     assert session["outcome"] == "accepted"
     assert session["verdicts"] == []
+    assert rx.assert_clean()["id"] == session["id"]
     assert session["mail_from"] == "alice@example.net"
     assert rx.message(session["id"], 1) == MESSAGE
     queued = [t["line"] for t in session["transcript"] if t["line"].startswith("250 2.0.0")]
     assert queued and queued[0].startswith(f"250 2.0.0 Ok: queued as {session['id']}-1")
 
 
-def test_postfix_delays_the_helo_rejection_to_rcpt(serve: Factory) -> None:
-    rx = serve("postfix-strict")
-    # From the persona's well-configured client, so that the HELO is the only objection.
+@pytest.mark.strictmx_scenario("postfix-strict")
+def test_postfix_delays_the_helo_rejection_to_rcpt(strictmx_receiver: StrictmxReceiver) -> None:
+    rx = strictmx_receiver
+    # From the scenario's well-configured client, so that the HELO is the only objection.
     with smtplib.SMTP(
         rx.host, rx.port, local_hostname="localhost", source_address=("127.0.0.10", 0)
     ) as client:
@@ -77,10 +83,12 @@ def test_postfix_delays_the_helo_rejection_to_rcpt(serve: Factory) -> None:
     (verdict,) = session["verdicts"]
     assert (verdict["stage"], verdict["replied_at"]) == ("helo", "rcpt")
     assert session["outcome"] == "accepted"
+    rx.assert_accepted()
+    rx.assert_rejected(policy="helo_syntax", outcome="HELO_NOT_FQDN", stage="helo", at="rcpt")
 
 
-def test_client_addresses_map_to_the_scenario_world(serve: Factory) -> None:
-    rx = serve("default")
+def test_client_addresses_map_to_the_scenario_world(strictmx: StrictmxFactory) -> None:
+    rx = strictmx("default")
     with smtplib.SMTP(
         rx.host, rx.port, local_hostname="mail.example.net", source_address=("127.0.0.10", 0)
     ) as client:
@@ -90,15 +98,15 @@ def test_client_addresses_map_to_the_scenario_world(serve: Factory) -> None:
     assert session["client_address"] == "203.0.113.10"
 
 
-def test_address_literal_must_match_the_simulated_client(serve: Factory) -> None:
-    rx = serve("default")
+def test_address_literal_must_match_the_simulated_client(strictmx: StrictmxFactory) -> None:
+    rx = strictmx("default")
     with smtplib.SMTP(rx.host, rx.port, source_address=("127.0.0.10", 0)) as client:
         assert client.ehlo("[127.0.0.10]")[0] == 550, "the world says this client is 203.0.113.10"
         assert client.ehlo("[203.0.113.10]")[0] == 250
 
 
-def test_unknown_local_recipient_is_refused_and_counted(serve: Factory) -> None:
-    rx = serve(
+def test_unknown_local_recipient_is_refused_and_counted(strictmx: StrictmxFactory) -> None:
+    rx = strictmx(
         {
             "receiver": {"local_recipients": ["*@strictmx.test"], "delay_reject": False},
             "policies": {"session": [{"policy": "session_limits", "max_bad_rcpts": 2}]},
@@ -118,8 +126,9 @@ def test_unknown_local_recipient_is_refused_and_counted(serve: Factory) -> None:
         assert client.rcpt("bob@strictmx.test") == (550, b"Too many bad addresses")
 
 
-def test_exim_like_persona_sends_no_enhanced_codes(serve: Factory) -> None:
-    rx = serve("exchange-classic")
+@pytest.mark.strictmx_scenario("exchange-classic")
+def test_exim_like_persona_sends_no_enhanced_codes(strictmx_receiver: StrictmxReceiver) -> None:
+    rx = strictmx_receiver
     with smtplib.SMTP(rx.host, rx.port) as client:
         code, text = client.ehlo("[192.0.2.1]")
         assert (code, text) == (550, b"HELO/EHLO must not be an IP address")
@@ -130,8 +139,10 @@ def test_exim_like_persona_sends_no_enhanced_codes(serve: Factory) -> None:
         assert (code, text) == (250, b"Ok")
 
 
-def test_the_server_keeps_serving_after_a_client_vanishes_mid_data(serve: Factory) -> None:
-    rx = serve("default")
+def test_the_server_keeps_serving_after_a_client_vanishes_mid_data(
+    strictmx: StrictmxFactory,
+) -> None:
+    rx = strictmx("default")
     with socket.create_connection((rx.host, rx.port)) as raw:
         f = raw.makefile("rwb")
         f.readline()
