@@ -7,6 +7,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,7 +15,11 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
+from . import check, runner
+from . import explain as explaining
+from . import reproduce as reproducing
 from . import scenario as scenarios
+from .api import exposed
 from .policy import PolicyClass, load_registry
 from .scenario import ScenarioError
 from .server import LOOPBACK, Receiver, ServerOptions, parse_networks
@@ -65,9 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="also serve the scenario's DNS over UDP and TCP here (overrides world.dns.serve)",
     )
+    serve.add_argument(
+        "--api-listen",
+        type=_listen,
+        metavar="HOST:PORT",
+        help="serve the HTTP JSON API here (/api/v1; keep it on loopback or set --api-token)",
+    )
+    serve.add_argument(
+        "--api-token",
+        default=os.environ.get("STRICTMX_API_TOKEN") or None,
+        metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on API requests but health"
+        " (default: $STRICTMX_API_TOKEN)",
+    )
 
     sub.add_parser("policies", help="list policies, their outcomes, replies and options")
     sub.add_parser("scenarios", help="list bundled scenarios")
+    runner.add_parser(sub)
+    check.add_parser(sub)
+    explaining.add_parser(sub)
+    reproducing.add_parser(sub)
     return parser
 
 
@@ -86,6 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_policies()
         if args.command == "scenarios":
             return cmd_scenarios()
+        if args.command == "run":
+            return runner.main(args)
+        if args.command == "check":
+            return check.main(args)
+        if args.command == "explain":
+            return explaining.main(args)
+        if args.command == "reproduce":
+            return reproducing.main(args)
         return cmd_serve(args)
     except (UsageError, ScenarioError, TLSError) as exc:
         print(f"strictmx: {exc}", file=sys.stderr)
@@ -144,6 +174,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         trusted=_trusted(args.trusted),
         tls_context=_tls(args.tls, scenario.receiver.hostname),
         dns_listen=args.dns_listen,
+        api_listen=args.api_listen,
+        api_token=args.api_token,
     )
     receiver = Receiver(scenario, options)
     try:
@@ -203,6 +235,14 @@ def _announce(receiver: Receiver) -> None:
         host, port = receiver.dns_server.address
         shown = f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
         print(f"strictmx: DNS on {shown}:{port}")
+    if receiver.api is not None:
+        print(f"strictmx: API on {receiver.api.url}")
+        if receiver.options.api_token is None and exposed(receiver.api.host):
+            print(
+                f"strictmx: warning: the API on {receiver.api.url} has no --api-token: anyone"
+                " who reaches it can read the journal and swap the scenario",
+                file=sys.stderr,
+            )
     print(f"strictmx: scenario {scenario.name} ({scenario.source})")
     print(f"strictmx: journal {receiver.options.db}")
     extras = []

@@ -1,0 +1,291 @@
+"""The reply catalogue: every reply strictmx knows, tied to a policy outcome, as data.
+
+`receiver/data/catalogue.yaml` lists each policy outcome once (family, the stage that
+decides it, cause, fix, whether RFC 5321 allows the refusal) and the reply texts that
+stand for it: the documented replies of seed-replies.yaml, real receivers' replies from
+receivers.md and the project's own defaults. `explain` matches bounces against it and
+`reproduce` builds scenarios from it.
+
+Loading validates everything and names the entry at fault:
+`catalogue.yaml replies[12] (seed-13) outcome: no outcome helo_syntax/HELO_NOPE ...`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .verdict import Reply, ReplyError, Stage
+
+Kind = Literal["seed", "persona", "project"]
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+class CatalogueError(ValueError):
+    """A catalogue file that cannot be used; the message names the entry."""
+
+
+class OutcomeInfo(BaseModel):
+    """What one policy outcome means, whichever text a receiver sends for it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: str = Field(description="The policy's name.")
+    outcome: str = Field(description="The outcome id, UPPER_SNAKE.")
+    family: str | None = Field(None, description="The check family; the policy name if unset.")
+    stage: Stage = Field(description="Where a receiver decides it.")
+    rfc_allows_refusal: bool = Field(description="RFC 5321 allows refusing mail for this.")
+    rfc_note: str = Field(min_length=1, description="The RFC text behind that answer.")
+    cause: str = Field(min_length=1, description="What is wrong, on the sending side.")
+    fix: str = Field(min_length=1, description="What to change on the sending side.")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.policy, self.outcome)
+
+
+class ReplySpec(BaseModel):
+    """One catalogue reply as written in the file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="Unique: the seed id, or a short name.")
+    kind: Kind
+    default: bool = Field(False, description="The policy sends this text by default.")
+    borrowed: bool = Field(
+        False, description="The text is another check's reply that this outcome reuses."
+    )
+    receiver: str | None = Field(None, description="Who sends it (persona replies).")
+    source: str | None = Field(None, description="Source key in receivers.md (personas).")
+    policy: str
+    outcome: str
+    reply: str | list[str] = Field(description="The reply as documented (wire lines).")
+    template: str | list[str] | None = Field(
+        None, description="The reply with {placeholders} where the documented one has others."
+    )
+    stage: Stage | None = Field(None, description="Overrides the outcome's stage.")
+    cause: str | None = Field(None, description="Overrides the outcome's cause.")
+    fix: str | None = Field(None, description="Overrides the outcome's fix.")
+    scenario: str | None = Field(None, description="Bundled scenario that reproduces it.")
+    case: str | None = Field(None, description="Name of the expect case there.")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(f"ids are lowercase letters, digits and '-': {value!r}")
+        return value
+
+    @field_validator("reply", "template")
+    @classmethod
+    def _parses(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is not None:
+            try:
+                Reply.parse(value)
+            except ReplyError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class CatalogueFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcomes: list[OutcomeInfo]
+    replies: list[ReplySpec]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One catalogue reply with everything its outcome says filled in."""
+
+    id: str
+    kind: Kind
+    default: bool
+    #: The text belongs to another check (a PBL listing answered with Postfix's RBL reply):
+    #: explain ranks the owner first and lists this one beside it.
+    borrowed: bool
+    receiver: str | None
+    source: str | None
+    family: str
+    policy: str
+    outcome: str
+    #: Where this reply's receiver decides (the outcome's stage unless the entry says).
+    stage: Stage
+    cause: str
+    fix: str
+    rfc_allows_refusal: bool
+    rfc_note: str
+    #: The reply exactly as documented.
+    documented: tuple[str, ...]
+    #: The reply with the project's {placeholders}: what explain matches, what a policy
+    #: can be told to send.
+    template: Reply
+    scenario: str | None
+    case: str | None
+
+    @property
+    def reply(self) -> Reply:
+        return Reply.parse(self.documented)
+
+
+class Catalogue:
+    """The loaded catalogue: entries in file order, outcome descriptions by key."""
+
+    def __init__(self, outcomes: Sequence[OutcomeInfo], entries: Sequence[Entry]) -> None:
+        self.outcomes: dict[tuple[str, str], OutcomeInfo] = {o.key: o for o in outcomes}
+        self.entries: tuple[Entry, ...] = tuple(entries)
+        self._by_id = {e.id: e for e in self.entries}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, entry_id: str) -> Entry:
+        try:
+            return self._by_id[entry_id]
+        except KeyError:
+            raise KeyError(f"no catalogue entry {entry_id!r}") from None
+
+    def for_outcome(self, policy: str, outcome: str) -> list[Entry]:
+        return [e for e in self.entries if (e.policy, e.outcome) == (policy, outcome)]
+
+    def default_for(self, policy: str, outcome: str) -> Entry | None:
+        return next((e for e in self.for_outcome(policy, outcome) if e.default), None)
+
+    @property
+    def families(self) -> list[str]:
+        return sorted({e.family for e in self.entries})
+
+
+def default_path() -> Path:
+    return Path(str(resources.files("receiver") / "data" / "catalogue.yaml"))
+
+
+@functools.cache
+def bundled() -> Catalogue:
+    """The catalogue shipped with strictmx, loaded once."""
+    return load(default_path())
+
+
+def load(path: Path) -> Catalogue:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogueError(f"{path}: cannot read the catalogue: {exc}") from None
+    return loads(text, source=path.name)
+
+
+def loads(text: str, *, source: str = "catalogue.yaml") -> Catalogue:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogueError(f"{source}: invalid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise CatalogueError(f"{source}: the catalogue must be a mapping with outcomes and replies")
+    try:
+        parsed = CatalogueFile.model_validate(data)
+    except ValidationError as exc:
+        raise CatalogueError(_describe(exc, data, source)) from None
+    return _resolve(parsed, source)
+
+
+def _resolve(parsed: CatalogueFile, source: str) -> Catalogue:
+    outcomes: dict[tuple[str, str], OutcomeInfo] = {}
+    for n, described in enumerate(parsed.outcomes):
+        if described.key in outcomes:
+            raise CatalogueError(
+                f"{source} outcomes[{n}]: {described.policy}/{described.outcome} is described twice"
+            )
+        outcomes[described.key] = described
+    entries: list[Entry] = []
+    seen: set[str] = set()
+    defaults: dict[tuple[str, str], str] = {}
+    for n, spec in enumerate(parsed.replies):
+        where = f"{source} replies[{n}] ({spec.id})"
+        if spec.id in seen:
+            raise CatalogueError(f"{where} id: {spec.id!r} is used twice")
+        seen.add(spec.id)
+        info = outcomes.get((spec.policy, spec.outcome))
+        if info is None:
+            raise CatalogueError(
+                f"{where} outcome: no outcome {spec.policy}/{spec.outcome} under `outcomes`"
+            )
+        if spec.default:
+            if info.key in defaults:
+                raise CatalogueError(
+                    f"{where} default: {spec.policy}/{spec.outcome} already has its default "
+                    f"in {defaults[info.key]}"
+                )
+            defaults[info.key] = spec.id
+        if spec.kind == "seed" and not (spec.scenario and spec.case):
+            raise CatalogueError(f"{where}: a seed names the scenario and case that reproduce it")
+        if spec.kind == "persona" and not (spec.source and spec.receiver):
+            raise CatalogueError(f"{where}: a persona reply names its receiver and source")
+        if (spec.scenario is None) != (spec.case is None):
+            raise CatalogueError(f"{where}: give both scenario and case, or neither")
+        documented = Reply.parse(spec.reply)
+        template = Reply.parse(spec.template) if spec.template is not None else documented
+        if template.code != documented.code or template.status != documented.status:
+            raise CatalogueError(
+                f"{where} template: its code and status must be the documented reply's "
+                f"({documented.code} {documented.status or ''})".rstrip()
+            )
+        entries.append(
+            Entry(
+                id=spec.id,
+                kind=spec.kind,
+                default=spec.default,
+                borrowed=spec.borrowed,
+                receiver=spec.receiver,
+                source=spec.source,
+                family=info.family or info.policy,
+                policy=spec.policy,
+                outcome=spec.outcome,
+                stage=spec.stage or info.stage,
+                cause=spec.cause or info.cause,
+                fix=spec.fix or info.fix,
+                rfc_allows_refusal=info.rfc_allows_refusal,
+                rfc_note=info.rfc_note,
+                documented=tuple(_lines(spec.reply)),
+                template=template,
+                scenario=spec.scenario,
+                case=spec.case,
+            )
+        )
+    return Catalogue(list(outcomes.values()), entries)
+
+
+def _lines(spec: str | list[str]) -> list[str]:
+    return spec.splitlines() if isinstance(spec, str) else list(spec)
+
+
+def _describe(exc: ValidationError, data: Mapping[str, Any], source: str) -> str:
+    """Pydantic's errors with the entry's id next to its index."""
+    messages = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = source
+        if len(loc) >= 2 and loc[0] in ("outcomes", "replies") and isinstance(loc[1], int):
+            section, index = str(loc[0]), loc[1]
+            items = data.get(section)
+            item = items[index] if isinstance(items, list) and index < len(items) else None
+            label = ""
+            if isinstance(item, Mapping):
+                if section == "replies" and "id" in item:
+                    label = f" ({item['id']})"
+                elif section == "outcomes" and "outcome" in item:
+                    label = f" ({item.get('policy')}/{item['outcome']})"
+            where = f"{source} {section}[{index}]{label}"
+            loc = loc[2:]
+        key = ".".join(str(p) for p in loc if not (isinstance(p, str) and "[" in p))
+        text = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        messages.append(f"{where} {key}: {text}" if key else f"{where}: {text}")
+    return "\n".join(messages)

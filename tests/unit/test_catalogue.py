@@ -1,0 +1,220 @@
+"""The reply catalogue: one source of truth for reply texts, consistent with the policies."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import pytest
+import yaml
+
+from receiver import scenario as scenarios
+from receiver.catalogue import Catalogue, CatalogueError, bundled, loads
+from receiver.policy import builtin_policies
+from receiver.verdict import Reply, Stage
+
+REGISTRY = builtin_policies()
+CATALOGUE = bundled()
+OUTCOMES = [(name, o) for name, cls in sorted(REGISTRY.items()) for o in cls.outcomes]
+SEED_STAGE = {"DATA": "eod"}  # the seeds say DATA for header checks made at end of data
+
+
+def seed_replies() -> list[dict[str, Any]]:
+    text = (resources.files("receiver") / "data" / "seed-replies.yaml").read_text()
+    replies: list[dict[str, Any]] = yaml.safe_load(text)["replies"]
+    return replies
+
+
+@pytest.mark.parametrize(("policy", "outcome"), OUTCOMES, ids=lambda v: getattr(v, "id", v))
+def test_every_default_reply_is_in_the_catalogue_with_the_same_text(
+    policy: str, outcome: Any
+) -> None:
+    entry = CATALOGUE.default_for(policy, outcome.id)
+    assert entry is not None, f"{policy}/{outcome.id} has no entry marked default: true"
+    assert entry.template == outcome.default_reply()
+    info = CATALOGUE.outcomes[(policy, outcome.id)]
+    assert info.rfc_allows_refusal is outcome.rfc_allows
+
+
+def test_every_entry_names_a_real_outcome_and_a_reply_its_policy_accepts() -> None:
+    for entry in CATALOGUE.entries:
+        cls = REGISTRY.get(entry.policy)
+        assert cls is not None, f"{entry.id}: no policy {entry.policy}"
+        cls.validate_reply(entry.outcome, entry.template)  # raises for a bad one
+        assert entry.family == entry.policy
+
+
+def test_every_outcome_described_is_a_policy_outcome() -> None:
+    known = {(name, o.id) for name, o in OUTCOMES}
+    assert set(CATALOGUE.outcomes) == known
+
+
+@pytest.mark.parametrize("seed", seed_replies(), ids=lambda s: s["id"])
+def test_every_documented_reply_is_an_entry(seed: dict[str, Any]) -> None:
+    entry = CATALOGUE.get(seed["id"])
+    documented = seed["reply"] if isinstance(seed["reply"], list) else [seed["reply"]]
+    assert list(entry.documented) == documented
+    assert entry.family == seed["family"]
+    assert entry.stage == Stage(SEED_STAGE.get(seed["stage"], seed["stage"].lower()))
+    assert entry.kind == "seed"
+
+
+def test_seed_entries_name_the_bundled_case_that_reproduces_them() -> None:
+    for entry in CATALOGUE.entries:
+        if entry.kind != "seed":
+            continue
+        assert entry.scenario is not None
+        cases = {c.name: c for c in scenarios.load(entry.scenario).expect}
+        case = cases.get(entry.case or "")
+        assert case is not None, f"{entry.id}: no case {entry.case!r} in {entry.scenario}"
+        assert case.seed == entry.id
+        assert case.result != "accepted"
+        refused = case.result.refused
+        assert refused.policy in (None, entry.policy)
+        assert refused.outcome in (None, entry.outcome)
+
+
+def test_a_template_only_renames_the_documented_placeholders() -> None:
+    for entry in CATALOGUE.entries:
+        assert entry.template.code == entry.reply.code
+        if entry.template != entry.reply:
+            assert entry.kind == "seed", f"{entry.id}: only seeds keep foreign placeholders"
+
+
+def test_entries_fill_in_their_outcome() -> None:
+    entry = CATALOGUE.get("seed-10")
+    assert (entry.policy, entry.outcome, entry.stage) == ("reverse_dns", "NO_PTR", Stage.CONNECT)
+    assert entry.cause and entry.fix and entry.rfc_note
+    assert entry.rfc_allows_refusal is True
+    helo = CATALOGUE.get("seed-14")
+    assert helo.rfc_allows_refusal is False, "RFC 5321 §4.1.4 forbids refusing on HELO vs DNS"
+    # An entry may say more than its outcome.
+    spamcop = CATALOGUE.get("seed-29")
+    assert "SpamCop" in spamcop.cause
+    assert spamcop.cause != CATALOGUE.outcomes[("dnsbl", "DNSBL_LISTED")].cause
+
+
+def test_persona_entries_name_their_receiver_and_source() -> None:
+    personas = [e for e in CATALOGUE.entries if e.kind == "persona"]
+    assert len(personas) > 50
+    for entry in personas:
+        assert entry.receiver and entry.source
+
+
+def test_lookups() -> None:
+    assert {e.id for e in CATALOGUE.for_outcome("reverse_dns", "NO_PTR")} >= {"seed-10", "seed-67"}
+    assert CATALOGUE.default_for("reverse_dns", "NO_PTR") is not None
+    assert "dnsbl" in CATALOGUE.families
+    with pytest.raises(KeyError, match="no catalogue entry 'nope'"):
+        CATALOGUE.get("nope")
+    assert len(CATALOGUE) == len(CATALOGUE.entries)
+
+
+# -- loader errors name the entry -----------------------------------------------------
+
+OUTCOME = """
+outcomes:
+  - policy: reverse_dns
+    outcome: NO_PTR
+    stage: connect
+    rfc_allows_refusal: true
+    rfc_note: local policy
+    cause: no PTR
+    fix: set a PTR
+"""
+
+
+def load(replies: str, outcomes: str = OUTCOME) -> Catalogue:
+    return loads(outcomes + "replies:\n" + replies, source="test.yaml")
+
+
+def test_a_minimal_catalogue_loads() -> None:
+    catalogue = load(
+        """
+  - id: mine
+    kind: project
+    default: true
+    policy: reverse_dns
+    outcome: NO_PTR
+    reply: "550 5.7.25 no PTR for [{ip}]"
+"""
+    )
+    entry = catalogue.get("mine")
+    assert entry.template == Reply.parse("550 5.7.25 no PTR for [{ip}]")
+    assert entry.cause == "no PTR" and entry.stage is Stage.CONNECT
+
+
+@pytest.mark.parametrize(
+    ("replies", "message"),
+    [
+        (
+            "  - {id: a, kind: project, policy: reverse_dns, outcome: NOPE, reply: '550 x'}",
+            "test.yaml replies[0] (a) outcome: no outcome reverse_dns/NOPE",
+        ),
+        (
+            "  - {id: a, kind: project, policy: reverse_dns, outcome: NO_PTR, reply: '550 x'}\n"
+            "  - {id: a, kind: project, policy: reverse_dns, outcome: NO_PTR, reply: '550 y'}",
+            "test.yaml replies[1] (a) id: 'a' is used twice",
+        ),
+        (
+            "  - {id: b, kind: project, policy: reverse_dns, outcome: NO_PTR, reply: 'no code'}",
+            "test.yaml replies[0] (b) reply: a reply must start with a 2xx-5xx code",
+        ),
+        (
+            "  - {id: c, kind: seed, policy: reverse_dns, outcome: NO_PTR, reply: '550 x'}",
+            "test.yaml replies[0] (c): a seed names the scenario and case",
+        ),
+        (
+            "  - {id: d, kind: persona, policy: reverse_dns, outcome: NO_PTR, reply: '550 x'}",
+            "test.yaml replies[0] (d): a persona reply names its receiver and source",
+        ),
+        (
+            "  - {id: e, kind: project, policy: reverse_dns, outcome: NO_PTR, reply: '550 x',"
+            " stage: later}",
+            "test.yaml replies[0] (e) stage:",
+        ),
+        (
+            "  - {id: f, kind: project, default: true, policy: reverse_dns, outcome: NO_PTR,"
+            " reply: '550 x'}\n"
+            "  - {id: g, kind: project, default: true, policy: reverse_dns, outcome: NO_PTR,"
+            " reply: '550 y'}",
+            "test.yaml replies[1] (g) default: reverse_dns/NO_PTR already has its default in f",
+        ),
+        (
+            "  - {id: h, kind: project, policy: reverse_dns, outcome: NO_PTR, reply: '550 x',"
+            " template: '451 x'}",
+            "test.yaml replies[0] (h) template: its code and status must be the documented",
+        ),
+        (
+            "  - {id: Bad_Id, kind: project, policy: reverse_dns, outcome: NO_PTR, reply: '550 x'}",
+            "test.yaml replies[0] (Bad_Id) id: ids are lowercase",
+        ),
+        (
+            "  - {id: i, kind: project, policy: reverse_dns, outcome: NO_PTR, reply: '550 x',"
+            " colour: red}",
+            "test.yaml replies[0] (i) colour: Extra inputs are not permitted",
+        ),
+    ],
+)
+def test_errors_name_the_entry(replies: str, message: str) -> None:
+    with pytest.raises(CatalogueError) as err:
+        load(replies)
+    assert message in str(err.value)
+
+
+def test_an_outcome_described_twice_is_an_error() -> None:
+    with pytest.raises(CatalogueError, match=r"outcomes\[1\]: reverse_dns/NO_PTR is described"):
+        load("  []", OUTCOME + OUTCOME.removeprefix("\noutcomes:\n"))
+
+
+def test_an_incomplete_outcome_names_it() -> None:
+    broken = OUTCOME.replace("    fix: set a PTR\n", "")
+    with pytest.raises(CatalogueError, match=r"outcomes\[0\] \(reverse_dns/NO_PTR\) fix"):
+        load("  []", broken)
+
+
+def test_not_yaml_and_not_a_mapping() -> None:
+    with pytest.raises(CatalogueError, match="invalid YAML"):
+        loads("outcomes: [", source="test.yaml")
+    with pytest.raises(CatalogueError, match="must be a mapping"):
+        loads("- 1", source="test.yaml")
