@@ -20,12 +20,13 @@ from .wire import Wire
 
 SWAKS = shutil.which("swaks")
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(SWAKS is None, reason="swaks is not installed"),
-]
+pytestmark = pytest.mark.e2e
+
+# Missing swaks is a failure, not a skip: scripts/test installs it (Debian's swaks).
+assert SWAKS is not None, "swaks is not installed (Debian: swaks; scripts/test installs it)"
 
 # swaks' exit codes (swaks(1), EXIT CODES)
+EXIT_CLOSED = 6
 EXIT_HELO = 22
 EXIT_NO_RCPT = 24
 EXIT_XCLIENT = 33
@@ -306,3 +307,109 @@ def test_proxy_header_from_swaks_sets_the_client(
     assert session["outcome"] == "accepted"
     notes = [t["line"] for t in session["transcript"] if t["direction"] == "note"]
     assert f"client {source} is seen as {source} (proxy)" in notes
+
+
+# -- the identity the policies judge ------------------------------------------------------
+# reverse_dns-postfix defers a client without forward-confirmed reverse DNS at RCPT:
+# 203.0.113.10 has it (mail.example.net), 203.0.113.11 has no PTR, and loopback itself is
+# unknown to the hermetic world.
+
+
+def no_ptr(address: str) -> str:
+    return f"<** 450 4.7.1 Client host rejected: cannot find your reverse hostname, [{address}]"
+
+
+def test_without_xclient_the_connection_itself_is_judged(serve: Factory) -> None:
+    rx = serve("reverse_dns-postfix")
+    run = swaks(rx, "--helo", "mail.example.net", *ENVELOPE)
+    assert run.code == EXIT_NO_RCPT
+    assert run.after("RCPT TO:<bob@example.org>") == [no_ptr("127.0.0.1")]
+
+
+@pytest.mark.parametrize(
+    ("xclient", "refused_as"),
+    [
+        (["--xclient-addr", "203.0.113.10"], None),
+        (["--xclient-addr", "203.0.113.11"], "203.0.113.11"),
+        # Postfix takes XCLIENT NAME as the verified name: no lookup, nothing to refuse.
+        (["--xclient-addr", "203.0.113.11", "--xclient-name", "relay.example.net"], None),
+        (["--xclient-addr", "203.0.113.11", "--xclient-name", "[UNAVAILABLE]"], "203.0.113.11"),
+    ],
+    ids=["confirmed", "no-ptr", "name-given", "name-unavailable"],
+)
+def test_xclient_from_a_trusted_peer_is_the_client_the_policies_judge(
+    serve: Factory, xclient: list[str], refused_as: str | None
+) -> None:
+    rx = serve("reverse_dns-postfix")
+    run = swaks(rx, "--helo", "mail.example.net", *xclient, *ENVELOPE)
+    session = rx.last()
+    assert (session["peer"], session["client_address"]) == ("127.0.0.1", xclient[1])
+    if refused_as is None:
+        assert run.code == 0, run.stdout + run.stderr
+        assert session["verdicts"] == []
+    else:
+        assert run.code == EXIT_NO_RCPT
+        assert run.after("RCPT TO:<bob@example.org>") == [no_ptr(refused_as)]
+        assert [v["outcome"] for v in session["verdicts"]] == ["NO_PTR"]
+
+
+@pytest.mark.parametrize(
+    ("xclient_helo", "helo", "refused"),
+    [("localhost", "mail.example.net", False), ("mail.example.net", "localhost", True)],
+)
+def test_xclient_helo_gives_way_to_the_ehlo_that_follows(
+    serve: Factory, xclient_helo: str, helo: str, refused: bool
+) -> None:
+    # XCLIENT HELO= stands until the client greets again, as in Postfix; swaks always
+    # greets again after XCLIENT, so the policies judge its --helo.
+    rx = serve("postfix-strict")
+    run = swaks(rx, "--helo", helo, "--xclient-addr", "203.0.113.10",
+                "--xclient-helo", xclient_helo, *ENVELOPE)  # fmt: skip
+    assert run.after(f"XCLIENT ADDR=203.0.113.10 HELO={xclient_helo}") == [
+        "<-  220 mx.strictmx.test ESMTP Postfix"
+    ]
+    session = rx.last()
+    notes = [t["line"] for t in session["transcript"] if t["direction"] == "note"]
+    assert f"XCLIENT: client is now 203.0.113.10 name=unknown helo={xclient_helo}" in notes
+    assert session["helo"] == helo
+    if refused:
+        assert run.code == EXIT_NO_RCPT
+        assert [v["outcome"] for v in session["verdicts"]] == ["HELO_NOT_FQDN"]
+    else:
+        assert run.code == 0, run.stdout + run.stderr
+        assert session["verdicts"] == []
+
+
+def proxy(version: str, source: str) -> list[str]:
+    """swaks options for a PROXY header (v1 text or v2 binary) claiming `source`."""
+    family = "TCP4" if version == "1" else "AF_INET"
+    return [
+        "--proxy-version", version, "--proxy-family", family, "--proxy-source", source,
+        "--proxy-source-port", "4444", "--proxy-dest", "127.0.0.1", "--proxy-dest-port", "25",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+@pytest.mark.parametrize(("source", "refused"), [("203.0.113.10", False), ("203.0.113.11", True)])
+def test_a_proxied_client_is_the_client_the_policies_judge(
+    serve: Factory, version: str, source: str, refused: bool
+) -> None:
+    rx = serve("reverse_dns-postfix", proxy_protocol=True)
+    run = swaks(rx, *proxy(version, source), "--helo", "mail.example.net", *ENVELOPE)
+    session = rx.last()
+    assert (session["peer"], session["client_address"]) == ("127.0.0.1", source)
+    if refused:
+        assert run.code == EXIT_NO_RCPT
+        assert run.after("RCPT TO:<bob@example.org>") == [no_ptr(source)]
+    else:
+        assert run.code == 0, run.stdout + run.stderr
+        assert session["verdicts"] == []
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_a_proxy_header_from_an_untrusted_peer_is_refused(serve: Factory, version: str) -> None:
+    rx = serve("default", proxy_protocol=True, trusted=(ipaddress.ip_network("192.0.2.0/24"),))
+    run = swaks(rx, *proxy(version, "203.0.113.10"), "--helo", "mail.example.net", *ENVELOPE)
+    assert run.code == EXIT_CLOSED
+    assert run.replies == [], "not even a greeting"
+    assert "*** Remote host closed connection unexpectedly." in run.stderr
