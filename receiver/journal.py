@@ -28,7 +28,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
@@ -51,8 +50,6 @@ UPDATABLE_FIELDS: Final = frozenset({"helo", "mail_from", "client_address", "cli
 #: Most operations one transaction takes: large enough that a burst costs few commits,
 #: small enough that an add_message queued behind a burst is answered soon.
 _BATCH_MAX: Final = 10_000
-#: Seconds the writer waits, once woken, for more work to share its transaction.
-_GATHER: Final = 0.002
 #: Seconds a plain write may wait on the loop side before it is handed to the thread.
 _LINGER: Final = 0.05
 #: Seconds the writer waits for a lock held by another process (the sqlite3 shell, a
@@ -691,9 +688,6 @@ class Journal:
         while True:
             batch: list[_Item] = []
             item = self._queue.get()
-            # Under load, more hand-overs are on their way: a moment's wait lets one
-            # transaction (and one wake-up of the loop) serve them all.
-            time.sleep(_GATHER)
             while True:
                 if isinstance(item, list):
                     batch.extend(item)
