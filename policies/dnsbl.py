@@ -73,9 +73,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from receiver.policy import Context, Outcome, Policy, PolicyOptions
-from receiver.session import BASE_FIELDS, IPAddress, Session
+from receiver.session import BASE_FIELDS, Session
 from receiver.verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
-from receiver.world.dns import DnsName, NoData, NXDomain, TempFail, ip_of
+from receiver.world.dns import DnsName, NoData, NXDomain, TempFail, dnsbl_prefix, ip_of, public_ip
 
 #: Postfix smtpd_check.c: the TXT records of a listing, joined and truncated.
 TXT_SEPARATOR = " / "
@@ -280,23 +280,9 @@ class DnsblOptions(PolicyOptions):
 # -- query names -------------------------------------------------------------------------
 
 
-def client_ip(address: str) -> IPAddress:
-    ip = ip_of(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def reversed_ip(ip: IPAddress) -> str:
-    """`192.0.2.1` -> `1.2.0.192`; IPv6 -> its 32 nibbles reversed, lowercase hex."""
-    if isinstance(ip, ipaddress.IPv4Address):
-        return ".".join(reversed(str(ip).split(".")))
-    return ".".join(reversed(ip.exploded.replace(":", "")))
-
-
 def query_name(address: str, zone: str) -> str:
     """The name a list is asked about for a client address."""
-    return f"{reversed_ip(client_ip(address))}.{zone}"
+    return f"{dnsbl_prefix(public_ip(ip_of(address)))}.{zone}"
 
 
 def _domain(text: str | None) -> str | None:
@@ -426,7 +412,7 @@ class Dnsbl(Policy[DnsblOptions]):
         blocks = self._blocks.get(stage)
         if blocks is None:
             return None
-        reversed_client = reversed_ip(client_ip(session.client.address))
+        reversed_client = dnsbl_prefix(public_ip(ip_of(session.client.address)))
         domain = None
         if stage is Stage.HELO:
             domain = _domain(session.helo)

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, Field, field_validator
 from receiver.policy import Context, Outcome, Policy, PolicyOptions
 from receiver.session import IPAddress, Session
 from receiver.verdict import Action, Reply, Stage, Verdict
-from receiver.world.dns import DnsName, NoData, NXDomain, TempFail, ip_of
+from receiver.world.dns import DnsName, NoData, NXDomain, TempFail, dnsbl_prefix, ip_of, public_ip
 
 # SpamAssassin 20_dynrdns.cf (__RDNS_DYNAMIC_DHCP, __RDNS_INDICATOR_DYN/_RES, _DIALIN) and
 # the usual ISP pool names, as whole words of a name's host part.
@@ -296,7 +296,7 @@ class DynamicClient(Policy[DynamicClientOptions]):
         helo = (session.helo or "").strip().lower()
         if not self.options.check_helo or not helo or helo.startswith("[") or _is_address(helo):
             return None
-        ip = public_address(session.client.ip)
+        ip = public_ip(session.client.ip)
         match = self._names.judge(helo, ip)
         if match is None:
             return None
@@ -310,7 +310,7 @@ class DynamicClient(Policy[DynamicClientOptions]):
         )
 
     async def _judge_client(self, session: Session, ctx: Context) -> Finding | None:
-        ip = public_address(session.client.ip)
+        ip = public_ip(session.client.ip)
         address = str(ip)
         tempfail: Finding | None = None
         if self.options.check_ptr:
@@ -332,7 +332,7 @@ class DynamicClient(Policy[DynamicClientOptions]):
                         {"ptr": ptr, "match": match.sentence},
                     )
         for zone in self.options.pbl_zones:
-            query = f"{reversed_address(ip)}.{zone}"
+            query = f"{dnsbl_prefix(ip)}.{zone}"
             try:
                 answers = [rdata.to_text() for rdata in await ctx.dns.resolve(query, "A")]
             except (NXDomain, NoData):
@@ -458,20 +458,6 @@ def _same_v6(text: str, ip: IPAddress) -> bool:
         return ipaddress.IPv6Address(text) == ip
     except ValueError:
         return False
-
-
-def public_address(ip: IPAddress) -> IPAddress:
-    """The address as DNS knows it: a dual-stack listener's ::ffff:a.b.c.d is a.b.c.d."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def reversed_address(ip: IPAddress) -> str:
-    """The DNSBL query prefix: reversed octets, or 32 reversed nibbles (RFC 5782 §2.1, §2.4)."""
-    if isinstance(ip, ipaddress.IPv4Address):
-        return ".".join(reversed(str(ip).split(".")))
-    return ".".join(reversed(f"{int(ip):032x}"))
 
 
 def sender_domain(mail_from: str | None) -> str | None:

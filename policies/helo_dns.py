@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pydantic import Field, model_validator
 from receiver.policy import Context, Outcome, Policy, PolicyOptions
 from receiver.session import IPAddress, Session
 from receiver.verdict import Action, Stage, Verdict
-from receiver.world.dns import DnsName, IPText, TempFail, ip_of, parse_name
+from receiver.world.dns import DnsName, IPText, TempFail, ip_of, parse_name, public_ip
 from receiver.world.suffixes import registered_domain
 
 # A label as DNS carries it (A-labels for IDNs), '_' allowed as Postfix allows it. Only
@@ -260,7 +259,7 @@ class HeloDns(Policy[HeloDnsOptions]):
 
     async def _judge(self, helo: str, session: Session, ctx: Context) -> Finding | None:
         opts = self.options
-        client = _unmapped(session.client.ip)
+        client = public_ip(session.client.ip)
         required: list[Check] = []
         identity: list[Check] = []
         literal = literal_address(helo)
@@ -323,7 +322,7 @@ class HeloDns(Policy[HeloDnsOptions]):
 
     @functools.cached_property
     def _my_addresses(self) -> frozenset[IPAddress]:
-        return frozenset(_unmapped(ip_of(a)) for a in self.options.my_addresses)
+        return frozenset(public_ip(ip_of(a)) for a in self.options.my_addresses)
 
 
 async def _any_passes(checks: list[Check]) -> Finding | None:
@@ -383,7 +382,7 @@ def literal_address(text: str) -> IPAddress | None:
     if inner[:5].lower() in (_IPV6_TAG, _IPV4_TAG):
         inner = inner[5:]
     ip = _ip(inner)
-    return None if ip is None else _unmapped(ip)
+    return None if ip is None else public_ip(ip)
 
 
 def _ip(text: str) -> IPAddress | None:
@@ -395,18 +394,11 @@ def _ip(text: str) -> IPAddress | None:
         return None
 
 
-def _unmapped(ip: IPAddress) -> IPAddress:
-    # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
 # -- the checks ------------------------------------------------------------------------------
 
 
 async def _addresses_of(name: str, ctx: Context) -> list[IPAddress]:
-    return [_unmapped(ip_of(text)) for text in await ctx.dns.addresses(name)]
+    return [public_ip(ip_of(text)) for text in await ctx.dns.addresses(name)]
 
 
 def _shown(addresses: list[IPAddress]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import string
 from dataclasses import dataclass, field
 from encodings import idna
@@ -13,7 +12,7 @@ from pydantic import Field
 from receiver.policy import Context, Outcome, Policy, PolicyOptions
 from receiver.session import IPAddress, Session
 from receiver.verdict import Stage, Verdict
-from receiver.world.dns import ip_of
+from receiver.world.dns import ip_of, public_ip
 
 Mode = Literal["rfc1035", "rfc1123", "postfix", "exim"]
 
@@ -287,20 +286,13 @@ def _literal_match(name: str, ip: IPAddress, client_address: str) -> Finding | N
         client = ip_of(client_address)
     except ValueError:
         client = None
-    if client is not None and _unmapped(client) == _unmapped(ip):
+    if client is not None and public_ip(client) == public_ip(ip):
         return None
     return Finding(
         "HELO_LITERAL_MISMATCH",
         f"address literal {name!r} is not the client's address {client_address}",
         {"address": str(ip), "client_address": client_address},
     )
-
-
-def _unmapped(ip: IPAddress) -> IPAddress:
-    # A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 def _judge_exim(name: str, options: HeloSyntaxOptions) -> Finding | None:

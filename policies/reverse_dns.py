@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from receiver.policy import Context, Outcome, Policy, PolicyOptions
-from receiver.session import IPAddress, Session
+from receiver.session import Session
 from receiver.verdict import Action, Stage, Verdict
-from receiver.world.dns import NoData, NXDomain, TempFail, ip_of
+from receiver.world.dns import NoData, NXDomain, TempFail, ip_of, public_ip
 
 #: PTR names tried for forward confirmation: a bound on the lookups one client causes.
 MAX_PTR_NAMES = 10
@@ -108,7 +107,7 @@ class ReverseDns(Policy[ReverseDnsOptions]):
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         if session.client.name is not None:
             return None
-        ip = public_address(session.client.ip)
+        ip = public_ip(session.client.ip)
         address = str(ip)
         try:
             names = await ctx.dns.ptr(address)
@@ -182,13 +181,6 @@ class ReverseDns(Policy[ReverseDnsOptions]):
         if self.options.on_dns_tempfail == "ignore":
             return None
         return self.verdict(outcome_id, stage, session, ctx, reason, **fields)
-
-
-def public_address(ip: IPAddress) -> IPAddress:
-    """The address as DNS knows it: a dual-stack listener's ::ffff:a.b.c.d is a.b.c.d."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 def _is_address(name: str) -> bool:

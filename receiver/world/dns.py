@@ -150,6 +150,23 @@ def _parsed_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
         return None
 
 
+def public_ip(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address as DNS knows it: a dual-stack listener's ::ffff:a.b.c.d is a.b.c.d."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def dnsbl_prefix(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """A DNS list's query prefix: reversed octets, or 32 reversed nibbles (RFC 5782 §2.1,
+    §2.4): `192.0.2.1` -> `1.2.0.192`."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ".".join(reversed(str(ip).split(".")))
+    return ".".join(reversed(f"{int(ip):032x}"))
+
+
 @functools.lru_cache(maxsize=8192)
 def reverse_name(address: str) -> str:
     """`address`'s name under in-addr.arpa or ip6.arpa (clients repeat: kept)."""

@@ -11,15 +11,15 @@ from policies.dynamic_client import (
     DynamicClient,
     DynamicClientOptions,
     embedded_form,
-    reversed_address,
     sender_domain,
 )
-from receiver.policy import ClientHistory, Context
+from receiver.policy import Context
 from receiver.session import Client, Session
 from receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
-from receiver.world import World, WorldConfig
+from receiver.world.dns import dnsbl_prefix
 
-HOST = "mx.strictmx.test"
+from .worlds import make_ctx
+
 V4 = "203.0.113.9"
 V6 = "2001:db8::25"
 V4_REVERSE = "9.113.0.203.in-addr.arpa"
@@ -27,28 +27,6 @@ V6_REVERSE_ZONE = "*.8.b.d.0.1.0.0.2.ip6.arpa"
 V6_NIBBLES = ".".join(reversed(f"{int(ipaddress.IPv6Address(V6)):032x}"))
 ZEN = "zen.spamhaus.org"
 HARAKA = "554 5.7.1 client {ptr} [{ip}] rejected; generic rDNS, please use your ISPs SMTP relay"
-
-
-def make_ctx(
-    records: dict[str, Any] | None = None,
-    ptr: dict[str, Any] | None = None,
-    *,
-    servfail: tuple[str, ...] = (),
-    timeout: tuple[str, ...] = (),
-) -> Context:
-    cfg = WorldConfig.model_validate(
-        {
-            "dns": {
-                "records": records or {},
-                "ptr": ptr or {},
-                "servfail": list(servfail),
-                "timeout": list(timeout),
-            }
-        }
-    )
-    return Context(
-        world=World.from_config(cfg), hostname=HOST, history=ClientHistory()
-    ).for_session()
 
 
 def failing(
@@ -210,8 +188,8 @@ def test_ipv6_forms(host: str, form: str | None) -> None:
 
 
 def test_reversed_address_is_the_dnsbl_prefix() -> None:
-    assert reversed_address(IP4) == "9.113.0.203"
-    assert reversed_address(IP6) == V6_NIBBLES
+    assert dnsbl_prefix(IP4) == "9.113.0.203"
+    assert dnsbl_prefix(IP6) == V6_NIBBLES
     assert V6_NIBBLES.startswith("5.2.0.0.") and V6_NIBBLES.endswith(".8.b.d.0.1.0.0.2")
 
 
@@ -388,7 +366,7 @@ def pbl_world(
     entry: dict[str, Any] = {"A": answer}
     if txt is not None:
         entry["TXT"] = txt
-    return make_ctx({f"{reversed_address(ipaddress.ip_address(address))}.{zone}": entry})
+    return make_ctx({f"{dnsbl_prefix(ipaddress.ip_address(address))}.{zone}": entry})
 
 
 @pytest.mark.parametrize("address", [V4, V6])

@@ -7,40 +7,18 @@ from pydantic import ValidationError
 
 from policies import BUILTIN
 from policies.reverse_dns import ReverseDns, ReverseDnsOptions
-from receiver.policy import ClientHistory, Context
+from receiver.policy import Context
 from receiver.session import Client, Session
 from receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
-from receiver.world import World, WorldConfig
 
-HOST = "mx.strictmx.test"
+from .worlds import make_ctx
+
 V4 = "203.0.113.9"
 V6 = "2001:db8::25"
 V6_REVERSE_ZONE = "*.8.b.d.0.1.0.0.2.ip6.arpa"
 
 NO_PTR = "NO_PTR"
 FAILED = "FCRDNS_FAILED"
-
-
-def make_ctx(
-    records: dict[str, Any] | None = None,
-    ptr: dict[str, Any] | None = None,
-    *,
-    servfail: tuple[str, ...] = (),
-    timeout: tuple[str, ...] = (),
-) -> Context:
-    cfg = WorldConfig.model_validate(
-        {
-            "dns": {
-                "records": records or {},
-                "ptr": ptr or {},
-                "servfail": list(servfail),
-                "timeout": list(timeout),
-            }
-        }
-    )
-    return Context(
-        world=World.from_config(cfg), hostname=HOST, history=ClientHistory()
-    ).for_session()
 
 
 def failing(kind: str, *names: str, ptr: dict[str, Any] | None = None) -> Context:
