@@ -13,7 +13,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
 from receiver.verdict import Reply, ReplyError, Stage, Verdict
 
@@ -211,13 +211,13 @@ class ContentFilter(Policy[ContentFilterOptions]):
     outcomes = (
         Outcome(
             CONTENT_REJECTED,
-            "550 5.7.1 Error: message content rejected",
+            FROM_CATALOGUE,
             "A header or body regex rule matched, or a part has a refused type or extension.",
             fields=("rule", "what"),
         ),
         Outcome(
             MESSAGE_TOO_BIG,
-            "552 5.3.4 Error: message file too big",
+            FROM_CATALOGUE,
             "The message is larger than a rule's max_size (Postfix message_size_limit).",
             fields=("rule", "size", "limit"),
         ),

@@ -72,7 +72,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import BASE_FIELDS, Session
 from receiver.verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
 from receiver.world.dns import DnsName, NoData, NXDomain, TempFail, dnsbl_prefix, ip_of, public_ip
@@ -359,27 +359,25 @@ class Dnsbl(Policy[DnsblOptions]):
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(
             "DNSBL_LISTED",
-            "554 5.7.1 Service unavailable; Client host [{ip}] blocked using {zone}{txt_suffix}",
+            FROM_CATALOGUE,
             "The client address is listed on a block list (Postfix reject_rbl_client).",
             fields=LISTED_FIELDS,
         ),
         Outcome(
             "RHSBL_HELO_LISTED",
-            "554 5.7.1 Service unavailable; Helo command [{domain}] blocked using "
-            "{zone}{txt_suffix}",
+            FROM_CATALOGUE,
             "The HELO/EHLO name is listed on a domain list (Postfix reject_rhsbl_helo).",
             fields=DOMAIN_FIELDS,
         ),
         Outcome(
             "RHSBL_SENDER_LISTED",
-            "554 5.7.1 Service unavailable; Sender address [{domain}] blocked using "
-            "{zone}{txt_suffix}",
+            FROM_CATALOGUE,
             "The MAIL FROM domain is listed on a domain list (Postfix reject_rhsbl_sender).",
             fields=DOMAIN_FIELDS,
         ),
         Outcome(
             "DNSBL_TEMPFAIL",
-            "451 4.7.0 DNS error during policy check",
+            FROM_CATALOGUE,
             "A block list lookup failed temporarily and defer_on_error is on (maddy's text).",
             action=Action.DEFER,
             fields=("zone", "query", "failure"),

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
 from receiver.verdict import Action, Stage, Verdict
 from receiver.world.registrations import RegistrationTempFail, registered_domain
@@ -58,22 +58,19 @@ class DomainAge(Policy[DomainAgeOptions]):
     outcomes = (
         Outcome(
             "DOMAIN_TOO_NEW",
-            "554 5.7.1 <{sender}>: Sender address rejected: "
-            "domain {domain} was registered {age} days ago",
+            FROM_CATALOGUE,
             "The sender's registered domain is younger than min_age_days.",
             fields=("domain", "registered", "age", "min_age"),
         ),
         Outcome(
             "DOMAIN_AGE_UNKNOWN",
-            "554 5.7.1 <{sender}>: Sender address rejected: "
-            "registration date of {domain} is unknown",
+            FROM_CATALOGUE,
             "No registration date is known for the sender's domain (unknown: reject).",
             fields=("domain",),
         ),
         Outcome(
             "DOMAIN_AGE_TEMPFAIL",
-            "450 4.7.1 <{sender}>: Sender address rejected: "
-            "cannot verify the registration date of {domain}",
+            FROM_CATALOGUE,
             "The registry could not be asked now, or the date is unknown (unknown: defer).",
             action=Action.DEFER,
             fields=("domain",),

@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import IPAddress, Session
 from receiver.verdict import Action, Reply, Stage, Verdict
 from receiver.world.dns import DnsName, NoData, NXDomain, TempFail, dnsbl_prefix, ip_of, public_ip
@@ -225,40 +225,40 @@ class DynamicClient(Policy[DynamicClientOptions]):
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(
             "GENERIC_PTR",
-            "554 5.7.1 client {ptr} [{ip}] rejected; generic rDNS, please use your ISPs SMTP relay",
+            FROM_CATALOGUE,
             "The client's host name holds its address (Haraka fcrdns generic rDNS).",
             fields=("ptr", "match"),
         ),
         Outcome(
             "DYNAMIC_PTR",
-            "554 5.7.1 client {ptr} [{ip}] rejected; generic rDNS, please use your ISPs SMTP relay",
+            FROM_CATALOGUE,
             "The client's host name has a dynamic-pool word or matches a pattern "
             "(SpamAssassin RDNS_DYNAMIC).",
             fields=("ptr", "match"),
         ),
         Outcome(
             "POLICY_BLOCK_LISTED",
-            "554 5.7.1 Service unavailable; Client host [{ip}] blocked using {zone}{txt_suffix}",
+            FROM_CATALOGUE,
             "The address is on a policy block list of end-user ranges (Spamhaus PBL).",
             fields=("zone", "answer", "txt", "txt_suffix"),
         ),
         Outcome(
             "DYNAMIC_HELO",
-            "550 5.7.1 HELO is dynamic",
+            FROM_CATALOGUE,
             "The HELO/EHLO name holds the client address or a dynamic-pool word.",
             rfc_allows=False,
             fields=("match",),
         ),
         Outcome(
             "DYNAMIC_UNKNOWN_SENDER_DOMAIN",
-            "450 4.1.8 <{sender}>: Sender address rejected: Domain not found",
+            FROM_CATALOGUE,
             "A dynamic-looking client sends from a domain with no MX, A or AAAA record.",
             action=Action.DEFER,
             fields=("domain", "ptr"),
         ),
         Outcome(
             "DNS_TEMPFAIL",
-            "451 4.7.0 DNS error during policy check",
+            FROM_CATALOGUE,
             "A lookup the verdict depends on failed temporarily (SERVFAIL or timeout).",
             action=Action.DEFER,
             fields=("name", "failure"),

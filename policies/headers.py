@@ -66,7 +66,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
 from receiver.verdict import Action, Reply, Stage, Verdict
 
@@ -304,43 +304,41 @@ class Headers(Policy[HeadersOptions]):
         Outcome(
             "BARE_LF",
             # Postfix smtpd.c, smtpd_forbid_bare_newline = reject (reply, then disconnect)
-            "550 5.5.2 {hostname} Error: bare <LF> received",
+            FROM_CATALOGUE,
             "A line of the message or a command ended in LF without CR (RFC 5321 section 2.3.8).",
             action=Action.DISCONNECT,
         ),
         Outcome(
             "LINE_TOO_LONG",
-            "550 5.6.0 Message header line {line} is {length} octets long, over the limit "
-            "of {limit}",
+            FROM_CATALOGUE,
             "A header line is longer than max_line_length (RFC 5322 section 2.1.1: 998).",
             fields=("line", "length", "limit"),
         ),
         Outcome(
             "HEADER_8BIT",
             # Postfix cleanup, strict_7bit_headers = yes
-            "550 5.6.0 improper use of 8-bit data in message header",
+            FROM_CATALOGUE,
             "8-bit header bytes without SMTPUTF8, or bytes that are not UTF-8.",
             fields=("field",),
         ),
         Outcome(
             "FIELD_REPEATED",
             # Haraka headers plugin
-            "550 5.6.0 Only one {field} header allowed. See RFC 5322, Section 3.6",
+            FROM_CATALOGUE,
             "A field of the singular list appears more than once.",
             rfc_allows=False,
             fields=("field", "count"),
         ),
         Outcome(
             "FROM_MISSING",
-            "550 5.6.0 Required header 'From' missing",  # Haraka headers plugin
+            FROM_CATALOGUE,  # Haraka headers plugin
             "No From field (RFC 5322 section 3.6 requires one).",
             rfc_allows=False,
         ),
         Outcome(
             "FROM_INVALID",
             # Gmail (support.google.com/a/answer/3726730)
-            "550 5.7.1 Messages missing a valid address in the From: header, or having no "
-            "From: header, are not accepted.",
+            FROM_CATALOGUE,
             "From is empty or not a valid mailbox list (RFC 5322 section 3.6.2).",
             rfc_allows=False,
             fields=("value",),
@@ -349,34 +347,34 @@ class Headers(Policy[HeadersOptions]):
             "FROM_MULTIPLE",
             # Gmail's text survives only as the fragment "multiple addresses in From:
             # header are not accepted"; the opening words follow its From reply.
-            "550 5.7.1 Messages with multiple addresses in From: header are not accepted.",
+            FROM_CATALOGUE,
             "From holds several addresses (without a Sender field, or multiple_from = refuse).",
             rfc_allows=False,
             fields=("value", "count"),
         ),
         Outcome(
             "DATE_MISSING",
-            "550 5.6.0 Required header 'Date' missing",  # Haraka headers plugin
+            FROM_CATALOGUE,  # Haraka headers plugin
             "No Date field (RFC 5322 section 3.6 requires one).",
             rfc_allows=False,
         ),
         Outcome(
             "DATE_INVALID",
-            "550 5.6.0 The Date header is not an RFC 5322 date-time",
+            FROM_CATALOGUE,
             "Date is not RFC 5322 section 3.3 date-time, or names no real time.",
             rfc_allows=False,
             fields=("value",),
         ),
         Outcome(
             "DATE_TOO_OLD",
-            "550 5.6.0 The Date header is too old",  # Haraka headers plugin
+            FROM_CATALOGUE,  # Haraka headers plugin
             "Date is more than max_age_days before the receiver's clock.",
             rfc_allows=False,
             fields=("value", "days", "limit"),
         ),
         Outcome(
             "DATE_IN_FUTURE",
-            "550 5.6.0 The Date header is too far in the future",  # Haraka headers plugin
+            FROM_CATALOGUE,  # Haraka headers plugin
             "Date is more than max_future_minutes after the receiver's clock.",
             rfc_allows=False,
             fields=("value", "minutes", "limit"),
@@ -384,13 +382,13 @@ class Headers(Policy[HeadersOptions]):
         Outcome(
             "MESSAGE_ID_MISSING",
             # Gmail (support.google.com/a/answer/3726730)
-            "550 5.7.1 Messages missing a valid Message-ID: header are not accepted.",
+            FROM_CATALOGUE,
             "No Message-ID field (RFC 5322 section 3.6: SHOULD be present).",
             rfc_allows=False,
         ),
         Outcome(
             "MESSAGE_ID_INVALID",
-            "550 5.7.1 Messages missing a valid Message-ID: header are not accepted.",
+            FROM_CATALOGUE,
             "Message-ID is not RFC 5322 section 3.6.4 msg-id.",
             rfc_allows=False,
             fields=("value",),

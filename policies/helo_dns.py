@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import IPAddress, Session
 from receiver.verdict import Action, Stage, Verdict
 from receiver.world.dns import DnsName, IPText, TempFail, ip_of, parse_name, public_ip
@@ -97,8 +97,6 @@ class Finding:
 
 Check = Callable[[], Awaitable[Finding | None]]
 
-_HELO_PREFIX = "<{helo}>: Helo command rejected: "
-
 
 class HeloDns(Policy[HeloDnsOptions]):
     """Refuse a HELO/EHLO name that DNS does not back, or that is not the client's own.
@@ -166,7 +164,7 @@ class HeloDns(Policy[HeloDnsOptions]):
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(
             "HELO_IS_ME",
-            "550 5.7.506 Access Denied, Bad HELO",
+            FROM_CATALOGUE,
             "The HELO names this receiver, or is a literal of its address (Microsoft "
             "Exchange Online).",
             rfc_allows=False,
@@ -174,28 +172,28 @@ class HeloDns(Policy[HeloDnsOptions]):
         ),
         Outcome(
             "HELO_LITERAL_MISMATCH",
-            "550 5.7.1 " + _HELO_PREFIX + "HELO IP literal does not match your IP address",
+            FROM_CATALOGUE,
             "The address literal is not the client's address (Haraka literal_mismatch).",
             rfc_allows=False,
             fields=("verb", "address"),
         ),
         Outcome(
             "HELO_LITERAL_NO_PTR",
-            "550 5.7.25 " + _HELO_PREFIX + "no PTR name of the address literal resolves back to it",
+            FROM_CATALOGUE,
             "No PTR name of the literal's address has an A/AAAA record for that address (seed-01).",
             rfc_allows=False,
             fields=("verb", "address", "ptr"),
         ),
         Outcome(
             "HELO_IS_CNAME",
-            "550 5.7.1 " + _HELO_PREFIX + "Host name is an alias (CNAME), not an A record",
+            FROM_CATALOGUE,
             "The name is a CNAME; the receiver wants the name of an A/AAAA record.",
             rfc_allows=False,
             fields=("verb", "target"),
         ),
         Outcome(
             "HELO_NOT_FOUND",
-            "450 4.7.1 " + _HELO_PREFIX + "Host not found",
+            FROM_CATALOGUE,
             "The name has no A, AAAA (or MX) record (Postfix reject_unknown_helo_hostname).",
             action=Action.DEFER,
             rfc_allows=False,
@@ -203,14 +201,14 @@ class HeloDns(Policy[HeloDnsOptions]):
         ),
         Outcome(
             "HELO_NOT_CONFIRMED",
-            "550 5.7.1 " + _HELO_PREFIX + "HELO host has no forward DNS match",
+            FROM_CATALOGUE,
             "The name's A/AAAA records do not include the client address (Haraka forward_dns).",
             rfc_allows=False,
             fields=("verb", "addresses"),
         ),
         Outcome(
             "HELO_PTR_MISMATCH",
-            "550 5.7.25 " + _HELO_PREFIX + "HELO host does not match rDNS",
+            FROM_CATALOGUE,
             "The name is not the client's PTR name, nor (ptr_match: domain) in its registered "
             "domain (Haraka rdns_match).",
             rfc_allows=False,
@@ -218,14 +216,14 @@ class HeloDns(Policy[HeloDnsOptions]):
         ),
         Outcome(
             "HELO_NOT_VERIFIED",
-            "550 5.7.1 {verb} argument does not match calling host",
+            FROM_CATALOGUE,
             "verify: any, and no identity check passed (Exim verify = helo, helo_verify_hosts).",
             rfc_allows=False,
             fields=("verb",),
         ),
         Outcome(
             "HELO_DNS_TEMPFAIL",
-            "450 4.7.1 " + _HELO_PREFIX + "Host not found",
+            FROM_CATALOGUE,
             "A lookup the checks need failed temporarily (SERVFAIL or timeout); defers "
             "(Postfix unknown_helo_hostname_tempfail_action).",
             action=Action.DEFER,

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import IPAddress, Session
 from receiver.verdict import Stage, Verdict
 from receiver.world.dns import ip_of, public_ip
@@ -120,47 +120,46 @@ class HeloSyntax(Policy[HeloSyntaxOptions]):
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(
             "HELO_MISSING",
-            "501 5.5.2 Syntax: {verb} hostname",
+            FROM_CATALOGUE,
             "HELO/EHLO was sent without an argument (Postfix helo_cmd/ehlo_cmd).",
             fields=("verb",),
         ),
         Outcome(
             "HELO_INVALID",
-            "501 5.5.2 <{helo}>: Helo command rejected: Invalid name",
+            FROM_CATALOGUE,
             "The name breaks the mode's host name syntax (Postfix reject_invalid_helo_hostname).",
         ),
         Outcome(
             "HELO_NOT_FQDN",
-            "504 5.5.2 <{helo}>: Helo command rejected: need fully-qualified hostname",
+            FROM_CATALOGUE,
             "The name has no dot, or (postfix mode) is a bare IP address "
             "(Postfix reject_non_fqdn_helo_hostname).",
         ),
         Outcome(
             "HELO_BAD_LITERAL",
-            "501 5.5.2 <{helo}>: Helo command rejected: invalid ip address",
+            FROM_CATALOGUE,
             "A bracketed address literal that is not a valid IPv4 or IPv6 address.",
         ),
         Outcome(
             "HELO_LITERAL_MISMATCH",
-            "550 5.7.1 <{helo}>: Helo command rejected: "
-            "HELO IP literal does not match your IP address",
+            FROM_CATALOGUE,
             "The address literal is not the client's address (Haraka literal_mismatch).",
             rfc_allows=False,
         ),
         Outcome(
             "HELO_LITERAL_REFUSED",
-            "550 HELO/EHLO must not be an IP address",
+            FROM_CATALOGUE,
             "Every address literal is refused, as some receivers do (seed-09).",
             rfc_allows=False,
         ),
         Outcome(
             "HELO_BARE_IP",
-            "501 5.5.2 <{helo}>: Helo command rejected: Invalid address format in HELO",
+            FROM_CATALOGUE,
             "An IP address sent without brackets (Haraka bare_ip).",
         ),
         Outcome(
             "HELO_UTF8_WITHOUT_SMTPUTF8",
-            "553 5.6.7 <{helo}>: Helo command rejected: non-ASCII name without SMTPUTF8",
+            FROM_CATALOGUE,
             "A U-label name in a session whose MAIL FROM did not ask for SMTPUTF8 "
             "(RFC 6531 §3.3 adds U-labels to the Domain syntax only under SMTPUTF8).",
         ),

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
 from receiver.verdict import Action, Stage, Verdict
 from receiver.world.dns import NoData, NXDomain, TempFail, ip_of, public_ip
@@ -75,14 +75,14 @@ class ReverseDns(Policy[ReverseDnsOptions]):
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(
             "NO_PTR",
-            "450 4.7.1 Client host rejected: cannot find your reverse hostname, [{ip}]",
+            FROM_CATALOGUE,
             "The client address has no PTR record naming a host "
             "(Postfix reject_unknown_reverse_client_hostname).",
             action=Action.DEFER,
         ),
         Outcome(
             "FCRDNS_FAILED",
-            "450 4.7.25 Client host rejected: cannot find your hostname, [{ip}]",
+            FROM_CATALOGUE,
             "No PTR name of the client address resolves back to it "
             "(Postfix reject_unknown_client_hostname).",
             action=Action.DEFER,
@@ -90,14 +90,14 @@ class ReverseDns(Policy[ReverseDnsOptions]):
         ),
         Outcome(
             "PTR_TEMPFAIL",
-            "450 4.7.1 Client host rejected: cannot find your reverse hostname, [{ip}]",
+            FROM_CATALOGUE,
             "The PTR lookup failed temporarily (SERVFAIL or timeout).",
             action=Action.DEFER,
             fields=("failure",),
         ),
         Outcome(
             "FORWARD_TEMPFAIL",
-            "450 4.7.25 Client host rejected: cannot find your hostname, [{ip}]",
+            FROM_CATALOGUE,
             "No PTR name confirmed and a forward lookup failed temporarily.",
             action=Action.DEFER,
             fields=("ptr", "failure"),

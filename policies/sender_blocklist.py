@@ -10,7 +10,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
 from receiver.verdict import Stage, Verdict
 
@@ -247,7 +247,7 @@ class SenderBlocklist(Policy[SenderBlocklistOptions]):
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(
             "SENDER_BLOCKED",
-            "554 5.7.1 <{sender}>: Sender address rejected: Access denied",
+            FROM_CATALOGUE,
             "The envelope sender matches an entry of the receiver's lists "
             "(Postfix check_sender_access with REJECT).",
             fields=("entry", "origin"),

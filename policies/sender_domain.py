@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from dns.rdtypes.ANY.MX import MX
 from pydantic import Field
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
 from receiver.verdict import Action, Stage, Verdict
 from receiver.world.dns import NoData, NXDomain, TempFail, ip_of, name_text
@@ -105,32 +105,31 @@ class SenderDomain(Policy[SenderDomainOptions]):
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(
             "SENDER_INVALID",
-            "501 5.1.7 Bad sender address syntax",
+            FROM_CATALOGUE,
             "The sender is not an RFC 5321 Mailbox (Postfix smtpd, strict_rfc821_envelopes).",
         ),
         Outcome(
             "SENDER_NOT_FQDN",
-            "504 5.5.2 <{sender}>: Sender address rejected: need fully-qualified address",
+            FROM_CATALOGUE,
             "The sender has no domain, or a domain without a dot (Postfix reject_non_fqdn_sender).",
         ),
         Outcome(
             "SENDER_DOMAIN_NOT_FOUND",
-            "450 4.1.8 <{sender}>: Sender address rejected: Domain not found",
+            FROM_CATALOGUE,
             "The sender's domain does not exist or has no MX, A or AAAA record "
             "(Postfix reject_unknown_sender_domain; 450 is its unknown_address_reject_code).",
             fields=("domain",),
         ),
         Outcome(
             "SENDER_DOMAIN_NULL_MX",
-            "550 5.7.27 <{sender}>: Sender address rejected: "
-            "Domain {domain} does not accept mail (nullMX)",
+            FROM_CATALOGUE,
             "The sender's domain publishes a null MX: it accepts no mail, so no bounce "
             "could reach it (RFC 7505; Postfix reject_unknown_sender_domain).",
             fields=("domain",),
         ),
         Outcome(
             "SENDER_DOMAIN_TEMPFAIL",
-            "450 4.1.8 <{sender}>: Sender address rejected: Domain not found",
+            FROM_CATALOGUE,
             "Looking the sender's domain up failed temporarily (SERVFAIL or timeout).",
             action=Action.DEFER,
             fields=("domain", "failure"),

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
 from receiver.verdict import Action, Reply, Stage, Verdict
 from receiver.world.callout import Probe, Result, Status
@@ -192,28 +192,28 @@ class SenderVerify(Policy[SenderVerifyOptions]):
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(
             "SENDER_UNVERIFIED",
-            "550 5.1.7 <{sender}>: Sender address rejected: undeliverable address: {why}",
+            FROM_CATALOGUE,
             "The sender domain's MX refused the sender address with 5xx "
             "(Postfix reject_unverified_sender with unverified_sender_reject_code 550).",
             fields=FIELDS,
         ),
         Outcome(
             "SENDER_UNROUTABLE",
-            "550 5.1.7 <{sender}>: Sender address rejected: undeliverable address: {why}",
+            FROM_CATALOGUE,
             "There is no MX host to ask: the sender domain has no MX, A or AAAA record, "
             "or a null MX.",
             fields=FIELDS,
         ),
         Outcome(
             "SENDER_CALLOUT_REFUSED",
-            "550 5.1.7 <{sender}>: Sender address rejected: undeliverable address: {why}",
+            FROM_CATALOGUE,
             "The sender domain's MX refused the probe before the address could be asked "
             "(greeting, HELO or MAIL FROM; e.g. it refuses the null sender).",
             fields=FIELDS,
         ),
         Outcome(
             "SENDER_VERIFY_TEMPFAIL",
-            "450 4.1.7 <{sender}>: Sender address rejected: unverified address: {why}",
+            FROM_CATALOGUE,
             "No MX gave a final answer (timeouts, refused connections, 4xx, DNS failure): "
             "defer (Postfix unverified_sender_defer_code).",
             action=Action.DEFER,
@@ -221,24 +221,14 @@ class SenderVerify(Policy[SenderVerifyOptions]):
         ),
         Outcome(
             "SENDER_ACCEPT_ALL",
-            "550 5.1.7 <{sender}>: Sender address rejected: unverified address: "
-            "{domain} accepts all addresses",
+            FROM_CATALOGUE,
             "The MX accepted a random local part too, so the sender proves nothing "
             "(random probe with accept_all reject or defer).",
             fields=FIELDS,
         ),
         Outcome(
             "POSTMASTER_MISSING",
-            (
-                "550-5.1.7 Postmaster verification failed while checking <{sender}>",
-                "550-5.1.7 Called:   {mx_ip}",
-                "550-5.1.7 Sent:     {sent}",
-                "550-5.1.7 Response: {response}",
-                "550-5.1.7 Several RFCs state that you are required to have a postmaster",
-                "550-5.1.7 mailbox for each mail domain. This host does not accept mail",
-                "550-5.1.7 from domains whose servers reject the postmaster address.",
-                "550 5.1.7 Sender verify failed",
-            ),
+            FROM_CATALOGUE,
             "The sender domain's MX refused postmaster@domain (Exim callout=postmaster).",
             fields=FIELDS,
         ),

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
 from receiver.verdict import Action, Stage, Verdict
 
@@ -115,40 +115,40 @@ class SessionLimits(Policy[SessionLimitsOptions]):
     outcomes = (
         Outcome(
             "TOO_MANY_RSETS",
-            "550 Too many RSETs",
+            FROM_CATALOGUE,
             "More RSET commands in one session than max_rsets.",
             rfc_allows=False,
             fields=("count", "limit"),
         ),
         Outcome(
             "TOO_MANY_BAD_RCPTS",
-            "550 Too many bad addresses",
+            FROM_CATALOGUE,
             "Too many rejected recipients in one session; every later RCPT is refused.",
             fields=("count", "limit"),
         ),
         Outcome(
             "HELO_CHANGED",
-            "550 Sending system changed during session",
+            FROM_CATALOGUE,
             "A new HELO/EHLO named a different host than the previous one.",
             rfc_allows=False,
             fields=("previous",),
         ),
         Outcome(
             "TOO_MANY_ERRORS",
-            "421 4.7.0 {hostname} Error: too many errors",
+            FROM_CATALOGUE,
             "The session reached hard_error_limit errors.",
             action=Action.DISCONNECT,
             fields=("count", "limit"),
         ),
         Outcome(
             "TOO_MANY_ERRORS_FROM_IP",
-            "550 Too many errors from your IP",
+            FROM_CATALOGUE,
             "The client address caused max_errors_per_client errors within error_window.",
             fields=("count", "limit"),
         ),
         Outcome(
             "TOO_MANY_UNKNOWN_COMMANDS",
-            "500 5.5.1 Too many unrecognized commands",
+            FROM_CATALOGUE,
             "More unrecognized commands than max_unknown_commands.",
             action=Action.DISCONNECT,
             rfc_allows=False,

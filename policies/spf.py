@@ -18,7 +18,7 @@ from dns.rdtypes.IN.AAAA import AAAA
 from dns.rdtypes.txtbase import TXTBase
 from pydantic import Field
 
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
+from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
 from receiver.verdict import Action, Reply, Stage, Verdict
 from receiver.world.dns import NoData, NXDomain, TempFail, WorldDNS, name_text
@@ -147,41 +147,41 @@ class Spf(Policy[SpfOptions]):
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(
             "SPF_FAIL",
-            "550 5.7.1 SPF {spf_identity} check failed: {spf_explanation}",
+            FROM_CATALOGUE,
             "The domain's SPF record says the client may not send its mail (result fail).",
             fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
         ),
         Outcome(
             "SPF_SOFTFAIL",
-            "550 5.7.1 SPF {spf_identity} check softfailed: {spf_explanation}",
+            FROM_CATALOGUE,
             "The domain's SPF record says the client is probably not allowed (softfail); "
             "refused only when the softfail option asks, against RFC 7208 §8.5's advice.",
             fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
         ),
         Outcome(
             "SPF_NEUTRAL",
-            "550 5.7.1 SPF {spf_identity} check is neutral: {spf_explanation}",
+            FROM_CATALOGUE,
             "The domain's SPF record asserts nothing about the client (neutral); refused "
             "only when the neutral option asks.",
             fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
         ),
         Outcome(
             "SPF_NONE",
-            "550 5.7.1 SPF {spf_identity} check found no SPF record for {spf_domain}",
+            FROM_CATALOGUE,
             "The domain publishes no SPF record (none); refused only when the none option "
             "asks, as receivers that require SPF do.",
             fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
         ),
         Outcome(
             "SPF_TEMPERROR",
-            "451 4.4.3 SPF {spf_identity} check temporarily failed: {spf_explanation}",
+            FROM_CATALOGUE,
             "A DNS lookup failed temporarily (SERVFAIL, timeout) during the check.",
             action=Action.DEFER,
             fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
         ),
         Outcome(
             "SPF_PERMERROR",
-            "550 5.5.2 SPF {spf_identity} check failed permanently: {spf_explanation}",
+            FROM_CATALOGUE,
             "The domain's SPF record cannot be used: a syntax error, two records, or over "
             "10 DNS-querying terms or 2 void lookups (RFC 7208 §4.6).",
             fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),

@@ -44,9 +44,18 @@ class PolicyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: An outcome whose default reply is the reply catalogue's entry marked `default: true`
+#: for it (receiver/data/catalogue.yaml): the built-in policies keep no text of their own.
+FROM_CATALOGUE = "<from the reply catalogue>"
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """One way a policy can object, with its default reply."""
+    """One way a policy can object, with its default reply.
+
+    A third-party policy writes its reply here; a built-in one writes FROM_CATALOGUE and
+    its text comes from the reply catalogue when the class is defined.
+    """
 
     id: str
     reply: str | tuple[str, ...]
@@ -123,6 +132,11 @@ class Policy(Generic[OptionsT]):
     #: syntax check versus its RCPT ACL).
     delay_reject: bool | None = None
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if any(o.reply == FROM_CATALOGUE for o in cls.__dict__.get("outcomes", ())):
+            cls.outcomes = tuple(_from_catalogue(cls.name, o) for o in cls.outcomes)
+
     def __init__(self, options: OptionsT, replies: Mapping[str, Reply] | None = None) -> None:
         self.options: OptionsT = options
         self._outcomes = {o.id: o for o in self.outcomes}
@@ -192,6 +206,19 @@ class Policy(Generic[OptionsT]):
 
 
 PolicyClass = type[Policy[PolicyOptions]]
+
+
+def _from_catalogue(policy: str, outcome: Outcome) -> Outcome:
+    if outcome.reply != FROM_CATALOGUE:
+        return outcome
+    from .catalogue import bundled
+
+    entry = bundled().default_for(policy, outcome.id)
+    if entry is None:
+        raise LookupError(
+            f"{policy}/{outcome.id}: the reply catalogue has no entry marked default for it"
+        )
+    return replace(outcome, reply=tuple(entry.template.wire_lines()))
 
 
 def builtin_policies() -> dict[str, PolicyClass]:

@@ -16,6 +16,7 @@ import pytest
 
 from receiver import cli, expect
 from receiver import scenario as scenarios
+from receiver.fixes import fix_for
 
 pytestmark = pytest.mark.e2e
 
@@ -329,7 +330,8 @@ def test_check_lists_a_bad_helo(files: Path) -> None:
     assert o["reply"] == [
         "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"
     ]
-    assert "fully-qualified host name" in o["fix"]
+    assert o["fix"] == fix_for("helo_syntax", "HELO_NOT_FQDN")
+    assert "fully-qualified" in o["fix"]
 
 
 def test_check_lists_a_missing_ptr(files: Path) -> None:
@@ -340,7 +342,8 @@ def test_check_lists_a_missing_ptr(files: Path) -> None:
     assert o["reply"] == [
         "450 4.7.1 Client host rejected: cannot find your reverse hostname, [198.51.100.50]"
     ]
-    assert o["fix"].startswith("Ask whoever owns your IP address")
+    assert o["fix"] == fix_for("reverse_dns", "NO_PTR")
+    assert "PTR" in o["fix"]
 
 
 def test_check_lists_a_dnsbl_listing(files: Path) -> None:
@@ -394,7 +397,7 @@ def test_check_lists_every_objection_in_text_and_junit(files: Path) -> None:
     assert helo.get("message") == (
         "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"
     )
-    assert "fix: Greet with your server's fully-qualified host name" in (helo.text or "")
+    assert f"fix: {fix_for('helo_syntax', 'HELO_NOT_FQDN')}" in (helo.text or "")
 
 
 def test_check_under_delay_reject_says_when_the_reply_is_sent() -> None:
