@@ -120,6 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ScenarioError, TLSError) as exc:
         print(f"strictmx: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # The reader went away (`strictmx policies | head`): not an error of ours. Point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def cmd_policies() -> int:

@@ -289,3 +289,24 @@ def test_a_bad_listen_address_is_a_usage_error(tmp_path: Path, listen: str) -> N
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "argument --listen: expected HOST:PORT" in done.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_error() -> None:
+    # `strictmx policies | head -1`: the pipe closes while the listing is being written.
+    reader = subprocess.Popen(
+        ["head", "-c", "10"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+    )
+    assert reader.stdin is not None
+    done = subprocess.run(
+        [sys.executable, "-m", "receiver.cli", "policies"],
+        stdout=reader.stdin,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        env=environment(),
+        check=False,
+    )
+    reader.stdin.close()
+    reader.wait(timeout=10)
+    assert done.returncode == 0
+    assert "Traceback" not in done.stderr
