@@ -18,7 +18,7 @@ from receiver.session import Client, Session
 from receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
 from receiver.world.dns import dnsbl_prefix
 
-from .worlds import make_ctx
+from .worlds import make_ctx, objection_by, wire
 
 V4 = "203.0.113.9"
 V6 = "2001:db8::25"
@@ -73,17 +73,7 @@ async def run(
 
 
 def objection(verdict: Verdict | None, outcome: str) -> Verdict:
-    assert verdict is not None, "expected an objection, the client passed"
-    assert verdict.policy == "dynamic_client"
-    assert verdict.outcome == outcome, verdict.reason
-    assert verdict.reason
-    assert verdict.reply is not None
-    return verdict
-
-
-def wire(verdict: Verdict) -> str:
-    assert verdict.reply is not None
-    return verdict.reply.render()
+    return objection_by("dynamic_client", verdict, outcome)
 
 
 def ptr_world(name: str, address: str = V4, **records: Any) -> Context:

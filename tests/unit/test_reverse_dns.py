@@ -11,7 +11,7 @@ from receiver.policy import Context
 from receiver.session import Client, Session
 from receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
 
-from .worlds import make_ctx
+from .worlds import make_ctx, objection_by, wire
 
 V4 = "203.0.113.9"
 V6 = "2001:db8::25"
@@ -52,17 +52,7 @@ async def run(
 
 
 def objection(verdict: Verdict | None, outcome: str) -> Verdict:
-    assert verdict is not None, "expected an objection, the client passed"
-    assert verdict.policy == "reverse_dns"
-    assert verdict.outcome == outcome, verdict.reason
-    assert verdict.reason
-    assert verdict.reply is not None
-    return verdict
-
-
-def wire(verdict: Verdict) -> str:
-    assert verdict.reply is not None
-    return verdict.reply.render()
+    return objection_by("reverse_dns", verdict, outcome)
 
 
 # -- shape -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from receiver.policy import ClientHistory, Context
+from receiver.verdict import Verdict
 from receiver.world import World, WorldConfig
 
 HOST = "mx.strictmx.test"
@@ -31,3 +32,18 @@ def make_ctx(
     return Context(
         world=World.from_config(cfg), hostname=HOST, history=ClientHistory()
     ).for_session()
+
+
+def objection_by(policy: str, verdict: Verdict | None, outcome: str) -> Verdict:
+    """`verdict` is `policy`'s `outcome`, with a reason and a reply."""
+    assert verdict is not None, "expected an objection, the client passed"
+    assert verdict.policy == policy
+    assert verdict.outcome == outcome, verdict.reason
+    assert verdict.reason
+    assert verdict.reply is not None
+    return verdict
+
+
+def wire(verdict: Verdict) -> str:
+    assert verdict.reply is not None
+    return verdict.reply.render()
