@@ -4,17 +4,20 @@ What is kept: sessions (who connected, what they said about themselves, how it e
 transcript lines, policy verdicts, recipients tried, and accepted messages (raw bytes
 up to a size cap).
 
-One writer thread owns the SQLite connection. Loop-side writes only put an operation on a
-queue and return; the thread drains whatever is queued and commits it as one transaction,
-so a burst of transcript lines costs one commit, not thousands, and the event loop never
-waits on the disk. Reads run on the same thread and are awaited through futures, which
-also gives read-your-writes ordering. `add_message` resolves only after the transaction
-holding its row has committed, so the server says 250 only for a message really stored.
+A writer process (`receiver/journal_writer.py`) owns the SQLite connection. Loop-side
+writes are staged and handed to it in bulk, one pipe write per hand-over; it runs all
+that has arrived as one transaction, so a burst of transcript lines costs one commit, not
+thousands. The event loop never waits on the disk, and, being another process, the writer
+runs on another core without taking the interpreter lock from the loop. Reads are named
+operations run by the writer in order with the writes, which gives read-your-writes.
+`add_message` resolves only after the transaction holding its row has committed, so the
+server says 250 only for a message really stored.
 
-A failed write (disk full, a constraint, an I/O error) never ends the thread: it is
+A failed write (disk full, a constraint, an I/O error) never ends the writer: it is
 logged once per kind, reported by `healthy` and `last_error`, and any `add_message`,
 `flush`, `mark_open_aborted` or `clear` waiting on that transaction fails with
-`JournalError` (the server then answers 451 rather than a false 250).
+`JournalError` (the server then answers 451 rather than a false 250). Should the writer
+process die, everything waiting and everything after fails the same way.
 
 Times are stored as ISO 8601 UTC text with microseconds, so they sort as text.
 """
@@ -25,152 +28,49 @@ import asyncio
 import contextlib
 import json
 import logging
-import queue
-import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from . import journal_writer
+from .journal_writer import HEADER, SCHEMA_VERSION
 from .verdict import Verdict
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "SCHEMA_VERSION", "Journal", "JournalError"]
 
 log = logging.getLogger(__name__)
 
-#: PRAGMA user_version of the schema below; a later version migrates from this number.
-SCHEMA_VERSION: Final = 1
 DEFAULT_MAX_MESSAGE_BYTES: Final = 10 * 1024 * 1024
 SESSION_OUTCOMES: Final = frozenset({"accepted", "rejected", "deferred", "aborted", "idle"})
 DIRECTIONS: Final = frozenset({"in", "out", "note"})
 #: Session columns `session_updated` may change (after HELO, MAIL, XCLIENT/PROXY, STARTTLS).
 UPDATABLE_FIELDS: Final = frozenset({"helo", "mail_from", "client_address", "client_name", "tls"})
 
-#: Most operations one transaction takes: large enough that a burst costs few commits,
-#: small enough that an add_message queued behind a burst is answered soon.
-_BATCH_MAX: Final = 10_000
-#: Seconds a plain write may wait on the loop side before it is handed to the thread.
+#: Seconds a plain write may wait on the loop side before it is handed to the writer.
 _LINGER: Final = 0.05
-#: Seconds the writer waits for a lock held by another process (the sqlite3 shell, a
-#: backup) before that batch fails.
-_BUSY_TIMEOUT: Final = 5.0
-
-_SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS sessions (
-        id TEXT PRIMARY KEY,
-        started TEXT NOT NULL,
-        ended TEXT,
-        outcome TEXT,  -- NULL while the session is open
-        scenario TEXT NOT NULL,
-        peer TEXT NOT NULL,
-        peer_port INTEGER NOT NULL,
-        client_address TEXT NOT NULL,
-        client_name TEXT,
-        helo TEXT,
-        mail_from TEXT,
-        tls INTEGER NOT NULL DEFAULT 0
-    )""",
-    "CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started)",
-    # Lines are stored in chunks, a JSON list of [at, direction, line] per row, as the
-    # SMTP layer hands them over: one row per hand-over, not per line, keeps the writer's
-    # work per message small (each row is a separate step into SQLite).
-    """CREATE TABLE IF NOT EXISTS transcript (
-        id INTEGER PRIMARY KEY,
-        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        lines TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS transcript_session ON transcript (session_id)",
-    """CREATE TABLE IF NOT EXISTS verdicts (
-        id INTEGER PRIMARY KEY,
-        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        at TEXT NOT NULL,
-        policy TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        action TEXT NOT NULL,
-        stage TEXT NOT NULL,
-        replied_at TEXT,
-        code INTEGER,
-        status TEXT,
-        text TEXT,
-        reason TEXT NOT NULL,
-        rfc_compliant INTEGER NOT NULL,
-        warned INTEGER NOT NULL,
-        delay REAL NOT NULL,
-        details TEXT NOT NULL  -- JSON object
-    )""",
-    "CREATE INDEX IF NOT EXISTS verdicts_session ON verdicts (session_id)",
-    """CREATE TABLE IF NOT EXISTS rcpts (
-        id INTEGER PRIMARY KEY,
-        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        rcpt TEXT NOT NULL,
-        UNIQUE (session_id, rcpt)
-    )""",
-    """CREATE TABLE IF NOT EXISTS messages (
-        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
-        n INTEGER NOT NULL,
-        at TEXT NOT NULL,
-        mail_from TEXT NOT NULL,
-        rcpts TEXT NOT NULL,  -- JSON list
-        size INTEGER NOT NULL,  -- as received
-        truncated INTEGER NOT NULL,
-        raw BLOB NOT NULL,  -- the first max_message_bytes of it
-        PRIMARY KEY (session_id, n)
-    )""",
-)
-
-_SESSION_COLUMNS: Final = (
-    "s.id, s.started, s.ended, s.outcome, s.scenario, s.peer, s.peer_port, "
-    "s.client_address, s.client_name, s.helo, s.mail_from, s.tls"
-)
-_VERDICT_COLUMNS: Final = (
-    'session_id, at AS "when", policy, outcome, action, stage, replied_at, code, status, '
-    "text, reason, rfc_compliant, warned, delay, details"
-)
+#: Seconds close() waits for the writer process to exit after it answered the stop.
+_EXIT_TIMEOUT: Final = 10.0
+_WRITER_SCRIPT: Final = journal_writer.__file__
 
 
 class JournalError(Exception):
     """The journal could not do what was asked: not open, closed, or SQLite failed."""
 
 
-#: One statement: parameters as a tuple, or a list of tuples for executemany.
-_Write = tuple[str, tuple[object, ...] | list[tuple[object, ...]]]
-
-
-@dataclass(eq=False)
-class _Task:
-    fn: Callable[[sqlite3.Connection], Any]
-    future: Future[Any]
-    #: Answer only once the transaction holding it has committed (writes, barriers);
-    #: reads answer as soon as they ran.
-    durable: bool
-    #: Wrap it in a savepoint (all-or-nothing); off for tasks ordered to need none.
-    atomic: bool = True
-
-
-@dataclass(eq=False)
-class _Barrier:
-    """Answered once everything handed over before it is committed (an asyncio future:
-    the writer answers all of a batch's barriers with one wake-up of the loop)."""
-
-    future: asyncio.Future[None]
-    #: Fail if any write of its batch failed (a message must not be claimed stored).
-    strict: bool
-
-
-@dataclass(eq=False)
-class _Stop:
-    future: Future[None]
-
-
-_Item = _Write | list[_Write] | _Task | _Barrier | _Stop
+#: One operation for the writer (see receiver/journal_writer.py for the kinds).
+_Op = tuple[Any, ...]
 
 
 class Journal:
     """Sessions, transcripts, verdicts and messages of the receiver, in SQLite (WAL).
 
     All methods are called from the event loop. Plain writes return at once; the `async`
-    ones await the writer thread. `path` may be `":memory:"` (no WAL then; for tests).
+    ones await the writer process. `path` may be `":memory:"` (no WAL then; for tests):
+    the database then lives in the writer process until `close()`.
     """
 
     def __init__(
@@ -183,23 +83,25 @@ class Journal:
             raise ValueError(f"max_message_bytes must be >= 0, got {max_message_bytes}")
         self._path = ":memory:" if path == ":memory:" else str(Path(path))
         self._max_message_bytes = max_message_bytes
-        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        # Loop-side writes wait here and go to the thread in bulk: with the next task
-        # (add_message, a read, flush) or after _LINGER seconds. Each hand-over wakes the
-        # thread once, however many rows it carries.
-        self._staged: list[_Write] = []
+        # Loop-side writes wait here and go to the writer in bulk: with the next barrier
+        # or task, or after _LINGER seconds. Each hand-over is one pipe write.
+        self._staged: list[_Op] = []
         # Session column changes merged per session until the hand-over: one UPDATE each.
         self._updates: dict[str, dict[str, object]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None
         self._messages: dict[str, int] = {}  # messages stored per open session
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state: Literal["new", "open", "closed"] = "new"
-        self._thread: threading.Thread | None = None
-        self._writer_ident: int | None = None
-        # Written by the writer thread only; single assignments, read from the loop.
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pipe: asyncio.WriteTransport | None = None
+        self._replies: _Replies | None = None
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._next_id = 1
+        # Set when the writer process is gone while the journal is open.
+        self._broken: str | None = None
         self._healthy = True
         self._last_error: str | None = None
-        self._logged_kinds: set[str] = set()
 
     @property
     def path(self) -> str:
@@ -216,33 +118,40 @@ class Journal:
         return self._last_error
 
     @property
-    def writer_thread_id(self) -> int | None:
-        """`threading.get_ident()` of the thread that owns the connection, once open."""
-        return self._writer_ident
+    def writer_pid(self) -> int | None:
+        """The process id of the writer that owns the database, once open."""
+        return None if self._process is None else self._process.pid
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Start the writer thread, open the database and create the schema."""
+        """Start the writer process, which opens the database and creates the schema."""
         if self._state != "new":
             raise JournalError(f"journal {self._path} is already {self._state}")
-        self._loop = asyncio.get_running_loop()
-        ready: Future[None] = Future()
-        thread = threading.Thread(
-            target=self._main, args=(ready,), name="strictmx-journal", daemon=True
+        loop = self._loop = asyncio.get_running_loop()
+        # -I -S: the writer needs the standard library only; no user site, no .pth files.
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", _WRITER_SCRIPT, self._path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
-        thread.start()
+        assert process.stdin is not None and process.stdout is not None
+        self._process = process
+        ready = self._waiting[0] = loop.create_future()
         try:
-            await asyncio.wrap_future(ready)
-        except JournalError:
-            thread.join()  # it has returned already
-            raise
-        except asyncio.CancelledError:
-            # The thread may still open the file; the stop ends it once it serves.
+            _, replies = await loop.connect_read_pipe(lambda: _Replies(self), process.stdout)
+            self._replies = replies
+            pipe, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, process.stdin)
+            self._pipe = pipe
+            error = await ready
+        except BaseException:
             self._state = "closed"
-            self._queue.put(_Stop(Future()))
+            await self._reap(kill=True)
             raise
-        self._thread = thread
+        if error is not None:
+            await self._reap(kill=False)
+            self._process = self._pipe = self._replies = None
+            raise JournalError(error)  # still "new": open() may be tried again
         self._state = "open"
 
     async def flush(self) -> None:
@@ -251,7 +160,7 @@ class Journal:
         await self._barrier(strict=False)
 
     async def close(self) -> None:
-        """Commit what is queued, stop the thread, close the connection. Idempotent.
+        """Commit what is queued, stop the writer, close the database. Idempotent.
 
         A failure of that last commit is logged and reported by `healthy`, not raised:
         call `flush()` first to learn of it.
@@ -259,14 +168,13 @@ class Journal:
         if self._state != "open":
             self._state = "closed"
             return
-        self._hand_over()
+        if self._broken is None:
+            stop = self._ask(("stop",))
+            self._state = "closed"  # nothing can be queued after the stop
+            with contextlib.suppress(JournalError):  # the writer died: reported already
+                await stop
         self._state = "closed"
-        stop = _Stop(Future())
-        # Nothing can be queued after the stop: every write checks the state first.
-        self._queue.put(stop)
-        await asyncio.wrap_future(stop.future)
-        if self._thread is not None:
-            self._thread.join()
+        await self._reap(kill=False)
 
     # -- writes (return at once) -----------------------------------------------------
 
@@ -411,26 +319,12 @@ class Journal:
 
     async def mark_open_aborted(self, ended: datetime) -> int:
         """End every session that never ended as `aborted` (at shutdown); return how many."""
-        at = _iso(ended)
-
-        def mark(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "UPDATE sessions SET outcome = 'aborted', ended = ? WHERE outcome IS NULL",
-                (at,),
-            )
-            return cur.rowcount
-
-        count: int = await self._call(mark, durable=True)
+        count: int = await self._task("mark_open_aborted", _iso(ended), durable=True)
         return count
 
     async def clear(self) -> None:
         """Delete every session and everything recorded about it."""
-
-        def delete_all(conn: sqlite3.Connection) -> None:
-            for table in ("messages", "rcpts", "verdicts", "transcript", "sessions"):
-                conn.execute(f"DELETE FROM {table}")
-
-        await self._call(delete_all, durable=True)
+        await self._task("clear", durable=True)
         self._messages.clear()
 
     # -- reads -----------------------------------------------------------------------
@@ -489,93 +383,22 @@ class Journal:
         if since is not None:
             where.append("s.started >= ?")
             params.append(_iso(since))
-        sql = (
-            f"SELECT {_SESSION_COLUMNS} FROM sessions s"
-            f" WHERE {' AND '.join(where) or '1'}"
-            " ORDER BY s.started DESC, s.rowid DESC LIMIT ? OFFSET ?"
-        )
         params += [limit, offset]
-
-        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            found = [_session_dict(row) for row in conn.execute(sql, params)]
-            ids = json.dumps([s["id"] for s in found])
-            verdicts: dict[str, list[dict[str, Any]]] = {s["id"]: [] for s in found}
-            rcpts: dict[str, list[str]] = {s["id"]: [] for s in found}
-            # json_each takes any number of ids, where "IN (?, ?, ...)" has a variable limit.
-            for row in conn.execute(
-                f"SELECT {_VERDICT_COLUMNS} FROM verdicts"
-                " WHERE session_id IN (SELECT value FROM json_each(?)) ORDER BY id",
-                (ids,),
-            ):
-                verdicts[row["session_id"]].append(_verdict_dict(row))
-            for row in conn.execute(
-                "SELECT session_id, rcpt FROM rcpts"
-                " WHERE session_id IN (SELECT value FROM json_each(?)) ORDER BY id",
-                (ids,),
-            ):
-                rcpts[row["session_id"]].append(row["rcpt"])
-            for s in found:
-                s["verdicts"] = verdicts[s["id"]]
-                s["rcpts"] = rcpts[s["id"]]
-            return found
-
-        result: list[dict[str, Any]] = await self._call(read, durable=False)
-        return result
+        # The condition is made of the fixed fragments above; values are bound.
+        found: list[dict[str, Any]] = await self._task(
+            "sessions", " AND ".join(where) or "1", params
+        )
+        return found
 
     async def session(self, session_id: str) -> dict[str, Any] | None:
         """One session with its `verdicts`, `rcpts`, `transcript` and `messages`."""
-
-        def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
-            row = conn.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions s WHERE s.id = ?", (session_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            found = _session_dict(row)
-            found["verdicts"] = [
-                _verdict_dict(v)
-                for v in conn.execute(
-                    f"SELECT {_VERDICT_COLUMNS} FROM verdicts WHERE session_id = ? ORDER BY id",
-                    (session_id,),
-                )
-            ]
-            found["rcpts"] = [
-                r["rcpt"]
-                for r in conn.execute(
-                    "SELECT rcpt FROM rcpts WHERE session_id = ? ORDER BY id", (session_id,)
-                )
-            ]
-            found["transcript"] = [
-                {"when": _iso_epoch(when), "direction": direction, "line": line}
-                for (chunk,) in conn.execute(
-                    "SELECT lines FROM transcript WHERE session_id = ? ORDER BY id", (session_id,)
-                )
-                for when, direction, line in json.loads(chunk)
-            ]
-            found["messages"] = [
-                {**dict(m), "rcpts": json.loads(m["rcpts"]), "truncated": bool(m["truncated"])}
-                for m in conn.execute(
-                    'SELECT n, at AS "when", mail_from, rcpts, size, truncated FROM messages'
-                    " WHERE session_id = ? ORDER BY n",
-                    (session_id,),
-                )
-            ]
-            return found
-
-        result: dict[str, Any] | None = await self._call(read, durable=False)
-        return result
+        found: dict[str, Any] | None = await self._task("session", session_id)
+        return found
 
     async def message_raw(self, session_id: str, n: int) -> bytes | None:
         """The stored bytes of message `n` (truncated at `max_message_bytes`), or None."""
-
-        def read(conn: sqlite3.Connection) -> bytes | None:
-            row = conn.execute(
-                "SELECT raw FROM messages WHERE session_id = ? AND n = ?", (session_id, n)
-            ).fetchone()
-            return None if row is None else bytes(row["raw"])
-
-        result: bytes | None = await self._call(read, durable=False)
-        return result
+        raw: bytes | None = await self._task("message_raw", session_id, n)
+        return raw
 
     # -- loop side plumbing ----------------------------------------------------------
 
@@ -587,7 +410,7 @@ class Journal:
 
     def _write(self, sql: str, params: tuple[object, ...] | list[tuple[object, ...]]) -> None:
         self._check_open()
-        self._staged.append((sql, params))
+        self._staged.append(("write", sql, params))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(_LINGER, self._hand_over)
 
@@ -598,282 +421,142 @@ class Journal:
             self._timer = asyncio.get_running_loop().call_later(_LINGER, self._hand_over)
 
     def _hand_over(self) -> None:
+        """Send the staged writes (and barriers, tasks) to the writer in one frame."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
+        self._stage_updates()
+        staged, self._staged = self._staged, []
+        if not staged or self._broken is not None:
+            return  # the writer is gone: nothing can be stored, barriers fail at once
+        assert self._pipe is not None
+        payload = pickle.dumps(staged, protocol=pickle.HIGHEST_PROTOCOL)
+        self._pipe.write(HEADER.pack(len(payload)) + payload)
+
+    def _stage_updates(self) -> None:
         for session_id, fields in self._updates.items():
             # Names come from UPDATABLE_FIELDS and the end columns only: safe to format.
             names = sorted(fields)
             sql = f"UPDATE sessions SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?"
-            self._staged.append((sql, (*(fields[n] for n in names), session_id)))
+            self._staged.append(("write", sql, (*(fields[n] for n in names), session_id)))
         self._updates = {}
-        if self._staged:
-            self._queue.put(self._staged)
-            self._staged = []
+
+    def _ask(self, op: _Op) -> asyncio.Future[Any]:
+        """Hand over the staged writes and `op` (its id filled in); its answer, later."""
+        assert self._loop is not None
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if self._broken is not None:
+            future.set_exception(JournalError(self._broken))
+            return future
+        op_id = self._next_id
+        self._next_id += 1
+        self._waiting[op_id] = future
+        self._stage_updates()  # the operation sees every earlier write
+        self._staged.append((op[0], op_id, *op[1:]))
+        # Handed over once this turn of the loop is done: the sessions that reach a
+        # barrier together share one pipe write and one commit.
+        if self._soon is None:
+            self._soon = self._loop.call_soon(self._hand_over)
+        return future
 
     async def _barrier(self, *, strict: bool) -> None:
         self._check_open()
-        self._hand_over()
-        assert self._loop is not None
-        barrier = _Barrier(self._loop.create_future(), strict)
-        self._queue.put(barrier)
-        await barrier.future
+        await self._ask(("barrier", strict))
 
-    async def _call(
-        self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool, atomic: bool = True
-    ) -> Any:
+    async def _task(self, name: str, *args: object, durable: bool = False) -> Any:
         self._check_open()
-        self._hand_over()  # a task sees (and a durable one commits) every earlier write
-        future: Future[Any] = Future()
-        self._queue.put(_Task(fn, future, durable, atomic))
-        return await asyncio.wrap_future(future)
+        return await self._ask(("task", name, args, durable))
 
-    # -- the writer thread -----------------------------------------------------------
+    # -- answers from the writer -----------------------------------------------------
 
-    def _main(self, ready: Future[None]) -> None:
-        try:
-            conn = self._connect()
-        except JournalError as exc:
-            _settle(ready, error=exc)
+    def _answered(self, message: tuple[Any, ...]) -> None:
+        if message[0] == "ready":
+            self._settle(0, message[1], None)
             return
-        except Exception as exc:
-            _settle(ready, error=JournalError(f"cannot open journal {self._path}: {exc}"))
-            return
-        self._writer_ident = threading.get_ident()
-        _settle(ready, None)
-        stop = self._serve(conn)
-        # Closed before close() is answered: the last connection's close checkpoints the
-        # WAL, which close() must not wait for on the loop's thread.
-        try:
-            conn.close()
-        except sqlite3.Error as exc:
-            self._failed(exc)
-        _settle(stop.future, None)
-
-    def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: the writer issues BEGIN/COMMIT itself, one pair per batch.
-        conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT, isolation_level=None)
-        try:
-            conn.row_factory = sqlite3.Row
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if self._path != ":memory:" and mode != "wal":
-                raise JournalError(
-                    f"cannot open journal {self._path}: SQLite refused WAL mode"
-                    f" (journal_mode stays {mode!r}; is it on a network filesystem?)"
-                )
-            # In WAL mode NORMAL cannot corrupt the database and survives a process crash;
-            # only a power loss may drop the last commits, acceptable for a test receiver
-            # and it spares an fsync per batch.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise JournalError(
-                    f"cannot open journal {self._path}: its schema version {version} is newer"
-                    f" than this strictmx supports ({SCHEMA_VERSION})"
-                )
-            # IMMEDIATE takes the write lock now, so a read-only file fails at open rather
-            # than at the first session.
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _serve(self, conn: sqlite3.Connection) -> _Stop:
-        while True:
-            batch: list[_Item] = []
-            item = self._queue.get()
-            while True:
-                if isinstance(item, list):
-                    batch.extend(item)
-                else:
-                    batch.append(item)
-                if len(batch) >= _BATCH_MAX:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            # close() queues the stop last and nothing after it, so it ends a batch.
-            stop = batch.pop() if isinstance(batch[-1], _Stop) else None
-            if batch:
-                self._run_batch_safely(conn, batch)
-            if isinstance(stop, _Stop):
-                return stop
-
-    def _answer(self, barriers: list[_Barrier], failure: BaseException | None) -> None:
-        """Answer a batch's barriers with one call into the loop."""
-        if not barriers:
-            return
-        answers: list[tuple[asyncio.Future[None], BaseException | None]] = [
-            (b.future, self._journal_error(failure) if failure and b.strict else None)
-            for b in barriers
-        ]
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-            self._loop.call_soon_threadsafe(_answer_barriers, answers)
-
-    def _run_batch_safely(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        try:
-            self._run_batch(conn, batch)
-        except Exception as exc:
-            # BEGIN or ROLLBACK failed: fail whatever is still waiting, keep serving.
-            self._failed(exc)
-            self._answer([item for item in batch if isinstance(item, _Barrier)], exc)
-            for item in batch:
-                if isinstance(item, _Task):
-                    _settle(item.future, error=self._journal_error(exc))
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error as rollback_exc:
-                    self._failed(rollback_exc)
-
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        committed: list[tuple[Future[Any], Any]] = []  # durable results awaiting COMMIT
-        barriers = [item for item in batch if isinstance(item, _Barrier)]
-        clean = True
-        failure: BaseException | None = None
-        changes = conn.total_changes
-        conn.execute("BEGIN")
-        for item in _grouped([item for item in batch if not isinstance(item, _Barrier)]):
-            assert not isinstance(item, _Stop | list | _Barrier)
-            try:
-                if isinstance(item, tuple):
-                    sql, params = item
-                    if isinstance(params, list):
-                        conn.executemany(sql, params)
-                    else:
-                        conn.execute(sql, params)
-                elif item.durable:
-                    committed.append((item.future, self._run_task(conn, item)))
-                else:
-                    _settle(item.future, self._run_task(conn, item))
-            except Exception as exc:
-                clean = False
-                failure = exc
-                self._failed(exc)
-                if isinstance(item, _Task):
-                    _settle(item.future, error=self._journal_error(exc))
-                if not conn.in_transaction:
-                    # SQLite rolled the whole transaction back (disk full, I/O error), so
-                    # what ran before in this batch is gone too.
-                    for future, _ in committed:
-                        _settle(future, error=self._journal_error(exc))
-                    committed.clear()
-                    conn.execute("BEGIN")
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._failed(exc)
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for future, _ in committed:
-                _settle(future, error=self._journal_error(exc))
-            self._answer(barriers, exc)
-            return
-        self._answer(barriers, failure)
-        # Only rows really committed prove writes work again (a flush or a read does not).
+        _, healthy, last_error, logs, answers = message
+        for level, text in logs:
+            log.log(level, "journal %s: %s", self._path, text)
         # Health first: whoever is answered next may look at it.
-        if clean and conn.total_changes > changes and not self._healthy:
-            log.warning("journal %s: writes succeed again", self._path)
-            self._healthy = True
-        for future, result in committed:
-            _settle(future, result)
+        self._healthy = healthy
+        self._last_error = last_error
+        for op_id, error, result in answers:
+            self._settle(op_id, None if error is None else f"journal {self._path}: {error}", result)
 
-    @staticmethod
-    def _run_task(conn: sqlite3.Connection, task: _Task) -> Any:
-        if not task.atomic:
-            return task.fn(conn)
-        # A savepoint makes a task of several statements all-or-nothing inside the batch.
-        conn.execute("SAVEPOINT task")
-        try:
-            result = task.fn(conn)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK TO task")
-                conn.execute("RELEASE task")
-            raise
-        conn.execute("RELEASE task")
-        return result
-
-    def _failed(self, exc: BaseException) -> None:
-        kind = f"{type(exc).__name__}: {exc}"
-        self._healthy = False
-        self._last_error = kind
-        if kind not in self._logged_kinds:
-            self._logged_kinds.add(kind)
-            log.error("journal %s: write failed: %s", self._path, kind)
-
-    def _journal_error(self, exc: BaseException) -> JournalError:
-        error = JournalError(f"journal {self._path}: {type(exc).__name__}: {exc}")
-        error.__cause__ = exc
-        return error
-
-
-def _grouped(batch: list[_Item]) -> list[_Item]:
-    """Writes between two tasks, as few statements as possible: one executemany per SQL.
-
-    Within such a run, new sessions are inserted first and session updates come last;
-    everything else only adds rows under existing sessions, so grouping by statement
-    keeps every row's meaning. Tasks keep their place: they see every earlier write.
-    """
-    out: list[_Item] = []
-    run: dict[str, list[tuple[object, ...]]] = {}
-
-    def close_run() -> None:
-        ranked = sorted(run, key=_rank)  # stable: first appearance within a rank
-        out.extend((sql, run[sql]) for sql in ranked)
-        run.clear()
-
-    for item in batch:
-        if isinstance(item, tuple):
-            sql, params = item
-            rows = run.setdefault(sql, [])
-            if isinstance(params, list):
-                rows.extend(params)
-            else:
-                rows.append(params)
-        else:
-            close_run()
-            out.append(item)
-    close_run()
-    return out
-
-
-def _rank(sql: str) -> int:
-    if sql.startswith("INSERT INTO sessions"):
-        return 0
-    return 2 if sql.startswith("UPDATE") else 1
-
-
-def _answer_barriers(answers: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
-    for future, error in answers:
-        if future.done():
-            continue  # the awaiting task was cancelled
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
-
-
-def _settle(future: Future[Any], result: Any = None, *, error: BaseException | None = None) -> None:
-    try:
-        if error is None:
+    def _settle(self, op_id: int, error: str | None, result: Any) -> None:
+        future = self._waiting.pop(op_id, None)
+        if future is None or future.done():
+            return  # the awaiting task was cancelled
+        if op_id == 0:  # open() judges the writer's ready answer itself
+            future.set_result(error)
+        elif error is None:
             future.set_result(result)
         else:
-            future.set_exception(error)
-    except InvalidStateError:
-        pass  # the awaiting task was cancelled, or a failure already answered it
+            future.set_exception(JournalError(error))
+
+    def _writer_gone(self) -> None:
+        """The writer's output ended: after a stop, or because the process died."""
+        if self._state == "open" and self._broken is None:
+            code = None if self._process is None else self._process.poll()
+            self._broken = f"journal {self._path}: the writer process exited (code {code})"
+            self._healthy = False
+            self._last_error = self._broken
+            log.error("%s; nothing more is stored", self._broken)
+        reason = self._broken or f"journal {self._path}: the writer process exited"
+        waiting, self._waiting = self._waiting, {}
+        for op_id, future in waiting.items():
+            if not future.done():
+                future.set_result(reason) if op_id == 0 else future.set_exception(
+                    JournalError(reason)
+                )
+
+    async def _reap(self, *, kill: bool) -> None:
+        process = self._process
+        if self._pipe is not None:
+            self._pipe.close()  # end of input: a writer still running commits and exits
+        if process is None:
+            return
+        if kill:
+            process.kill()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _EXIT_TIMEOUT
+        while process.poll() is None:
+            if loop.time() > deadline:
+                log.error("journal %s: the writer did not exit; killing it", self._path)
+                process.kill()
+            await asyncio.sleep(0.005)
+        if self._replies is not None:
+            await self._replies.finished
+        if process.stdout is not None:
+            process.stdout.close()
 
 
-def _iso_epoch(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
+class _Replies(asyncio.Protocol):
+    """Reads the writer's answer frames and hands each to the journal."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._buffer = bytearray()
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer)
+            end = HEADER.size + size
+            if len(buffer) < end:
+                return
+            message = pickle.loads(buffer[HEADER.size : end])
+            del buffer[:end]
+            self._journal._answered(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._journal._writer_gone()
+        if not self.finished.done():
+            self.finished.set_result(None)
 
 
 def _iso(when: datetime) -> str:
@@ -886,18 +569,3 @@ def _contains(text: str) -> str:
     """A LIKE pattern (ESCAPE '\\') matching `text` anywhere, its % and _ taken literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
-
-
-def _session_dict(row: sqlite3.Row) -> dict[str, Any]:
-    found = dict(row)
-    found["tls"] = bool(found["tls"])
-    return found
-
-
-def _verdict_dict(row: sqlite3.Row) -> dict[str, Any]:
-    found = dict(row)
-    del found["session_id"]
-    found["rfc_compliant"] = bool(found["rfc_compliant"])
-    found["warned"] = bool(found["warned"])
-    found["details"] = json.loads(found["details"])
-    return found

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
-import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -440,11 +440,11 @@ async def test_a_newer_schema_is_refused(db: Path) -> None:
         await Journal(db).open()
 
 
-async def test_writes_run_on_the_writer_thread(journal: Journal, db: Path) -> None:
+async def test_writes_run_in_the_writer_process(journal: Journal, db: Path) -> None:
     start(journal, "s1", at(0))
     await journal.flush()
-    assert journal.writer_thread_id is not None
-    assert journal.writer_thread_id != threading.get_ident()
+    assert journal.writer_pid is not None
+    assert journal.writer_pid != os.getpid()
 
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # hold the write lock: nobody can commit now
