@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -545,3 +546,43 @@ async def test_many_sessions(journal: Journal, db: Path) -> None:
     assert count(db, "transcript") == 50_000
     assert [s["id"] for s in await journal.sessions(limit=2)] == ["s4999", "s4998"]
     assert len(await journal.sessions(outcome="idle", limit=10_000)) == 5000
+
+
+async def test_a_dead_writer_fails_every_wait_and_claims_nothing_stored(
+    journal: Journal, db: Path
+) -> None:
+    start(journal, "s1", at(0))
+    await journal.flush()
+    assert journal.healthy
+    pid = journal.writer_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # the writer this journal started
+    with pytest.raises(JournalError, match="writer process exited"):
+        await journal.add_message("s1", mail_from="", rcpts=["a@b"], raw=b"x", when=at(1))
+    assert not journal.healthy
+    assert journal.last_error is not None and "writer process exited" in journal.last_error
+    # Plain writes are dropped (nothing can store them), reads and flushes fail at once.
+    journal.transcript("s1", "in", "NOOP", at(2))
+    with pytest.raises(JournalError, match="writer process exited"):
+        await journal.flush()
+    with pytest.raises(JournalError, match="writer process exited"):
+        await journal.sessions()
+    await journal.close()
+    assert count(db, "sessions") == 1
+    assert count(db, "messages") == 0
+
+
+async def test_the_writer_ignores_sigint_and_commits_on_close(db: Path) -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the receiver decides when
+    # the journal closes, so the writer must outlive the signal and commit the rest.
+    journal = Journal(db)
+    await journal.open()
+    start(journal, "s1", at(0))
+    await journal.flush()
+    assert journal.writer_pid is not None
+    os.kill(journal.writer_pid, signal.SIGINT)
+    start(journal, "s2", at(1))
+    await journal.add_message("s2", mail_from="", rcpts=[], raw=b"x", when=at(2))
+    await journal.close()
+    assert count(db, "sessions") == 2
+    assert count(db, "messages") == 1
