@@ -122,8 +122,13 @@ def parse_name(text: str) -> dns.name.Name:
         raise ValueError(f"not a domain name: {text!r} ({exc})") from None
 
 
+@functools.lru_cache(maxsize=16384)
 def name_text(name: dns.name.Name) -> str:
-    """The form every name takes here: lowercase, no final dot (the root stays '.')."""
+    """The form every name takes here: lowercase, no final dot (the root stays '.').
+
+    Remembered: the same PTR targets, exchanges and HELO names come back in every session,
+    and dnspython's conversion is among the dearest steps of a lookup.
+    """
     return name.canonicalize().to_text(omit_final_dot=True)
 
 
@@ -171,6 +176,11 @@ def dnsbl_prefix(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 def reverse_name(address: str) -> str:
     """`address`'s name under in-addr.arpa or ip6.arpa (clients repeat: kept)."""
     return name_text(dns.reversename.from_address(normalise_ip(address)))
+
+
+@functools.lru_cache(maxsize=16384)
+def _rdata_text(rdata: dns.rdata.Rdata) -> str:
+    return rdata.to_text()
 
 
 def normalise_ip(text: str) -> str:
@@ -664,7 +674,7 @@ class WorldDNS:
         failure: TempFail | None = None
         for rdtype in ("A", "AAAA"):
             try:
-                found += [rdata.to_text() for rdata in await self.resolve(name, rdtype)]
+                found += [_rdata_text(rdata) for rdata in await self.resolve(name, rdtype)]
             except NXDomain:
                 break  # the name does not exist for AAAA either
             except NoData:
