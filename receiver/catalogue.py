@@ -3,8 +3,9 @@
 `receiver/data/catalogue.yaml` lists each policy outcome once (family, the stage that
 decides it, cause, fix, whether RFC 5321 allows the refusal) and the reply texts that
 stand for it: the documented replies of seed-replies.yaml, real receivers' replies from
-receivers.md and the project's own defaults. `explain` matches bounces against it and
-`reproduce` builds scenarios from it.
+receivers.md and the project's own defaults. Policies take their default replies from
+it and scenarios name its entries (`replies: {OUTCOME: {entry: ID}}`, see `entry_for`);
+`explain` matches bounces against it and `reproduce` builds scenarios from it.
 
 Loading validates everything and names the entry at fault:
 `catalogue.yaml replies[12] (seed-13) outcome: no outcome helo_syntax/HELO_NOPE ...`.
@@ -12,6 +13,7 @@ Loading validates everything and names the entry at fault:
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -159,6 +161,34 @@ class Catalogue:
 
     def default_for(self, policy: str, outcome: str) -> Entry | None:
         return next((e for e in self.for_outcome(policy, outcome) if e.default), None)
+
+    def entry_for(self, entry_id: str, policy: str, outcome: str) -> Entry:
+        """The entry a scenario names as `policy`'s reply for `outcome`.
+
+        Raises CatalogueError for an unknown id or an entry of another outcome; the message
+        lists the ids that would fit, so a typo or a mix-up is fixed in one go.
+        """
+        entry = self._by_id.get(entry_id)
+        if entry is None:
+            near = difflib.get_close_matches(entry_id, self._by_id, n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise CatalogueError(
+                f"no catalogue entry {entry_id!r}{hint} ({self._fitting(policy, outcome)})"
+            )
+        if (entry.policy, entry.outcome) != (policy, outcome):
+            raise CatalogueError(
+                f"{entry_id} is a reply for {entry.policy}/{entry.outcome}, not "
+                f"{policy}/{outcome} ({self._fitting(policy, outcome)})"
+            )
+        return entry
+
+    def _fitting(self, policy: str, outcome: str) -> str:
+        ids = [e.id for e in self.for_outcome(policy, outcome)]
+        if ids:
+            return f"entries for {policy}/{outcome}: {', '.join(ids)}"
+        if (policy, outcome) in self.outcomes:
+            return f"the catalogue has no entry for {policy}/{outcome}"
+        return f"the catalogue knows no outcome {policy}/{outcome}"
 
     @property
     def families(self) -> list[str]:

@@ -10,12 +10,13 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from . import check, runner
+from . import catalogue, check, runner
 from . import explain as explaining
 from . import reproduce as reproducing
 from . import scenario as scenarios
@@ -143,6 +144,19 @@ def _describe_policy(name: str, cls: PolicyClass) -> None:
         print(f"    {outcome.id}: {lines[0]}{rfc}")
         for more in lines[1:]:
             print(f"    {' ' * len(outcome.id)}  {more}")
+        # What a scenario may name instead (`replies: {OUTCOME: {entry: ID}}`).
+        entries = [e.id for e in catalogue.bundled().for_outcome(name, outcome.id)]
+        if entries:
+            indent = " " * (len(outcome.id) + 6)
+            print(
+                textwrap.fill(
+                    "entries: " + ", ".join(entries),
+                    96,
+                    initial_indent=indent,
+                    subsequent_indent=indent + "  ",
+                    break_on_hyphens=False,
+                )
+            )
     fields: dict[str, FieldInfo] = cls.Options.model_fields
     if fields:
         print("  options:")

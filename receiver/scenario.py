@@ -11,10 +11,16 @@ policies:
   helo:
     - policy: helo_syntax
       mode: rfc1035
-      replies: {HELO_INVALID: "550 Illegal HELO/EHLO greeting"}
+      replies:                                     # override an outcome's default reply
+        HELO_NOT_FQDN: {entry: seed-13}            # a reply catalogue entry, by id
+        HELO_INVALID: "550 Bad HELO name {helo}"   # or a text of one's own
 world: {dns: {...}, clients: {...}, clock: {...}, mailboxes: {...}}
 expect: []   # cases for `strictmx run` (see receiver/expect.py)
 ```
+
+An `{entry: ID}` reply must be one of the policy outcome's catalogue entries
+(receiver/data/catalogue.yaml); the bundled scenarios name entries only, so every text
+strictmx ships lives in the catalogue.
 
 Every error raised here is a `ScenarioError` whose text reads
 `scenarios/x.yaml:14 policies.helo[2].mode: 'rfc9999' is not one of: 'rfc1035', ...`.
@@ -32,6 +38,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import catalogue
 from .engine import Engine, EngineSettings
 from .expect import Case
 from .policy import Policy, PolicyClass, PolicyOptions, load_registry
@@ -44,6 +51,8 @@ KeyPath = tuple[str | int, ...]
 SESSION_KEY = "session"
 #: Keys of a policy entry that are not the policy's options.
 ENTRY_KEYS = ("policy", "replies", "delay_reject")
+#: How a reply override names a reply catalogue entry instead of giving a text.
+ENTRY_FORM = "{entry: ID} (an id of receiver/data/catalogue.yaml)"
 STAGE_KEYS = [SESSION_KEY, *(s.value for s in Stage)]
 
 
@@ -329,17 +338,41 @@ def _entry(
         raise ScenarioError(where.at((*path, "replies"), "replies must map outcome ids to replies"))
     for outcome_id, spec in raw_replies.items():
         rpath = (*path, "replies", outcome_id)
-        if not isinstance(spec, str | list) or (
-            isinstance(spec, list) and not all(isinstance(s, str) for s in spec)
-        ):
-            raise ScenarioError(where.at(rpath, "a reply is a string or a list of lines"))
         try:
-            reply = Reply.parse(spec)
+            if isinstance(spec, Mapping):
+                reply = _catalogue_reply(spec, cls, str(outcome_id), rpath, where)
+            elif isinstance(spec, str) or (
+                isinstance(spec, list) and all(isinstance(s, str) for s in spec)
+            ):
+                reply = Reply.parse(spec)
+            else:
+                raise ReplyError(f"a reply is a string, a list of lines or {ENTRY_FORM}")
+            # Catalogue texts too: the registry in use need not be the one the catalogue's
+            # tests hold them to.
             cls.validate_reply(str(outcome_id), reply)
         except ReplyError as exc:
             raise ScenarioError(where.at(rpath, str(exc))) from None
         replies[str(outcome_id)] = reply
     return PolicyEntry(cls, options, replies, listed_under, path, delay)
+
+
+def _catalogue_reply(
+    spec: Mapping[str, Any], cls: PolicyClass, outcome_id: str, rpath: KeyPath, where: _LineMap
+) -> Reply:
+    """`{entry: ID}`: the reply catalogue's text, so a persona's reply has one source."""
+    entry_id = spec.get("entry")
+    if set(spec) != {"entry"} or not isinstance(entry_id, str):
+        raise ReplyError(f"a reply from the catalogue is {ENTRY_FORM}, nothing else")
+    known = sorted(o.id for o in cls.outcomes)
+    if outcome_id not in known:
+        # Said before the entry is looked up: no entry can fit an outcome that is not there.
+        raise ReplyError(
+            f"{cls.name} has no outcome {outcome_id!r}; its outcomes are: " + ", ".join(known)
+        )
+    try:
+        return catalogue.bundled().entry_for(entry_id, cls.name, outcome_id).template
+    except catalogue.CatalogueError as exc:
+        raise ScenarioError(where.at((*rpath, "entry"), str(exc))) from None
 
 
 class _LineMap:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from typing import Any
 
 import pytest
 import yaml
 
+from receiver import cli
 from receiver import scenario as scenarios
 from receiver.catalogue import Catalogue, CatalogueError, bundled, loads
 from receiver.policy import builtin_policies
@@ -101,6 +103,53 @@ def test_persona_entries_name_their_receiver_and_source() -> None:
         assert entry.receiver and entry.source
 
 
+def bundled_overrides() -> list[tuple[str, str, str, Any]]:
+    """(scenario, policy, outcome, override as written) for every bundled reply override."""
+    found = []
+    for path in sorted(scenarios.bundled_dir().glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        for items in (data.get("policies") or {}).values():
+            for item in items:
+                for outcome, spec in (item.get("replies") or {}).items():
+                    found.append((path.stem, item["policy"], outcome, spec))
+    return found
+
+
+def test_bundled_scenarios_take_every_reply_from_the_catalogue() -> None:
+    overrides = bundled_overrides()
+    assert len(overrides) > 100
+    inline = [
+        f"{name}: {policy}/{outcome}: {spec!r}"
+        for name, policy, outcome, spec in overrides
+        if not (isinstance(spec, dict) and spec.keys() == {"entry"})
+    ]
+    assert not inline, "inline reply texts; give them a catalogue entry:\n" + "\n".join(inline)
+    for name, policy, outcome, spec in overrides:
+        entry = CATALOGUE.get(spec["entry"])
+        assert (entry.policy, entry.outcome) == (policy, outcome), f"{name}: {spec}"
+
+
+def test_an_outcome_has_each_text_once() -> None:
+    # So a scenario sending a seed's words names the seed: no other entry has them.
+    seen: dict[tuple[str, str, Reply], str] = {}
+    for entry in CATALOGUE.entries:
+        key = (entry.policy, entry.outcome, entry.template)
+        assert key not in seen, f"{entry.id} repeats {seen[key]}"
+        seen[key] = entry.id
+
+
+def test_policies_lists_the_entries_a_scenario_may_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["policies"]) == 0
+    out = capsys.readouterr().out
+    # The outcome's line, then its entries on lines indented under the reply.
+    found = re.search(r"^    HELO_NOT_FQDN: .*\n((?:      +\S.*\n)+)", out, re.M)
+    assert found, out
+    listed = " ".join(found.group(1).split())
+    assert listed.startswith("entries: ")
+    ids = listed.removeprefix("entries: ").split(", ")
+    assert ids == [e.id for e in CATALOGUE.for_outcome("helo_syntax", "HELO_NOT_FQDN")]
+
+
 def test_lookups() -> None:
     assert {e.id for e in CATALOGUE.for_outcome("reverse_dns", "NO_PTR")} >= {"seed-10", "seed-67"}
     assert CATALOGUE.default_for("reverse_dns", "NO_PTR") is not None
@@ -126,6 +175,45 @@ outcomes:
 
 def load(replies: str, outcomes: str = OUTCOME) -> Catalogue:
     return loads(outcomes + "replies:\n" + replies, source="test.yaml")
+
+
+def test_an_entry_is_looked_up_for_the_outcome_it_stands_for() -> None:
+    entry = CATALOGUE.entry_for("seed-13", "helo_syntax", "HELO_NOT_FQDN")
+    assert entry.template == Reply.parse("550 Illegal HELO/EHLO greeting")
+
+
+@pytest.mark.parametrize(
+    ("entry_id", "policy", "outcome", "message"),
+    [
+        (
+            "seed-131",
+            "helo_syntax",
+            "HELO_NOT_FQDN",
+            "no catalogue entry 'seed-131'; did you mean seed-31, seed-13, seed-11? (entries "
+            "for helo_syntax/HELO_NOT_FQDN: seed-13, postfix-helo-not-fqdn, haraka-helo-fqdn,",
+        ),
+        (
+            "seed-12",
+            "helo_syntax",
+            "HELO_NOT_FQDN",
+            "seed-12 is a reply for helo_syntax/HELO_INVALID, not helo_syntax/HELO_NOT_FQDN "
+            "(entries for helo_syntax/HELO_NOT_FQDN: seed-13,",
+        ),
+        (
+            "seed-13",
+            "my_plugin",
+            "REFUSED",
+            "seed-13 is a reply for helo_syntax/HELO_NOT_FQDN, not my_plugin/REFUSED "
+            "(the catalogue knows no outcome my_plugin/REFUSED)",
+        ),
+    ],
+)
+def test_an_entry_for_another_outcome_is_an_error_that_lists_the_fitting_ones(
+    entry_id: str, policy: str, outcome: str, message: str
+) -> None:
+    with pytest.raises(CatalogueError) as err:
+        CATALOGUE.entry_for(entry_id, policy, outcome)
+    assert str(err.value).startswith(message), err.value
 
 
 def test_a_minimal_catalogue_loads() -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from receiver import scenario as scenarios
+from receiver.policy import ClientHistory, Context, PolicyClass, load_registry
 from receiver.scenario import ScenarioError
+from receiver.session import Client, Session
 from receiver.verdict import Stage
+from receiver.world import World
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -103,6 +108,107 @@ def test_reply_override_with_an_unknown_placeholder(tmp_path: Path) -> None:
     )
     message = error_of(tmp_path, text)
     assert "unknown placeholder {zone}" in message
+
+
+# -- replies from the reply catalogue ---------------------------------------------------
+
+CATALOGUE_REPLIES = """\
+policies:
+  helo:
+    - policy: helo_syntax
+      replies:
+        HELO_MISSING: {entry: exim-helo-missing}
+        HELO_NOT_FQDN:
+          entry: seed-13
+        HELO_INVALID: "550 5.5.2 {helo} is not a host name"
+"""
+
+
+async def refusal_at_helo(scenario: scenarios.Scenario, helo: str) -> list[str]:
+    (policy,) = scenario.chains()[Stage.HELO]
+    session = Session(Client("127.0.0.1", address="203.0.113.9"))
+    session.helo, session.helo_verb = helo, "EHLO"
+    ctx = Context(world=World.from_config(scenario.world), hostname="mx", history=ClientHistory())
+    verdict = await policy.check(Stage.HELO, session, ctx)
+    assert verdict is not None and verdict.reply is not None
+    return verdict.reply.wire_lines()
+
+
+async def test_a_reply_names_a_catalogue_entry(tmp_path: Path) -> None:
+    scenario = scenarios.load(write(tmp_path, CATALOGUE_REPLIES))
+    assert await refusal_at_helo(scenario, "") == ["501 Syntactically invalid EHLO argument(s)"]
+    assert await refusal_at_helo(scenario, "server01") == ["550 Illegal HELO/EHLO greeting"]
+    # An inline text beside it, and an outcome left alone keeps the catalogue's default.
+    assert await refusal_at_helo(scenario, "a_b.example") == [
+        "550 5.5.2 a_b.example is not a host name"
+    ]
+    assert await refusal_at_helo(scenario, "[300.1.2.3]") == [
+        "501 5.5.2 <[300.1.2.3]>: Helo command rejected: invalid ip address"
+    ]
+
+
+def test_an_unknown_entry_suggests_near_ids_and_the_outcomes_entries(tmp_path: Path) -> None:
+    message = error_of(tmp_path, CATALOGUE_REPLIES.replace("seed-13", "seed-131"))
+    assert (
+        "x.yaml:7 policies.helo[0].replies.HELO_NOT_FQDN.entry: no catalogue entry "
+        "'seed-131'; did you mean seed-31, seed-13, seed-11? (entries for "
+        "helo_syntax/HELO_NOT_FQDN: seed-13, postfix-helo-not-fqdn," in message
+    ), message
+
+
+def test_an_entry_of_another_outcome_says_whose_it_is_and_what_fits(tmp_path: Path) -> None:
+    message = error_of(tmp_path, CATALOGUE_REPLIES.replace("seed-13", "postfix-no-ptr"))
+    assert (
+        "x.yaml:7 policies.helo[0].replies.HELO_NOT_FQDN.entry: postfix-no-ptr is a reply for "
+        "reverse_dns/NO_PTR, not helo_syntax/HELO_NOT_FQDN (entries for "
+        "helo_syntax/HELO_NOT_FQDN: seed-13, postfix-helo-not-fqdn," in message
+    ), message
+    sibling = error_of(tmp_path, CATALOGUE_REPLIES.replace("exim-helo-missing", "seed-12"))
+    assert (
+        "x.yaml:5 policies.helo[0].replies.HELO_MISSING.entry: seed-12 is a reply for "
+        "helo_syntax/HELO_INVALID, not helo_syntax/HELO_MISSING" in sibling
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("{entry: seed-13, text: x}", "a reply from the catalogue is {entry: ID}"),
+        ("{entry: 13}", "a reply from the catalogue is {entry: ID}"),
+        ("{}", "a reply from the catalogue is {entry: ID}"),
+        ("42", "a reply is a string, a list of lines or {entry: ID}"),
+    ],
+)
+def test_a_malformed_entry_reference(tmp_path: Path, spec: str, message: str) -> None:
+    text = (
+        f"policies:\n  helo:\n    - policy: helo_syntax\n      replies: {{HELO_NOT_FQDN: {spec}}}\n"
+    )
+    assert f"x.yaml:4 policies.helo[0].replies.HELO_NOT_FQDN: {message}" in error_of(tmp_path, text)
+
+
+def test_an_entry_for_an_unknown_outcome_lists_the_outcomes(tmp_path: Path) -> None:
+    text = (
+        "policies:\n  helo:\n    - policy: helo_syntax\n      replies: {NOPE: {entry: seed-13}}\n"
+    )
+    message = error_of(tmp_path, text)
+    assert "x.yaml:4 policies.helo[0].replies.NOPE: helo_syntax has no outcome 'NOPE'" in message
+    assert "HELO_NOT_FQDN" in message
+
+
+def test_an_entry_reply_is_held_to_the_policy_in_use() -> None:
+    # seed-02, the catalogue's text for reverse_dns/FCRDNS_FAILED, says {ptr}; a registry
+    # whose reverse_dns does not fill it in refuses the entry as it would the text inline.
+    registry = load_registry()
+    base = registry["reverse_dns"]
+    outcomes = tuple(replace(o, fields=()) for o in base.outcomes)
+    registry["reverse_dns"] = cast(PolicyClass, type("NoPtr", (base,), {"outcomes": outcomes}))
+    text = (
+        "policies:\n  connect:\n    - policy: reverse_dns\n"
+        "      replies: {FCRDNS_FAILED: {entry: %s}}\n"
+    )
+    with pytest.raises(ScenarioError, match=r"FCRDNS_FAILED: unknown placeholder \{ptr\}"):
+        scenarios.loads(text % "seed-02", source="x.yaml", registry=registry)
+    assert scenarios.loads(text % "seed-08", source="x.yaml", registry=registry).entries
 
 
 def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
