@@ -164,9 +164,10 @@ def public_ip(
     return ip
 
 
+@functools.lru_cache(maxsize=8192)
 def dnsbl_prefix(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """A DNS list's query prefix: reversed octets, or 32 reversed nibbles (RFC 5782 §2.1,
-    §2.4): `192.0.2.1` -> `1.2.0.192`."""
+    §2.4): `192.0.2.1` -> `1.2.0.192`. Remembered: asked at every stage of a session."""
     if isinstance(ip, ipaddress.IPv4Address):
         return ".".join(reversed(str(ip).split(".")))
     return ".".join(reversed(f"{int(ip):032x}"))
