@@ -81,6 +81,11 @@ class _Hooks:
     # No handle_EHLO: aiosmtpd inspects that hook's signature on every connection; the
     # EHLO keywords are adjusted in StrictSMTP.push instead.
 
+    def __dir__(self) -> list[str]:
+        # aiosmtpd walks dir(handler) twice per connection (AUTH mechanisms, hooks): the
+        # hooks alone keep the walk short, as StrictSMTP.__dir__ does for the protocol.
+        return ["handle_DATA", "handle_MAIL", "handle_PROXY", "handle_RCPT"]
+
     async def handle_MAIL(
         self, server: StrictSMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
