@@ -89,7 +89,9 @@ class Context:
 
     def for_session(self) -> Context:
         """The context one SMTP session sees: DNS answers cached for its duration."""
-        return replace(self, session_dns=self.world.dns.for_session())
+        return Context(
+            self.world, self.hostname, self.history, self.world.dns.for_session(), self.callout
+        )
 
     @property
     def clock(self) -> Clock:

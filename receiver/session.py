@@ -6,6 +6,7 @@ the engine keeps). Nothing here touches a socket.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import secrets
@@ -41,7 +42,13 @@ class Client:
 
     @property
     def ip(self) -> IPAddress:
-        return ipaddress.ip_address(self.address)
+        return _ip(self.address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip(address: str) -> IPAddress:
+    # Several policies ask at every stage; the same clients come back session after session.
+    return ipaddress.ip_address(address)
 
 
 @dataclass
@@ -103,8 +110,10 @@ class Session:
 
     @property
     def tag(self) -> str:
-        """A short per-session tag, as large providers append to replies (`- gsmtp`)."""
-        return self.id[:12]
+        """A short per-session tag, as large providers append to replies (`- gsmtp`).
+
+        The id's tail: its head is the time, shared by the sessions of one millisecond."""
+        return self.id[-12:]
 
     def reset_transaction(self) -> None:
         """RSET, a new HELO/EHLO, or a finished message: forget the envelope."""

@@ -122,14 +122,37 @@ def parse_name(text: str) -> dns.name.Name:
         raise ValueError(f"not a domain name: {text!r} ({exc})") from None
 
 
-@functools.lru_cache(maxsize=16384)
 def name_text(name: dns.name.Name) -> str:
-    """The form every name takes here: lowercase, no final dot (the root stays '.').
+    """The form every name takes here: lowercase, no final dot (the root stays '.')."""
+    return _remembered(name, _name_text)
 
-    Remembered: the same PTR targets, exchanges and HELO names come back in every session,
-    and dnspython's conversion is among the dearest steps of a lookup.
-    """
+
+def _name_text(name: dns.name.Name) -> str:
     return name.canonicalize().to_text(omit_final_dot=True)
+
+
+#: Texts of DNS objects by the object's identity, the object kept beside its text.
+_TEXTS: dict[int, tuple[object, str]] = {}
+_TEXTS_MAX = 16384
+_T = TypeVar("_T")
+
+
+def _remembered(thing: _T, convert: Callable[[_T], str]) -> str:
+    """`convert(thing)`, remembered for this very object.
+
+    The scenario's answers are the same Name and Rdata objects in every session, and
+    dnspython's conversions to text are among the dearest steps of a cached lookup. By
+    identity, not by value: hashing a Name or an Rdata costs about as much as converting
+    it. Keeping the object in the entry keeps its id from being reused while remembered.
+    """
+    hit = _TEXTS.get(id(thing))
+    if hit is not None and hit[0] is thing:
+        return hit[1]
+    text = convert(thing)
+    if len(_TEXTS) >= _TEXTS_MAX:  # answers of real DNS are new objects: start over
+        _TEXTS.clear()
+    _TEXTS[id(thing)] = (thing, text)
+    return text
 
 
 def normalise_name(text: str) -> str:
@@ -179,9 +202,8 @@ def reverse_name(address: str) -> str:
     return name_text(dns.reversename.from_address(normalise_ip(address)))
 
 
-@functools.lru_cache(maxsize=16384)
 def _rdata_text(rdata: dns.rdata.Rdata) -> str:
-    return rdata.to_text()
+    return _remembered(rdata, dns.rdata.Rdata.to_text)
 
 
 def normalise_ip(text: str) -> str:
