@@ -7,12 +7,14 @@ import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from email.message import EmailMessage, Message
-from email.parser import BytesHeaderParser, BytesParser
+from email.headerregistry import BaseHeader, HeaderRegistry
+from email.message import EmailMessage
+from email.parser import BytesParser
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from receiver.message import header_of
 from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
 from receiver.verdict import Reply, ReplyError, Stage, Verdict
@@ -227,13 +229,11 @@ class ContentFilter(Policy[ContentFilterOptions]):
         self, options: ContentFilterOptions, replies: Mapping[str, Reply] | None = None
     ) -> None:
         super().__init__(options, replies)
-        # Headers alone are cheaper to parse when no rule looks further.
-        self._headers_only = not any(r.body or r.attachment_types for r in options.rules)
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         if session.message is None or not self.options.rules:
             return None
-        message = _Message(session.message, self._headers_only)
+        message = _Message(session.message)
         for rule in self.options.rules:
             hit = _match(rule, message)
             if hit is None:
@@ -247,32 +247,44 @@ class ContentFilter(Policy[ContentFilterOptions]):
         return None
 
 
+class _HeaderClasses(HeaderRegistry):
+    """The stdlib's registry makes a new class for every header it parses; one per field
+    name is enough, and saves most of the cost of decoding a header."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+#: How a header rule sees a field: decoded as email.policy.default does.
+_DECODING = email.policy.default.clone(header_factory=_HeaderClasses())
+
+
 class _Message:
     """One message as received, parsed at most once whatever the number of rules."""
 
-    def __init__(self, raw: bytes, headers_only: bool) -> None:
+    def __init__(self, raw: bytes) -> None:
         self.raw = raw
-        self._headers_only = headers_only
 
     @functools.cached_property
     def parsed(self) -> EmailMessage:
-        parser = BytesParser(EmailMessage, policy=email.policy.default)
-        return parser.parsebytes(self.raw, headersonly=self._headers_only)
-
-    @functools.cached_property
-    def head(self) -> Message:
-        """The header block alone, values undecoded: the plain parser is several times
-        cheaper than the MIME-aware one, and most rules need no more."""
-        return BytesHeaderParser(policy=email.policy.compat32).parsebytes(self.raw)
+        """The whole message, MIME parts and all (body and attachment rules)."""
+        return BytesParser(EmailMessage, policy=email.policy.default).parsebytes(self.raw)
 
     def header_values(self, name: str) -> Iterator[str]:
-        wanted = name.lower()
-        for key, raw in self.head.raw_items():
-            if key.lower() != wanted:
-                continue
+        # The header split the headers policy made of this message, when it ran first.
+        for found in header_of(self.raw).get(name):
+            raw = found.value.lstrip(" \t")
             try:
                 # Decoded (RFC 2047 words, folding) only for the field a rule asks about.
-                yield str(email.policy.default.header_fetch_parse(key, raw))
+                yield str(_DECODING.header_fetch_parse(found.name, raw))
             except Exception:
                 # The stdlib's structured-header parsers raise on some malformed values
                 # ("Message-ID: <<a@b" raises IndexError); a rule still sees the text.
@@ -293,17 +305,28 @@ class _Message:
     def parts(self) -> Iterator[tuple[str, str | None]]:
         """(content type, filename) of every leaf part, in attached messages too."""
         # Most mail is one part without a file name: the header block alone says so, and
-        # reading it with the plain parser spares a full MIME parse of every message.
-        head = self.head
-        if head.get_content_maintype() != "multipart" and not any(
-            "name" in value.lower()
-            for value in head.get_all("Content-Type", []) + head.get_all("Content-Disposition", [])
+        # that spares a full MIME parse of every message.
+        head = header_of(self.raw)
+        types = [f.value for f in head.get("Content-Type")]
+        content_type = _content_type(types[0] if types else None)
+        if not content_type.startswith("multipart/") and not any(
+            "name" in f.value.lower()
+            for f in head.get("Content-Type") + head.get("Content-Disposition")
         ):
-            yield head.get_content_type(), None
+            yield content_type, None
             return
         for part in self.parsed.walk():
             if not part.is_multipart():
                 yield part.get_content_type(), part.get_filename()
+
+
+def _content_type(value: str | None) -> str:
+    """The type/subtype a Content-Type value names, text/plain when missing or malformed
+    (RFC 2045 §5.2), as the stdlib's get_content_type() reads it."""
+    if value is None:
+        return "text/plain"
+    content_type = value.split(";", 1)[0].strip().lower()
+    return content_type if content_type.count("/") == 1 else "text/plain"
 
 
 def _unfold(raw: str) -> str:

@@ -66,6 +66,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from receiver.message import Header, header_of
 from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
 from receiver.verdict import Action, Reply, Stage, Verdict
@@ -85,8 +86,6 @@ RFC5322_SINGULAR = (
     "Subject",
 )
 
-# field-name = 1*ftext (printable ASCII but ':'); obs-optional allows WSP before the colon.
-_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _HIGH_BYTE = re.compile(rb"[\x80-\xff]")
@@ -210,74 +209,6 @@ class HeadersOptions(PolicyOptions):
                     f"{name!r} is not a header field name (printable ASCII, no ':' or space)"
                 )
         return names
-
-
-@dataclass(frozen=True)
-class HeaderField:
-    """One field of the header section, unfolded."""
-
-    name: str  # as written
-    value: str  # after the colon, continuation lines joined without their line ends
-    line: int  # 1-based line number of its first line
-    last_line: int
-
-
-@dataclass
-class Header:
-    """The header section of a message, parsed once for every check."""
-
-    raw: bytes  # the header section's bytes, line ends included
-    fields: list[HeaderField]
-    lengths: list[int]  # octets of each header line, line end not counted
-    by_name: dict[str, list[HeaderField]] = field(default_factory=dict)
-
-    def get(self, name: str) -> list[HeaderField]:
-        return self.by_name.get(name.lower(), [])
-
-    def field_at(self, line: int) -> HeaderField | None:
-        return next((f for f in self.fields if f.line <= line <= f.last_line), None)
-
-
-def parse_header(message: bytes) -> Header:
-    """Split off the header section: fields, unfolded values and exact line lengths."""
-    fields: list[HeaderField] = []
-    lengths: list[int] = []
-    name: str | None = None
-    parts: list[bytes] = []
-    first = 0
-    pos = 0
-    end = 0
-    size = len(message)
-
-    def close() -> None:
-        if name is not None:
-            value = b"".join(parts).decode("utf-8", "surrogateescape")
-            fields.append(HeaderField(name, value, first, len(lengths)))
-
-    while pos < size:
-        nl = message.find(b"\n", pos)
-        stop = size if nl < 0 else nl
-        line = message[pos : stop - 1 if stop > pos and message[stop - 1] == 13 else stop]
-        if not line:
-            end = stop + 1
-            break
-        if line[0] in b" \t" and name is not None:
-            parts.append(line)
-        else:
-            match = _FIELD.match(line)
-            if match is None:
-                break  # neither field nor continuation: the body starts here
-            close()
-            name = match.group(1).decode("ascii")
-            parts = [line[match.end() :]]
-            first = len(lengths) + 1
-        lengths.append(len(line))
-        pos = end = stop + 1
-    close()
-    by_name: dict[str, list[HeaderField]] = {}
-    for f in fields:
-        by_name.setdefault(f.name.lower(), []).append(f)
-    return Header(message[: min(end, size)], fields, lengths, by_name)
 
 
 @dataclass(frozen=True)
@@ -422,7 +353,7 @@ class Headers(Policy[HeadersOptions]):
     ) -> list[Finding]:
         """Every defect of `message`, in reporting order; sans-IO."""
         o = self.options
-        header = parse_header(message)
+        header = header_of(message)
         found: list[Finding] = []
         if o.forbid_bare_lf and bare_lf:
             found.append(_bare_lf(message))

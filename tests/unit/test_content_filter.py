@@ -292,6 +292,28 @@ async def test_attachment_control() -> None:
     assert await at_eod(PLAIN, EXE) is None
 
 
+@pytest.mark.parametrize(
+    ("content_type", "seen_as"),
+    [
+        (None, "text/plain"),  # RFC 2045 §5.2: no Content-Type is text/plain
+        ("text/plain; charset=utf-8", "text/plain"),
+        ("TEXT/HTML", "text/html"),
+        ("image/png;\r\n name=chart.png", "image/png"),
+        ("nonsense", "text/plain"),  # malformed: the default again
+    ],
+)
+async def test_a_single_part_message_is_typed_from_its_header(
+    content_type: str | None, seen_as: str
+) -> None:
+    header = b"" if content_type is None else f"Content-Type: {content_type}\r\n".encode()
+    raw = b"From: a@example.net\r\nSubject: hi\r\n" + header + b"\r\nbody\r\n"
+    rule = {"name": "typed", "attachment_types": [seen_as]}
+    v = rejected(await at_eod(raw, rule), "typed")
+    assert seen_as in v.reason
+    other = "application/zip"
+    assert await at_eod(raw, {"name": "zips", "attachment_types": [other]}) is None
+
+
 async def test_wildcard_type() -> None:
     raw = mail(attachments=((b"\x89PNG", "image/png", "chart.png"),))
     rejected(await at_eod(raw, {"name": "images", "attachment_types": ["image/*"]}), "images")

@@ -19,9 +19,9 @@ from policies.headers import (
     HeadersOptions,
     message_id_problem,
     parse_date,
-    parse_header,
     strip_comments,
 )
+from receiver.message import parse_header
 from receiver.policy import ClientHistory, Context
 from receiver.session import Client, Session
 from receiver.verdict import Action, Reply, Stage, Verdict
@@ -839,7 +839,7 @@ def test_bad_options_are_refused(options: dict[str, Any]) -> None:
 
 
 async def test_the_header_is_parsed_once_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    import policies.headers as module
+    import receiver.message as module
 
     calls: list[bytes] = []
 
