@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import pickle
@@ -438,9 +439,8 @@ class Journal:
 
     def _stage_updates(self) -> None:
         for session_id, fields in self._updates.items():
-            # Names come from UPDATABLE_FIELDS and the end columns only: safe to format.
-            names = sorted(fields)
-            sql = f"UPDATE sessions SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?"
+            names = tuple(sorted(fields))
+            sql = _update_sql(names)
             self._staged.append(("write", sql, (*(fields[n] for n in names), session_id)))
         self._updates = {}
 
@@ -557,6 +557,13 @@ class _Replies(asyncio.Protocol):
         self._journal._writer_gone()
         if not self.finished.done():
             self.finished.set_result(None)
+
+
+@functools.lru_cache(maxsize=64)
+def _update_sql(names: tuple[str, ...]) -> str:
+    # Names come from UPDATABLE_FIELDS and the end columns only: safe to format. A few
+    # sets of names recur (HELO, MAIL, the end): each statement is made once.
+    return f"UPDATE sessions SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?"
 
 
 def _iso(when: datetime) -> str:

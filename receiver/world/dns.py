@@ -15,7 +15,6 @@ type dnspython knows can be written. Names in answers are lowercase without the 
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import ipaddress
 from collections.abc import Callable, Iterable
@@ -609,7 +608,9 @@ class WorldDNS:
         Strict receivers ask about the same names at HELO, MAIL and RCPT; a session asks
         the world (or real DNS) once per name and type, failures included.
         """
-        view = copy.copy(self)
+        # One per connection: a plain attribute copy, cheaper than copy.copy's protocol.
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
         view._cache = {}
         return view
 
