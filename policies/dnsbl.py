@@ -355,6 +355,7 @@ class Dnsbl(Policy[DnsblOptions]):
     name = "dnsbl"
     summary = "DNS block lists for the client address, HELO name and sender domain; allow lists"
     stages = frozenset({Stage.CONNECT, Stage.HELO, Stage.MAIL})
+    pure = True  # judged from client, HELO, sender and DNS records alone
     Options = DnsblOptions
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(

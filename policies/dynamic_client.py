@@ -221,6 +221,7 @@ class DynamicClient(Policy[DynamicClientOptions]):
     name = "dynamic_client"
     summary = "Client must not look like an end-user address (PTR name, PBL, HELO)"
     stages = frozenset({Stage.CONNECT, Stage.HELO, Stage.MAIL})
+    pure = True  # judged from client, HELO, sender and DNS records alone
     Options = DynamicClientOptions
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(

@@ -160,6 +160,7 @@ class HeloDns(Policy[HeloDnsOptions]):
     name = "helo_dns"
     summary = "HELO/EHLO name must resolve, and agree with the client's address and rDNS"
     stages = frozenset({Stage.HELO})
+    pure = True  # judged from client, HELO, sender and DNS records alone
     Options = HeloDnsOptions
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(

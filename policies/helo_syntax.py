@@ -116,6 +116,7 @@ class HeloSyntax(Policy[HeloSyntaxOptions]):
     name = "helo_syntax"
     summary = "HELO/EHLO argument must be a well-formed host name or address literal"
     stages = frozenset({Stage.HELO, Stage.MAIL})
+    pure = True  # judged from client, HELO, sender and DNS records alone
     Options = HeloSyntaxOptions
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(

@@ -71,6 +71,7 @@ class ReverseDns(Policy[ReverseDnsOptions]):
     name = "reverse_dns"
     summary = "Client address must have a PTR whose name resolves back to it (FCrDNS)"
     stages = frozenset({Stage.CONNECT, Stage.HELO, Stage.MAIL, Stage.RCPT, Stage.EOD})
+    pure = True  # judged from client, HELO, sender and DNS records alone
     Options = ReverseDnsOptions
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(

@@ -243,6 +243,7 @@ class SenderBlocklist(Policy[SenderBlocklistOptions]):
     name = "sender_blocklist"
     summary = "Envelope sender on the receiver's own address, domain or pattern list"
     stages = frozenset({Stage.MAIL})
+    pure = True  # judged from client, HELO, sender and DNS records alone
     Options = SenderBlocklistOptions
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(

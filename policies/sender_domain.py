@@ -101,6 +101,7 @@ class SenderDomain(Policy[SenderDomainOptions]):
     name = "sender_domain"
     summary = "Envelope sender must be a valid address whose domain exists and accepts mail"
     stages = frozenset({Stage.MAIL})
+    pure = True  # judged from client, HELO, sender and DNS records alone
     Options = SenderDomainOptions
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(

@@ -10,6 +10,12 @@ Sans-IO: given the session and the world (through `Context`), it returns a `Deci
   requires postmaster; abuse@ by RFC 2142 convention) and the wire matches real receivers;
 - warn_only: every policy runs, every objection is recorded as warned, nothing is refused;
 - soft_bounce: every 5xx becomes 4xx (Postfix's soft_bounce).
+
+Passes are remembered, as postscreen remembers clients that passed its tests: when a
+`pure` policy finds nothing against a session, judging only from the scenario's own DNS
+records, the engine does not ask it again about the same client, HELO and sender. Only
+passes: an objection is worked out (and its reply filled in) for every session, and a
+pass that rested on a real lookup or a scripted DNS failure is not kept.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from .session import Session
 from .verdict import DELAYABLE_STAGES, Action, Reply, Stage, Verdict
 
 log = logging.getLogger(__name__)
+
+#: Passes remembered at most; a flood of new clients starts the memory over.
+PASSES_MAX = 65_536
 
 #: Recipients accepted whatever the other stages decided.
 ALWAYS_ACCEPTED = ("postmaster", "abuse")
@@ -66,6 +75,7 @@ class Engine:
     ) -> None:
         self.chains = {stage: tuple(chain) for stage, chain in chains.items()}
         self.settings = settings or EngineSettings()
+        self._passes: set[tuple[object, ...]] = set()
 
     def policies_at(self, stage: Stage) -> tuple[Policy[PolicyOptions], ...]:
         return self.chains.get(stage, ())
@@ -113,7 +123,16 @@ class Engine:
     async def _check(
         self, policy: Policy[PolicyOptions], stage: Stage, session: Session, ctx: Context
     ) -> Verdict | None:
+        key = _pass_key(policy, stage, session) if policy.pure and ctx.session_dns else None
+        if key is not None:
+            if key in self._passes:
+                return None
+            ctx.dns.volatile = False
         verdict = await policy.check(stage, session, ctx)
+        if key is not None and verdict is None and not ctx.dns.volatile:
+            if len(self._passes) >= PASSES_MAX:
+                self._passes.clear()
+            self._passes.add(key)
         if verdict is not None and verdict.reply is not None and self.settings.soft_bounce:
             verdict.reply = verdict.reply.soft()
             if verdict.action is Action.REJECT:
@@ -128,6 +147,21 @@ class Engine:
         decision.close = verdict.action is Action.DISCONNECT
         if verdict not in decision.verdicts:
             decision.verdicts.append(verdict)
+
+
+def _pass_key(policy: Policy[PolicyOptions], stage: Stage, session: Session) -> tuple[object, ...]:
+    """Everything a pure policy may judge from (the hostname and world are the engine's)."""
+    client = session.client
+    return (
+        policy,
+        stage,
+        client.address,
+        client.name,
+        session.helo,
+        session.helo_verb,
+        session.mail_from,
+        session.smtputf8,
+    )
 
 
 def _first_delayed(session: Session) -> Verdict:

@@ -129,6 +129,12 @@ class Policy(Generic[OptionsT]):
     Options: ClassVar[type[PolicyOptions]] = PolicyOptions
     outcomes: ClassVar[tuple[Outcome, ...]] = ()
 
+    #: Whether the verdict depends on nothing but the client (address, name), the HELO
+    #: (name, verb), the envelope sender with its SMTPUTF8 flag, the receiver's hostname and
+    #: the scenario's own DNS records -- no clock, no history, no counters, no side effects
+    #: on the session. The engine then remembers a pass for the same inputs (see Engine).
+    pure: ClassVar[bool] = False
+
     #: Per-entry override of the receiver's delay_reject (None: follow the receiver), so a
     #: persona can refuse one check at once and delay the others (Exim's built-in HELO
     #: syntax check versus its RCPT ACL).

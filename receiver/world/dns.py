@@ -201,6 +201,10 @@ def reverse_name(address: str) -> str:
     return name_text(dns.reversename.from_address(normalise_ip(address)))
 
 
+#: What a lookup found: its records, or why there are none.
+_Answer = list[dns.rdata.Rdata] | DnsFailure
+
+
 def _rdata_text(rdata: dns.rdata.Rdata) -> str:
     return _remembered(rdata, dns.rdata.Rdata.to_text)
 
@@ -552,7 +556,11 @@ class WorldDNS:
         self._timeout = _Script(timeout)
         self._timeout_seconds = timeout_seconds
         self._nodes: dict[dns.name.Name, Node] = {}
-        self._cache: dict[tuple[str, str], list[dns.rdata.Rdata] | DnsFailure] | None = None
+        # A session view's answers, each with whether it was volatile (see `volatile`).
+        self._cache: dict[tuple[str, str], tuple[_Answer, bool]] | None = None
+        #: Set once the view gave an answer not made from the scenario's records alone (a
+        #: real lookup, a scripted failure): what was judged from it may not be reused.
+        self.volatile = False
         # Shared by every session's view (see `_resolve`).
         self._static: dict[tuple[str, str], list[dns.rdata.Rdata] | DnsFailure] = {}
         for rrset in rrsets:
@@ -612,6 +620,7 @@ class WorldDNS:
         view = object.__new__(type(self))
         view.__dict__.update(self.__dict__)
         view._cache = {}
+        view.volatile = False
         return view
 
     async def resolve(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
@@ -620,36 +629,38 @@ class WorldDNS:
         Raises NXDomain, NoData or TempFail (kind "servfail" or "timeout").
         """
         if self._cache is None:
-            return await self._resolve(name, rdtype)
-        key = (name.lower().rstrip("."), rdtype.upper())
-        if key not in self._cache:
-            try:
-                self._cache[key] = await self._resolve(name, rdtype)
-            except DnsFailure as exc:
-                self._cache[key] = exc
-        answer = self._cache[key]
+            answer, volatile = await self._resolve(name, rdtype)
+        else:
+            key = (name.lower().rstrip("."), rdtype.upper())
+            entry = self._cache.get(key)
+            if entry is None:
+                entry = self._cache[key] = await self._resolve(name, rdtype)
+            answer, volatile = entry
+        if volatile:
+            self.volatile = True
         if isinstance(answer, DnsFailure):
-            raise answer.with_traceback(None)
+            raise answer.with_traceback(None)  # raised again and again: keep no old frames
         return list(answer)
 
-    async def _resolve(self, name: str, rdtype: str) -> list[dns.rdata.Rdata]:
+    async def _resolve(self, name: str, rdtype: str) -> tuple[_Answer, bool]:
+        """The answer or failure, and whether it is volatile (not the records' alone)."""
         # The scenario's own records never change: an answer made from them alone (no
         # real lookup, no scripted failure) is worked out once for every session.
         key = (name, rdtype)
         known = self._static.get(key)
-        if known is None:
-            try:
-                answer, static = await self._work_out(name, rdtype)
-            except (NXDomain, NoData) as exc:
-                if exc.static:
-                    self._remember(key, exc)
-                raise
-            if not static:
-                return answer
-            known = self._remember(key, answer)
-        if isinstance(known, DnsFailure):
-            raise known.with_traceback(None)  # raised again and again: keep no old frames
-        return list(known)
+        if known is not None:
+            return known, False
+        try:
+            answer, static = await self._work_out(name, rdtype)
+        except (NXDomain, NoData) as exc:
+            if not exc.static:
+                return exc, True
+            return self._remember(key, exc), False
+        except DnsFailure as exc:
+            return exc, True
+        if not static:
+            return answer, True
+        return self._remember(key, answer), False
 
     def _remember(
         self, key: tuple[str, str], answer: list[dns.rdata.Rdata] | DnsFailure
