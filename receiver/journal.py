@@ -90,7 +90,6 @@ class Journal:
         # Session column changes merged per session until the hand-over: one UPDATE each.
         self._updates: dict[str, dict[str, object]] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._soon: asyncio.Handle | None = None
         self._messages: dict[str, int] = {}  # messages stored per open session
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state: Literal["new", "open", "closed"] = "new"
@@ -426,9 +425,6 @@ class Journal:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._soon is not None:
-            self._soon.cancel()
-            self._soon = None
         self._stage_updates()
         staged, self._staged = self._staged, []
         if not staged or self._broken is not None:
@@ -456,10 +452,11 @@ class Journal:
         self._waiting[op_id] = future
         self._stage_updates()  # the operation sees every earlier write
         self._staged.append((op[0], op_id, *op[1:]))
-        # Handed over once this turn of the loop is done: the sessions that reach a
-        # barrier together share one pipe write and one commit.
-        if self._soon is None:
-            self._soon = self._loop.call_soon(self._hand_over)
+        # Handed over at once: a session waits for this answer before its 250, and under
+        # load that wait is a large share of a session's life (holding barriers back to
+        # share pipe writes measured slower). Frames that arrive while the writer is busy
+        # still go into one transaction.
+        self._hand_over()
         return future
 
     async def _barrier(self, *, strict: bool) -> None:
