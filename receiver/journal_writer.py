@@ -309,12 +309,12 @@ class Writer:
             return self._run(batch)
         except Exception as exc:
             # BEGIN, COMMIT or ROLLBACK failed: fail whatever waits, keep serving.
-            error = self._failed(exc)
+            error = self.failed(exc)
             if self.conn.in_transaction:
                 try:
                     self.conn.execute("ROLLBACK")
                 except sqlite3.Error as rollback_exc:
-                    self._failed(rollback_exc)
+                    self.failed(rollback_exc)
             return [(op[1], error, None) for op in batch if op[0] in ("barrier", "task")]
 
     def _run(self, batch: list[tuple[Any, ...]]) -> list[Answer]:
@@ -342,7 +342,7 @@ class Writer:
                     result = self._task(name, args)
                     (committed if durable else answers).append((op_id, None, result))
             except Exception as exc:
-                failure = self._failed(exc)
+                failure = self.failed(exc)
                 if kind == "task":
                     answers.append((op[1], failure, None))
                 if not conn.in_transaction:
@@ -354,7 +354,7 @@ class Writer:
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            error = self._failed(exc)
+            error = self.failed(exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             answers.extend((op_id, error, None) for op_id, _, _ in committed)
@@ -383,7 +383,7 @@ class Writer:
         self.conn.execute("RELEASE task")
         return result
 
-    def _failed(self, exc: BaseException) -> str:
+    def failed(self, exc: BaseException) -> str:
         kind = f"{type(exc).__name__}: {exc}"
         self.healthy = False
         self.last_error = kind
@@ -472,7 +472,7 @@ def serve(writer: Writer, inp: int, out: int) -> None:
             try:
                 writer.conn.close()
             except sqlite3.Error as exc:
-                writer._failed(exc)
+                writer.failed(exc)
             _send(
                 out,
                 ("done", writer.healthy, writer.last_error, writer.logs, [(stop[1], None, None)]),

@@ -6,7 +6,6 @@ the engine keeps). Nothing here touches a socket.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import itertools
 import secrets
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .verdict import Stage, Verdict
+from .world.dns import ip_of
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -42,13 +42,8 @@ class Client:
 
     @property
     def ip(self) -> IPAddress:
-        return _ip(self.address)
-
-
-@functools.lru_cache(maxsize=4096)
-def _ip(address: str) -> IPAddress:
-    # Several policies ask at every stage; the same clients come back session after session.
-    return ipaddress.ip_address(address)
+        # Remembered there: several policies ask at every stage, for the same clients.
+        return ip_of(self.address)
 
 
 @dataclass
