@@ -23,6 +23,8 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope
@@ -170,6 +172,11 @@ class StrictSMTP(SMTP):
     def _env(self) -> Envelope:
         assert self.envelope is not None
         return self.envelope
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd's own version defines a typing.Protocol class on every call (a class
+        # per MAIL and RCPT command); the same parse, with results remembered.
+        return _parse_path(arg, self.local_part_limit)
 
     # -- connection life --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -668,6 +675,28 @@ class _Commands(dict[str, Command]):
         if method is None:
             return default
         return functools.partial(self._protocol.dispatch, verb, method)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_path(arg: str, local_part_limit: int) -> tuple[str | None, str | None]:
+    """MAIL/RCPT's `<path> params` as aiosmtpd parses it: (address, rest), (None, None)
+    when unparsable or the local part is over the limit (0: no limit).
+
+    The email package's parser is not total: on some truncated paths (`<@`, `"`, `0@[`)
+    it raises IndexError or AttributeError, which aiosmtpd answers with a 500 naming the
+    exception. It is a pure function of the text, so here any failure means malformed.
+    """
+    if not arg:
+        return "", ""
+    try:
+        parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
+        token, rest = parse(arg)
+        address: str = token.addr_spec
+    except (HeaderParseError, IndexError, AttributeError):
+        return None, None
+    if local_part_limit and len(address.rpartition("@")[0]) > local_part_limit:
+        return None, None
+    return address, rest
 
 
 @functools.lru_cache(maxsize=256)

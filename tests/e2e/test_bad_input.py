@@ -64,6 +64,18 @@ def test_binary_bytes_are_a_syntax_error_and_journaled_escaped(serve: Factory) -
     still_serving(rx)
 
 
+@pytest.mark.parametrize("path", ["<@", '"', "0@[", "<bench@>"])
+def test_a_truncated_path_is_a_malformed_address(serve: Factory, path: str) -> None:
+    # The email package's parser raises IndexError or AttributeError on these; aiosmtpd would answer
+    # 500 naming the exception. A well-formed MAIL afterwards still works.
+    rx = serve("default")
+    with Wire(rx.host, rx.port) as wire:
+        wire.command(EHLO)
+        assert wire.command(f"MAIL FROM:{path}") == ["553 5.1.3 Error: malformed address"]
+        assert wire.command("MAIL FROM:<bench@example.net>")[0].startswith("250 ")
+    still_serving(rx)
+
+
 def test_a_bare_lf_ends_a_command(serve: Factory) -> None:
     rx = serve("default")
     with Wire(rx.host, rx.port) as wire:
