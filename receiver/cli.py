@@ -195,6 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         dns_listen=args.dns_listen,
         api_listen=args.api_listen,
         api_token=args.api_token,
+        freeze_gc=True,  # this process is the receiver
     )
     receiver = Receiver(scenario, options)
     try:
