@@ -32,6 +32,7 @@ from aiosmtpd.smtp import Session as AioSession
 
 from .engine import Decision, is_always_accepted
 from .session import Client, Session
+from .smtp_data import read_message
 from .verdict import Reply, Stage, Verdict
 
 if TYPE_CHECKING:
@@ -172,6 +173,36 @@ class StrictSMTP(SMTP):
     def _env(self) -> Envelope:
         assert self.envelope is not None
         return self.envelope
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd's DATA command, the message read in whole buffers (receiver/smtp_data.py)
+        # rather than a coroutine per line; the same checks, replies and limits.
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        envelope = self.envelope
+        assert envelope is not None
+        if not envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            problem, content = await read_message(
+                self._reader, self.line_length_limit, self.data_size_limit
+            )
+        except asyncio.CancelledError:  # the connection went away during DATA
+            self._writer.close()
+            raise
+        if problem is not None:
+            await self.push(problem.value)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        envelope.content = envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd's own version defines a typing.Protocol class on every call (a class

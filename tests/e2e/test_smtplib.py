@@ -162,3 +162,30 @@ def test_the_server_keeps_serving_after_a_client_vanishes_mid_data(
     assert first["transcript"][-1]["line"] == "connection lost: session aborted"
     with smtplib.SMTP(rx.host, rx.port, local_hostname="mail.example.net") as client:
         assert client.noop()[0] == 250
+
+
+def test_a_large_message_with_dot_lines_arrives_intact(strictmx_receiver: StrictmxReceiver) -> None:
+    # Many reads of the socket per message; smtplib dot-stuffs, the receiver unstuffs.
+    body = b"".join(b".line %d: %s\r\n" % (i, b"x" * (i % 900)) for i in range(9000))
+    message = MESSAGE + body + b".\r\n..\r\n"
+    rx = strictmx_receiver
+    with smtplib.SMTP(rx.host, rx.port, local_hostname="mail.example.net") as client:
+        assert client.sendmail("alice@example.net", ["bob@example.org"], message) == {}
+        assert client.noop()[0] == 250
+    assert len(message) > 4_000_000
+    assert rx.message(rx.last()["id"], 1) == message
+
+
+def test_a_message_over_the_size_limit_is_refused_and_the_session_goes_on(
+    strictmx: StrictmxFactory,
+) -> None:
+    rx = strictmx({"receiver": {"max_message_size": 50_000}})
+    with smtplib.SMTP(rx.host, rx.port, local_hostname="mail.example.net") as client:
+        client.ehlo()
+        # No SIZE parameter (sendmail would send one, and be refused at MAIL already).
+        assert client.mail("alice@example.net")[0] == 250
+        assert client.rcpt("bob@example.org")[0] == 250
+        assert client.data(MESSAGE + (b"y" * 70 + b"\r\n") * 1000)[0] == 552
+        assert client.sendmail("alice@example.net", ["bob@example.org"], MESSAGE) == {}
+    lines = [t["line"] for t in rx.last()["transcript"]]
+    assert "552 Error: Too much mail data" in lines
