@@ -9,7 +9,7 @@ ratios (each run's two servers ran back to back), with the ratio of the medians 
 The counts are checked, not assumed: the bare server reports how many messages it took,
 and strictmx's journal must hold exactly --messages messages. A mismatch exits 1.
 
-    python bench/smtp_source.py [--messages 5000] [--sessions 20] [--size 1024] [--runs 1]
+    python bench/smtp_source.py [--messages 15000] [--sessions 20] [--size 1024] [--runs 1]
     python bench/smtp_source.py --profile [FILE]   # strictmx under cProfile, top 25 after
     python bench/smtp_source.py --pin              # event loops on one CPU, the rest on another
 
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--messages", type=_positive, default=5000, help="messages per run")
+    parser.add_argument("--messages", type=_positive, default=15000, help="messages per run")
     parser.add_argument("--sessions", type=_positive, default=20, help="parallel sessions")
     parser.add_argument("--size", type=_positive, default=1024, help="message body bytes")
     parser.add_argument("--runs", type=_positive, default=1, help="runs per server (median)")
