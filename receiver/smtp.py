@@ -24,7 +24,6 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from email._header_value_parser import get_addr_spec, get_angle_addr
-from email.errors import HeaderParseError
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope
@@ -713,9 +712,10 @@ def _parse_path(arg: str, local_part_limit: int) -> tuple[str | None, str | None
     """MAIL/RCPT's `<path> params` as aiosmtpd parses it: (address, rest), (None, None)
     when unparsable or the local part is over the limit (0: no limit).
 
-    The email package's parser is not total: on some truncated paths (`<@`, `"`, `0@[`)
-    it raises IndexError or AttributeError, which aiosmtpd answers with a 500 naming the
-    exception. It is a pure function of the text, so here any failure means malformed.
+    The email package's parser is not total: on some truncated paths (`<@`, `"`, `0@[`,
+    `0@[<TAB>`) it raises IndexError, AttributeError or UnboundLocalError, which aiosmtpd
+    answers with a 500 naming the exception. It is a pure function of the text, so here
+    any exception it raises means a malformed address.
     """
     if not arg:
         return "", ""
@@ -723,7 +723,7 @@ def _parse_path(arg: str, local_part_limit: int) -> tuple[str | None, str | None
         parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
         token, rest = parse(arg)
         address: str = token.addr_spec
-    except (HeaderParseError, IndexError, AttributeError):
+    except Exception:  # HeaderParseError, and the parser's own bugs (see above)
         return None, None
     if local_part_limit and len(address.rpartition("@")[0]) > local_part_limit:
         return None, None
