@@ -10,7 +10,14 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
-from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from receiver.policy import (
+    FROM_CATALOGUE,
+    Context,
+    Outcome,
+    Policy,
+    PolicyOptions,
+    client_names,
+)
 from receiver.session import IPAddress, Session
 from receiver.verdict import Action, Reply, Stage, Verdict
 from receiver.world.dns import DnsName, NoData, NXDomain, TempFail, dnsbl_prefix, ip_of, public_ip
@@ -315,14 +322,12 @@ class DynamicClient(Policy[DynamicClientOptions]):
         address = str(ip)
         tempfail: Finding | None = None
         if self.options.check_ptr:
-            name = session.client.name
-            if name is None:
-                try:
-                    names = await ctx.dns.ptr(address)
-                except TempFail as exc:
-                    tempfail = _tempfail(exc, f"the PTR lookup of {address}")
-                    names = []
-                name = names[0] if names else None
+            try:
+                names = await client_names(session.client, address, ctx)
+            except TempFail as exc:
+                tempfail = _tempfail(exc, f"the PTR lookup of {address}")
+                names = []
+            name = names[0] if names else None
             if name:
                 ptr = name.lower().rstrip(".")
                 match = self._names.judge(ptr, ip)

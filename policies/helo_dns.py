@@ -10,7 +10,14 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from receiver.policy import (
+    FROM_CATALOGUE,
+    Context,
+    Outcome,
+    Policy,
+    PolicyOptions,
+    client_names,
+)
 from receiver.session import IPAddress, Session
 from receiver.verdict import Action, Stage, Verdict
 from receiver.world.dns import DnsName, IPText, TempFail, ip_of, parse_name, public_ip
@@ -492,8 +499,8 @@ async def _forward_confirmed(
 async def _ptr_matches(
     helo: str, name: str, session: Session, ctx: Context, *, domain: bool
 ) -> Finding | None:
-    asserted = host_name(session.client.name) if session.client.name else None
-    names = [asserted] if asserted else await ctx.dns.ptr(session.client.address)
+    found = await client_names(session.client, session.client.address, ctx)
+    names = [host_name(n) or n for n in found]  # as DNS has them, to compare with `name`
     if name in names:
         return None
     if not names:

@@ -6,7 +6,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from receiver.policy import (
+    FROM_CATALOGUE,
+    Context,
+    Outcome,
+    Policy,
+    PolicyOptions,
+    client_names,
+)
 from receiver.session import Session
 from receiver.verdict import Action, Stage, Verdict
 from receiver.world.dns import NoData, NXDomain, TempFail, ip_of, public_ip
@@ -106,28 +113,35 @@ class ReverseDns(Policy[ReverseDnsOptions]):
     )
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
-        if session.client.name is not None:
-            return None
-        ip = public_ip(session.client.ip)
+        client = session.client
+        if client.name_status == "given":
+            return None  # Postfix takes an XCLIENT NAME as the verified name
+        ip = public_ip(client.ip)
         address = str(ip)
+        xclient = client.name_status != "lookup"
         try:
-            names = await ctx.dns.ptr(address)
+            names = await client_names(client, address, ctx)
         except TempFail as exc:
             return self._tempfail(
                 "PTR_TEMPFAIL",
                 stage,
                 session,
                 ctx,
-                f"the PTR lookup of {address} failed temporarily ({exc.kind})",
+                f"XCLIENT says the name lookup of {address} failed temporarily (NAME=[TEMPUNAVAIL])"
+                if xclient
+                else f"the PTR lookup of {address} failed temporarily ({exc.kind})",
                 failure=exc.kind,
             )
         hosts = [name for name in names if not _is_address(name)]
         if not hosts:
-            reason = (
-                f"the PTR record of {address} names {names[0]}, an IP address, not a host name"
-                if names
-                else f"{address} has no PTR record"
-            )
+            if xclient:
+                reason = f"XCLIENT says {address} has no host name (NAME=[UNAVAILABLE])"
+            elif names:
+                reason = (
+                    f"the PTR record of {address} names {names[0]}, an IP address, not a host name"
+                )
+            else:
+                reason = f"{address} has no PTR record"
             return self.verdict("NO_PTR", stage, session, ctx, reason)
         if self.options.require == "ptr":
             return None

@@ -157,6 +157,7 @@ def _pass_key(policy: Policy[PolicyOptions], stage: Stage, session: Session) -> 
         stage,
         client.address,
         client.name,
+        client.name_status,
         session.helo,
         session.helo_verb,
         session.mail_from,

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from .verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
+from .world.dns import TempFail, reverse_name
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .session import Client, Session
     from .world import World
     from .world.callout import Callout
     from .world.clock import Clock
@@ -96,6 +97,20 @@ class Context:
     @property
     def clock(self) -> Clock:
         return self.world.clock
+
+
+async def client_names(client: Client, address: str, ctx: Context) -> list[str]:
+    """The client's host names as a Postfix-like receiver knows them: the XCLIENT NAME when
+    one was given, none after NAME=[UNAVAILABLE], a temporary failure (TempFail) after
+    NAME=[TEMPUNAVAIL]; otherwise the PTR names of `address` in the world."""
+    status = client.name_status
+    if status == "given" and client.name:
+        return [client.name]
+    if status == "unavailable":
+        return []
+    if status == "tempunavail":
+        raise TempFail(reverse_name(address), "PTR", "servfail", "XCLIENT NAME=[TEMPUNAVAIL]")
+    return await ctx.dns.ptr(address)
 
 
 class ClientHistory:

@@ -12,11 +12,13 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from .verdict import Stage, Verdict
 from .world.dns import ip_of
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+NameStatus = Literal["lookup", "given", "unavailable", "tempunavail"]
 
 
 @dataclass
@@ -25,7 +27,10 @@ class Client:
 
     `peer` is the socket's address; `address` is the simulated public address the world
     maps it to (or an XCLIENT/PROXY override); `name` is a name asserted by XCLIENT NAME,
-    which replaces a PTR lookup when given.
+    which replaces a PTR lookup when given. `name_status` says where the client's name
+    comes from, as Postfix keeps it (XCLIENT_README): "lookup" (the world's PTR records),
+    "given" (XCLIENT NAME=host), "unavailable" (NAME=[UNAVAILABLE]: no name, as a lookup
+    that found none) or "tempunavail" (NAME=[TEMPUNAVAIL]: the lookup failed temporarily).
     """
 
     peer: str
@@ -33,12 +38,15 @@ class Client:
     address: str = ""
     name: str | None = None
     port: int = 0
+    name_status: NameStatus = "lookup"
     proto: str | None = None
     via: str = "socket"  # socket | world | xclient | proxy
 
     def __post_init__(self) -> None:
         if not self.address:
             self.address = self.peer
+        if self.name is not None and self.name_status == "lookup":
+            self.name_status = "given"
 
     @property
     def ip(self) -> IPAddress:

@@ -634,16 +634,20 @@ class StrictSMTP(SMTP):
             await self._write("501 5.5.4 Syntax: XCLIENT attribute=value...")
             return
         try:
-            attrs = _parse_xclient(arg)
+            attrs, temporary = _parse_xclient(arg)
         except ValueError as exc:
             await self._write(f"501 5.5.4 {exc}")
             return
         client = state.client
         if "ADDR" in attrs:
             client.address = attrs["ADDR"] or client.address
-            client.name = None
+            client.name, client.name_status = None, "lookup"
         if "NAME" in attrs:
             client.name = attrs["NAME"]
+            if client.name is not None:
+                client.name_status = "given"
+            else:
+                client.name_status = "tempunavail" if "NAME" in temporary else "unavailable"
         if attrs.get("PORT"):
             client.port = int(attrs["PORT"] or 0)
         if "PROTO" in attrs:
@@ -651,7 +655,7 @@ class StrictSMTP(SMTP):
         client.via = "xclient"
         self.note(
             "XCLIENT: client is now "
-            + f"{client.address} name={client.name or 'unknown'}"
+            + f"{client.address} name={client.name or _NAME_NOTE[client.name_status]}"
             + (f" helo={attrs['HELO']}" if attrs.get("HELO") else "")
         )
         self._fields.update(client_address=client.address, client_name=client.name)
@@ -739,9 +743,21 @@ def _has_bare_lf(raw: bytes) -> bool:
     return raw.count(b"\n") != raw.count(b"\r\n")
 
 
-def _parse_xclient(arg: str) -> dict[str, str | None]:
-    """`NAME=x ADDR=y ...` with xtext values; `[UNAVAILABLE]`/`[TEMPUNAVAIL]` give None."""
+#: How the journal's XCLIENT note shows a client without a name.
+_NAME_NOTE = {
+    "lookup": "unknown",
+    "given": "unknown",
+    "unavailable": "[UNAVAILABLE]",
+    "tempunavail": "[TEMPUNAVAIL]",
+}
+
+
+def _parse_xclient(arg: str) -> tuple[dict[str, str | None], set[str]]:
+    """`NAME=x ADDR=y ...` with xtext values: the attributes, and which of them were
+    `[TEMPUNAVAIL]`. That and `[UNAVAILABLE]` give None (XCLIENT_README); a NAME keeps the
+    difference: a permanent or a temporary failure of the client's name lookup."""
     attrs: dict[str, str | None] = {}
+    temporary: set[str] = set()
     for item in arg.split():
         name, eq, raw = item.partition("=")
         name = name.upper()
@@ -750,6 +766,8 @@ def _parse_xclient(arg: str) -> dict[str, str | None]:
         value = _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), raw)
         if value.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]", "[TEMPORARY]"):
             attrs[name] = None
+            if value.upper() != "[UNAVAILABLE]":
+                temporary.add(name)
             continue
         if name == "ADDR":
             address = value[5:] if value.upper().startswith("IPV6:") else value
@@ -762,7 +780,8 @@ def _parse_xclient(arg: str) -> dict[str, str | None]:
         elif name == "PROTO" and value.upper() not in ("SMTP", "ESMTP"):
             raise ValueError(f"Bad XCLIENT PROTO attribute value: {value}")
         attrs[name] = value
-    return attrs
+        temporary.discard(name)
+    return attrs, temporary
 
 
 #: Commands strictmx handles before (or instead of) aiosmtpd's own method.

@@ -334,8 +334,10 @@ def test_without_xclient_the_connection_itself_is_judged(serve: Factory) -> None
         # Postfix takes XCLIENT NAME as the verified name: no lookup, nothing to refuse.
         (["--xclient-addr", "203.0.113.11", "--xclient-name", "relay.example.net"], None),
         (["--xclient-addr", "203.0.113.11", "--xclient-name", "[UNAVAILABLE]"], "203.0.113.11"),
+        # XCLIENT_README: [UNAVAILABLE] is a failed name lookup, whatever the world's PTR.
+        (["--xclient-addr", "203.0.113.10", "--xclient-name", "[UNAVAILABLE]"], "203.0.113.10"),
     ],
-    ids=["confirmed", "no-ptr", "name-given", "name-unavailable"],
+    ids=["confirmed", "no-ptr", "name-given", "name-unavailable", "name-unavailable-has-ptr"],
 )
 def test_xclient_from_a_trusted_peer_is_the_client_the_policies_judge(
     serve: Factory, xclient: list[str], refused_as: str | None
@@ -351,6 +353,20 @@ def test_xclient_from_a_trusted_peer_is_the_client_the_policies_judge(
         assert run.code == EXIT_NO_RCPT
         assert run.after("RCPT TO:<bob@example.org>") == [no_ptr(refused_as)]
         assert [v["outcome"] for v in session["verdicts"]] == ["NO_PTR"]
+
+
+def test_xclient_name_tempunavail_defers_as_a_failed_lookup(serve: Factory) -> None:
+    rx = serve("reverse_dns-postfix")
+    xclient = ("--xclient-addr", "203.0.113.10", "--xclient-name", "[TEMPUNAVAIL]")
+    run = swaks(rx, "--helo", "mail.example.net", *xclient, *ENVELOPE)
+    assert run.code == EXIT_NO_RCPT
+    assert run.after("RCPT TO:<bob@example.org>") == [no_ptr("203.0.113.10")]
+    session = rx.last()
+    (verdict,) = session["verdicts"]
+    assert (verdict["outcome"], verdict["action"]) == ("PTR_TEMPFAIL", "defer")
+    assert "NAME=[TEMPUNAVAIL]" in verdict["reason"]
+    notes = [t["line"] for t in session["transcript"] if t["direction"] == "note"]
+    assert "XCLIENT: client is now 203.0.113.10 name=[TEMPUNAVAIL]" in notes
 
 
 @pytest.mark.parametrize(

@@ -312,6 +312,15 @@ async def test_asserted_name_replaces_the_ptr(address: str) -> None:
     assert await run(ctx, make_session(address, name="relay.example.net")) is None
 
 
+@pytest.mark.parametrize("address", [V4, V6])
+async def test_xclient_name_unavailable_leaves_no_name_to_judge(address: str) -> None:
+    ctx = make_ctx(ptr={address: "dsl-7.example.net"})
+    objection(await run(ctx, make_session(address)), DYN)  # the control: looked up
+    session = make_session(address)
+    session.client.name_status = "unavailable"
+    assert await run(ctx, session) is None
+
+
 async def test_check_ptr_off() -> None:
     ctx = ptr_world("203-0-113-9.dyn.example.net")
     assert await run(ctx, check_ptr=False) is None

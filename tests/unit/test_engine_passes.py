@@ -77,6 +77,21 @@ async def test_a_pass_is_remembered_for_the_same_client_and_helo() -> None:
     assert policy.calls == 3
 
 
+async def test_a_pass_is_not_shared_between_xclient_name_statuses() -> None:
+    # XCLIENT NAME=[UNAVAILABLE] changes what the name-reading policies decide for the
+    # same address (receiver/session.py): a pass with a looked-up name is not one for it.
+    base = make_ctx(RECORDS)
+    policy = HeloResolves()
+    engine = Engine({Stage.HELO: [policy]})
+    assert await helo(engine, session("mail.example.net"), base) is None
+    unavailable = session("mail.example.net")
+    unavailable.client.name_status = "unavailable"
+    assert await helo(engine, unavailable, base) is None
+    assert policy.calls == 2
+    assert await helo(engine, session("mail.example.net"), base) is None
+    assert policy.calls == 2  # the control: the first one was remembered
+
+
 async def test_an_objection_is_worked_out_every_time() -> None:
     base = make_ctx(RECORDS)
     policy = HeloResolves()

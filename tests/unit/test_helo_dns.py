@@ -322,6 +322,17 @@ async def test_xclient_name_stands_in_for_the_ptr_lookup() -> None:
     assert verdict.details["ptr"] == "out.example.net"
 
 
+async def test_xclient_name_unavailable_leaves_nothing_to_match() -> None:
+    # NAME=[UNAVAILABLE]: no name for the client, though the world has its PTR.
+    assert await judge("mail.example.net", GOOD4, ptr_match="exact") is None  # the control
+    policy = HeloDns(HeloDnsOptions(ptr_match="exact"))
+    session = make_session("mail.example.net", GOOD4)
+    session.client.name_status = "unavailable"
+    verdict = await policy.check(Stage.HELO, session, make_ctx(WORLD))
+    assert verdict is not None and verdict.outcome == "HELO_PTR_MISMATCH"
+    assert verdict.details["ptr"] == "none"
+
+
 def test_registered_domain_uses_the_public_suffix_list() -> None:
     assert registered_domain("mx.example.co.uk") == "example.co.uk"
     assert registered_domain("a.b.mail.example.net") == "example.net"

@@ -199,6 +199,28 @@ async def test_asserted_name_is_taken_as_verified(address: str) -> None:
     objection(await run(ctx, address), "PTR_TEMPFAIL")
 
 
+@pytest.mark.parametrize("address", [V4, V6])
+async def test_xclient_name_unavailable_is_no_name_whatever_dns_says(address: str) -> None:
+    # XCLIENT_README: NAME=[UNAVAILABLE] - the client's name lookup failed; Postfix then
+    # has no name for it and does not look again. The control: the same address, looked up.
+    ctx = make_ctx(CONFIRMED, {V4: "mail.example.net", V6: "mail.example.net"})
+    assert await run(ctx, address) is None
+    session = make_session(address)
+    session.client.name_status = "unavailable"
+    verdict = objection(await policy().check(Stage.CONNECT, session, ctx), "NO_PTR")
+    assert "NAME=[UNAVAILABLE]" in verdict.reason
+
+
+@pytest.mark.parametrize("address", [V4, V6])
+async def test_xclient_name_tempunavail_defers(address: str) -> None:
+    ctx = make_ctx(CONFIRMED, {V4: "mail.example.net", V6: "mail.example.net"})
+    session = make_session(address)
+    session.client.name_status = "tempunavail"
+    verdict = objection(await policy().check(Stage.CONNECT, session, ctx), "PTR_TEMPFAIL")
+    assert verdict.action is Action.DEFER
+    assert "NAME=[TEMPUNAVAIL]" in verdict.reason
+
+
 # -- temporary DNS failures -----------------------------------------------------------------
 
 
