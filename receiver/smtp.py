@@ -758,6 +758,8 @@ def _parse_xclient(arg: str) -> tuple[dict[str, str | None], set[str]]:
     difference: a permanent or a temporary failure of the client's name lookup."""
     attrs: dict[str, str | None] = {}
     temporary: set[str] = set()
+    # The 501 texts are Postfix's (smtpd.c xclient_cmd): "Bad %s syntax: %s" for a value,
+    # "Bad XCLIENT attribute name: %s" for an attribute it does not know.
     for item in arg.split():
         name, eq, raw = item.partition("=")
         name = name.upper()
@@ -774,11 +776,11 @@ def _parse_xclient(arg: str) -> tuple[dict[str, str | None], set[str]]:
             try:
                 value = str(ipaddress.ip_address(address))
             except ValueError:
-                raise ValueError(f"Bad XCLIENT ADDR attribute value: {value}") from None
+                raise ValueError(f"Bad ADDR syntax: {value}") from None
         elif name == "PORT" and not (value.isdigit() and int(value) < 65536):
-            raise ValueError(f"Bad XCLIENT PORT attribute value: {value}")
+            raise ValueError(f"Bad PORT syntax: {value}")
         elif name == "PROTO" and value.upper() not in ("SMTP", "ESMTP"):
-            raise ValueError(f"Bad XCLIENT PROTO attribute value: {value}")
+            raise ValueError(f"Bad PROTO syntax: {value}")
         attrs[name] = value
         temporary.discard(name)
     return attrs, temporary

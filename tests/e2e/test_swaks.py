@@ -227,8 +227,9 @@ def test_xclient_from_an_untrusted_client_is_refused(serve: Factory) -> None:
     ("attributes", "reply"),
     [
         ("FOO=bar", "501 5.5.4 Bad XCLIENT attribute name: FOO"),
-        ("ADDR=nonsense", "501 5.5.4 Bad XCLIENT ADDR attribute value: nonsense"),
-        ("PORT=99999", "501 5.5.4 Bad XCLIENT PORT attribute value: 99999"),
+        ("ADDR=nonsense", "501 5.5.4 Bad ADDR syntax: nonsense"),
+        ("PORT=99999", "501 5.5.4 Bad PORT syntax: 99999"),
+        ("PROTO=LMTP", "501 5.5.4 Bad PROTO syntax: LMTP"),
     ],
 )
 def test_xclient_with_bad_attributes_is_refused(
