@@ -61,10 +61,8 @@ class _RecordingReader(asyncio.StreamReader):
         self._protocol = protocol
 
     def readuntil(self, separator: bytes = b"\n") -> Coroutine[Any, Any, bytes]:  # type: ignore[override]
-        # DATA lines are read with b"\r\n": they go to the message, not the transcript,
-        # and take the plain path (no extra coroutine per line of a message).
-        if separator != b"\n":
-            return super().readuntil(separator)
+        # Only command lines come this way: message data is taken from the buffer by
+        # receiver/smtp_data.py and goes to the message, not the transcript.
         return self._command(super().readuntil(separator))
 
     async def _command(self, read: Coroutine[Any, Any, bytes]) -> bytes:
