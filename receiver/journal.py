@@ -38,7 +38,15 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from . import journal_writer
-from .journal_writer import HEADER, SCHEMA_VERSION
+from .journal_writer import (
+    HEADER,
+    MESSAGE_INSERT,
+    MESSAGE_REPLAY,
+    SCHEMA_VERSION,
+    SESSION_INSERT,
+    SESSION_RESTORE,
+    as_stored,
+)
 from .verdict import Verdict
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "SCHEMA_VERSION", "Journal", "JournalError"]
@@ -53,6 +61,18 @@ UPDATABLE_FIELDS: Final = frozenset({"helo", "mail_from", "client_address", "cli
 
 #: Seconds a plain write may wait on the loop side before it is handed to the writer.
 _LINGER: Final = 0.05
+#: A writer that dies is started again, at most MAX_RESTARTS times in RESTART_WINDOW
+#: seconds; a writer dying more often than that (its database unusable, say) is left
+#: dead, and every later write fails.
+MAX_RESTARTS: Final = 5
+RESTART_WINDOW: Final = 60.0
+#: Adds a recipient of a message only if the message's row is stored: a message that
+#: failed to go in leaves no recipients. (The recipients are bound one by one rather
+#: than read back with json_each, which would turn 8-bit bytes into invalid text.)
+_RCPTS_OF_MESSAGE: Final = (
+    "INSERT OR IGNORE INTO rcpts (session_id, rcpt) SELECT ?, ?"
+    " WHERE EXISTS (SELECT 1 FROM messages WHERE session_id = ? AND n = ?)"
+)
 #: Seconds close() waits for the writer process to exit after it answered the stop.
 _EXIT_TIMEOUT: Final = 10.0
 _WRITER_SCRIPT: Final = journal_writer.__file__
@@ -79,9 +99,12 @@ class Journal:
         path: str | Path = "strictmx.db",
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_restarts: int = MAX_RESTARTS,
     ) -> None:
         if max_message_bytes < 0:
             raise ValueError(f"max_message_bytes must be >= 0, got {max_message_bytes}")
+        if max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
         self._path = ":memory:" if path == ":memory:" else str(Path(path))
         self._max_message_bytes = max_message_bytes
         # Loop-side writes wait here and go to the writer in bulk: with the next barrier
@@ -98,8 +121,16 @@ class Journal:
         self._replies: _Replies | None = None
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 1
-        # Set when the writer process is gone while the journal is open.
+        # Set when the writer process is gone for good while the journal is open.
         self._broken: str | None = None
+        # A dead writer is replaced, at most `max_restarts` times in RESTART_WINDOW.
+        self._max_restarts = max_restarts
+        self._restarts: list[float] = []
+        self._restarting: asyncio.Task[None] | None = None
+        # Open sessions' rows and changed fields, and messages not yet answered: what a
+        # restarted writer is given again, since the dead one may not have stored it.
+        self._open_sessions: dict[str, tuple[tuple[object, ...], dict[str, object]]] = {}
+        self._in_flight: dict[asyncio.Future[Any], tuple[tuple[object, ...], list[Any]]] = {}
         self._healthy = True
         self._last_error: str | None = None
 
@@ -128,22 +159,9 @@ class Journal:
         """Start the writer process, which opens the database and creates the schema."""
         if self._state != "new":
             raise JournalError(f"journal {self._path} is already {self._state}")
-        loop = self._loop = asyncio.get_running_loop()
-        # -I -S: the writer needs the standard library only; no user site, no .pth files.
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-S", _WRITER_SCRIPT, self._path],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert process.stdin is not None and process.stdout is not None
-        self._process = process
-        ready = self._waiting[0] = loop.create_future()
+        self._loop = asyncio.get_running_loop()
         try:
-            _, replies = await loop.connect_read_pipe(lambda: _Replies(self), process.stdout)
-            self._replies = replies
-            pipe, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, process.stdin)
-            self._pipe = pipe
-            error = await ready
+            error = await self._spawn()
         except BaseException:
             self._state = "closed"
             await self._reap(kill=True)
@@ -153,6 +171,26 @@ class Journal:
             self._process = self._pipe = self._replies = None
             raise JournalError(error)  # still "new": open() may be tried again
         self._state = "open"
+
+    async def _spawn(self) -> str | None:
+        """Start a writer process; None once its database is open, else why not."""
+        loop = asyncio.get_running_loop()
+        # -I -S: the writer needs the standard library only; no user site, no .pth files.
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", _WRITER_SCRIPT, self._path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        self._process = process
+        self._pipe = self._replies = None
+        ready = self._waiting[0] = loop.create_future()
+        _, replies = await loop.connect_read_pipe(lambda: _Replies(self), process.stdout)
+        self._replies = replies
+        pipe, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, process.stdin)
+        self._pipe = pipe
+        error: str | None = await ready
+        return error
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed (JournalError if the commit
@@ -168,6 +206,10 @@ class Journal:
         if self._state != "open":
             self._state = "closed"
             return
+        if self._restarting is not None:
+            # The stop goes to the new writer; the restart's own failure is reported.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._restarting)
         if self._broken is None:
             stop = self._ask(("stop",))
             self._state = "closed"  # nothing can be queued after the stop
@@ -189,11 +231,10 @@ class Journal:
         client_name: str | None,
         scenario: str,
     ) -> None:
-        self._write(
-            "INSERT INTO sessions (id, started, scenario, peer, peer_port, client_address,"
-            " client_name) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (session_id, _iso(started), scenario, peer, peer_port, client_address, client_name),
-        )
+        row = (session_id, _iso(started), scenario, peer, peer_port, client_address, client_name)
+        self._write(SESSION_INSERT, row, session_id)
+        # Kept while the session is open: a restarted writer gets it again.
+        self._open_sessions[session_id] = (row, {})
 
     def session_updated(self, session_id: str, **fields: str | bool | None) -> None:
         """Set any of `UPDATABLE_FIELDS` (helo, mail_from, client_address, client_name, tls)."""
@@ -205,11 +246,16 @@ class Journal:
             )
         if fields:
             self._update(session_id, fields)
+            known = self._open_sessions.get(session_id)
+            if known is not None:
+                known[1].update(fields)
 
     def session_rcpt(self, session_id: str, rcpt: str) -> None:
         """A RCPT TO the client tried, accepted or not (`sessions(rcpt=...)` finds it)."""
         self._write(
-            "INSERT OR IGNORE INTO rcpts (session_id, rcpt) VALUES (?, ?)", (session_id, rcpt)
+            "INSERT OR IGNORE INTO rcpts (session_id, rcpt) VALUES (?, ?)",
+            (session_id, rcpt),
+            session_id,
         )
 
     def transcript_many(self, session_id: str, rows: Sequence[tuple[float, str, str]]) -> None:
@@ -225,7 +271,11 @@ class Journal:
             if direction not in DIRECTIONS:
                 raise ValueError(f"transcript direction must be in/out/note, got {direction!r}")
         chunk = json.dumps(rows)  # times as epoch seconds; made ISO 8601 when read
-        self._write("INSERT INTO transcript (session_id, lines) VALUES (?, ?)", (session_id, chunk))
+        self._write(
+            "INSERT INTO transcript (session_id, lines) VALUES (?, ?)",
+            (session_id, chunk),
+            session_id,
+        )
 
     def rcpts_tried(self, session_id: str, rcpts: Sequence[str]) -> None:
         """Several RCPT TOs at once (see `session_rcpt`)."""
@@ -233,6 +283,7 @@ class Journal:
             self._write(
                 "INSERT OR IGNORE INTO rcpts (session_id, rcpt) VALUES (?, ?)",
                 [(session_id, rcpt) for rcpt in rcpts],
+                session_id,
             )
 
     def transcript(
@@ -270,6 +321,7 @@ class Journal:
                 # Details are free-form diagnostics; whatever JSON cannot hold is kept as text.
                 json.dumps(verdict.details, default=str, sort_keys=True),
             ),
+            session_id,
         )
 
     def session_ended(self, session_id: str, *, outcome: str, ended: datetime) -> None:
@@ -279,6 +331,7 @@ class Journal:
             )
         self._update(session_id, {"outcome": outcome, "ended": _iso(ended)})
         self._messages.pop(session_id, None)
+        self._open_sessions.pop(session_id, None)
 
     # -- writes that wait for the commit ---------------------------------------------
 
@@ -297,23 +350,26 @@ class Journal:
         that many bytes are kept, with `truncated` set and `size` the size received.
         """
         at = _iso(when)
-        rcpt_list = json.dumps(list(rcpts))
+        rcpts = list(rcpts)
+        rcpt_list = json.dumps(rcpts)
         cap = self._max_message_bytes
         # Numbered here: messages of one session are added one after the other.
         n = self._messages.get(session_id, 0) + 1
 
-        self._write(
-            "INSERT INTO messages (session_id, n, at, mail_from, rcpts, size, truncated, raw)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (session_id, n, at, mail_from, rcpt_list, len(raw), len(raw) > cap, raw[:cap]),
-        )
+        row = (session_id, n, at, mail_from, rcpt_list, len(raw), len(raw) > cap, raw[:cap])
+        self._write(MESSAGE_INSERT, row, session_id)
         # Taken from the stored row: a message that failed to go in leaves no recipients.
-        self._write(
-            "INSERT OR IGNORE INTO rcpts (session_id, rcpt) SELECT m.session_id, j.value"
-            " FROM messages m, json_each(m.rcpts) j WHERE m.session_id = ? AND m.n = ?",
-            (session_id, n),
-        )
-        await self._barrier(strict=True)
+        rcpt_rows = [(session_id, rcpt, session_id, n) for rcpt in rcpts]
+        if rcpt_rows:
+            self._write(_RCPTS_OF_MESSAGE, rcpt_rows, session_id)
+        self._check_open()
+        barrier = self._ask(("barrier", True, session_id))
+        # Kept until answered: should the writer die first, a new one gets it again.
+        self._in_flight[barrier] = (row, rcpt_rows)
+        try:
+            await barrier
+        finally:
+            self._in_flight.pop(barrier, None)
         self._messages[session_id] = n
         return n
 
@@ -358,18 +414,19 @@ class Journal:
             where.append("(? IN (s.client_address, s.peer) OR s.client_name = ? COLLATE NOCASE)")
             params += [client, client]
         if helo is not None:
-            where.append("s.helo LIKE ? ESCAPE '\\'")
+            where.append("CAST(s.helo AS TEXT) LIKE CAST(? AS TEXT) ESCAPE '\\'")
             params.append(_contains(helo))
         if sender is not None:
             where.append(
-                "(s.mail_from LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m"
-                " WHERE m.session_id = s.id AND m.mail_from LIKE ? ESCAPE '\\'))"
+                "(CAST(s.mail_from AS TEXT) LIKE CAST(? AS TEXT) ESCAPE '\\'"
+                " OR EXISTS (SELECT 1 FROM messages m WHERE m.session_id = s.id"
+                " AND CAST(m.mail_from AS TEXT) LIKE CAST(? AS TEXT) ESCAPE '\\'))"
             )
             params += [_contains(sender), _contains(sender)]
         if rcpt is not None:
             where.append(
                 "EXISTS (SELECT 1 FROM rcpts r WHERE r.session_id = s.id"
-                " AND r.rcpt LIKE ? ESCAPE '\\')"
+                " AND CAST(r.rcpt AS TEXT) LIKE CAST(? AS TEXT) ESCAPE '\\')"
             )
             params.append(_contains(rcpt))
         if outcome is not None:
@@ -408,9 +465,11 @@ class Journal:
         if self._state != "open":
             raise JournalError(f"journal {self._path} is not open")
 
-    def _write(self, sql: str, params: tuple[object, ...] | list[tuple[object, ...]]) -> None:
+    def _write(
+        self, sql: str, params: tuple[object, ...] | list[tuple[Any, ...]], session_id: str
+    ) -> None:
         self._check_open()
-        self._staged.append(("write", sql, params))
+        self._staged.append(("write", sql, params, session_id))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(_LINGER, self._hand_over)
 
@@ -426,6 +485,8 @@ class Journal:
             self._timer.cancel()
             self._timer = None
         self._stage_updates()
+        if self._restarting is not None:
+            return  # kept staged for the new writer
         staged, self._staged = self._staged, []
         if not staged or self._broken is not None:
             return  # the writer is gone: nothing can be stored, barriers fail at once
@@ -437,7 +498,9 @@ class Journal:
         for session_id, fields in self._updates.items():
             names = tuple(sorted(fields))
             sql = _update_sql(names)
-            self._staged.append(("write", sql, (*(fields[n] for n in names), session_id)))
+            self._staged.append(
+                ("write", sql, (*(fields[n] for n in names), session_id), session_id)
+            )
         self._updates = {}
 
     def _ask(self, op: _Op) -> asyncio.Future[Any]:
@@ -461,7 +524,7 @@ class Journal:
 
     async def _barrier(self, *, strict: bool) -> None:
         self._check_open()
-        await self._ask(("barrier", strict))
+        await self._ask(("barrier", strict, None))
 
     async def _task(self, name: str, *args: object, durable: bool = False) -> Any:
         self._check_open()
@@ -495,19 +558,106 @@ class Journal:
 
     def _writer_gone(self) -> None:
         """The writer's output ended: after a stop, or because the process died."""
-        if self._state == "open" and self._broken is None:
+        if self._state == "open" and self._broken is None and self._restarting is None:
             code = None if self._process is None else self._process.poll()
-            self._broken = f"journal {self._path}: the writer process exited (code {code})"
+            reason = f"journal {self._path}: the writer process exited (code {code})"
             self._healthy = False
-            self._last_error = self._broken
-            log.error("%s; nothing more is stored", self._broken)
-        reason = self._broken or f"journal {self._path}: the writer process exited"
+            self._last_error = reason
+            assert self._loop is not None
+            now = self._loop.time()
+            self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
+            if len(self._restarts) < self._max_restarts:
+                self._restarts.append(now)
+                self._restarting = self._loop.create_task(self._restart())
+                return
+            self._broken = reason
+            log.error(
+                "%s; not restarted (%d restarts in %gs already); nothing more is stored",
+                reason,
+                len(self._restarts),
+                RESTART_WINDOW,
+            )
+        self._fail_waiting(self._broken or f"journal {self._path}: the writer process exited")
+
+    def _fail_waiting(self, reason: str) -> None:
         waiting, self._waiting = self._waiting, {}
         for op_id, future in waiting.items():
             if not future.done():
                 future.set_result(reason) if op_id == 0 else future.set_exception(
                     JournalError(reason)
                 )
+
+    async def _restart(self) -> None:
+        """Replace a dead writer; replay the messages it had not answered, fail the rest.
+
+        What was handed to the dead writer and not answered may or may not be committed.
+        A message is replayed as INSERT OR IGNORE, so it ends up stored exactly once and
+        its 250 stays true; open sessions' rows are inserted again (OR IGNORE) with
+        their known fields, so their later writes have a parent row. Flushes and reads in
+        flight fail: nobody can vouch for the transcript lines and verdicts that were on
+        their way, and those may be lost.
+        """
+        old = self._process
+        await self._reap(kill=True)  # the dead one, for its exit code
+        code = None if old is None else old.returncode
+        reason = f"journal {self._path}: the writer process exited (code {code})"
+        self._last_error = reason
+        log.error(
+            "%s; restarting it (%d of at most %d restarts in %gs)",
+            reason,
+            len(self._restarts),
+            self._max_restarts,
+            RESTART_WINDOW,
+        )
+        replay: list[_Op] = []
+        replayed = 0
+        waiting, self._waiting = self._waiting, {}
+        lost: list[asyncio.Future[Any]] = []
+        for op_id, future in waiting.items():
+            message = self._in_flight.get(future)
+            if message is not None and not future.done() and op_id != 0:
+                self._waiting[op_id] = future
+                row, rcpt_rows = message
+                session_id = str(row[0])
+                replay.append(("write", MESSAGE_REPLAY, row, session_id))
+                if rcpt_rows:
+                    replay.append(("write", _RCPTS_OF_MESSAGE, rcpt_rows, session_id))
+                replay.append(("barrier", op_id, True, session_id))
+                replayed += 1
+            else:
+                lost.append(future)
+        for future in lost:
+            if not future.done():
+                future.set_exception(JournalError(f"{reason}; this was not answered"))
+        try:
+            error = await self._spawn()
+        except Exception as exc:  # cannot start a process at all (no memory, no fds)
+            error = f"cannot start a writer: {type(exc).__name__}: {exc}"
+        if error is not None:
+            self._broken = f"{reason}; restart failed: {error}"
+            self._last_error = self._broken
+            log.error("%s; nothing more is stored", self._broken)
+            self._restarting = None
+            self._staged = []
+            self._fail_waiting(self._broken)
+            return
+        log.warning(
+            "journal %s: writer restarted (pid %s); %d unanswered messages replayed",
+            self._path,
+            self.writer_pid,
+            replayed,
+        )
+        restore: list[_Op] = []
+        for session_id, (row, fields) in self._open_sessions.items():
+            restore.append(("write", SESSION_RESTORE, row, session_id))
+            if fields:
+                names = tuple(sorted(fields))
+                values = (*(fields[n] for n in names), session_id)
+                restore.append(("write", _update_sql(names), values, session_id))
+        # Before what was staged meanwhile: those rows may need the restored sessions.
+        self._staged = restore + replay + self._staged
+        self._restarting = None
+        self._hand_over()
 
     async def _reap(self, *, kill: bool) -> None:
         process = self._process
@@ -569,7 +719,11 @@ def _iso(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _contains(text: str) -> str:
-    """A LIKE pattern (ESCAPE '\\') matching `text` anywhere, its % and _ taken literally."""
+def _contains(text: str) -> object:
+    """A LIKE pattern (ESCAPE '\\') matching `text` anywhere, its % and _ taken literally.
+
+    Columns that may hold 8-bit bytes (stored as BLOBs) are compared as CAST(... AS TEXT),
+    and so is the pattern, so that a pattern with such bytes finds them too.
+    """
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    return as_stored(f"%{escaped}%")

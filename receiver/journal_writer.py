@@ -8,8 +8,11 @@ it imports the standard library only, so it starts in a few milliseconds.
 
 Operations the receiver sends, in one frame's list:
 
-    ("write", sql, params)          params: a tuple, or a list of tuples (executemany)
-    ("barrier", id, strict)         answered once everything before it is committed
+    ("write", sql, params, session)  params: a tuple, or a list of tuples (executemany);
+                                    session: the id of the session the rows belong to
+    ("barrier", id, strict, session)  answered once everything before it is committed;
+                                    a strict one (a message about to be claimed stored)
+                                    fails when that session's message row did not go in
     ("task", id, name, args, durable)  a named operation of TASKS below
     ("stop", id)                    commit, close the database, answer, exit
 
@@ -19,7 +22,11 @@ Whatever has arrived is run as one transaction; then one frame answers it:
     ("done", healthy, last_error, logs, answers)  answers: [(id, error | None, result)]
 
 `logs` carries (level, message) pairs for the receiver's logger: a write failure is
-logged once per kind, and the recovery after it. A failed write never ends the writer.
+logged once per kind, and the recovery after it. A failed write never ends the writer,
+and a failed row fails its own session only, never the batch it shares (see `Writer`).
+Text that is not valid UTF-8 (8-bit bytes the SMTP layer decoded with surrogateescape)
+is stored as its bytes, a BLOB in that TEXT column; reads show such a value as text
+with each undecodable byte written `\\xNN`.
 SIGINT and SIGTERM are ignored (Ctrl-C reaches the whole process group; the receiver
 decides when the journal closes); end of input, the receiver gone, commits and exits.
 
@@ -207,7 +214,7 @@ def sessions(conn: sqlite3.Connection, where: str, params: list[object]) -> list
         " WHERE session_id IN (SELECT value FROM json_each(?)) ORDER BY id",
         (ids,),
     ):
-        rcpts[row["session_id"]].append(row["rcpt"])
+        rcpts[row["session_id"]].append(_shown(row["rcpt"]))
     for s in found:
         s["verdicts"] = verdicts[s["id"]]
         s["rcpts"] = rcpts[s["id"]]
@@ -229,20 +236,25 @@ def session(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | None:
         )
     ]
     found["rcpts"] = [
-        r["rcpt"]
+        _shown(r["rcpt"])
         for r in conn.execute(
             "SELECT rcpt FROM rcpts WHERE session_id = ? ORDER BY id", (session_id,)
         )
     ]
     found["transcript"] = [
-        {"when": _iso_epoch(when), "direction": direction, "line": line}
+        {"when": _iso_epoch(when), "direction": direction, "line": _unescaped(line)}
         for (chunk,) in conn.execute(
             "SELECT lines FROM transcript WHERE session_id = ? ORDER BY id", (session_id,)
         )
         for when, direction, line in json.loads(chunk)
     ]
     found["messages"] = [
-        {**dict(m), "rcpts": json.loads(m["rcpts"]), "truncated": bool(m["truncated"])}
+        {
+            **dict(m),
+            "mail_from": _shown(m["mail_from"]),
+            "rcpts": _unescaped(json.loads(m["rcpts"])),
+            "truncated": bool(m["truncated"]),
+        }
         for m in conn.execute(
             'SELECT n, at AS "when", mail_from, rcpts, size, truncated FROM messages'
             " WHERE session_id = ? ORDER BY n",
@@ -269,18 +281,38 @@ TASKS: Final[dict[str, Callable[..., Any]]] = {
 
 
 def _session_dict(row: sqlite3.Row) -> dict[str, Any]:
-    found = dict(row)
+    found = {k: _shown(v) for k, v in zip(row.keys(), row, strict=True)}
     found["tls"] = bool(found["tls"])
     return found
 
 
 def _verdict_dict(row: sqlite3.Row) -> dict[str, Any]:
-    found = dict(row)
+    found = {k: _shown(v) for k, v in zip(row.keys(), row, strict=True)}
     del found["session_id"]
     found["rfc_compliant"] = bool(found["rfc_compliant"])
     found["warned"] = bool(found["warned"])
-    found["details"] = json.loads(found["details"])
+    found["details"] = _unescaped(json.loads(found["details"]))
     return found
+
+
+def _shown(value: Any) -> Any:
+    """A text column's value as text: bytes stored for text that was not UTF-8 (see
+    `as_stored`) are shown with each undecodable byte as `\\xNN`."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return value
+
+
+def _unescaped(value: Any) -> Any:
+    """Strings in JSON read back as `_shown` shows them: JSON keeps 8-bit input as lone
+    surrogates, which no UTF-8 output can carry."""
+    if isinstance(value, str):
+        return _shown(as_stored(value))
+    if isinstance(value, list):
+        return [_unescaped(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _unescaped(v) for k, v in value.items()}
+    return value
 
 
 def _iso_epoch(seconds: float) -> str:
@@ -292,9 +324,38 @@ def _iso_epoch(seconds: float) -> str:
 #: One answer: the operation's id, an error text (None on success) and its result.
 Answer = tuple[int, str | None, Any]
 
+#: The statements the writer must recognise: a session's row (re-inserted when it was
+#: lost), a message's row (its loss fails that session's next strict barrier) and a
+#: message replayed after a writer restart (kept if the dead writer had committed it).
+SESSION_INSERT: Final = (
+    "INSERT INTO sessions (id, started, scenario, peer, peer_port, client_address,"
+    " client_name) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+SESSION_RESTORE: Final = SESSION_INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+MESSAGE_INSERT: Final = (
+    "INSERT INTO messages (session_id, n, at, mail_from, rcpts, size, truncated, raw)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+MESSAGE_REPLAY: Final = MESSAGE_INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+_MESSAGE_WRITES: Final = frozenset({MESSAGE_INSERT, MESSAGE_REPLAY})
+_SESSION_WRITES: Final = frozenset({SESSION_INSERT, SESSION_RESTORE})
+
+
+class _TransactionLost(Exception):
+    """SQLite rolled the whole transaction back (disk full, I/O error) mid-batch."""
+
 
 class Writer:
-    """Runs batches of operations against one connection; keeps the health report."""
+    """Runs batches of operations against one connection; keeps the health report.
+
+    A failed row fails its own session only. Each group of rows runs as one
+    executemany under a savepoint; should it fail, the group is rolled back to the
+    savepoint and run row by row, so every other session's rows still go in. What a
+    session lost is remembered across batches until the barrier that stands for it is
+    answered: a message row in `_lost` (its session's next strict barrier fails, in
+    whichever batch it runs), a session row in `_missing` (inserted again at the start
+    of every batch until it goes in, so the session's later rows have their parent).
+    """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -302,6 +363,17 @@ class Writer:
         self.last_error: str | None = None
         self.logs: list[tuple[int, str]] = []
         self._logged_kinds: set[str] = set()
+        #: session id -> why its last message row is not stored (until its barrier).
+        self._lost: dict[str, str] = {}
+        #: session id -> its sessions row, not in the database (yet).
+        self._missing: dict[str, tuple[object, ...]] = {}
+        #: Why writes of this read's earlier batches were lost: a non-strict barrier
+        #: answered later in the same read covers them too (see `serve`).
+        self.carry: str | None = None
+        # Rows the open transaction holds that matter should it be lost.
+        self._txn_sessions: list[tuple[object, ...]] = []
+        self._txn_messages: list[str] = []
+        self._failed_rows = 0
 
     def run(self, batch: list[tuple[Any, ...]]) -> list[Answer]:
         """Run `batch` as one transaction; answer its barriers and tasks."""
@@ -315,59 +387,147 @@ class Writer:
                     self.conn.execute("ROLLBACK")
                 except sqlite3.Error as rollback_exc:
                     self.failed(rollback_exc)
-            return [(op[1], error, None) for op in batch if op[0] in ("barrier", "task")]
+            self._transaction_lost(error)
+            answers: list[Answer] = []
+            for op in batch:
+                if op[0] == "barrier" and op[3] is not None:
+                    self._lost.pop(op[3], None)  # answered now, with the batch's error
+                if op[0] in ("barrier", "task"):
+                    answers.append((op[1], error, None))
+            return answers
 
     def _run(self, batch: list[tuple[Any, ...]]) -> list[Answer]:
         conn = self.conn
         answers: list[Answer] = []
         committed: list[Answer] = []  # durable results, answered only after COMMIT
-        barriers: list[tuple[int, bool]] = []
-        failure: str | None = None
+        barriers: list[tuple[int, bool, str | None]] = []
+        self._failed_rows = 0
         changes = conn.total_changes
         conn.execute("BEGIN")
+        if self._missing:
+            self._restore_sessions()
         for op in _grouped(batch):
             kind = op[0]
             if kind == "barrier":
-                barriers.append((op[1], op[2]))
-                continue
-            try:
-                if kind == "write":
-                    _, sql, params = op
-                    if isinstance(params, list):
-                        conn.executemany(sql, params)
-                    else:
-                        conn.execute(sql, params)
-                else:
-                    _, op_id, name, args, durable = op
+                barriers.append((op[1], op[2], op[3]))
+            elif kind == "write":
+                self._write(op[1], op[2], op[3])
+            else:
+                _, op_id, name, args, durable = op
+                try:
                     result = self._task(name, args)
+                except Exception as exc:
+                    error = self.failed(exc)
+                    answers.append((op_id, error, None))
+                    if not conn.in_transaction:
+                        # What ran before in this batch is gone too.
+                        self._transaction_lost(error)
+                        answers.extend((i, error, None) for i, _, _ in committed)
+                        committed.clear()
+                        conn.execute("BEGIN")
+                else:
                     (committed if durable else answers).append((op_id, None, result))
-            except Exception as exc:
-                failure = self.failed(exc)
-                if kind == "task":
-                    answers.append((op[1], failure, None))
-                if not conn.in_transaction:
-                    # SQLite rolled the whole transaction back (disk full, I/O error), so
-                    # what ran before in this batch is gone too.
-                    answers.extend((op_id, failure, None) for op_id, _, _ in committed)
-                    committed.clear()
-                    conn.execute("BEGIN")
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             error = self.failed(exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self._transaction_lost(error)
             answers.extend((op_id, error, None) for op_id, _, _ in committed)
-            answers.extend((op_id, error, None) for op_id, _ in barriers)
+            for op_id, _, session_id in barriers:
+                if session_id is not None:
+                    self._lost.pop(session_id, None)
+                answers.append((op_id, error, None))
             return answers
-        # A strict barrier (a message about to be claimed stored) fails with its batch.
-        answers.extend((op_id, failure if strict else None, None) for op_id, strict in barriers)
+        self._txn_sessions.clear()
+        self._txn_messages.clear()
+        for op_id, strict, session_id in barriers:
+            if strict:
+                # A message barrier answers for its session's message row alone.
+                answers.append((op_id, self._lost.pop(session_id or "", None), None))
+            else:
+                answers.append((op_id, self.carry, None))
         # Only rows really committed prove writes work again (a flush or a read does not).
-        if failure is None and conn.total_changes > changes and not self.healthy:
+        if not self._failed_rows and conn.total_changes > changes and not self.healthy:
             self.logs.append((logging.WARNING, "writes succeed again"))
             self.healthy = True
         answers.extend(committed)
         return answers
+
+    def _write(self, sql: str, rows: list[tuple[object, ...]], sessions: list[str]) -> None:
+        """Run one statement for many rows; a failing row fails its own session only."""
+        conn = self.conn
+        conn.execute("SAVEPOINT rows")
+        try:
+            conn.executemany(sql, rows)
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO rows")
+                conn.execute("RELEASE rows")
+            else:
+                # Rolled back whole (disk full, I/O error): the rows of this batch
+                # that ran before are lost too, and their sessions learn of it.
+                self._failed_rows += 1
+                self._transaction_lost(self.failed(exc))
+                conn.execute("BEGIN")
+            self._write_each(sql, rows, sessions)
+            return
+        conn.execute("RELEASE rows")
+        if sql in _SESSION_WRITES:
+            self._txn_sessions.extend(rows)
+        elif sql in _MESSAGE_WRITES:
+            self._txn_messages.extend(sessions)
+
+    def _write_each(self, sql: str, rows: list[tuple[object, ...]], sessions: list[str]) -> None:
+        conn = self.conn
+        for params, session_id in zip(rows, sessions, strict=True):
+            try:
+                try:
+                    conn.execute(sql, params)
+                except UnicodeEncodeError:
+                    # Text holding bytes that are not UTF-8 (the SMTP layer decodes 8-bit
+                    # input with surrogateescape) is stored as those very bytes, a BLOB.
+                    params = tuple(as_stored(v) for v in params)
+                    conn.execute(sql, params)
+            except Exception as exc:
+                self._row_failed(exc, sql, params, session_id)
+                if not conn.in_transaction:
+                    self._transaction_lost(self.last_error or "the transaction was rolled back")
+                    conn.execute("BEGIN")
+                continue
+            if sql in _SESSION_WRITES:
+                self._txn_sessions.append(params)
+            elif sql in _MESSAGE_WRITES:
+                self._txn_messages.append(session_id)
+
+    def _row_failed(
+        self, exc: Exception, sql: str, params: tuple[object, ...], session_id: str
+    ) -> None:
+        self._failed_rows += 1
+        error = self.failed(exc)
+        if sql in _MESSAGE_WRITES:
+            self._lost[session_id] = error
+        elif sql in _SESSION_WRITES:
+            self._missing[session_id] = params
+
+    def _restore_sessions(self) -> None:
+        """Insert again the sessions rows that did not go in, before anything else."""
+        missing, self._missing = self._missing, {}
+        restored = len(missing)
+        self._write_each(SESSION_RESTORE, list(missing.values()), list(missing))
+        restored -= len(self._missing)
+        if restored:
+            self.logs.append((logging.WARNING, f"stored {restored} session rows again"))
+
+    def _transaction_lost(self, error: str) -> None:
+        for params in self._txn_sessions:
+            self._missing[str(params[0])] = params
+        for session_id in self._txn_messages:
+            self._lost[session_id] = error
+        self._txn_sessions.clear()
+        self._txn_messages.clear()
+        self.carry = error
 
     def _task(self, name: str, args: tuple[Any, ...]) -> Any:
         fn = TASKS[name]
@@ -393,30 +553,50 @@ class Writer:
         return kind
 
 
+def as_stored(value: object) -> object:
+    """`value`, with text that cannot be UTF-8 encoded turned into its bytes."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate that no byte decoded to
+            return value.encode("utf-8", "surrogatepass")
+    return value
+
+
 def _grouped(batch: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Writes between two tasks, as few statements as possible: one executemany per SQL.
 
     Within such a run, new sessions are inserted first and session updates come last;
     everything else only adds rows under existing sessions, so grouping by statement
     keeps every row's meaning. Tasks and barriers keep their place: they see (and a
-    barrier covers) every earlier write.
+    barrier covers) every earlier write. Each group carries the session id of each of
+    its rows, so that a failing row is charged to its own session.
     """
     out: list[tuple[Any, ...]] = []
-    run: dict[str, list[tuple[object, ...]]] = {}
+    run: dict[str, tuple[list[tuple[object, ...]], list[str]]] = {}
 
     def close_run() -> None:
         ranked = sorted(run, key=_rank)  # stable: first appearance within a rank
-        out.extend(("write", sql, run[sql]) for sql in ranked)
+        out.extend(("write", sql, *run[sql]) for sql in ranked)
         run.clear()
 
     for op in batch:
         if op[0] == "write":
-            _, sql, params = op
-            rows = run.setdefault(sql, [])
+            _, sql, params, session_id = op
+            group = run.get(sql)
+            if group is None:
+                group = run[sql] = ([], [])
+            rows, sessions = group
             if isinstance(params, list):
                 rows.extend(params)
+                sessions.extend([session_id] * len(params))
             else:
                 rows.append(params)
+                sessions.append(session_id)
         else:
             close_run()
             out.append(op)
@@ -425,7 +605,7 @@ def _grouped(batch: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 def _rank(sql: str) -> int:
-    if sql.startswith("INSERT INTO sessions"):
+    if sql.startswith("INSERT INTO sessions") or sql.startswith("INSERT OR IGNORE INTO sessions"):
         return 0
     return 2 if sql.startswith("UPDATE") else 1
 
@@ -454,6 +634,9 @@ def serve(writer: Writer, inp: int, out: int) -> None:
         if not chunk:
             return  # the receiver is gone; every complete frame has been committed
         buffer += chunk
+        # A loss in one batch of this read fails the flushes of its later batches too:
+        # a flush stands for every write before it, wherever BATCH_MAX split them.
+        writer.carry = None
         batch: list[tuple[Any, ...]] = []
         while len(buffer) >= HEADER.size:
             (size,) = HEADER.unpack_from(buffer)

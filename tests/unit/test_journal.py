@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from receiver import journal_writer
 from receiver.journal import SCHEMA_VERSION, Journal, JournalError
 from receiver.verdict import Action, Reply, Stage, Verdict
 
@@ -548,28 +552,131 @@ async def test_many_sessions(journal: Journal, db: Path) -> None:
     assert len(await journal.sessions(outcome="idle", limit=10_000)) == 5000
 
 
-async def test_a_dead_writer_fails_every_wait_and_claims_nothing_stored(
-    journal: Journal, db: Path
+async def test_a_killed_writer_is_restarted_and_replays_what_was_in_flight(
+    journal: Journal, db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     start(journal, "s1", at(0))
     await journal.flush()
-    assert journal.healthy
     pid = journal.writer_pid
     assert pid is not None
-    os.kill(pid, signal.SIGKILL)  # the writer this journal started
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the writer waits on this lock: nothing commits
+    try:
+        start(journal, "s2", at(1))  # its row is in flight when the writer dies
+        journal.session_updated("s2", helo="mail.example.net")
+        stored = asyncio.ensure_future(
+            journal.add_message("s1", mail_from="a@b", rcpts=["c@d"], raw=b"x", when=at(2))
+        )
+        flushed = asyncio.ensure_future(journal.flush())
+        await asyncio.sleep(0.1)
+        assert not stored.done()
+        os.kill(pid, signal.SIGKILL)  # the writer this journal started
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert await stored == 1  # replayed to the new writer, so the 250 would be true
     with pytest.raises(JournalError, match="writer process exited"):
-        await journal.add_message("s1", mail_from="", rcpts=["a@b"], raw=b"x", when=at(1))
+        await flushed  # nobody can vouch for the plain writes that were in flight
+    assert journal.writer_pid not in (None, pid)
+    assert "restarting it (1 of at most 5" in caplog.text
+    # The session whose row was in flight has it again, with its fields: its writes go in.
+    assert await journal.add_message("s2", mail_from="", rcpts=[], raw=b"y", when=at(3)) == 1
+    assert journal.healthy
+    await journal.close()
+    assert count(db, "messages") == 2
+    with sqlite3.connect(db) as other:
+        assert other.execute("SELECT helo FROM sessions WHERE id = 's2'").fetchone() == (
+            "mail.example.net",
+        )
+    other.close()
+
+
+async def test_restarts_are_bounded(db: Path, caplog: pytest.LogCaptureFixture) -> None:
+    journal = Journal(db, max_restarts=1)
+    await journal.open()
+    start(journal, "s1", at(0))
+    await journal.flush()
+    first = journal.writer_pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    assert await journal.add_message("s1", mail_from="", rcpts=[], raw=b"x", when=at(1)) == 1
+    second = journal.writer_pid
+    assert second not in (None, first)
+    assert second is not None
+    os.kill(second, signal.SIGKILL)  # one restart in the window already: this one stays dead
+    with pytest.raises(JournalError, match="writer process exited"):
+        await journal.add_message("s1", mail_from="", rcpts=[], raw=b"y", when=at(2))
     assert not journal.healthy
     assert journal.last_error is not None and "writer process exited" in journal.last_error
+    assert "not restarted" in caplog.text
     # Plain writes are dropped (nothing can store them), reads and flushes fail at once.
-    journal.transcript("s1", "in", "NOOP", at(2))
+    journal.transcript("s1", "in", "NOOP", at(3))
     with pytest.raises(JournalError, match="writer process exited"):
         await journal.flush()
     with pytest.raises(JournalError, match="writer process exited"):
         await journal.sessions()
     await journal.close()
     assert count(db, "sessions") == 1
-    assert count(db, "messages") == 0
+    assert count(db, "messages") == 1
+
+
+async def test_8bit_text_is_stored_as_its_bytes_and_read_escaped(
+    journal: Journal, db: Path
+) -> None:
+    # The SMTP layer decodes 8-bit input with surrogateescape: "\udcff" stands for 0xFF.
+    start(journal, "s1", at(0))
+    journal.session_updated("s1", helo="h\udce9lo.example", mail_from="\udcff@example.org")
+    journal.session_rcpt("s1", "\udcff@example.org")
+    start(journal, "s2", at(0))  # a control: its plain rows go in beside the 8-bit ones
+    journal.session_rcpt("s2", "bob@example.org")
+    n = await journal.add_message(
+        "s1", mail_from="\udcff@example.org", rcpts=["\udcff@example.org"], raw=b"x", when=at(1)
+    )
+    assert n == 1
+    await journal.flush()
+    assert journal.healthy
+    with sqlite3.connect(db) as other:
+        rows = other.execute("SELECT session_id, rcpt FROM rcpts ORDER BY id").fetchall()
+        helo, mail_from = other.execute(
+            "SELECT helo, mail_from FROM sessions WHERE id = 's1'"
+        ).fetchone()
+    other.close()
+    assert ("s1", b"\xff@example.org") in rows
+    assert ("s2", "bob@example.org") in rows
+    assert helo == b"h\xe9lo.example"
+    assert mail_from == b"\xff@example.org"
+    found = await journal.session("s1")
+    assert found is not None
+    assert found["helo"] == "h\\xe9lo.example"
+    assert "\\xff@example.org" in found["rcpts"]
+    assert found["messages"][0]["mail_from"] == "\\xff@example.org"
+    assert {s["id"] for s in await journal.sessions(rcpt="example.org")} == {"s1", "s2"}
+    assert [s["id"] for s in await journal.sessions(rcpt="\udcff@")] == ["s1"]
+    assert [s["id"] for s in await journal.sessions(sender="\udcff@")] == ["s1"]
+    assert [s["id"] for s in await journal.sessions(helo="h\udce9lo")] == ["s1"]
+
+
+async def test_a_lost_session_row_is_stored_again(journal: Journal, db: Path) -> None:
+    # A trigger refuses the row the way a full disk would, inside SQLite's INSERT.
+    with sqlite3.connect(db) as other:
+        other.execute(
+            "CREATE TRIGGER no_room BEFORE INSERT ON sessions WHEN NEW.id = 's1'"
+            " BEGIN SELECT RAISE(ABORT, 'no room for sessions'); END"
+        )
+    other.close()
+    start(journal, "s1", at(0))
+    start(journal, "s2", at(0))  # the control, in the same batch
+    with pytest.raises(JournalError, match="FOREIGN KEY"):
+        await journal.add_message("s1", mail_from="", rcpts=[], raw=b"x", when=at(1))
+    assert await journal.add_message("s2", mail_from="", rcpts=[], raw=b"x", when=at(1)) == 1
+    with sqlite3.connect(db) as other:
+        other.execute("DROP TRIGGER no_room")
+    other.close()
+    # Room again: the writer inserts the row before the next batch, so s1 stores again.
+    assert await journal.add_message("s1", mail_from="", rcpts=[], raw=b"y", when=at(2)) == 1
+    assert journal.healthy
+    assert count(db, "sessions") == 2
+    assert count(db, "messages") == 2
 
 
 async def test_the_writer_ignores_sigint_and_commits_on_close(db: Path) -> None:
@@ -586,3 +693,133 @@ async def test_the_writer_ignores_sigint_and_commits_on_close(db: Path) -> None:
     await journal.close()
     assert count(db, "sessions") == 2
     assert count(db, "messages") == 1
+
+
+# -- the writer process, driven over its pipe ------------------------------------------
+
+
+class WriterPipe:
+    """A journal_writer.py process this test started, spoken to in its own frames."""
+
+    def __init__(self, db: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", "-S", journal_writer.__file__, str(db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.read() == ("ready", None)
+
+    def send(self, ops: list[tuple[Any, ...]]) -> None:
+        assert self.process.stdin is not None
+        payload = pickle.dumps(ops, protocol=pickle.HIGHEST_PROTOCOL)
+        self.process.stdin.write(journal_writer.HEADER.pack(len(payload)) + payload)
+        self.process.stdin.flush()
+
+    def read(self) -> tuple[Any, ...]:
+        assert self.process.stdout is not None
+        header = self.process.stdout.read(journal_writer.HEADER.size)
+        assert len(header) == journal_writer.HEADER.size, "the writer ended"
+        (size,) = journal_writer.HEADER.unpack(header)
+        message: tuple[Any, ...] = pickle.loads(self.process.stdout.read(size))
+        return message
+
+    def answers(self, expected: int) -> dict[int, str | None]:
+        """Read done frames until `expected` answers have come: id -> error."""
+        found: dict[int, str | None] = {}
+        while len(found) < expected:
+            message = self.read()
+            assert message[0] == "done"
+            found.update((op_id, error) for op_id, error, _ in message[4])
+        return found
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()  # end of input: the writer commits and exits
+        assert self.process.wait(timeout=30) == 0
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+def session_row(session_id: str) -> tuple[Any, ...]:
+    row = (session_id, "2026-05-09T07:00:00.000000+00:00", "t", "127.0.0.1", 1, "127.0.0.1", None)
+    return ("write", journal_writer.SESSION_INSERT, row, session_id)
+
+
+def message_row(
+    session_id: str, n: int, sql: str = journal_writer.MESSAGE_INSERT
+) -> tuple[Any, ...]:
+    row = (session_id, n, "2026-05-09T07:00:01.000000+00:00", "", "[]", 1, False, b"x")
+    return ("write", sql, row, session_id)
+
+
+def transcript_row(session_id: str, i: int) -> tuple[Any, ...]:
+    sql = "INSERT INTO transcript (session_id, lines) VALUES (?, ?)"
+    return ("write", sql, (session_id, f'[[0, "in", "NOOP {i}"]]'), session_id)
+
+
+@pytest.mark.parametrize("conflict", [True, False])
+def test_a_barrier_covers_its_message_across_the_batch_split(db: Path, conflict: bool) -> None:
+    writer = WriterPipe(db)
+    try:
+        writer.send([session_row("s1"), session_row("s2")])
+        if conflict:  # message 1 of s1 is there already: the INSERT below fails
+            writer.send([message_row("s1", 1), ("barrier", 1, True, "s1")])
+            assert writer.answers(1) == {1: None}
+        # One frame, so one read: the INSERT is op BATCH_MAX - 1 of it, the barrier that
+        # stands for it op BATCH_MAX + 1, in the next transaction of the split.
+        filler = [transcript_row("s2", i) for i in range(journal_writer.BATCH_MAX - 2)]
+        ops = [
+            message_row("s2", 1),
+            *filler,
+            message_row("s1", 1),
+            transcript_row("s2", -1),
+            ("barrier", 2, True, "s1"),
+            ("barrier", 3, True, "s2"),  # a message in the first part, stored
+            ("barrier", 4, False, None),
+        ]
+        assert ops.index(("barrier", 2, True, "s1")) == journal_writer.BATCH_MAX + 1
+        writer.send(ops)
+        answers = writer.answers(3)
+    finally:
+        writer.close()
+    if conflict:
+        assert answers[2] is not None and "UNIQUE constraint failed" in answers[2]
+    else:
+        assert answers[2] is None
+    assert answers[3] is None  # the other session's message is not charged with it
+    assert answers[4] is None  # a flush: every write before it that could go in, went in
+    assert count(db, "messages") == 2
+    assert count(db, "transcript") == journal_writer.BATCH_MAX - 1
+
+
+def test_a_failing_row_fails_its_own_session_only(db: Path) -> None:
+    writer = WriterPipe(db)
+    try:
+        ops: list[tuple[Any, ...]] = [session_row(f"s{i}") for i in range(50)]
+        ops += [message_row(f"s{i}", 1) for i in range(50)]
+        ops.insert(75, message_row("ghost", 1))  # no such session: a foreign key fails
+        ops += [("barrier", i, True, f"s{i}") for i in range(50)]
+        ops += [("barrier", 50, True, "ghost")]
+        writer.send(ops)
+        answers = writer.answers(51)
+    finally:
+        writer.close()
+    assert [i for i, error in answers.items() if error is not None] == [50]
+    assert "FOREIGN KEY" in str(answers[50])
+    assert count(db, "messages") == 50
+
+
+def test_a_replayed_message_is_stored_once(db: Path) -> None:
+    # After a restart the journal sends again what the dead writer had not answered;
+    # had it committed the message already, the replay keeps that row and succeeds.
+    writer = WriterPipe(db)
+    try:
+        writer.send([session_row("s1"), message_row("s1", 1), ("barrier", 1, True, "s1")])
+        assert writer.answers(1) == {1: None}
+        replay = journal_writer.MESSAGE_REPLAY
+        writer.send([message_row("s1", 1, replay), ("barrier", 2, True, "s1")])
+        writer.send([message_row("s1", 2, replay), ("barrier", 3, True, "s1")])
+        assert writer.answers(2) == {2: None, 3: None}
+    finally:
+        writer.close()
+    assert count(db, "messages") == 2
