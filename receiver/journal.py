@@ -14,10 +14,20 @@ operations run by the writer in order with the writes, which gives read-your-wri
 server says 250 only for a message really stored.
 
 A failed write (disk full, a constraint, an I/O error) never ends the writer: it is
-logged once per kind, reported by `healthy` and `last_error`, and any `add_message`,
-`flush`, `mark_open_aborted` or `clear` waiting on that transaction fails with
-`JournalError` (the server then answers 451 rather than a false 250). Should the writer
-process die, everything waiting and everything after fails the same way.
+logged once per kind and reported by `healthy` and `last_error`. A failed row fails its
+own session only: `add_message` fails with `JournalError` (the server then answers 451
+rather than a false 250) exactly when that message's row did not go in, whatever else
+shared its transaction; a whole transaction lost (a failed commit) fails every
+`add_message`, `flush`, `mark_open_aborted` or `clear` waiting on it. A session whose
+row did not go in gets it again from the writer before its next batch. Text holding
+bytes that are not UTF-8 (8-bit SMTP input, decoded with surrogateescape) is stored as
+those bytes and read back with `\\xNN` escapes.
+
+Should the writer process die, it is started again (at most MAX_RESTARTS times in
+RESTART_WINDOW seconds, each logged): messages it had not answered are replayed so that
+each is stored exactly once, open sessions' rows are given to it again, and flushes
+and reads it had not answered fail, as may transcript lines and verdicts it had not
+committed. Past the bound, everything waiting and everything after fails.
 
 Times are stored as ISO 8601 UTC text with microseconds, so they sort as text.
 """
@@ -568,7 +578,10 @@ class Journal:
             self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
             if len(self._restarts) < self._max_restarts:
                 self._restarts.append(now)
-                self._restarting = self._loop.create_task(self._restart())
+                # Taken now, before anything else is asked: these were handed to the
+                # dead writer; what is asked from here on waits for the new one.
+                in_flight, self._waiting = self._waiting, {}
+                self._restarting = self._loop.create_task(self._restart(in_flight))
                 return
             self._broken = reason
             log.error(
@@ -587,7 +600,7 @@ class Journal:
                     JournalError(reason)
                 )
 
-    async def _restart(self) -> None:
+    async def _restart(self, in_flight: dict[int, asyncio.Future[Any]]) -> None:
         """Replace a dead writer; replay the messages it had not answered, fail the rest.
 
         What was handed to the dead writer and not answered may or may not be committed.
@@ -611,9 +624,8 @@ class Journal:
         )
         replay: list[_Op] = []
         replayed = 0
-        waiting, self._waiting = self._waiting, {}
         lost: list[asyncio.Future[Any]] = []
-        for op_id, future in waiting.items():
+        for op_id, future in in_flight.items():
             message = self._in_flight.get(future)
             if message is not None and not future.done() and op_id != 0:
                 self._waiting[op_id] = future

@@ -77,7 +77,7 @@ async def test_honest_senders_beside_an_8bit_one(
     strictmx: StrictmxFactory, tmp_path: Path, tally: Tally
 ) -> None:
     db = tmp_path / "journal.db"
-    rx = strictmx("default", db=str(db))
+    rx = strictmx("default", db=str(db), api_listen=("127.0.0.1", 0))
     jobs = {("honest", i): bounded(rx.port, "honest", i) for i in range(HONEST)}
     for j in range(HOSTILE):
         envelope = HOSTILE_ENVELOPES[j % len(HOSTILE_ENVELOPES)]
@@ -108,6 +108,14 @@ async def test_honest_senders_beside_an_8bit_one(
     # Filters take text as the SMTP layer decodes it; reads show the bytes escaped.
     session = rx.last(rcpt="\udcff@example.org")
     assert "\\xff@example.org" in session["rcpts"]
+    assert rx.receiver.api is not None
+    with urllib.request.urlopen(f"{rx.receiver.api.url}/sessions/{session['id']}") as response:
+        shown = json.load(response)  # the API's JSON, UTF-8: no lone surrogate in it
+    assert "\\xff@example.org" in shown["envelope"]["rcpts"]
+    with urllib.request.urlopen(f"{rx.receiver.api.url}/sessions?limit=1000") as response:
+        listed = json.load(response)["sessions"]  # every session, the 8-bit ones too
+    assert len(listed) == len(jobs)
+    assert any(s["envelope"]["mail_from"] == "b\\xe9nch@example.net" for s in listed)
     tally.assert_clean()
 
 
