@@ -27,7 +27,10 @@ Should the writer process die, it is started again (at most MAX_RESTARTS times i
 RESTART_WINDOW seconds, each logged): messages it had not answered are replayed so that
 each is stored exactly once, open sessions' rows are given to it again, and flushes
 and reads it had not answered fail, as may transcript lines and verdicts it had not
-committed. Past the bound, everything waiting and everything after fails.
+committed. A new writer that cannot open the database (its storage made read-only, say)
+is tried again every RETRY_DELAY seconds; until one opens, the journal is down: what
+waits fails at once (a message in flight then is refused, not replayed) and plain
+writes are dropped. Past either bound, everything waiting and everything after fails.
 
 Times are stored as ISO 8601 UTC text with microseconds, so they sort as text.
 """
@@ -76,6 +79,11 @@ _LINGER: Final = 0.05
 #: dead, and every later write fails.
 MAX_RESTARTS: Final = 5
 RESTART_WINDOW: Final = 60.0
+#: A restarted writer that cannot open the database (its storage gone read-only, say)
+#: is tried again every RETRY_DELAY seconds, at most OPEN_RETRIES times; meanwhile the
+#: journal is down: what waits for the writer fails at once, plain writes are dropped.
+RETRY_DELAY: Final = 1.0
+OPEN_RETRIES: Final = 300
 #: Adds a recipient of a message only if the message's row is stored: a message that
 #: failed to go in leaves no recipients. (The recipients are bound one by one rather
 #: than read back with json_each, which would turn 8-bit bytes into invalid text.)
@@ -137,6 +145,8 @@ class Journal:
         self._max_restarts = max_restarts
         self._restarts: list[float] = []
         self._restarting: asyncio.Task[None] | None = None
+        # Why the journal is down while a restarted writer cannot open the database.
+        self._down: str | None = None
         # Open sessions' rows and changed fields, and messages not yet answered: what a
         # restarted writer is given again, since the dead one may not have stored it.
         self._open_sessions: dict[str, tuple[tuple[object, ...], dict[str, object]]] = {}
@@ -216,7 +226,13 @@ class Journal:
         if self._state != "open":
             self._state = "closed"
             return
-        if self._restarting is not None:
+        if self._restarting is not None and self._down is not None:
+            # Down, between two tries: no writer to stop, none to wait for.
+            self._restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restarting
+            self._broken = self._down
+        elif self._restarting is not None:
             # The stop goes to the new writer; the restart's own failure is reported.
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._restarting)
@@ -495,6 +511,9 @@ class Journal:
             self._timer.cancel()
             self._timer = None
         self._stage_updates()
+        if self._down is not None:
+            self._staged = []  # no writer to take it; what waits has failed already
+            return
         if self._restarting is not None:
             return  # kept staged for the new writer
         staged, self._staged = self._staged, []
@@ -517,8 +536,8 @@ class Journal:
         """Hand over the staged writes and `op` (its id filled in); its answer, later."""
         assert self._loop is not None
         future: asyncio.Future[Any] = self._loop.create_future()
-        if self._broken is not None:
-            future.set_exception(JournalError(self._broken))
+        if self._broken is not None or self._down is not None:
+            future.set_exception(JournalError(self._broken or self._down or ""))
             return future
         op_id = self._next_id
         self._next_id += 1
@@ -590,6 +609,13 @@ class Journal:
                 len(self._restarts),
                 RESTART_WINDOW,
             )
+        if self._restarting is not None:
+            # A new writer that could not open the database; the restart answers what
+            # waits, only its start-up must learn that the process is gone.
+            ready = self._waiting.pop(0, None)
+            if ready is not None and not ready.done():
+                ready.set_result(f"journal {self._path}: the writer exited while starting")
+            return
         self._fail_waiting(self._broken or f"journal {self._path}: the writer process exited")
 
     def _fail_waiting(self, reason: str) -> None:
@@ -641,18 +667,30 @@ class Journal:
         for future in lost:
             if not future.done():
                 future.set_exception(JournalError(f"{reason}; this was not answered"))
-        try:
-            error = await self._spawn()
-        except Exception as exc:  # cannot start a process at all (no memory, no fds)
-            error = f"cannot start a writer: {type(exc).__name__}: {exc}"
-        if error is not None:
-            self._broken = f"{reason}; restart failed: {error}"
-            self._last_error = self._broken
-            log.error("%s; nothing more is stored", self._broken)
-            self._restarting = None
+        for attempt in range(1, OPEN_RETRIES + 1):
+            try:
+                error = await self._spawn()
+            except Exception as exc:  # cannot start a process at all (no memory, no fds)
+                error = f"cannot start a writer: {type(exc).__name__}: {exc}"
+            if error is None:
+                break
+            await self._reap(kill=True)  # the one that could not open the database
+            down = f"{reason}; restart failed: {error}"
+            if self._down is None:
+                log.error("%s; trying again every %gs", down, RETRY_DELAY)
+            self._down = self._last_error = down
+            # Nobody waits RETRY_DELAY for an answer: replayed messages fail now (451),
+            # and are not replayed later.
+            replay.clear()
+            replayed = 0
+            self._fail_waiting(down)
             self._staged = []
-            self._fail_waiting(self._broken)
-            return
+            if attempt == OPEN_RETRIES:
+                self._broken, self._down, self._restarting = down, None, None
+                log.error("%s; gave up after %d tries; nothing more is stored", down, attempt)
+                return
+            await asyncio.sleep(RETRY_DELAY)
+        self._down = None
         log.warning(
             "journal %s: writer restarted (pid %s); %d unanswered messages replayed",
             self._path,

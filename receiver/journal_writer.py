@@ -57,6 +57,9 @@ BATCH_MAX: Final = 10_000
 #: backup) before that batch fails.
 BUSY_TIMEOUT: Final = 5.0
 _READ_SIZE: Final = 1 << 20
+#: Most session rows kept to insert again (see `Writer`): each is tried before every
+#: batch, so a long outage must not make every batch slower without end.
+MISSING_MAX: Final = 10_000
 
 SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -509,7 +512,16 @@ class Writer:
         if sql in _MESSAGE_WRITES:
             self._lost[session_id] = error
         elif sql in _SESSION_WRITES:
+            self._keep_missing(session_id, params)
+
+    def _keep_missing(self, session_id: str, params: tuple[object, ...]) -> None:
+        if len(self._missing) < MISSING_MAX or session_id in self._missing:
             self._missing[session_id] = params
+        elif "missing" not in self._logged_kinds:
+            self._logged_kinds.add("missing")
+            self.logs.append(
+                (logging.ERROR, f"over {MISSING_MAX} session rows lost; later ones stay lost")
+            )
 
     def _restore_sessions(self) -> None:
         """Insert again the sessions rows that did not go in, before anything else."""
@@ -522,7 +534,7 @@ class Writer:
 
     def _transaction_lost(self, error: str) -> None:
         for params in self._txn_sessions:
-            self._missing[str(params[0])] = params
+            self._keep_missing(str(params[0]), params)
         for session_id in self._txn_messages:
             self._lost[session_id] = error
         self._txn_sessions.clear()

@@ -28,7 +28,7 @@ SESSION_TIMEOUT: Final = 30.0
 HELO: Final = b"mail.example.net"
 MAIL: Final = b"bench@example.net"
 RCPT: Final = b"alice@example.net"
-TOKEN: Final = re.compile(rb"<(honest|hostile|load)-(\d+)@token\.example>")
+TOKEN: Final = re.compile(rb"<(honest|hostile|load|probe)-(\d+)@token\.example>")
 LISTENING: Final = re.compile(r"^strictmx: listening on 127\.0\.0\.1:(\d+)$")
 ROOT: Final = Path(__file__).resolve().parents[2]
 

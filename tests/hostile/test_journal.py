@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+import pytest
+
 from receiver.pytest_plugin import StrictmxFactory
 from tests.hostile._journal import (
     HELO,
@@ -230,15 +232,54 @@ async def _until(condition: Callable[[], bool], what: str, timeout: float = 15.0
         await asyncio.sleep(0.05)
 
 
-async def test_a_full_disk_costs_451s_never_a_false_250_and_recovers(
-    strictmx: StrictmxFactory, tmp_path: Path, tally: Tally
+class Outage:
+    """A real storage failure under the journal's directory, started and ended at will.
+
+    `full`: a small tmpfs of its own, filled up, then freed. `read-only`: the journal's
+    files made immutable (chattr +i, which binds root too, where chmod does not; a
+    read-only remount is refused while the writer holds the files open). Both need root,
+    as CI has.
+    """
+
+    def __init__(self, kind: str, where: Path) -> None:
+        self.kind = kind
+        self.where = where
+        self.mounted = False
+        self.frozen: list[Path] = []
+        where.mkdir()
+        if kind == "full":
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(where)], check=True
+            )
+            self.mounted = True
+
+    def start(self) -> None:
+        if self.kind == "full":
+            _fill(self.where / "filler")
+        else:
+            self.frozen = sorted(self.where.iterdir())
+            subprocess.run(["chattr", "+i", *map(str, self.frozen)], check=True)
+
+    def end(self) -> None:
+        if self.kind == "full":
+            (self.where / "filler").unlink(missing_ok=True)
+        elif self.frozen:
+            subprocess.run(["chattr", "-i", *map(str, self.frozen)], check=True)
+            self.frozen = []
+
+    def clean_up(self) -> None:
+        self.end()
+        if self.mounted:
+            subprocess.run(["umount", str(self.where)], check=True)
+
+
+@pytest.mark.parametrize("kind", ["full", "read-only"])
+async def test_a_storage_outage_costs_451s_never_a_false_250_and_recovers(
+    strictmx: StrictmxFactory, tmp_path: Path, tally: Tally, kind: str
 ) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    # A real full disk: a small tmpfs of its own (the test runs as root, as CI does).
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], check=True)
+    outage = Outage(kind, tmp_path / "disk")
     try:
-        db = disk / "journal.db"
+        db = outage.where / "journal.db"
         rx = strictmx("default", db=str(db), api_listen=("127.0.0.1", 0))
         assert rx.receiver.api is not None
         url = rx.receiver.api.url
@@ -247,20 +288,32 @@ async def test_a_full_disk_costs_451s_never_a_false_250_and_recovers(
         replies = dict(zip(before, await asyncio.gather(*before.values()), strict=True))
         assert _health(url) == "ready"
 
-        filled = _fill(disk / "filler")
+        outage.start()
         # A session that begins during the outage: its sessions row cannot go in.
         reader, writer = await asyncio.open_connection(HOST, rx.port)
         assert (await reader.readline()).startswith(b"220")
         writer.write(b"HELO " + HELO + b"\r\n")
         assert (await reader.readline()).startswith(b"250")
-        during = {("outage", i): bounded(rx.port, "hostile", i) for i in range(30)}
-        outage = await asyncio.gather(*during.values())
-        replies.update(zip([("hostile", i) for i in range(30)], outage, strict=True))
+        during = [bounded(rx.port, "hostile", i) for i in range(30)]
+        refused_during = await asyncio.gather(*during)
+        replies.update({("hostile", i): r for i, r in enumerate(refused_during)})
         await _until(lambda: not journal.healthy, "degraded")
         assert _health(url) == "degraded"
-        refused = sum(1 for code, _ in outage if code == 451)
+        refused = sum(1 for code, _ in refused_during if code == 451)
 
-        (disk / "filler").unlink()  # room again
+        outage.end()
+        # Ready again once a message is taken: a probe every 0.1 s, for 15 s at most (a
+        # writer that died in the outage is started again within journal.RETRY_DELAY).
+        probes = 0
+        deadline = time.monotonic() + 15
+        while True:
+            reply = await bounded(rx.port, "probe", probes)
+            replies["probe", probes] = reply
+            probes += 1
+            if reply[0] == 250:
+                break
+            assert time.monotonic() < deadline, f"nothing taken 15s after the outage: {reply}"
+            await asyncio.sleep(0.1)
         # The session from the outage goes on, and its message is stored.
         for line in (b"MAIL FROM:<" + MAIL + b">", b"RCPT TO:<" + RCPT + b">", b"DATA"):
             writer.write(line + b"\r\n")
@@ -275,7 +328,8 @@ async def test_a_full_disk_costs_451s_never_a_false_250_and_recovers(
         replies.update(zip(after, await asyncio.gather(*after.values()), strict=True))
         rx.settle()
         await _until(lambda: _health(url) == "ready", "ready again")
-        print(f"filled {filled} bytes; {refused} of 30 refused with 451 during the outage")
+        print(f"{kind}: {refused} of 30 refused with 451 during the outage; {probes} probes")
+        # The control: before the outage and after it, every message is taken.
         judge(tally, replies, db, must_accept={"honest"})
         with sqlite3.connect(db) as conn:
             row = conn.execute(
@@ -285,7 +339,8 @@ async def test_a_full_disk_costs_451s_never_a_false_250_and_recovers(
             ).fetchone()
         conn.close()
         assert row == ("mail.example.net",), row  # the outage's session has its row again
+        assert refused > 0, "the outage refused nothing: it did not reach the journal"
         tally.assert_clean()
     finally:
-        strictmx.stop()  # the journal's files live on the tmpfs
-        subprocess.run(["umount", str(disk)], check=True)
+        strictmx.stop()  # the journal's files live in the outage's directory
+        outage.clean_up()

@@ -620,6 +620,75 @@ async def test_restarts_are_bounded(db: Path, caplog: pytest.LogCaptureFixture) 
     assert count(db, "messages") == 1
 
 
+def hide(db: Path) -> Path:
+    """Move the database and its WAL files into a directory beside it; that directory."""
+    away = db.with_name("away")
+    away.mkdir()
+    for name in db.parent.glob(db.name + "*"):
+        name.rename(away / name.name)
+    return away
+
+
+async def noticed_dead(journal: Journal) -> None:
+    """Wait (10 s at most) until the journal has seen its writer die."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while journal.healthy:
+        assert asyncio.get_running_loop().time() < deadline, "the writer's death went unseen"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_writer_that_cannot_reopen_is_tried_again(
+    journal: Journal, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    start(journal, "s1", at(0))
+    await journal.flush()
+    pid = journal.writer_pid
+    assert pid is not None
+    away = hide(db)
+    db.write_bytes(b"not a database" * 100)  # what the restarted writer finds
+    os.kill(pid, signal.SIGKILL)
+    await noticed_dead(journal)
+    # Down: nothing waits for a writer that may never come; a message fails at once.
+    with pytest.raises(JournalError, match=r"restart failed: .*not a database"):
+        await journal.add_message("s1", mail_from="", rcpts=[], raw=b"x", when=at(1))
+    assert not journal.healthy
+    assert "trying again every 1s" in caplog.text
+    for name in away.iterdir():  # the database is back: the next try opens it
+        name.replace(db.with_name(name.name))
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        try:
+            n = await journal.add_message("s1", mail_from="", rcpts=[], raw=b"y", when=at(2))
+            break
+        except JournalError:
+            assert asyncio.get_running_loop().time() < deadline, "not reopened in 10s"
+            await asyncio.sleep(0.1)
+    assert n == 1
+    assert journal.healthy
+    await journal.close()
+    assert count(db, "messages") == 1
+
+
+async def test_closing_while_down_does_not_wait_for_a_writer(db: Path) -> None:
+    journal = Journal(db)
+    await journal.open()
+    start(journal, "s1", at(0))
+    await journal.flush()
+    pid = journal.writer_pid
+    assert pid is not None
+    hide(db)
+    db.write_bytes(b"not a database" * 100)
+    os.kill(pid, signal.SIGKILL)
+    await noticed_dead(journal)
+    with pytest.raises(JournalError, match="restart failed"):
+        await journal.flush()
+    started = asyncio.get_running_loop().time()
+    await journal.close()
+    assert asyncio.get_running_loop().time() - started < 1.0
+    with pytest.raises(JournalError, match="closed"):
+        await journal.flush()
+
+
 async def test_8bit_text_is_stored_as_its_bytes_and_read_escaped(
     journal: Journal, db: Path
 ) -> None:
