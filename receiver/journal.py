@@ -495,12 +495,18 @@ class Journal:
         self, sql: str, params: tuple[object, ...] | list[tuple[Any, ...]], session_id: str
     ) -> None:
         self._check_open()
+        if self._down is not None:
+            # No writer to take it, and the message it may belong to is refused now:
+            # kept, it would reach the next writer and store what was refused.
+            return
         self._staged.append(("write", sql, params, session_id))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(_LINGER, self._hand_over)
 
     def _update(self, session_id: str, fields: Mapping[str, object]) -> None:
         self._check_open()
+        if self._down is not None:
+            return  # no writer to take it (see _write)
         self._updates.setdefault(session_id, {}).update(fields)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(_LINGER, self._hand_over)
@@ -685,6 +691,7 @@ class Journal:
             replayed = 0
             self._fail_waiting(down)
             self._staged = []
+            self._updates = {}
             if attempt == OPEN_RETRIES:
                 self._broken, self._down, self._restarting = down, None, None
                 log.error("%s; gave up after %d tries; nothing more is stored", down, attempt)

@@ -664,6 +664,8 @@ async def test_a_writer_that_cannot_reopen_is_tried_again(
             assert asyncio.get_running_loop().time() < deadline, "not reopened in 10s"
             await asyncio.sleep(0.1)
     assert n == 1
+    # Only the message that got its answer is stored: none refused while down came in.
+    assert await journal.message_raw("s1", 1) == b"y"
     assert journal.healthy
     await journal.close()
     assert count(db, "messages") == 1
