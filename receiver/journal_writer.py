@@ -377,6 +377,7 @@ class Writer:
         self._txn_sessions: list[tuple[object, ...]] = []
         self._txn_messages: list[str] = []
         self._failed_rows = 0
+        self._restored = 0  # session rows inserted again in the open transaction
 
     def run(self, batch: list[tuple[Any, ...]]) -> list[Answer]:
         """Run `batch` as one transaction; answer its barriers and tasks."""
@@ -445,6 +446,9 @@ class Writer:
             return answers
         self._txn_sessions.clear()
         self._txn_messages.clear()
+        if self._restored:
+            self.logs.append((logging.WARNING, f"stored {self._restored} lost session rows"))
+            self._restored = 0
         for op_id, strict, session_id in barriers:
             if strict:
                 # A message barrier answers for its session's message row alone.
@@ -526,11 +530,9 @@ class Writer:
     def _restore_sessions(self) -> None:
         """Insert again the sessions rows that did not go in, before anything else."""
         missing, self._missing = self._missing, {}
-        restored = len(missing)
         self._write_each(SESSION_RESTORE, list(missing.values()), list(missing))
-        restored -= len(self._missing)
-        if restored:
-            self.logs.append((logging.WARNING, f"stored {restored} session rows again"))
+        # Logged once committed: while the disk is full, the commit loses them again.
+        self._restored = len(missing) - len(self._missing)
 
     def _transaction_lost(self, error: str) -> None:
         for params in self._txn_sessions:
@@ -539,6 +541,7 @@ class Writer:
             self._lost[session_id] = error
         self._txn_sessions.clear()
         self._txn_messages.clear()
+        self._restored = 0
         self.carry = error
 
     def _task(self, name: str, args: tuple[Any, ...]) -> Any:

@@ -727,7 +727,9 @@ async def test_8bit_text_is_stored_as_its_bytes_and_read_escaped(
     assert [s["id"] for s in await journal.sessions(helo="h\udce9lo")] == ["s1"]
 
 
-async def test_a_lost_session_row_is_stored_again(journal: Journal, db: Path) -> None:
+async def test_a_lost_session_row_is_stored_again(
+    journal: Journal, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # A trigger refuses the row the way a full disk would, inside SQLite's INSERT.
     with sqlite3.connect(db) as other:
         other.execute(
@@ -746,6 +748,7 @@ async def test_a_lost_session_row_is_stored_again(journal: Journal, db: Path) ->
     # Room again: the writer inserts the row before the next batch, so s1 stores again.
     assert await journal.add_message("s1", mail_from="", rcpts=[], raw=b"y", when=at(2)) == 1
     assert journal.healthy
+    assert caplog.text.count("stored 1 lost session rows") == 1  # once it is committed
     assert count(db, "sessions") == 2
     assert count(db, "messages") == 2
 
