@@ -344,16 +344,18 @@ _MESSAGE_WRITES: Final = frozenset({MESSAGE_INSERT, MESSAGE_REPLAY})
 _SESSION_WRITES: Final = frozenset({SESSION_INSERT, SESSION_RESTORE})
 
 
-class _TransactionLost(Exception):
-    """SQLite rolled the whole transaction back (disk full, I/O error) mid-batch."""
+class _Careful(Exception):
+    """A group of rows failed in a batch run without savepoints: run it again, with."""
 
 
 class Writer:
     """Runs batches of operations against one connection; keeps the health report.
 
     A failed row fails its own session only. Each group of rows runs as one
-    executemany under a savepoint; should it fail, the group is rolled back to the
-    savepoint and run row by row, so every other session's rows still go in. What a
+    executemany; should one fail, the batch is rolled back and run again with each
+    group under a savepoint, and a failing group is rolled back to its savepoint and
+    run row by row, so every other session's rows still go in. (Savepoints cost two
+    statements per group: only a batch that needs them pays for them.) What a
     session lost is remembered across batches until the barrier that stands for it is
     answered: a message row in `_lost` (its session's next strict barrier fails, in
     whichever batch it runs), a session row in `_missing` (inserted again at the start
@@ -378,6 +380,7 @@ class Writer:
         self._txn_messages: list[str] = []
         self._failed_rows = 0
         self._restored = 0  # session rows inserted again in the open transaction
+        self._restoring: dict[str, tuple[object, ...]] = {}  # ... and which they were
 
     def run(self, batch: list[tuple[Any, ...]]) -> list[Answer]:
         """Run `batch` as one transaction; answer its barriers and tasks."""
@@ -401,6 +404,13 @@ class Writer:
             return answers
 
     def _run(self, batch: list[tuple[Any, ...]]) -> list[Answer]:
+        grouped = _grouped(batch)
+        try:
+            return self._run_grouped(grouped, careful=False)
+        except _Careful:
+            return self._run_grouped(grouped, careful=True)
+
+    def _run_grouped(self, grouped: list[tuple[Any, ...]], *, careful: bool) -> list[Answer]:
         conn = self.conn
         answers: list[Answer] = []
         committed: list[Answer] = []  # durable results, answered only after COMMIT
@@ -410,12 +420,12 @@ class Writer:
         conn.execute("BEGIN")
         if self._missing:
             self._restore_sessions()
-        for op in _grouped(batch):
+        for op in grouped:
             kind = op[0]
             if kind == "barrier":
                 barriers.append((op[1], op[2], op[3]))
             elif kind == "write":
-                self._write(op[1], op[2], op[3])
+                self._write(op[1], op[2], op[3], careful=careful)
             else:
                 _, op_id, name, args, durable = op
                 try:
@@ -449,6 +459,7 @@ class Writer:
         if self._restored:
             self.logs.append((logging.WARNING, f"stored {self._restored} lost session rows"))
             self._restored = 0
+        self._restoring = {}
         for op_id, strict, session_id in barriers:
             if strict:
                 # A message barrier answers for its session's message row alone.
@@ -462,9 +473,22 @@ class Writer:
         answers.extend(committed)
         return answers
 
-    def _write(self, sql: str, rows: list[tuple[object, ...]], sessions: list[str]) -> None:
+    def _write(
+        self, sql: str, rows: list[tuple[object, ...]], sessions: list[str], *, careful: bool
+    ) -> None:
         """Run one statement for many rows; a failing row fails its own session only."""
         conn = self.conn
+        if not careful:
+            try:
+                conn.executemany(sql, rows)
+            except Exception:
+                self._undo_batch()
+                raise _Careful from None
+            if sql in _SESSION_WRITES:
+                self._txn_sessions.extend(rows)
+            elif sql in _MESSAGE_WRITES:
+                self._txn_messages.extend(sessions)
+            return
         conn.execute("SAVEPOINT rows")
         try:
             conn.executemany(sql, rows)
@@ -530,9 +554,21 @@ class Writer:
     def _restore_sessions(self) -> None:
         """Insert again the sessions rows that did not go in, before anything else."""
         missing, self._missing = self._missing, {}
+        self._restoring = missing
         self._write_each(SESSION_RESTORE, list(missing.values()), list(missing))
         # Logged once committed: while the disk is full, the commit loses them again.
         self._restored = len(missing) - len(self._missing)
+
+    def _undo_batch(self) -> None:
+        """Roll back a batch that is to run again: as if it had not begun."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        for session_id, params in self._restoring.items():  # to be inserted again
+            self._keep_missing(session_id, params)
+        self._restoring = {}
+        self._txn_sessions.clear()
+        self._txn_messages.clear()  # each runs again
+        self._restored = 0
 
     def _transaction_lost(self, error: str) -> None:
         for params in self._txn_sessions:
@@ -542,6 +578,7 @@ class Writer:
         self._txn_sessions.clear()
         self._txn_messages.clear()
         self._restored = 0
+        self._restoring = {}
         self.carry = error
 
     def _task(self, name: str, args: tuple[Any, ...]) -> Any:

@@ -782,6 +782,7 @@ class WriterPipe:
             stdout=subprocess.PIPE,
         )
         assert self.read() == ("ready", None)
+        self.logs: list[str] = []
 
     def send(self, ops: list[tuple[Any, ...]]) -> None:
         assert self.process.stdin is not None
@@ -803,6 +804,7 @@ class WriterPipe:
         while len(found) < expected:
             message = self.read()
             assert message[0] == "done"
+            self.logs += [text for _, text in message[3]]
             found.update((op_id, error) for op_id, error, _ in message[4])
         return found
 
@@ -881,6 +883,8 @@ def test_a_failing_row_fails_its_own_session_only(db: Path) -> None:
     assert [i for i, error in answers.items() if error is not None] == [50]
     assert "FOREIGN KEY" in str(answers[50])
     assert count(db, "messages") == 50
+    # Run again with savepoints after the failure, the batch failed nothing else.
+    assert writer.logs == ["write failed: IntegrityError: FOREIGN KEY constraint failed"]
 
 
 def test_a_replayed_message_is_stored_once(db: Path) -> None:
