@@ -24,6 +24,18 @@ strictmx ships lives in the catalogue.
 
 Every error raised here is a `ScenarioError` whose text reads
 `scenarios/x.yaml:14 policies.helo[2].mode: 'rfc9999' is not one of: 'rfc1035', ...`.
+
+A scenario is data, and may come from someone who should not run code on the receiver's
+host (`PUT /api/v1/scenario`). So:
+
+- what it may reach outside the process (files, modules, URLs, listen addresses, real
+  DNS) depends on a `Trust` (receiver/trust.py): a file from disk may, with relative
+  files read beside it, and so may Python code's own text and dicts; an upload through
+  the API may not unless the receiver was started to allow it;
+- its YAML is bounded before anything is built from it: at most MAX_SCENARIO_BYTES,
+  MAX_DEPTH levels of nesting, MAX_ALIASES aliases adding at most MAX_ALIAS_NODES nodes
+  in all (so a few hundred bytes of nested aliases cannot expand to billions of nodes).
+  Parsing is blocking CPU work: the API runs it in a thread.
 """
 
 from __future__ import annotations
@@ -33,15 +45,17 @@ import importlib.resources
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import catalogue
+from . import trust as trusts
 from .engine import Engine, EngineSettings
 from .expect import Case
 from .policy import Policy, PolicyClass, PolicyOptions, load_registry
+from .trust import Trust
 from .verdict import Reply, ReplyError, Stage
 from .world import WorldConfig
 
@@ -54,6 +68,17 @@ ENTRY_KEYS = ("policy", "replies", "delay_reject")
 #: How a reply override names a reply catalogue entry instead of giving a text.
 ENTRY_FORM = "{entry: ID} (an id of receiver/data/catalogue.yaml)"
 STAGE_KEYS = [SESSION_KEY, *(s.value for s in Stage)]
+
+#: The largest scenario read, in bytes of UTF-8 (whole DNS zones fit many times over).
+MAX_SCENARIO_BYTES: Final = 4 * 1024 * 1024
+#: Nesting levels of YAML collections; a scenario needs about ten.
+MAX_DEPTH: Final = 64
+#: Aliases (`*name`) in one scenario.
+MAX_ALIASES: Final = 1000
+#: Nodes that aliases may add in all when expanded, each counted where it is used.
+MAX_ALIAS_NODES: Final = 100_000
+#: How much of a bad value an error message repeats.
+SHOWN_VALUE_CHARS: Final = 80
 
 
 @dataclass(frozen=True)
@@ -230,14 +255,25 @@ def resolve(name_or_path: str) -> Path:
 
 
 def load(name_or_path: str, registry: Mapping[str, PolicyClass] | None = None) -> Scenario:
+    """A bundled scenario or a scenario file: trusted, its relative files read beside it.
+
+    The file itself must be a regular file of at most MAX_SCENARIO_BYTES (a FIFO or a
+    device is refused, not opened).
+    """
     path = resolve(name_or_path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        text = trusts.read_text_file(path, MAX_SCENARIO_BYTES, "scenario file")
+    except trusts.MissingFile:
         raise ScenarioError(f"{path}: no such scenario file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except trusts.UnreadableFile as exc:
         raise ScenarioError(f"{path}: cannot read scenario: {exc}") from None
-    return loads(text, source=_display(path), registry=registry, default_name=path.stem)
+    return loads(
+        text,
+        source=_display(path),
+        registry=registry,
+        default_name=path.stem,
+        trust=trusts.from_file(path),
+    )
 
 
 def loads(
@@ -246,7 +282,10 @@ def loads(
     source: str = "<scenario>",
     registry: Mapping[str, PolicyClass] | None = None,
     default_name: str = "scenario",
+    trust: Trust = trusts.CODE,
 ) -> Scenario:
+    """A scenario from YAML text. The caller's own text by default, which may reach what
+    it names; text from elsewhere passes a `trust` that says so (receiver/trust.py)."""
     lines = _LineMap.parse(text, source)
     data = lines.data
     if data is None:
@@ -257,7 +296,14 @@ def loads(
                 [Issue(source, 1, "", f"the scenario must be a mapping, not {type(data).__name__}")]
             )
         )
-    return from_dict(data, source=source, registry=registry, default_name=default_name, lines=lines)
+    return from_dict(
+        data,
+        source=source,
+        registry=registry,
+        default_name=default_name,
+        lines=lines,
+        trust=trust,
+    )
 
 
 def from_dict(
@@ -267,10 +313,13 @@ def from_dict(
     registry: Mapping[str, PolicyClass] | None = None,
     default_name: str = "scenario",
     lines: _LineMap | None = None,
+    trust: Trust = trusts.CODE,
 ) -> Scenario:
+    """A scenario from parsed data; `trust` as for `loads`."""
     where = lines or _LineMap(source)
+    context = trusts.context(trust)
     try:
-        model = ScenarioModel.model_validate(data)
+        model = ScenarioModel.model_validate(data, context=context)
     except ValidationError as exc:
         raise ScenarioError(where.describe_validation(exc, ())) from None
     registry = registry if registry is not None else load_registry()
@@ -283,7 +332,7 @@ def from_dict(
                 )
             )
         for index, item in enumerate(items):
-            entries.append(_entry(item, key, ("policies", key, index), registry, where))
+            entries.append(_entry(item, key, ("policies", key, index), registry, where, context))
     return Scenario(
         name=model.name or default_name,
         description=model.description,
@@ -301,6 +350,7 @@ def _entry(
     path: KeyPath,
     registry: Mapping[str, PolicyClass],
     where: _LineMap,
+    context: dict[str, Any],
 ) -> PolicyEntry:
     if not isinstance(item, Mapping) or "policy" not in item:
         raise ScenarioError(where.at(path, "each entry needs 'policy: <name>'"))
@@ -326,7 +376,7 @@ def _entry(
     if delay is not None and not isinstance(delay, bool):
         raise ScenarioError(where.at((*path, "delay_reject"), f"{delay!r}: expected true or false"))
     try:
-        options = cls.Options.model_validate(raw_options)
+        options = cls.Options.model_validate(raw_options, context=context)
     except ValidationError as exc:
         known = ", ".join(cls.Options.model_fields) or "(none)"
         raise ScenarioError(
@@ -385,15 +435,42 @@ class _LineMap:
 
     @classmethod
     def parse(cls, text: str, source: str) -> _LineMap:
+        """Check the YAML's size and shape, then compose it once and build the data from
+        that one node tree (aliases stay shared there; only the checked walks expand them)."""
+        size = len(text) if len(text) * 4 <= MAX_SCENARIO_BYTES else len(text.encode())
+        if size > MAX_SCENARIO_BYTES:
+            raise ScenarioError(
+                _Located(
+                    [
+                        Issue(
+                            source,
+                            None,
+                            "",
+                            f"the scenario is {size} bytes; the limit is {MAX_SCENARIO_BYTES}",
+                        )
+                    ]
+                )
+            )
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.load(text, Loader=yaml.SafeLoader)
+            _check_shape(text, source)
+            loader = _Loader(text)
+            try:
+                node = loader.get_single_node()
+                data = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
             problem = getattr(exc, "problem", None) or str(exc)
             raise ScenarioError(
                 _Located([Issue(source, line, "", f"invalid YAML: {problem}")])
+            ) from None
+        except (ValueError, OverflowError) as exc:
+            # A scalar the safe constructor cannot build: a date such as 2024-13-45, an
+            # integer of more digits than Python converts.
+            raise ScenarioError(
+                _Located([Issue(source, None, "", f"invalid YAML value: {exc}")])
             ) from None
         lines: dict[KeyPath, int] = {}
         if node is not None:
@@ -425,6 +502,98 @@ class _LineMap:
         return _Located(issues)
 
 
+#: libyaml's parser where PyYAML was built with it: the same documents, parsed in C.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass
+class _Frame:
+    """An open YAML collection during the shape check."""
+
+    anchor: str | None
+    mapping: bool
+    #: Nodes under it so far, aliases expanded, itself included.
+    nodes: int = 1
+    #: Mapping: the next child is a key; its last key. Sequence: the next child's index.
+    at_key: bool = True
+    key: str | int = ""
+    index: int = 0
+
+    def place(self) -> str | int | None:
+        if not self.mapping:
+            return self.index
+        return None if self.at_key else self.key
+
+    def advance(self, event: yaml.Event) -> None:
+        if not self.mapping:
+            self.index += 1
+        elif self.at_key:
+            self.key = event.value if isinstance(event, yaml.ScalarEvent) else "?"
+            self.at_key = False
+        else:
+            self.at_key = True
+
+
+def _check_shape(text: str, source: str) -> None:
+    """Refuse YAML nested deeper than MAX_DEPTH, with more than MAX_ALIASES aliases,
+    aliases adding more than MAX_ALIAS_NODES nodes, or an alias inside the collection it
+    names (a cycle no scenario means), from the parser's events alone.
+
+    The events come one at a time from a parser that keeps its own stack, so neither a
+    deep document nor an alias bomb costs more here than its length in events; the check
+    stops at the first limit passed.
+    """
+    frames: list[_Frame] = []
+    expanded: dict[str, int] = {}  # anchor -> nodes its node stands for, aliases expanded
+    aliases = 0
+    added = 0
+
+    def refuse(event: yaml.Event, message: str) -> ScenarioError:
+        path = tuple(p for p in (f.place() for f in frames) if p is not None)
+        line = event.start_mark.line + 1 if event.start_mark is not None else None
+        return ScenarioError(_Located([Issue(source, line, _dotted(path), message)]))
+
+    def done(event: yaml.Event, nodes: int, anchor: str | None) -> None:
+        if anchor is not None:
+            expanded[anchor] = nodes
+        if frames:
+            frames[-1].nodes += nodes
+            frames[-1].advance(event)
+
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(frames) >= MAX_DEPTH:
+                raise refuse(event, f"nested deeper than {MAX_DEPTH} levels")
+            frames.append(_Frame(event.anchor, isinstance(event, yaml.MappingStartEvent)))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            frame = frames.pop()
+            done(event, frame.nodes, frame.anchor)
+        elif isinstance(event, yaml.ScalarEvent):
+            done(event, 1, event.anchor)
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise refuse(event, f"more than {MAX_ALIASES} aliases")
+            if any(f.anchor == event.anchor for f in frames):
+                raise refuse(event, f"*{_shown(event.anchor)} refers to a collection it is in")
+            nodes = expanded.get(event.anchor or "", 1)  # an unknown one fails when composed
+            added += nodes
+            if added > MAX_ALIAS_NODES:
+                raise refuse(
+                    event,
+                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes in all "
+                    f"(*{_shown(event.anchor)} alone stands for {nodes})",
+                )
+            done(event, nodes, None)
+
+
+def _shown(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > SHOWN_VALUE_CHARS:
+        return text[:SHOWN_VALUE_CHARS] + "..."
+    return text
+
+
 def _is_pydantic_tag(part: object) -> bool:
     # Union members and function validators show up in `loc` as tags, not keys.
     return isinstance(part, str) and (part.startswith("function-") or "[" in part)
@@ -454,14 +623,15 @@ def _message(err: Mapping[str, Any]) -> str:
     kind = err.get("type", "")
     value = err.get("input")
     ctx = err.get("ctx") or {}
+    # Values are shown cut short: a 4 MB scalar is not repeated back in full.
     if kind == "literal_error" and "expected" in ctx:
-        return f"{value!r} is not one of: {ctx['expected']}"
+        return f"{_shown(repr(value))} is not one of: {ctx['expected']}"
     if kind == "missing":
         return "required"
     msg = str(err.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
     if kind.endswith("_type") or kind.endswith("_parsing"):
-        return f"{value!r}: {msg}"
+        return f"{_shown(repr(value))}: {msg}"
     return msg
 
 
