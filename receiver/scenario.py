@@ -33,9 +33,10 @@ host (`PUT /api/v1/scenario`). So:
   files read beside it, and so may Python code's own text and dicts; an upload through
   the API may not unless the receiver was started to allow it;
 - its YAML is bounded before anything is built from it: at most MAX_SCENARIO_BYTES,
-  MAX_DEPTH levels of nesting, MAX_ALIASES aliases adding at most MAX_ALIAS_NODES nodes
-  in all (so a few hundred bytes of nested aliases cannot expand to billions of nodes).
-  Parsing is blocking CPU work: the API runs it in a thread.
+  MAX_DEPTH levels of nesting, MAX_ALIASES aliases, MAX_NODES nodes and
+  MAX_SCENARIO_BYTES of values with aliases expanded (so a few hundred bytes of nested
+  aliases cannot stand for billions of nodes). Parsing is blocking CPU work: the API
+  runs it in a thread. Errors list at most MAX_ISSUES problems and cut long values short.
 """
 
 from __future__ import annotations
@@ -75,8 +76,11 @@ MAX_SCENARIO_BYTES: Final = 4 * 1024 * 1024
 MAX_DEPTH: Final = 64
 #: Aliases (`*name`) in one scenario.
 MAX_ALIASES: Final = 1000
-#: Nodes that aliases may add in all when expanded, each counted where it is used.
-MAX_ALIAS_NODES: Final = 100_000
+#: Nodes (scalars and collections) in one scenario, aliases expanded where they are used;
+#: the largest bundled scenario has under 700, and each node costs work up to validation.
+MAX_NODES: Final = 50_000
+#: Problems listed in one error; the rest are counted.
+MAX_ISSUES: Final = 20
 #: How much of a bad value an error message repeats.
 SHOWN_VALUE_CHARS: Final = 80
 
@@ -127,10 +131,15 @@ class ReceiverSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     hostname: str = Field(
-        "mx.strictmx.test", description="The receiver's own name (greeting, replies)."
+        "mx.strictmx.test",
+        min_length=1,
+        max_length=253,  # a DNS name's longest text (RFC 1035)
+        description="The receiver's own name (greeting, replies).",
     )
     banner: str = Field(
-        "{hostname} ESMTP", description="Greeting text after 220; {hostname} is filled in."
+        "{hostname} ESMTP",
+        max_length=200,  # with the hostname, still well within a 512-octet reply line
+        description="Greeting text after 220; {hostname} is filled in.",
     )
     delay_reject: bool = Field(
         True, description="Give CONNECT/HELO/MAIL rejections at RCPT, as Postfix."
@@ -165,8 +174,9 @@ class ReceiverSettings(BaseModel):
 class ScenarioModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
-    description: str = ""
+    # Bounded: both are written to the journal with every session.
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str = Field("", max_length=2000)
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     policies: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     world: WorldConfig = Field(default_factory=WorldConfig)
@@ -495,10 +505,14 @@ class _LineMap:
         self, exc: ValidationError, prefix: KeyPath, unknown: str = "unknown key"
     ) -> str:
         issues = []
-        for err in exc.errors():
+        errors = exc.errors()
+        for err in errors[:MAX_ISSUES]:
             path = (*prefix, *(p for p in err["loc"] if not _is_pydantic_tag(p)))
             text = unknown if err.get("type") == "extra_forbidden" else _message(err)
             issues.append(self.issue(path, text))
+        if len(errors) > MAX_ISSUES:
+            more = len(errors) - MAX_ISSUES
+            issues.append(Issue(self.source, None, "", f"... and {more} more problems"))
         return _Located(issues)
 
 
@@ -512,8 +526,9 @@ class _Frame:
 
     anchor: str | None
     mapping: bool
-    #: Nodes under it so far, aliases expanded, itself included.
+    #: Nodes and scalar characters under it so far, aliases expanded, itself included.
     nodes: int = 1
+    chars: int = 0
     #: Mapping: the next child is a key; its last key. Sequence: the next child's index.
     at_key: bool = True
     key: str | int = ""
@@ -535,56 +550,68 @@ class _Frame:
 
 
 def _check_shape(text: str, source: str) -> None:
-    """Refuse YAML nested deeper than MAX_DEPTH, with more than MAX_ALIASES aliases,
-    aliases adding more than MAX_ALIAS_NODES nodes, or an alias inside the collection it
-    names (a cycle no scenario means), from the parser's events alone.
+    """Refuse YAML nested deeper than MAX_DEPTH, with more than MAX_ALIASES aliases, more
+    than MAX_NODES nodes or MAX_SCENARIO_BYTES characters of scalars once aliases are
+    expanded, or an alias inside the collection it names (a cycle no scenario means),
+    from the parser's events alone.
 
     The events come one at a time from a parser that keeps its own stack, so neither a
     deep document nor an alias bomb costs more here than its length in events; the check
-    stops at the first limit passed.
+    stops at the first limit passed, before anything is composed or constructed.
     """
     frames: list[_Frame] = []
-    expanded: dict[str, int] = {}  # anchor -> nodes its node stands for, aliases expanded
+    # anchor -> (nodes, scalar characters) its node stands for, aliases expanded
+    expanded: dict[str, tuple[int, int]] = {}
     aliases = 0
-    added = 0
+    total_nodes = 0
+    total_chars = 0
 
     def refuse(event: yaml.Event, message: str) -> ScenarioError:
         path = tuple(p for p in (f.place() for f in frames) if p is not None)
         line = event.start_mark.line + 1 if event.start_mark is not None else None
         return ScenarioError(_Located([Issue(source, line, _dotted(path), message)]))
 
-    def done(event: yaml.Event, nodes: int, anchor: str | None) -> None:
+    def count(event: yaml.Event, nodes: int, chars: int) -> None:
+        nonlocal total_nodes, total_chars
+        total_nodes += nodes
+        total_chars += chars
+        if total_nodes > MAX_NODES:
+            raise refuse(event, f"more than {MAX_NODES} nodes, aliases expanded")
+        if total_chars > MAX_SCENARIO_BYTES:
+            raise refuse(
+                event, f"more than {MAX_SCENARIO_BYTES} characters of values, aliases expanded"
+            )
+
+    def done(event: yaml.Event, nodes: int, chars: int, anchor: str | None) -> None:
         if anchor is not None:
-            expanded[anchor] = nodes
+            expanded[anchor] = (nodes, chars)
         if frames:
             frames[-1].nodes += nodes
+            frames[-1].chars += chars
             frames[-1].advance(event)
 
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.CollectionStartEvent):
             if len(frames) >= MAX_DEPTH:
                 raise refuse(event, f"nested deeper than {MAX_DEPTH} levels")
+            count(event, 1, 0)
             frames.append(_Frame(event.anchor, isinstance(event, yaml.MappingStartEvent)))
         elif isinstance(event, yaml.CollectionEndEvent):
             frame = frames.pop()
-            done(event, frame.nodes, frame.anchor)
+            done(event, frame.nodes, frame.chars, frame.anchor)
         elif isinstance(event, yaml.ScalarEvent):
-            done(event, 1, event.anchor)
+            count(event, 1, len(event.value))
+            done(event, 1, len(event.value), event.anchor)
         elif isinstance(event, yaml.AliasEvent):
             aliases += 1
             if aliases > MAX_ALIASES:
                 raise refuse(event, f"more than {MAX_ALIASES} aliases")
             if any(f.anchor == event.anchor for f in frames):
                 raise refuse(event, f"*{_shown(event.anchor)} refers to a collection it is in")
-            nodes = expanded.get(event.anchor or "", 1)  # an unknown one fails when composed
-            added += nodes
-            if added > MAX_ALIAS_NODES:
-                raise refuse(
-                    event,
-                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes in all "
-                    f"(*{_shown(event.anchor)} alone stands for {nodes})",
-                )
-            done(event, nodes, None)
+            # An unknown anchor counts as one node here and fails when composed.
+            nodes, chars = expanded.get(event.anchor or "", (1, 0))
+            count(event, nodes, chars)
+            done(event, nodes, chars, None)
 
 
 def _shown(value: object) -> str:
@@ -615,7 +642,10 @@ def _index(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
 def _dotted(path: Iterable[str | int]) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{_shown(part)}" if out else _shown(part)
     return out
 
 

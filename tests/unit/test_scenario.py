@@ -303,7 +303,14 @@ def laughs(levels: int, width: int = 9) -> str:
 @pytest.mark.parametrize(
     ("text", "where", "message"),
     [
-        (laughs(9), "<request>:6 l5[0]: ", "aliases expand to more than 100000 nodes"),
+        (laughs(9), "<request>:5 l4[5]: ", "more than 50000 nodes, aliases expanded"),
+        (
+            "x-big: &b " + "x" * 100_000 + "\nreceiver: {local_recipients: [" + "*b, " * 50 + "]}",
+            "<request>:2 receiver.local_recipients[40]: ",
+            "more than 4194304 characters of values, aliases expanded",
+        ),
+        ("".join(f"k{n}: v\n" for n in range(30_000)), "<request>:25000 k24999: ", "50000 nodes"),
+        ("name: " + "x" * 3_000_000 + "\n", "<request>:1 name: ", "at most 200 characters"),
         ("a: &a [b, *a]\n", "<request>:1 a[1]: ", "*a refers to a collection it is in"),
         (
             "k0:\n" + "".join("  " * n + f"k{n}:\n" for n in range(1, 80)) + "  " * 80 + "v\n",
@@ -323,6 +330,9 @@ def laughs(levels: int, width: int = 9) -> str:
     ],
     ids=[
         "laughs",
+        "long-values-aliased",
+        "many-keys",
+        "long-name",
         "recursive",
         "deep-block",
         "deep-flow",
@@ -452,3 +462,13 @@ def test_every_option_that_names_something_outside_is_marked() -> None:
                 found.append(path)
                 assert "reaches" in shown, f"{path} names something outside but is not marked"
     assert {"sender_blocklist.file", "sender_verify.verifier", "world.dns.serve"} <= set(found)
+
+
+def test_an_error_lists_twenty_problems_and_counts_the_rest() -> None:
+    text = "".join(f"unknown{n}: x\n" for n in range(30))
+    with pytest.raises(ScenarioError) as raised:
+        scenarios.loads(text, source="x.yaml")
+    issues = raised.value.issues
+    assert [i.path for i in issues[:20]] == [f"unknown{n}" for n in range(20)]
+    assert issues[20].message == "... and 10 more problems"
+    assert len(issues) == 21
