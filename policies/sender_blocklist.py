@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, ClassVar, Final, Literal, Self
 
-from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, model_validator
 
 from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
@@ -70,6 +70,17 @@ class Blocklist:
                     f"{origin}: {shown} is not a valid regular expression{why}"
                 ) from None
             self.regexes.append((compiled, entry))
+
+    def extend(self, other: Blocklist) -> None:
+        """Add `other`'s entries after these (an entry listed here first keeps its origin)."""
+        for key, entry in other.addresses.items():
+            self.addresses.setdefault(key, entry)
+        for key, entry in other.domains.items():
+            self.domains.setdefault(key, entry)
+        for key, entry in other.parents.items():
+            self.parents.setdefault(key, entry)
+        self.patterns.extend(other.patterns)
+        self.regexes.extend(other.regexes)
 
     def add_line(self, line: str, origin: str, *, quote: bool = True) -> None:
         """A file line: `/regex/`, `<>`, a glob, an address, or a (`.`-prefixed) domain."""
@@ -147,6 +158,21 @@ def _domain_entry(value: str, origin: str, shown: str) -> str:
     return key
 
 
+class ListFile(str):
+    """The `file` option's name, carrying the entries read from it at load."""
+
+    blocklist: Blocklist
+
+
+def _load_file(value: str, info: ValidationInfo) -> str:
+    # A field validator, so an unreadable file or a bad line is reported at `.file`.
+    blocklist = Blocklist()
+    _read_file(value, trust_of(info), blocklist)
+    loaded = ListFile(value)
+    loaded.blocklist = blocklist
+    return loaded
+
+
 class SenderBlocklistOptions(PolicyOptions):
     addresses: list[str] = Field(
         default_factory=list,
@@ -167,7 +193,7 @@ class SenderBlocklistOptions(PolicyOptions):
         description="Python regular expressions searched for in the address, "
         "case-insensitively; anchor them with ^ and $ (as Postfix regexp tables).",
     )
-    file: Annotated[str, reaches(Reach.FILE)] | None = Field(
+    file: Annotated[str, reaches(Reach.FILE), AfterValidator(_load_file)] | None = Field(
         None,
         description="A file of entries, one a line, # comments; read at load, a relative "
         "path from the scenario file's directory; a regular file of at most 4 MiB.",
@@ -176,7 +202,7 @@ class SenderBlocklistOptions(PolicyOptions):
     _blocklist: Blocklist = PrivateAttr(default_factory=Blocklist)
 
     @model_validator(mode="after")
-    def _build(self, info: ValidationInfo) -> Self:
+    def _build(self) -> Self:
         blocklist = Blocklist()
         lists: tuple[tuple[str, EntryKind, list[str]], ...] = (
             ("addresses", "address", self.addresses),
@@ -189,8 +215,8 @@ class SenderBlocklistOptions(PolicyOptions):
         for n, value in enumerate(self.domains):
             scope: EntryKind = "subdomains" if value.strip().startswith(".") else "domain"
             blocklist.add(scope, value, f"domains[{n}]")
-        if self.file is not None:
-            _read_file(self.file, trust_of(info), blocklist)
+        if isinstance(self.file, ListFile):
+            blocklist.extend(self.file.blocklist)
         self._blocklist = blocklist
         return self
 
@@ -200,13 +226,14 @@ class SenderBlocklistOptions(PolicyOptions):
 
 
 def _read_file(name: str, trust: Trust, blocklist: Blocklist) -> None:
+    """Read `name`'s entries into `blocklist`; ValueError naming the file and line."""
     path = trust.resolve(name)
     try:
         text = read_text_file(path, MAX_FILE_BYTES, "blocklist file")
     except UnreadableFile as exc:
         where = trust.base or Path.cwd()
         relative = "" if Path(name).is_absolute() else f" (a relative path is read from {where})"
-        raise ValueError(f"file: {exc}{relative}") from None
+        raise ValueError(f"{exc}{relative}") from None
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if line and not line.startswith("#"):
