@@ -73,6 +73,10 @@ BODY_DEADLINE: Final = 10.0
 MAX_BUFFERED: Final = 4 * MAX_BODY
 #: Seconds an idle connection, or one that has not sent a whole request, stays open.
 KEEPALIVE: Final = 15.0
+#: Connections over MAX_CONNECTIONS that are answered 503 at once; beyond, they are reset.
+BUSY_CAP: Final = 4 * MAX_CONNECTIONS
+#: Seconds such an answered connection waits for the client to close.
+BUSY_LINGER: Final = 1.0
 YAML_TYPES: Final = frozenset(
     {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
 )
@@ -628,12 +632,40 @@ def _busy_answer() -> bytes:
 
 
 class _Busy(asyncio.Protocol):
-    """A connection over the cap: one 503, then closed, before reading anything."""
+    """A connection over the cap: one 503, then closed.
+
+    What the client sends is read and dropped until it closes or BUSY_LINGER passes:
+    closing a socket with unread data makes the kernel send a reset, and a reset makes
+    the client drop the 503 it has not read yet.
+    """
+
+    def __init__(self, site: _CappedSite) -> None:
+        self._site = site
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(_busy_answer())
-        transport.close()
+        if transport.can_write_eof():
+            transport.write_eof()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(BUSY_LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # dropped
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._site.busy -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class _Abort(asyncio.Protocol):
+    """Over the cap and over the busy answers' cap too: closed without a word."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.abort()
 
 
 class _Counted(asyncio.Protocol):
@@ -670,6 +702,8 @@ class _CappedSite(web.TCPSite):
         super().__init__(runner, host, port)
         self.cap = cap
         self.open = 0
+        #: Connections being told 503 (each lingers at most BUSY_LINGER seconds).
+        self.busy = 0
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with the runner
@@ -682,10 +716,13 @@ class _CappedSite(web.TCPSite):
             self._bound_port = self._server.sockets[0].getsockname()[1]
 
     def _protocol(self, server: web.Server) -> asyncio.Protocol:
-        if self.open >= self.cap:
-            return _Busy()
-        self.open += 1
-        return _Counted(server(), self)
+        if self.open < self.cap:
+            self.open += 1
+            return _Counted(server(), self)
+        if self.busy < BUSY_CAP:
+            self.busy += 1
+            return _Busy(self)
+        return _Abort()
 
 
 class Api:
