@@ -590,7 +590,23 @@ def _check_shape(text: str, source: str) -> None:
             frames[-1].chars += chars
             frames[-1].advance(event)
 
-    for event in yaml.parse(text, Loader=_Loader):
+    events = yaml.parse(text, Loader=_Loader)
+    while True:
+        try:
+            event = next(events)
+        except StopIteration:
+            return
+        except yaml.YAMLError as exc:
+            # Said here, where the open collections give the key path it happened under.
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or str(exc)
+            if "nesting depth" in problem:  # libyaml's own limit, met while scanning ahead
+                problem = f"nested deeper than {MAX_DEPTH} levels"
+            else:
+                problem = f"invalid YAML: {problem}"
+            path = tuple(p for p in (f.place() for f in frames) if p is not None)
+            line = mark.line + 1 if mark is not None else None
+            raise ScenarioError(_Located([Issue(source, line, _dotted(path), problem)])) from None
         if isinstance(event, yaml.CollectionStartEvent):
             if len(frames) >= MAX_DEPTH:
                 raise refuse(event, f"nested deeper than {MAX_DEPTH} levels")

@@ -219,9 +219,9 @@ def test_an_entry_reply_is_held_to_the_policy_in_use() -> None:
     assert scenarios.loads(text % "seed-08", source="x.yaml", registry=registry).entries
 
 
-def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
+def test_bad_yaml_names_the_line_and_where_in_the_keys(tmp_path: Path) -> None:
     message = error_of(tmp_path, "receiver:\n  hostname: [unclosed\npolicies: {}\n")
-    assert "x.yaml:3 invalid YAML" in message
+    assert "x.yaml:3 receiver.hostname[1]: invalid YAML: did not find expected ','" in message
 
 
 def test_bad_record_names_the_record(tmp_path: Path) -> None:
@@ -318,7 +318,7 @@ def laughs(levels: int, width: int = 9) -> str:
             "nested deeper than 64 levels",
         ),
         ("a: " + "[" * 70 + "]" * 70 + "\n", "<request>:1 a", "nested deeper than 64 levels"),
-        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "<request>:1", "nesting depth"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "<request>:1 a[0]: ", "nested deeper than 64"),
         (
             "x: &x y\n" + "".join(f"k{n}: *x\n" for n in range(1001)),
             "<request>:1002 k1000",
