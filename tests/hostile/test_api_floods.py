@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver.api import BODY_DEADLINE, MAX_BODY, MAX_BUFFERED, MAX_CONNECTIONS
+from receiver.api import BODY_DEADLINE, KEEPALIVE, MAX_BODY, MAX_BUFFERED, MAX_CONNECTIONS
 
 from ._scenario import Answer, Serve, banner_seconds, read_answer, request
 from .conftest import Tally
@@ -83,11 +83,36 @@ class Trickle(threading.Thread):
                     return
 
 
-def test_partial_bodies_and_a_trickle_stay_bounded(server: Serve, tally: Tally) -> None:
+class HeaderTrickle(threading.Thread):
+    """A request whose headers come one byte a second: when the server closed it."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.closed_after: float | None = None
+
+    def run(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(b"PUT /api/v1/scenario HTTP/1.1\r\n")
+            began = time.monotonic()
+            for _ in range(int(KEEPALIVE) + 6):  # bounded: a few bytes past the limit
+                try:
+                    sock.sendall(b"X")
+                    closed = select.select([sock], [], [], 1.0)[0] and not sock.recv(1024)
+                except OSError:
+                    closed = True
+                if closed:
+                    self.closed_after = time.monotonic() - began
+                    return
+
+
+def test_partial_bodies_and_trickles_stay_bounded(server: Serve, tally: Tally) -> None:
     baseline = server.status("VmRSS")
     trickle = Trickle(server.api_port)
     trickle.start()
     trickle.started.wait(10)
+    slow_headers = HeaderTrickle(server.api_port)
+    slow_headers.start()
 
     socks: list[socket.socket] = []
     answers: dict[int, Answer] = {}
@@ -95,7 +120,7 @@ def test_partial_bodies_and_a_trickle_stay_bounded(server: Serve, tally: Tally) 
         sock = socket.create_connection(("127.0.0.1", server.api_port), timeout=10)
         sock.sendall(put_head(ANNOUNCED))
         socks.append(sock)
-    tally.tried(FLOOD + 1)
+    tally.tried(FLOOD + 2)
     # Refusals (over the connection cap, over the bodies budget) come before any body.
     for n, sock in enumerate(socks):
         got = answer_now(sock, 0.5 if n == 0 else 0.05)
@@ -125,6 +150,7 @@ def test_partial_bodies_and_a_trickle_stay_bounded(server: Serve, tally: Tally) 
         if got is not None:
             answers[n] = got
     trickle.join(timeout=BODY_DEADLINE + 8)
+    slow_headers.join(timeout=KEEPALIVE + 8)
     peak = server.status("VmHWM")
     for sock in socks:
         sock.close()
@@ -135,7 +161,8 @@ def test_partial_bodies_and_a_trickle_stay_bounded(server: Serve, tally: Tally) 
     print(
         f"flood: {FLOOD} connections, {busy} refused 503, {cut} cut 408 after partial bodies; "
         f"peak RSS {peak // 1024} MiB from {baseline // 1024} MiB; greeting {greeting:.3f}s; "
-        f"trickle cut after {trickle.after}s"
+        f"body trickle cut after {trickle.after}s, "
+        f"header trickle after {slow_headers.closed_after}s"
     )
     if not server.alive:
         tally.add("crashes", example="the server died")
@@ -155,6 +182,9 @@ def test_partial_bodies_and_a_trickle_stay_bounded(server: Serve, tally: Tally) 
         tally.add("hangs", example=f"trickle: {trickle.answer and trickle.answer.status}")
     elif trickle.after is None or not BODY_DEADLINE - 1 <= trickle.after <= BODY_DEADLINE + 2:
         tally.add("wrong_replies", example=f"trickle cut after {trickle.after}s")
+    after = slow_headers.closed_after
+    if after is None or after > KEEPALIVE + 2:
+        tally.add("hangs", example=f"header trickle closed after {after}s")
     # Control: once the flood is gone, an ordinary upload goes through.
     tally.tried()
     ok = request(
