@@ -196,7 +196,8 @@ class SenderBlocklistOptions(PolicyOptions):
     file: Annotated[str, reaches(Reach.FILE), AfterValidator(_load_file)] | None = Field(
         None,
         description="A file of entries, one a line, # comments; read at load, a relative "
-        "path from the scenario file's directory; a regular file of at most 4 MiB.",
+        "path from the scenario file's directory; a regular file of at most 4 MiB. Not in "
+        "a scenario uploaded through the API, unless serve --api-allow-host-access.",
     )
 
     _blocklist: Blocklist = PrivateAttr(default_factory=Blocklist)

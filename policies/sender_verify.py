@@ -104,7 +104,8 @@ class SenderVerifyOptions(PolicyOptions):
         Field(
             None,
             description="A Python callable deciding instead of the callout: 'module:function' "
-            f"or an entry-point name in group {VERIFIER_GROUP}.",
+            f"or an entry-point name in group {VERIFIER_GROUP} (the only form a scenario "
+            "uploaded through the API may use, unless serve --api-allow-host-access).",
         )
     )
 
