@@ -6,12 +6,13 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Final, Literal, Self
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, model_validator
 
 from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
+from receiver.trust import Reach, Trust, UnreadableFile, reaches, read_text_file, trust_of
 from receiver.verdict import Stage, Verdict
 
 EntryKind = Literal["address", "domain", "subdomains", "pattern", "regex"]
@@ -20,6 +21,9 @@ EntryKind = Literal["address", "domain", "subdomains", "pattern", "regex"]
 #: else match it).
 NULL_SENDER = "<>"
 _GLOB_CHARS = frozenset("*?[")
+#: The largest blocklist file read, in bytes (Postfix access maps of this size are rare;
+#: a larger one is more likely a mistake, such as a path to a device or a log).
+MAX_FILE_BYTES: Final = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -41,16 +45,18 @@ class Blocklist:
     patterns: list[tuple[re.Pattern[str], Entry]] = field(default_factory=list)
     regexes: list[tuple[re.Pattern[str], Entry]] = field(default_factory=list)
 
-    def add(self, kind: EntryKind, text: str, origin: str) -> None:
-        """Add one entry of a known kind; ValueError naming `origin` if it is malformed."""
+    def add(self, kind: EntryKind, text: str, origin: str, *, quote: bool = True) -> None:
+        """Add one entry of a known kind; ValueError naming `origin` if it is malformed
+        (quoting the entry unless `quote` is false)."""
         entry = Entry(kind, text, origin)
         value = text.strip()
         if not value:
             raise ValueError(f"{origin}: empty entry")
+        shown = repr(value) if quote else "the line"
         if kind == "address":
-            self.addresses.setdefault(_address_key(value, origin), entry)
+            self.addresses.setdefault(_address_key(value, origin, shown), entry)
         elif kind in ("domain", "subdomains"):
-            key = _domain_entry(value, origin)
+            key = _domain_entry(value, origin, shown)
             target = self.parents if kind == "subdomains" else self.domains
             target.setdefault(key, entry)
         elif kind == "pattern":
@@ -59,23 +65,36 @@ class Blocklist:
             try:
                 compiled = re.compile(value, re.IGNORECASE)
             except re.error as exc:
+                why = f": {exc}" if quote else f" (at position {exc.pos})"
                 raise ValueError(
-                    f"{origin}: {value!r} is not a valid regular expression: {exc}"
+                    f"{origin}: {shown} is not a valid regular expression{why}"
                 ) from None
             self.regexes.append((compiled, entry))
 
-    def add_line(self, line: str, origin: str) -> None:
+    def extend(self, other: Blocklist) -> None:
+        """Add `other`'s entries after these (an entry listed here first keeps its origin)."""
+        for key, entry in other.addresses.items():
+            self.addresses.setdefault(key, entry)
+        for key, entry in other.domains.items():
+            self.domains.setdefault(key, entry)
+        for key, entry in other.parents.items():
+            self.parents.setdefault(key, entry)
+        self.patterns.extend(other.patterns)
+        self.regexes.extend(other.regexes)
+
+    def add_line(self, line: str, origin: str, *, quote: bool = True) -> None:
         """A file line: `/regex/`, `<>`, a glob, an address, or a (`.`-prefixed) domain."""
         if len(line) > 1 and line.startswith("/") and line.endswith("/"):
-            self.add("regex", line[1:-1], origin)
+            self.add("regex", line[1:-1], origin, quote=quote)
         elif line == NULL_SENDER:
-            self.add("address", line, origin)
+            self.add("address", line, origin, quote=quote)
         elif _GLOB_CHARS & set(line):
-            self.add("pattern", line, origin)
+            self.add("pattern", line, origin, quote=quote)
         elif "@" in line:
-            self.add("address", line, origin)
+            self.add("address", line, origin, quote=quote)
         else:
-            self.add("subdomains" if line.startswith(".") else "domain", line, origin)
+            kind: EntryKind = "subdomains" if line.startswith(".") else "domain"
+            self.add(kind, line, origin, quote=quote)
 
     def match(self, sender: str) -> Entry | None:
         """The entry that lists `sender` ("" for the null sender), or None."""
@@ -117,26 +136,41 @@ def _domain_key(domain: str) -> str:
         return domain  # not a valid IDN: compared as written
 
 
-def _address_key(value: str, origin: str) -> str:
+def _address_key(value: str, origin: str, shown: str) -> str:
     if value == NULL_SENDER:
         return value
     local, at, domain = value.rpartition("@")
     if not at or not local or not domain.strip(".") or " " in value:
         raise ValueError(
-            f"{origin}: {value!r} is not an address: write local@domain, or <> for the "
+            f"{origin}: {shown} is not an address: write local@domain, or <> for the "
             "null sender (domains go under domains, wildcards under patterns)"
         )
     return f"{local.lower()}@{_domain_key(domain)}"
 
 
-def _domain_entry(value: str, origin: str) -> str:
+def _domain_entry(value: str, origin: str, shown: str) -> str:
     key = _domain_key(value.removeprefix("."))
     if not key or "@" in value or " " in value or ".." in key or key.startswith("."):
         raise ValueError(
-            f"{origin}: {value!r} is not a domain: write example.com for that domain, "
+            f"{origin}: {shown} is not a domain: write example.com for that domain, "
             ".example.com for its subdomains"
         )
     return key
+
+
+class ListFile(str):
+    """The `file` option's name, carrying the entries read from it at load."""
+
+    blocklist: Blocklist
+
+
+def _load_file(value: str, info: ValidationInfo) -> str:
+    # A field validator, so an unreadable file or a bad line is reported at `.file`.
+    blocklist = Blocklist()
+    _read_file(value, trust_of(info), blocklist)
+    loaded = ListFile(value)
+    loaded.blocklist = blocklist
+    return loaded
 
 
 class SenderBlocklistOptions(PolicyOptions):
@@ -159,10 +193,11 @@ class SenderBlocklistOptions(PolicyOptions):
         description="Python regular expressions searched for in the address, "
         "case-insensitively; anchor them with ^ and $ (as Postfix regexp tables).",
     )
-    file: str | None = Field(
+    file: Annotated[str, reaches(Reach.FILE), AfterValidator(_load_file)] | None = Field(
         None,
         description="A file of entries, one a line, # comments; read at load, a relative "
-        "path from the current directory.",
+        "path from the scenario file's directory; a regular file of at most 4 MiB. Not in "
+        "a scenario uploaded through the API, unless serve --api-allow-host-access.",
     )
 
     _blocklist: Blocklist = PrivateAttr(default_factory=Blocklist)
@@ -181,8 +216,8 @@ class SenderBlocklistOptions(PolicyOptions):
         for n, value in enumerate(self.domains):
             scope: EntryKind = "subdomains" if value.strip().startswith(".") else "domain"
             blocklist.add(scope, value, f"domains[{n}]")
-        if self.file is not None:
-            _read_file(Path(self.file), blocklist)
+        if isinstance(self.file, ListFile):
+            blocklist.extend(self.file.blocklist)
         self._blocklist = blocklist
         return self
 
@@ -191,20 +226,21 @@ class SenderBlocklistOptions(PolicyOptions):
         return self._blocklist
 
 
-def _read_file(path: Path, blocklist: Blocklist) -> None:
+def _read_file(name: str, trust: Trust, blocklist: Blocklist) -> None:
+    """Read `name`'s entries into `blocklist`; ValueError naming the file and line."""
+    path = trust.resolve(name)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(
-            f"file: blocklist file {str(path)!r} does not exist "
-            f"(a relative path is read from {Path.cwd()})"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"file: cannot read blocklist file {str(path)!r}: {exc}") from None
+        text = read_text_file(path, MAX_FILE_BYTES, "blocklist file")
+    except UnreadableFile as exc:
+        where = trust.base or Path.cwd()
+        relative = "" if Path(name).is_absolute() else f" (a relative path is read from {where})"
+        raise ValueError(f"{exc}{relative}") from None
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if line and not line.startswith("#"):
-            blocklist.add_line(line, f"{path}:{number}")
+            # The line is not quoted in errors: the file may be one the scenario's author
+            # should not see (an uploaded scenario naming a secret, if the receiver allows).
+            blocklist.add_line(line, f"{path}:{number}", quote=False)
 
 
 class SenderBlocklist(Policy[SenderBlocklistOptions]):
@@ -221,11 +257,13 @@ class SenderBlocklist(Policy[SenderBlocklistOptions]):
     - `patterns`: shell globs over the whole address (`*@*.example.com`, `spam*@*`).
     - `regex`: Python regular expressions, searched for in the address as sent (so
       anchor them, as in Postfix regexp tables); a bad one fails at load, named.
-    - `file`: a text file read at load (a relative path from the current directory;
-      a missing file fails at load, named), one entry a line, blank lines and lines
-      starting with `#` ignored. A line `/.../` is a regex; `<>` the null sender; one
-      holding `*`, `?` or `[` a glob; one holding `@` an address; anything else a domain
-      (`.`-prefixed: its subdomains).
+    - `file`: a text file read at load (a relative path from the scenario file's
+      directory; a missing file, or one that is not a regular file of at most 4 MiB of
+      UTF-8, fails at load, named, its content never quoted), one entry a line, blank
+      lines and lines starting with `#` ignored. A line `/.../` is a regex; `<>` the null
+      sender; one holding `*`, `?` or `[` a glob; one holding `@` an address; anything
+      else a domain (`.`-prefixed: its subdomains). A scenario uploaded through the HTTP
+      API may name no file unless the receiver allows it (receiver/trust.py).
 
     The null sender matches only an explicit `<>`: no domain, glob or regex ever lists it.
 

@@ -5,17 +5,21 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from receiver.session import Session
+from receiver.trust import Reach, reaches
 from receiver.verdict import Action, Reply, Stage, Verdict
 from receiver.world.callout import Probe, Result, Status
 from receiver.world.dns import normalise_name
+
+log = logging.getLogger(__name__)
 
 #: Entry-point group of custom verifiers: `name = "package.module:callable"`.
 VERIFIER_GROUP = "strictmx.sender_verifiers"
@@ -94,10 +98,15 @@ class SenderVerifyOptions(PolicyOptions):
         description="Verify only senders at these domains ('.example.com' for its "
         "subdomains), as Postfix sites list reject_unverified_sender per domain; empty: all.",
     )
-    verifier: str | None = Field(
-        None,
-        description="A Python callable deciding instead of the callout: 'module:function' "
-        f"or an entry-point name in group {VERIFIER_GROUP}.",
+    # An installed entry point is the operator's choice; a module path is code the
+    # scenario picks, so an uploaded scenario may name entry points only.
+    verifier: Annotated[str, reaches(Reach.MODULE, when=lambda v: not is_entry_point(v))] | None = (
+        Field(
+            None,
+            description="A Python callable deciding instead of the callout: 'module:function' "
+            f"or an entry-point name in group {VERIFIER_GROUP} (the only form a scenario "
+            "uploaded through the API may use, unless serve --api-allow-host-access).",
+        )
     )
 
     @field_validator("domains")
@@ -178,7 +187,9 @@ class SenderVerify(Policy[SenderVerifyOptions]):
     directory, an API): a callable `f(address, session)` (or a coroutine function)
     returning `receiver.world.callout.Result` (e.g. `Result(Status.FAILED, "no such
     user")`), or None to let the SMTP callout decide. Its answers are not cached. An
-    exception it raises defers.
+    exception it raises defers; its text goes to the log, not to the SMTP client. A
+    scenario uploaded through the HTTP API may name an installed entry point only, not a
+    module, unless the receiver allows it (receiver/trust.py).
 
     RFC 5321 does not forbid refusing a sender whose address cannot receive mail, but
     callouts are contested (they turn receivers into address-verification oracles and
@@ -315,8 +326,11 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             answer = self._verifier(sender, session)
             if inspect.isawaitable(answer):
                 answer = await answer
-        except Exception as exc:  # a user's code failing must defer, not refuse or crash
-            return Result(Status.TEMPFAIL, f"verifier {name} failed: {exc!r}")
+        except Exception:  # a user's code failing must defer, not refuse or crash
+            # Its exception text may say anything (paths, secrets): the log has it, the
+            # SMTP client gets only that it failed.
+            log.exception("sender_verify: verifier %s failed for <%s>", name, sender)
+            return Result(Status.TEMPFAIL, f"verifier {name} failed (logged by the receiver)")
         if answer is not None and not isinstance(answer, Result):
             return Result(
                 Status.TEMPFAIL,
@@ -359,31 +373,40 @@ class SenderVerify(Policy[SenderVerifyOptions]):
         return verdict
 
 
+def is_entry_point(spec: str) -> bool:
+    """Whether `spec` is the name of an installed verifier (group VERIFIER_GROUP)."""
+    return ":" not in spec and bool(
+        importlib.metadata.entry_points(group=VERIFIER_GROUP, name=spec)
+    )
+
+
 def load_verifier(spec: str) -> Verifier:
     """The callable `spec` names: 'module:attr', an entry point, or 'module.attr'.
 
     ValueError if it cannot be loaded or is not callable (at scenario load).
     """
+    found = () if ":" in spec else importlib.metadata.entry_points(group=VERIFIER_GROUP, name=spec)
+    if ":" not in spec and "." not in spec and not found:
+        raise ValueError(
+            f"no entry point {spec!r} in group {VERIFIER_GROUP}, and not a 'module:callable' path"
+        )
     try:
         if ":" in spec:
             module, _, attr = spec.partition(":")
             target: object = importlib.import_module(module)
             for part in attr.split("."):
                 target = getattr(target, part)
+        elif found:
+            target = next(iter(found)).load()
         else:
-            found = importlib.metadata.entry_points(group=VERIFIER_GROUP, name=spec)
-            if found:
-                target = next(iter(found)).load()
-            elif "." in spec:
-                module, _, attr = spec.rpartition(".")
-                target = getattr(importlib.import_module(module), attr)
-            else:
-                raise ValueError(
-                    f"no entry point {spec!r} in group {VERIFIER_GROUP}, "
-                    "and not a 'module:callable' path"
-                )
+            module, _, attr = spec.rpartition(".")
+            target = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"cannot load verifier {spec!r}: {exc}") from None
+    except Exception as exc:  # a module failing at import: a scenario error, not a crash
+        raise ValueError(
+            f"cannot load verifier {spec!r}: importing it raised {type(exc).__name__}"
+        ) from None
     if not callable(target):
         raise ValueError(f"verifier {spec!r} is {type(target).__name__}, not callable")
     return target

@@ -5,6 +5,7 @@ from .journal import Journal, JournalError
 from .policy import Context, Outcome, Policy, PolicyOptions, load_registry
 from .scenario import Scenario, ScenarioError
 from .session import Client, Counters, Session
+from .trust import Reach, Trust, reaches
 from .verdict import Action, Reply, ReplyError, Stage, Verdict
 
 __all__ = [
@@ -20,12 +21,15 @@ __all__ = [
     "Outcome",
     "Policy",
     "PolicyOptions",
+    "Reach",
     "Reply",
     "ReplyError",
     "Scenario",
     "ScenarioError",
     "Session",
     "Stage",
+    "Trust",
     "Verdict",
     "load_registry",
+    "reaches",
 ]

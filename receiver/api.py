@@ -16,17 +16,27 @@ Served by aiohttp in the receiver's own event loop (`strictmx serve --api-listen
 With a token, every request but `GET /health` needs `Authorization: Bearer <token>`
 (health stays open so supervisors and readiness loops need no secret). Every error is a
 JSON `Error`; an unexpected exception is logged here and answered as a bare 500.
+
+The API shares the receiver's process and event loop with SMTP, so what a client can make
+it hold is bounded: at most MAX_CONNECTIONS connections (more are answered 503 and
+closed), bodies of at most MAX_BODY bytes received within BODY_DEADLINE seconds (else
+408, connection closed), at most MAX_BUFFERED bytes of bodies held at once across all
+requests (else 503), idle connections closed after KEEPALIVE seconds. An uploaded
+scenario is parsed in a thread, one at a time, and may not reach outside the process
+(files, modules, URLs, listen addresses, real DNS) unless the receiver was started with
+`--api-allow-host-access` (receiver/trust.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -40,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from . import scenario as scenarios
+from . import trust as trusts
 from .journal import JournalError
 from .scenario import ReceiverSettings, Scenario, ScenarioError
 from .world.dns import split_nameserver
@@ -51,7 +62,21 @@ log = logging.getLogger(__name__)
 
 PREFIX: Final = "/api/v1"
 #: Scenario YAML bodies can carry whole DNS zones; anything larger is a mistake.
-MAX_BODY: Final = 4 * 1024 * 1024
+MAX_BODY: Final = scenarios.MAX_SCENARIO_BYTES
+#: Connections open at once; CI jobs use a handful, and each one is a file descriptor the
+#: SMTP side also needs.
+MAX_CONNECTIONS: Final = 32
+#: Seconds a request body may take to arrive in full (4 MiB over any link that CI uses
+#: takes well under a second).
+BODY_DEADLINE: Final = 10.0
+#: Bytes of request bodies held at once by all requests together.
+MAX_BUFFERED: Final = 4 * MAX_BODY
+#: Seconds an idle connection, or one that has not sent a whole request, stays open.
+KEEPALIVE: Final = 15.0
+#: Connections over MAX_CONNECTIONS that are answered 503 at once; beyond, they are reset.
+BUSY_CAP: Final = 4 * MAX_CONNECTIONS
+#: Seconds such an answered connection waits for the client to close.
+BUSY_LINGER: Final = 1.0
 YAML_TYPES: Final = frozenset(
     {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
 )
@@ -214,11 +239,18 @@ class SessionQuery(_Model):
 class ApiError(Exception):
     """A request the API refuses: answered as an `Error` with this status."""
 
-    def __init__(self, status: int, error: str, details: list[ErrorDetail] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        details: list[ErrorDetail] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
         self.details = details or []
+        self.headers = dict(headers or {})
 
 
 def _validation_details(exc: ValidationError) -> list[ErrorDetail]:
@@ -249,7 +281,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return _error_response(exc.status, exc.error, exc.details)
+        return _error_response(exc.status, exc.error, exc.details, exc.headers)
     except web.HTTPException as exc:  # aiohttp's own: no such route, wrong method, too large
         if exc.status < 400:
             raise
@@ -338,11 +370,37 @@ class DnsProbe:
 # -- the application -----------------------------------------------------------------------
 
 
+class _Budget:
+    """Bytes of request bodies that may be held at once, shared by every request."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.held = 0
+
+    @contextlib.contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        if self.held + size > self.total:
+            raise ApiError(
+                503,
+                "the server is receiving too many request bodies at once; retry later",
+                headers={"Retry-After": "1"},
+            )
+        self.held += size
+        try:
+            yield
+        finally:
+            self.held -= size
+
+
 class _Handlers:
-    def __init__(self, receiver: Receiver) -> None:
+    def __init__(self, receiver: Receiver, trust: trusts.Trust) -> None:
         self.receiver = receiver
+        self.trust = trust
         self.dns_probe = DnsProbe()
+        self.budget = _Budget(MAX_BUFFERED)
         self._switching = asyncio.Lock()
+        # Parsing is CPU work in a thread; one at a time keeps the loop's share of the CPU.
+        self._parsing = asyncio.Lock()
 
     async def sessions(self, request: web.Request) -> web.Response:
         repeated = sorted({k for k in request.query if len(request.query.getall(k)) > 1})
@@ -389,7 +447,13 @@ class _Handlers:
         return _json(_scenario_info(self.receiver.scenario))
 
     async def put_scenario(self, request: web.Request) -> web.Response:
-        scenario = await self._scenario_from(request)
+        length = request.content_length
+        if length is not None and length > MAX_BODY:
+            raise ApiError(413, f"body of {length} bytes; the limit is {MAX_BODY}")
+        # Held until the scenario is built: the body, its text and the parse all live here.
+        with self.budget.hold(MAX_BODY if length is None else length):
+            body = await _read_body(request)
+            scenario = await self._scenario_from(request.content_type, body)
         async with self._switching:
             try:
                 await self.receiver.switch_scenario(scenario)
@@ -400,14 +464,14 @@ class _Handlers:
         log.warning("API: scenario is now %s (%s)", scenario.name, scenario.source)
         return _json(_scenario_info(scenario))
 
-    async def _scenario_from(self, request: web.Request) -> Scenario:
-        kind = request.content_type
-        body = await request.read()
+    async def _scenario_from(self, kind: str, body: bytes) -> Scenario:
         if kind == "application/json":
             try:
                 data = json.loads(body)
             except ValueError as exc:  # JSONDecodeError and undecodable bytes
                 raise ApiError(400, f"body is not JSON: {exc}") from None
+            except RecursionError:
+                raise ApiError(400, "body is not JSON: nested too deep") from None
             try:
                 name = ScenarioByName.model_validate(data).name
             except ValidationError as exc:
@@ -421,7 +485,7 @@ class _Handlers:
                     f"no bundled scenario named {name!r}; bundled scenarios: "
                     + ", ".join(scenarios.bundled_names()),
                 )
-            return self._checked(lambda: scenarios.load(name))
+            return await self._parsed(lambda: scenarios.load(name))
         if kind in YAML_TYPES:
             try:
                 text = body.decode("utf-8")
@@ -429,14 +493,21 @@ class _Handlers:
                 raise ApiError(400, f"body is not UTF-8: {exc}") from None
             if not text.strip():
                 raise ApiError(400, "empty scenario body")
-            return self._checked(
-                lambda: scenarios.loads(text, source="<request>", default_name="uploaded")
+            return await self._parsed(
+                lambda: scenarios.loads(
+                    text, source="<request>", default_name="uploaded", trust=self.trust
+                )
             )
         raise ApiError(
             415,
             f'unsupported Content-Type {kind!r}: send application/json {{"name": ...}}'
             " or a scenario as application/yaml",
         )
+
+    async def _parsed(self, load: Callable[[], Scenario]) -> Scenario:
+        """`load()` in a thread, so SMTP sessions go on while a scenario is parsed."""
+        async with self._parsing:
+            return await asyncio.to_thread(self._checked, load)
 
     @staticmethod
     def _checked(load: Callable[[], Scenario]) -> Scenario:
@@ -463,13 +534,27 @@ class _Handlers:
         return web.json_response(request.app[OPENAPI])
 
 
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body within BODY_DEADLINE; aiohttp refuses one over MAX_BODY (413)."""
+    try:
+        async with asyncio.timeout(BODY_DEADLINE):
+            return await request.read()
+    except TimeoutError:
+        # The connection closes after the answer: the rest of the body is not waited for.
+        raise ApiError(408, f"request body not received within {BODY_DEADLINE:g}s") from None
+
+
 OPENAPI: Final = web.AppKey("openapi", dict[str, Any])
 
 
-def build_app(receiver: Receiver, token: str | None = None) -> web.Application:
+def build_app(
+    receiver: Receiver, token: str | None = None, host_access: bool = False
+) -> web.Application:
+    """The API's application; `host_access` lets uploaded scenarios reach outside the
+    process (receiver/trust.py)."""
     middlewares: list[Middleware] = [_errors] if token is None else [_errors, _auth(token)]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
-    h = _Handlers(receiver)
+    h = _Handlers(receiver, trusts.UPLOADED_ALLOWED if host_access else trusts.UPLOADED)
     app.router.add_get(f"{PREFIX}/sessions", h.sessions)
     app.router.add_delete(f"{PREFIX}/sessions", h.clear)
     app.router.add_get(f"{PREFIX}/sessions/{{id}}", h.session)
@@ -532,6 +617,114 @@ def exposed(host: str) -> bool:
         return host != "localhost"
 
 
+def _busy_answer() -> bytes:
+    body = Error(
+        error=f"too many API connections (at most {MAX_CONNECTIONS}); retry later"
+    ).model_dump_json()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Retry-After: 1\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return (head + body).encode()
+
+
+class _Busy(asyncio.Protocol):
+    """A connection over the cap: one 503, then closed.
+
+    What the client sends is read and dropped until it closes or BUSY_LINGER passes:
+    closing a socket with unread data makes the kernel send a reset, and a reset makes
+    the client drop the 503 it has not read yet.
+    """
+
+    def __init__(self, site: _CappedSite) -> None:
+        self._site = site
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_busy_answer())
+        if transport.can_write_eof():
+            transport.write_eof()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(BUSY_LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # dropped
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._site.busy -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class _Abort(asyncio.Protocol):
+    """Over the cap and over the busy answers' cap too: closed without a word."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.abort()
+
+
+class _Counted(asyncio.Protocol):
+    """aiohttp's protocol for one connection, counted in and out of the site's cap."""
+
+    def __init__(self, inner: asyncio.Protocol, site: _CappedSite) -> None:
+        self._inner = inner
+        self._site = site
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._site.open -= 1
+        self._inner.connection_lost(exc)
+
+
+class _CappedSite(web.TCPSite):
+    """A TCP site with at most `cap` connections open; aiohttp has no such knob."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, cap: int) -> None:
+        super().__init__(runner, host, port)
+        self.cap = cap
+        self.open = 0
+        #: Connections being told 503 (each lingers at most BUSY_LINGER seconds).
+        self.busy = 0
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: self._protocol(server), self._host, self._port, reuse_address=True
+        )
+        if self._server.sockets:
+            self._bound_port = self._server.sockets[0].getsockname()[1]
+
+    def _protocol(self, server: web.Server) -> asyncio.Protocol:
+        if self.open < self.cap:
+            self.open += 1
+            return _Counted(server(), self)
+        if self.busy < BUSY_CAP:
+            self.busy += 1
+            return _Busy(self)
+        return _Abort()
+
+
 class Api:
     """The API on one address, in the running event loop."""
 
@@ -541,14 +734,21 @@ class Api:
         host: str = "127.0.0.1",
         port: int = 8025,
         token: str | None = None,
+        host_access: bool = False,
     ) -> None:
         self.host = host
         self.requested_port = port
-        self._runner = web.AppRunner(build_app(receiver, token), shutdown_timeout=SHUTDOWN_TIMEOUT)
+        self._runner = web.AppRunner(
+            build_app(receiver, token, host_access),
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            keepalive_timeout=KEEPALIVE,
+            # An unread body is not drained: the connection closes after the answer.
+            lingering_time=0,
+        )
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.requested_port)
+        site = _CappedSite(self._runner, self.host, self.requested_port, MAX_CONNECTIONS)
         try:
             await site.start()
         except OSError as exc:
@@ -596,11 +796,13 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
             401: "Missing or wrong bearer token",
             404: "No such session or message",
             405: "Method not allowed",
+            408: f"Body not received within {BODY_DEADLINE:g}s (the connection is closed)",
             413: "Body too large",
             415: "Unsupported Content-Type",
             422: "Scenario rejected (file, line and key path in details)",
             500: "Unexpected error (logged by the server)",
-            503: "Journal unavailable",
+            503: "Journal unavailable, or the server busy (too many connections or bodies "
+            "at once; retry after Retry-After seconds)",
         }
         chosen = (*codes, *((401,) if auth else ()), 405, 500)
         return {str(code): json_body("Error", reasons[code]) for code in sorted(set(chosen))}
@@ -692,7 +894,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                 },
                 "responses": {
                     "200": json_body("ScenarioInfo", "The scenario now running"),
-                    **errors(400, 413, 415, 422),
+                    **errors(400, 408, 413, 415, 422, 503),
                 },
             },
         },

@@ -12,11 +12,12 @@ import signal
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from . import catalogue, check, runner
+from . import api, catalogue, check, runner
 from . import explain as explaining
 from . import reproduce as reproducing
 from . import scenario as scenarios
@@ -25,6 +26,7 @@ from .policy import PolicyClass, load_registry
 from .scenario import ScenarioError
 from .server import LOOPBACK, Receiver, ServerOptions, parse_networks
 from .tls import TLSError, self_signed_context, server_context
+from .trust import UnreadableFile, read_text_file
 
 EXIT_BAD_INPUT = 2
 
@@ -48,7 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve a scenario over SMTP")
+    serve = sub.add_parser(
+        "serve",
+        help="serve a scenario over SMTP",
+        description="Serve a scenario over SMTP, and optionally its DNS and the HTTP API.",
+        epilog=f"The API holds at most {api.MAX_CONNECTIONS} connections, bodies of"
+        f" {api.MAX_BODY // 2**20} MiB that arrive within {api.BODY_DEADLINE:g}s, and"
+        f" {api.MAX_BUFFERED // 2**20} MiB of bodies at once. A scenario uploaded through it"
+        " may not name files, modules, URLs, listen addresses or real DNS unless"
+        " --api-allow-host-access is given.",
+    )
     serve.add_argument("--scenario", default="default", help="bundled name or YAML path")
     serve.add_argument("--listen", type=_listen, default=("127.0.0.1", 2525), metavar="HOST:PORT")
     serve.add_argument("--db", default="strictmx.db", help="SQLite journal (':memory:' allowed)")
@@ -75,14 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-listen",
         type=_listen,
         metavar="HOST:PORT",
-        help="serve the HTTP JSON API here (/api/v1; keep it on loopback or set --api-token)",
+        help="serve the HTTP JSON API here (/api/v1; keep it on loopback or set a token)",
     )
     serve.add_argument(
-        "--api-token",
-        default=os.environ.get("STRICTMX_API_TOKEN") or None,
-        metavar="TOKEN",
-        help="require 'Authorization: Bearer TOKEN' on API requests but health"
-        " (default: $STRICTMX_API_TOKEN)",
+        "--api-token-file",
+        metavar="PATH",
+        help="require 'Authorization: Bearer TOKEN' on API requests but health, TOKEN being"
+        " this file's first line; or set $STRICTMX_API_TOKEN (never on the command line,"
+        " where `ps` shows it to every user)",
+    )
+    # Kept only to say why it is gone: a token in argv is readable by every local user.
+    serve.add_argument("--api-token", dest="api_token_argv", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--api-allow-host-access",
+        action="store_true",
+        help="let scenarios uploaded through the API name files, Python modules, URLs,"
+        " listen addresses and real DNS on this host (off: refused with 422); only for an"
+        " API that nobody untrusted reaches",
     )
 
     sub.add_parser("policies", help="list policies, their outcomes, replies and options")
@@ -194,7 +214,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_context=_tls(args.tls, scenario.receiver.hostname),
         dns_listen=args.dns_listen,
         api_listen=args.api_listen,
-        api_token=args.api_token,
+        api_token=_api_token(args),
+        api_host_access=args.api_allow_host_access,
         freeze_gc=True,  # this process is the receiver
     )
     receiver = Receiver(scenario, options)
@@ -202,6 +223,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return asyncio.run(_serve(receiver))
     except KeyboardInterrupt:
         return 0
+
+
+#: The largest token file read: a token is a line, not a document.
+MAX_TOKEN_FILE = 4096
+
+
+def _api_token(args: argparse.Namespace) -> str | None:
+    """The API token from --api-token-file or $STRICTMX_API_TOKEN, never from argv."""
+    if args.api_token_argv is not None:
+        raise UsageError(
+            "--api-token is not taken: a token on the command line is shown by `ps` to every"
+            " user of this host; put it in a file (--api-token-file PATH) or in"
+            " $STRICTMX_API_TOKEN"
+        )
+    from_env = os.environ.get("STRICTMX_API_TOKEN") or None
+    if args.api_token_file is None:
+        return from_env
+    if from_env is not None:
+        raise UsageError("give the API token once: --api-token-file or $STRICTMX_API_TOKEN")
+    try:
+        text = read_text_file(Path(args.api_token_file), MAX_TOKEN_FILE, "token file")
+    except UnreadableFile as exc:
+        raise UsageError(f"--api-token-file: {exc}") from None
+    lines = text.splitlines()
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise UsageError(f"--api-token-file: {args.api_token_file!r} holds no token")
+    return token
 
 
 def _trusted(items: list[str] | None) -> Any:
@@ -259,8 +308,16 @@ def _announce(receiver: Receiver) -> None:
         print(f"strictmx: API on {receiver.api.url}")
         if receiver.options.api_token is None and exposed(receiver.api.host):
             print(
-                f"strictmx: warning: the API on {receiver.api.url} has no --api-token: anyone"
-                " who reaches it can read the journal and swap the scenario",
+                f"strictmx: warning: the API on {receiver.api.url} has no token"
+                " (--api-token-file or $STRICTMX_API_TOKEN): anyone who reaches it can read"
+                " the journal and swap the scenario",
+                file=sys.stderr,
+            )
+        if receiver.options.api_host_access and receiver.options.api_token is None:
+            print(
+                "strictmx: warning: --api-allow-host-access without a token: any local user"
+                " who reaches the API can make this process read files, import modules and"
+                " contact hosts through an uploaded scenario",
                 file=sys.stderr,
             )
     print(f"strictmx: scenario {scenario.name} ({scenario.source})")

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from .trust import Reach, UnreadableFile, reaches, read_regular_file
 from .world.clients import ClientSpec
 from .world.dns import DnsName, IPText, one_or_many
 
@@ -117,7 +118,7 @@ class Case(BaseModel):
     message: str | None = Field(
         None, description="The message (headers, blank line, body); a compliant one if unset."
     )
-    message_file: str | None = Field(
+    message_file: Annotated[str, reaches(Reach.FILE)] | None = Field(
         None, description="A file holding the message, relative to the scenario file."
     )
     script: list[str] | None = Field(
@@ -191,17 +192,20 @@ def default_message(case: Case, now: datetime) -> str:
     )
 
 
+#: The largest message file a case sends (a message larger than this is no test message).
+MAX_MESSAGE_FILE = 64 * 1024 * 1024
+
+
 def load_message(case: Case, base: Path) -> bytes | None:
     """The bytes of the case's message file (relative to `base`), None if it names none."""
     if case.message_file is None:
         return None
     path = base / case.message_file
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CaseError(
-            f"case {case.name!r}: cannot read message_file {path}: {exc.strerror or exc}"
-        ) from None
+        # Regular files only, bounded: a FIFO or a device named here must not hang `run`.
+        return read_regular_file(path, MAX_MESSAGE_FILE)
+    except UnreadableFile as exc:
+        raise CaseError(f"case {case.name!r}: cannot read message_file: {exc}") from None
 
 
 def message_bytes(case: Case, now: datetime, loaded: bytes | None = None) -> bytes:

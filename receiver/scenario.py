@@ -24,6 +24,19 @@ strictmx ships lives in the catalogue.
 
 Every error raised here is a `ScenarioError` whose text reads
 `scenarios/x.yaml:14 policies.helo[2].mode: 'rfc9999' is not one of: 'rfc1035', ...`.
+
+A scenario is data, and may come from someone who should not run code on the receiver's
+host (`PUT /api/v1/scenario`). So:
+
+- what it may reach outside the process (files, modules, URLs, listen addresses, real
+  DNS) depends on a `Trust` (receiver/trust.py): a file from disk may, with relative
+  files read beside it, and so may Python code's own text and dicts; an upload through
+  the API may not unless the receiver was started to allow it;
+- its YAML is bounded before anything is built from it: at most MAX_SCENARIO_BYTES,
+  MAX_DEPTH levels of nesting, MAX_ALIASES aliases, MAX_NODES nodes and
+  MAX_SCENARIO_BYTES of values with aliases expanded (so a few hundred bytes of nested
+  aliases cannot stand for billions of nodes). Parsing is blocking CPU work: the API
+  runs it in a thread. Errors list at most MAX_ISSUES problems and cut long values short.
 """
 
 from __future__ import annotations
@@ -33,15 +46,17 @@ import importlib.resources
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import catalogue
+from . import trust as trusts
 from .engine import Engine, EngineSettings
 from .expect import Case
 from .policy import Policy, PolicyClass, PolicyOptions, load_registry
+from .trust import Trust
 from .verdict import Reply, ReplyError, Stage
 from .world import WorldConfig
 
@@ -54,6 +69,20 @@ ENTRY_KEYS = ("policy", "replies", "delay_reject")
 #: How a reply override names a reply catalogue entry instead of giving a text.
 ENTRY_FORM = "{entry: ID} (an id of receiver/data/catalogue.yaml)"
 STAGE_KEYS = [SESSION_KEY, *(s.value for s in Stage)]
+
+#: The largest scenario read, in bytes of UTF-8 (whole DNS zones fit many times over).
+MAX_SCENARIO_BYTES: Final = 4 * 1024 * 1024
+#: Nesting levels of YAML collections; a scenario needs about ten.
+MAX_DEPTH: Final = 64
+#: Aliases (`*name`) in one scenario.
+MAX_ALIASES: Final = 1000
+#: Nodes (scalars and collections) in one scenario, aliases expanded where they are used;
+#: the largest bundled scenario has under 700, and each node costs work up to validation.
+MAX_NODES: Final = 50_000
+#: Problems listed in one error; the rest are counted.
+MAX_ISSUES: Final = 20
+#: How much of a bad value an error message repeats.
+SHOWN_VALUE_CHARS: Final = 80
 
 
 @dataclass(frozen=True)
@@ -102,10 +131,15 @@ class ReceiverSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     hostname: str = Field(
-        "mx.strictmx.test", description="The receiver's own name (greeting, replies)."
+        "mx.strictmx.test",
+        min_length=1,
+        max_length=253,  # a DNS name's longest text (RFC 1035)
+        description="The receiver's own name (greeting, replies).",
     )
     banner: str = Field(
-        "{hostname} ESMTP", description="Greeting text after 220; {hostname} is filled in."
+        "{hostname} ESMTP",
+        max_length=200,  # with the hostname, still well within a 512-octet reply line
+        description="Greeting text after 220; {hostname} is filled in.",
     )
     delay_reject: bool = Field(
         True, description="Give CONNECT/HELO/MAIL rejections at RCPT, as Postfix."
@@ -140,8 +174,9 @@ class ReceiverSettings(BaseModel):
 class ScenarioModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
-    description: str = ""
+    # Bounded: both are written to the journal with every session.
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str = Field("", max_length=2000)
     receiver: ReceiverSettings = Field(default_factory=ReceiverSettings)
     policies: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     world: WorldConfig = Field(default_factory=WorldConfig)
@@ -230,14 +265,25 @@ def resolve(name_or_path: str) -> Path:
 
 
 def load(name_or_path: str, registry: Mapping[str, PolicyClass] | None = None) -> Scenario:
+    """A bundled scenario or a scenario file: trusted, its relative files read beside it.
+
+    The file itself must be a regular file of at most MAX_SCENARIO_BYTES (a FIFO or a
+    device is refused, not opened).
+    """
     path = resolve(name_or_path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        text = trusts.read_text_file(path, MAX_SCENARIO_BYTES, "scenario file")
+    except trusts.MissingFile:
         raise ScenarioError(f"{path}: no such scenario file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except trusts.UnreadableFile as exc:
         raise ScenarioError(f"{path}: cannot read scenario: {exc}") from None
-    return loads(text, source=_display(path), registry=registry, default_name=path.stem)
+    return loads(
+        text,
+        source=_display(path),
+        registry=registry,
+        default_name=path.stem,
+        trust=trusts.from_file(path),
+    )
 
 
 def loads(
@@ -246,7 +292,10 @@ def loads(
     source: str = "<scenario>",
     registry: Mapping[str, PolicyClass] | None = None,
     default_name: str = "scenario",
+    trust: Trust = trusts.CODE,
 ) -> Scenario:
+    """A scenario from YAML text. The caller's own text by default, which may reach what
+    it names; text from elsewhere passes a `trust` that says so (receiver/trust.py)."""
     lines = _LineMap.parse(text, source)
     data = lines.data
     if data is None:
@@ -257,7 +306,14 @@ def loads(
                 [Issue(source, 1, "", f"the scenario must be a mapping, not {type(data).__name__}")]
             )
         )
-    return from_dict(data, source=source, registry=registry, default_name=default_name, lines=lines)
+    return from_dict(
+        data,
+        source=source,
+        registry=registry,
+        default_name=default_name,
+        lines=lines,
+        trust=trust,
+    )
 
 
 def from_dict(
@@ -267,10 +323,13 @@ def from_dict(
     registry: Mapping[str, PolicyClass] | None = None,
     default_name: str = "scenario",
     lines: _LineMap | None = None,
+    trust: Trust = trusts.CODE,
 ) -> Scenario:
+    """A scenario from parsed data; `trust` as for `loads`."""
     where = lines or _LineMap(source)
+    context = trusts.context(trust)
     try:
-        model = ScenarioModel.model_validate(data)
+        model = ScenarioModel.model_validate(data, context=context)
     except ValidationError as exc:
         raise ScenarioError(where.describe_validation(exc, ())) from None
     registry = registry if registry is not None else load_registry()
@@ -283,7 +342,7 @@ def from_dict(
                 )
             )
         for index, item in enumerate(items):
-            entries.append(_entry(item, key, ("policies", key, index), registry, where))
+            entries.append(_entry(item, key, ("policies", key, index), registry, where, context))
     return Scenario(
         name=model.name or default_name,
         description=model.description,
@@ -301,6 +360,7 @@ def _entry(
     path: KeyPath,
     registry: Mapping[str, PolicyClass],
     where: _LineMap,
+    context: dict[str, Any],
 ) -> PolicyEntry:
     if not isinstance(item, Mapping) or "policy" not in item:
         raise ScenarioError(where.at(path, "each entry needs 'policy: <name>'"))
@@ -326,7 +386,7 @@ def _entry(
     if delay is not None and not isinstance(delay, bool):
         raise ScenarioError(where.at((*path, "delay_reject"), f"{delay!r}: expected true or false"))
     try:
-        options = cls.Options.model_validate(raw_options)
+        options = cls.Options.model_validate(raw_options, context=context)
     except ValidationError as exc:
         known = ", ".join(cls.Options.model_fields) or "(none)"
         raise ScenarioError(
@@ -385,15 +445,42 @@ class _LineMap:
 
     @classmethod
     def parse(cls, text: str, source: str) -> _LineMap:
+        """Check the YAML's size and shape, then compose it once and build the data from
+        that one node tree (aliases stay shared there; only the checked walks expand them)."""
+        size = len(text) if len(text) * 4 <= MAX_SCENARIO_BYTES else len(text.encode())
+        if size > MAX_SCENARIO_BYTES:
+            raise ScenarioError(
+                _Located(
+                    [
+                        Issue(
+                            source,
+                            None,
+                            "",
+                            f"the scenario is {size} bytes; the limit is {MAX_SCENARIO_BYTES}",
+                        )
+                    ]
+                )
+            )
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.load(text, Loader=yaml.SafeLoader)
+            _check_shape(text, source)
+            loader = _Loader(text)
+            try:
+                node = loader.get_single_node()
+                data = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
             problem = getattr(exc, "problem", None) or str(exc)
             raise ScenarioError(
                 _Located([Issue(source, line, "", f"invalid YAML: {problem}")])
+            ) from None
+        except (ValueError, OverflowError) as exc:
+            # A scalar the safe constructor cannot build: a date such as 2024-13-45, an
+            # integer of more digits than Python converts.
+            raise ScenarioError(
+                _Located([Issue(source, None, "", f"invalid YAML value: {exc}")])
             ) from None
         lines: dict[KeyPath, int] = {}
         if node is not None:
@@ -418,11 +505,136 @@ class _LineMap:
         self, exc: ValidationError, prefix: KeyPath, unknown: str = "unknown key"
     ) -> str:
         issues = []
-        for err in exc.errors():
+        errors = exc.errors()
+        for err in errors[:MAX_ISSUES]:
             path = (*prefix, *(p for p in err["loc"] if not _is_pydantic_tag(p)))
             text = unknown if err.get("type") == "extra_forbidden" else _message(err)
             issues.append(self.issue(path, text))
+        if len(errors) > MAX_ISSUES:
+            more = len(errors) - MAX_ISSUES
+            issues.append(Issue(self.source, None, "", f"... and {more} more problems"))
         return _Located(issues)
+
+
+#: libyaml's parser where PyYAML was built with it: the same documents, parsed in C.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass
+class _Frame:
+    """An open YAML collection during the shape check."""
+
+    anchor: str | None
+    mapping: bool
+    #: Nodes and scalar characters under it so far, aliases expanded, itself included.
+    nodes: int = 1
+    chars: int = 0
+    #: Mapping: the next child is a key; its last key. Sequence: the next child's index.
+    at_key: bool = True
+    key: str | int = ""
+    index: int = 0
+
+    def place(self) -> str | int | None:
+        if not self.mapping:
+            return self.index
+        return None if self.at_key else self.key
+
+    def advance(self, event: yaml.Event) -> None:
+        if not self.mapping:
+            self.index += 1
+        elif self.at_key:
+            self.key = event.value if isinstance(event, yaml.ScalarEvent) else "?"
+            self.at_key = False
+        else:
+            self.at_key = True
+
+
+def _check_shape(text: str, source: str) -> None:
+    """Refuse YAML nested deeper than MAX_DEPTH, with more than MAX_ALIASES aliases, more
+    than MAX_NODES nodes or MAX_SCENARIO_BYTES characters of scalars once aliases are
+    expanded, or an alias inside the collection it names (a cycle no scenario means),
+    from the parser's events alone.
+
+    The events come one at a time from a parser that keeps its own stack, so neither a
+    deep document nor an alias bomb costs more here than its length in events; the check
+    stops at the first limit passed, before anything is composed or constructed.
+    """
+    frames: list[_Frame] = []
+    # anchor -> (nodes, scalar characters) its node stands for, aliases expanded
+    expanded: dict[str, tuple[int, int]] = {}
+    aliases = 0
+    total_nodes = 0
+    total_chars = 0
+
+    def refuse(event: yaml.Event, message: str) -> ScenarioError:
+        path = tuple(p for p in (f.place() for f in frames) if p is not None)
+        line = event.start_mark.line + 1 if event.start_mark is not None else None
+        return ScenarioError(_Located([Issue(source, line, _dotted(path), message)]))
+
+    def count(event: yaml.Event, nodes: int, chars: int) -> None:
+        nonlocal total_nodes, total_chars
+        total_nodes += nodes
+        total_chars += chars
+        if total_nodes > MAX_NODES:
+            raise refuse(event, f"more than {MAX_NODES} nodes, aliases expanded")
+        if total_chars > MAX_SCENARIO_BYTES:
+            raise refuse(
+                event, f"more than {MAX_SCENARIO_BYTES} characters of values, aliases expanded"
+            )
+
+    def done(event: yaml.Event, nodes: int, chars: int, anchor: str | None) -> None:
+        if anchor is not None:
+            expanded[anchor] = (nodes, chars)
+        if frames:
+            frames[-1].nodes += nodes
+            frames[-1].chars += chars
+            frames[-1].advance(event)
+
+    events = yaml.parse(text, Loader=_Loader)
+    while True:
+        try:
+            event = next(events)
+        except StopIteration:
+            return
+        except yaml.YAMLError as exc:
+            # Said here, where the open collections give the key path it happened under.
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or str(exc)
+            if "nesting depth" in problem:  # libyaml's own limit, met while scanning ahead
+                problem = f"nested deeper than {MAX_DEPTH} levels"
+            else:
+                problem = f"invalid YAML: {problem}"
+            path = tuple(p for p in (f.place() for f in frames) if p is not None)
+            line = mark.line + 1 if mark is not None else None
+            raise ScenarioError(_Located([Issue(source, line, _dotted(path), problem)])) from None
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(frames) >= MAX_DEPTH:
+                raise refuse(event, f"nested deeper than {MAX_DEPTH} levels")
+            count(event, 1, 0)
+            frames.append(_Frame(event.anchor, isinstance(event, yaml.MappingStartEvent)))
+        elif isinstance(event, yaml.CollectionEndEvent):
+            frame = frames.pop()
+            done(event, frame.nodes, frame.chars, frame.anchor)
+        elif isinstance(event, yaml.ScalarEvent):
+            count(event, 1, len(event.value))
+            done(event, 1, len(event.value), event.anchor)
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise refuse(event, f"more than {MAX_ALIASES} aliases")
+            if any(f.anchor == event.anchor for f in frames):
+                raise refuse(event, f"*{_shown(event.anchor)} refers to a collection it is in")
+            # An unknown anchor counts as one node here and fails when composed.
+            nodes, chars = expanded.get(event.anchor or "", (1, 0))
+            count(event, nodes, chars)
+            done(event, nodes, chars, None)
+
+
+def _shown(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > SHOWN_VALUE_CHARS:
+        return text[:SHOWN_VALUE_CHARS] + "..."
+    return text
 
 
 def _is_pydantic_tag(part: object) -> bool:
@@ -446,7 +658,10 @@ def _index(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
 def _dotted(path: Iterable[str | int]) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{_shown(part)}" if out else _shown(part)
     return out
 
 
@@ -454,14 +669,15 @@ def _message(err: Mapping[str, Any]) -> str:
     kind = err.get("type", "")
     value = err.get("input")
     ctx = err.get("ctx") or {}
+    # Values are shown cut short: a 4 MB scalar is not repeated back in full.
     if kind == "literal_error" and "expected" in ctx:
-        return f"{value!r} is not one of: {ctx['expected']}"
+        return f"{_shown(repr(value))} is not one of: {ctx['expected']}"
     if kind == "missing":
         return "required"
     msg = str(err.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
     if kind.endswith("_type") or kind.endswith("_parsing"):
-        return f"{value!r}: {msg}"
+        return f"{_shown(repr(value))}: {msg}"
     return msg
 
 

@@ -52,6 +52,9 @@ class ServerOptions:
     api_listen: tuple[str, int] | None = None
     #: Require `Authorization: Bearer <token>` on API requests (all but health).
     api_token: str | None = None
+    #: Let scenarios uploaded through the API name files, modules, URLs, listen addresses
+    #: and real DNS (receiver/trust.py); off, such scenarios are refused with 422.
+    api_host_access: bool = False
     #: Keep the objects of the running scenario out of the cyclic collector's walks
     #: (`gc.freeze`). Process-wide, so only for a process that is the receiver: `serve`.
     freeze_gc: bool = False
@@ -189,7 +192,12 @@ class Receiver:
                 lambda: StrictSMTP(self), self.options.host, self.options.port
             )
             if self.options.api_listen is not None:
-                self.api = Api(self, *self.options.api_listen, token=self.options.api_token)
+                self.api = Api(
+                    self,
+                    *self.options.api_listen,
+                    token=self.options.api_token,
+                    host_access=self.options.api_host_access,
+                )
                 await self.api.start()
             self._freeze_heap()
         except BaseException:

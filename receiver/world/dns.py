@@ -48,6 +48,8 @@ from pydantic import (
     model_validator,
 )
 
+from ..trust import Reach, reaches
+
 Mode = Literal["hermetic", "overlay", "system"]
 FailureKind = Literal["nxdomain", "nodata", "servfail", "timeout"]
 
@@ -331,6 +333,7 @@ def _listen_text(value: Any) -> str:
 
 
 DnsName = Annotated[str, AfterValidator(normalise_name)]
+Nameserver = Annotated[str, AfterValidator(_nameserver_text), reaches(Reach.HOST)]
 IPText = Annotated[str, AfterValidator(normalise_ip)]
 
 
@@ -447,12 +450,12 @@ class DnsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Mode = Field(
+    mode: Annotated[Mode, reaches(Reach.REAL_DNS, when=lambda m: m != "hermetic")] = Field(
         "hermetic",
         description="hermetic: only these records, anything else NXDOMAIN; overlay: these "
         "records first, then real DNS; system: real DNS only (records and scripts unused).",
     )
-    nameservers: list[Annotated[str, AfterValidator(_nameserver_text)]] = Field(
+    nameservers: list[Nameserver] = Field(
         default_factory=list,
         description="Real DNS servers for overlay/system, as IP, IP:PORT or [IPv6]:PORT; "
         "empty means the system's /etc/resolv.conf.",
@@ -482,7 +485,7 @@ class DnsConfig(BaseModel):
     timeout_seconds: float = Field(
         0.0, ge=0, description="How long a scripted timeout waits before failing (0: at once)."
     )
-    serve: Annotated[str, BeforeValidator(_listen_text)] | None = Field(
+    serve: Annotated[str, BeforeValidator(_listen_text), reaches(Reach.LISTEN)] | None = Field(
         None,
         description="Also answer these records and scripts over real DNS, UDP and TCP, at "
         "IP:PORT (a port alone: 127.0.0.1); `strictmx serve --dns-listen` overrides it.",

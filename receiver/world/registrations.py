@@ -37,6 +37,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..trust import Reach, reaches
 from . import suffixes
 from .dns import distinct_keys, normalise_name
 
@@ -109,7 +110,7 @@ class RegistrationsConfig(BaseModel):
         default_factory=list,
         description="Registered domains whose look-up fails temporarily, as a registry outage.",
     )
-    rdap_url: str | None = Field(
+    rdap_url: Annotated[str, reaches(Reach.URL)] | None = Field(
         None,
         description="RDAP URL template with {domain}, e.g. https://rdap.org/domain/{domain}; "
         "needed by overlay and system.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import smtplib
 import socket
@@ -12,7 +13,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
@@ -639,12 +640,14 @@ API_ON = re.compile(r"^strictmx: API on (http://[\d.]+:\d+/api/v1)$")
     [
         (("--api-listen", "127.0.0.1:0"), False),
         (("--api-listen", "0.0.0.0:0"), True),
-        (("--api-listen", "0.0.0.0:0", "--api-token", "s3cret"), False),
+        (("--api-listen", "0.0.0.0:0", "--api-token-file", "token"), False),
     ],
 )
 def test_serve_announces_the_api_and_warns_when_exposed_without_token(
-    tmp_path: Path, args: tuple[str, ...], warned: bool
+    tmp_path: Path, args: tuple[str, ...], warned: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("STRICTMX_API_TOKEN", raising=False)
+    (tmp_path / "token").write_text("s3cret\n")
     server = Server(tmp_path, *args)
     try:
         (url,) = [m.group(1) for m in map(API_ON.match, server.started) if m]
@@ -655,7 +658,7 @@ def test_serve_announces_the_api_and_warns_when_exposed_without_token(
         stderr = server.stderr()
     finally:
         server.kill()
-    assert ("has no --api-token" in stderr) is warned
+    assert ("has no token (--api-token-file or $STRICTMX_API_TOKEN)" in stderr) is warned
     assert "Traceback" not in stderr
 
 
@@ -669,3 +672,148 @@ def test_serve_reports_an_api_port_in_use(tmp_path: Path) -> None:
         )
     assert done.returncode == 2
     assert done.stderr == f"strictmx: cannot listen on 127.0.0.1:{port}: address already in use\n"
+
+
+# -- the API token: from a file or the environment, never from argv ----------------------------
+
+
+def api_port(server: Server) -> int:
+    (url,) = [m.group(1) for m in map(API_ON.match, server.started) if m]
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+def status_of(port: int, token: str | None) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/scenario")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
+
+
+@pytest.mark.parametrize("source", ["file", "environment"])
+def test_serve_takes_the_api_token_from_a_file_or_the_environment(
+    tmp_path: Path, source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STRICTMX_API_TOKEN", raising=False)
+    args: tuple[str, ...] = ("--api-listen", "127.0.0.1:0")
+    if source == "file":
+        (tmp_path / "token").write_text("s3cret\n")
+        args += ("--api-token-file", "token")
+    else:
+        monkeypatch.setenv("STRICTMX_API_TOKEN", "s3cret")
+    server = Server(tmp_path, *args)
+    try:
+        port = api_port(server)
+        assert [status_of(port, t) for t in (None, "guess", "s3cret")] == [401, 401, 200]
+        assert server.terminate() == 0
+    finally:
+        server.kill()
+
+
+def test_serve_refuses_an_api_token_on_the_command_line_saying_why(tmp_path: Path) -> None:
+    done = run(tmp_path, "serve", "--listen", "127.0.0.1:0", "--api-token", "s3cret")
+    assert done.returncode == 2
+    assert "--api-token is not taken" in done.stderr
+    assert "`ps`" in done.stderr and "--api-token-file" in done.stderr
+    assert "s3cret" not in done.stderr
+    assert not (tmp_path / "strictmx.db").exists(), "nothing started"
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: (d / "token").write_text("\n\n"), "holds no token"),
+        (lambda d: os.mkfifo(d / "token"), "is a FIFO"),
+        (lambda d: (d / "token").mkdir(), "is a directory"),
+        (lambda d: None, "does not exist"),
+    ],
+)
+def test_a_bad_token_file_is_a_usage_error(
+    tmp_path: Path, setup: Callable[[Path], object], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STRICTMX_API_TOKEN", raising=False)
+    setup(tmp_path)
+    done = run(tmp_path, "serve", "--listen", "127.0.0.1:0", "--api-token-file", "token")
+    assert done.returncode == 2
+    assert done.stderr.startswith("strictmx: --api-token-file: ")
+    assert message in done.stderr
+
+
+def test_a_token_in_both_file_and_environment_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "token").write_text("one\n")
+    monkeypatch.setenv("STRICTMX_API_TOKEN", "two")
+    done = run(tmp_path, "serve", "--listen", "127.0.0.1:0", "--api-token-file", "token")
+    assert done.returncode == 2
+    assert "give the API token once" in done.stderr
+
+
+# -- uploaded scenarios may not reach outside the process -----------------------------------------
+
+
+def gadgets(secret: Path) -> dict[str, str]:
+    """Key path -> an uploaded scenario whose option there reaches outside the process."""
+    mail = "policies: {mail: [{policy: %s, %s: '%s'}]}"
+    return {
+        "policies.mail[0].file": mail % ("sender_blocklist", "file", secret),
+        "policies.mail[0].verifier": mail % ("sender_verify", "verifier", "os:getcwd"),
+        "world.registrations.rdap_url": "world: {registrations: {rdap_url: 'http://x/{domain}'}}",
+        "world.dns.serve": "world: {dns: {serve: '127.0.0.1:0'}}",
+        "world.dns.nameservers[0]": "world: {dns: {nameservers: ['127.0.0.1:53']}}",
+        "world.dns.mode": "world: {dns: {mode: system}}",
+        "expect[0].message_file": f"expect: [{{name: x, message_file: '{secret}', result: x}}]",
+    }
+
+
+def test_put_scenario_refuses_options_that_reach_outside(serve: Factory, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hunter2.example\n")
+    http = Http(serve(SCENARIO, **API))
+    for path, text in gadgets(secret).items():
+        reply = http.put_yaml("/scenario", text)
+        assert reply.status == 422, (path, reply.body)
+        (detail,) = [d for d in reply.json()["details"] if d["path"] == path]
+        assert detail["file"] == "<request>" and detail["line"] == 1
+        assert detail["message"].startswith("a scenario uploaded through the API may not ")
+        assert "--api-allow-host-access" in detail["message"]
+        assert b"hunter2" not in reply.body
+    assert http.get("/scenario")["name"] == "api-test", "nothing was swapped"
+
+
+def test_put_scenario_with_host_access_allowed_reads_the_file(
+    serve: Factory, tmp_path: Path
+) -> None:
+    listed = tmp_path / "listed.txt"
+    listed.write_text("blocked.example\n")
+    rx = serve(SCENARIO, api_host_access=True, **API)
+    text = f"policies: {{mail: [{{policy: sender_blocklist, file: '{listed}'}}]}}"
+    reply = Http(rx).put_yaml("/scenario", text)
+    assert reply.status == 200, reply.body
+    with smtplib.SMTP(rx.host, rx.port, local_hostname="mail.example.net") as client:
+        client.ehlo()
+        assert client.mail("a@blocked.example")[0] == 250  # delay_reject: refused at RCPT
+        assert client.rcpt("bob@example.org")[0] == 554
+    # Even allowed, a bad line is named by number, not repeated back.
+    listed.write_text("hunter2@\n")
+    refused = Http(rx).put_yaml("/scenario", text)
+    assert refused.status == 422
+    assert b"hunter2" not in refused.body
+    assert f"{listed}:1: the line is not an address".encode() in refused.body
+
+
+def test_put_scenario_too_large_is_413_before_it_is_read(serve: Factory) -> None:
+    rx = serve(SCENARIO, **API)
+    assert rx.receiver.api is not None
+    host, port = rx.receiver.api.address
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(
+            b"PUT /api/v1/scenario HTTP/1.1\r\nHost: x\r\nContent-Type: application/yaml\r\n"
+            b"Content-Length: 99999999\r\n\r\nname: x\n"
+        )
+        head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413 "), head

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import re
+import time
+import typing
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
 import pytest
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from receiver import scenario as scenarios
+from receiver import trust as trusts
 from receiver.policy import ClientHistory, Context, PolicyClass, load_registry
 from receiver.scenario import ScenarioError
 from receiver.session import Client, Session
@@ -211,9 +219,9 @@ def test_an_entry_reply_is_held_to_the_policy_in_use() -> None:
     assert scenarios.loads(text % "seed-08", source="x.yaml", registry=registry).entries
 
 
-def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
+def test_bad_yaml_names_the_line_and_where_in_the_keys(tmp_path: Path) -> None:
     message = error_of(tmp_path, "receiver:\n  hostname: [unclosed\npolicies: {}\n")
-    assert "x.yaml:3 invalid YAML" in message
+    assert "x.yaml:3 receiver.hostname[1]: invalid YAML: did not find expected ','" in message
 
 
 def test_bad_record_names_the_record(tmp_path: Path) -> None:
@@ -279,3 +287,188 @@ policies:
     assert policy.delay_reject is False
     message = error_of(tmp_path, text.replace("delay_reject: false", "delay_reject: later"))
     assert "x.yaml:5 policies.helo[0].delay_reject: 'later': expected true or false" in message
+
+
+# -- YAML bounds: checked before anything is built ---------------------------------------------
+
+
+def laughs(levels: int, width: int = 9) -> str:
+    """Nested aliases: each level lists the previous one `width` times."""
+    text = "a: &l0 [x, x, x, x, x, x, x, x, x]\n"
+    for n in range(1, levels + 1):
+        text += f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * width) + "]\n"
+    return text
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        (laughs(9), "<request>:5 l4[5]: ", "more than 50000 nodes, aliases expanded"),
+        (
+            "x-big: &b " + "x" * 100_000 + "\nreceiver: {local_recipients: [" + "*b, " * 50 + "]}",
+            "<request>:2 receiver.local_recipients[40]: ",
+            "more than 4194304 characters of values, aliases expanded",
+        ),
+        ("".join(f"k{n}: v\n" for n in range(30_000)), "<request>:25000 k24999: ", "50000 nodes"),
+        ("name: " + "x" * 3_000_000 + "\n", "<request>:1 name: ", "at most 200 characters"),
+        ("a: &a [b, *a]\n", "<request>:1 a[1]: ", "*a refers to a collection it is in"),
+        (
+            "k0:\n" + "".join("  " * n + f"k{n}:\n" for n in range(1, 80)) + "  " * 80 + "v\n",
+            "<request>:65 k0.k1.k2.",
+            "nested deeper than 64 levels",
+        ),
+        ("a: " + "[" * 70 + "]" * 70 + "\n", "<request>:1 a", "nested deeper than 64 levels"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "<request>:1 a[0]: ", "nested deeper than 64"),
+        (
+            "x: &x y\n" + "".join(f"k{n}: *x\n" for n in range(1001)),
+            "<request>:1002 k1000",
+            "more than 1000 aliases",
+        ),
+        ("name: " + "x" * (4 * 1024 * 1024), "<request> ", "the limit is 4194304"),
+        ("d: 2024-13-45\n", "<request> ", "invalid YAML value: month must be in 1..12"),
+        ("n: " + "9" * 5000 + "\n", "<request> ", "invalid YAML value: Exceeds the limit"),
+    ],
+    ids=[
+        "laughs",
+        "long-values-aliased",
+        "many-keys",
+        "long-name",
+        "recursive",
+        "deep-block",
+        "deep-flow",
+        "deeper-than-libyaml",
+        "aliases",
+        "huge",
+        "date",
+        "digits",
+    ],
+)
+def test_hostile_yaml_is_refused_quickly_with_file_line_and_path(
+    text: str, where: str, message: str
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(ScenarioError) as raised:
+        scenarios.loads(text, source="<request>")
+    assert time.monotonic() - started < 2
+    assert str(raised.value).startswith(where), str(raised.value)
+    assert message in str(raised.value)
+    assert len(str(raised.value)) < 400, "the input is not repeated back"
+
+
+def test_aliases_within_bounds_load() -> None:
+    # Control: anchors shared by a few entries are ordinary YAML.
+    text = """\
+base: &strict {policy: helo_syntax, mode: rfc1035}
+policies:
+  helo: [*strict]
+""".replace("base: ", "x-base: ")
+    with pytest.raises(ScenarioError, match="x-base: unknown key"):
+        scenarios.loads(text, source="x.yaml")  # the parse got as far as validation
+    shared = laughs(3)  # 9**4 = 6561 nodes: well within the bound
+    with pytest.raises(ScenarioError, match="a: unknown key"):
+        scenarios.loads(shared, source="x.yaml")
+
+
+def test_a_long_bad_value_is_cut_short_in_errors() -> None:
+    with pytest.raises(ScenarioError) as raised:
+        scenarios.loads("receiver: {warn_only: " + "y" * 10_000 + "}\n", source="x.yaml")
+    assert "x.yaml:1 receiver.warn_only: 'yyy" in str(raised.value)
+    assert len(str(raised.value)) < 300
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory", "too-big"])
+def test_a_scenario_file_must_be_a_regular_file_within_the_limit(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "s.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "too-big":
+        path.write_text("# " + "x" * (4 * 1024 * 1024) + "\n")
+    target = "/dev/zero" if kind == "device" else str(path)
+    started = time.monotonic()
+    with pytest.raises(ScenarioError, match="cannot read scenario: scenario file "):
+        scenarios.load(target)
+    assert time.monotonic() - started < 2
+
+
+# -- what a scenario may reach outside the process ------------------------------------------------
+
+GADGETS = {
+    "policies.mail[0].file": "policies: {mail: [{policy: sender_blocklist, file: /etc/hostname}]}",
+    "policies.mail[0].verifier": "policies: {mail: [{policy: sender_verify, verifier: os:getcwd}]}",
+    "world.registrations.rdap_url": "world: {registrations: {rdap_url: 'http://x/{domain}'}}",
+    "world.dns.serve": "world: {dns: {serve: '127.0.0.1:0'}}",
+    "world.dns.nameservers[0]": "world: {dns: {nameservers: ['127.0.0.1:53']}}",
+    "world.dns.mode": "world: {dns: {mode: overlay}}",
+    "expect[0].message_file": "expect: [{name: x, message_file: /etc/hostname, result: accepted}]",
+}
+
+
+@pytest.mark.parametrize("path", GADGETS)
+def test_an_uploaded_scenario_may_not_reach_outside_the_process(path: str) -> None:
+    with pytest.raises(ScenarioError) as raised:
+        scenarios.loads(GADGETS[path], source="<request>", trust=trusts.UPLOADED)
+    (issue,) = raised.value.issues
+    assert (issue.file, issue.line, issue.path) == ("<request>", 1, path)
+    assert issue.message.startswith("a scenario uploaded through the API may not ")
+    assert issue.message.endswith("started with --api-allow-host-access")
+
+
+@pytest.mark.parametrize("path", GADGETS)
+def test_a_trusted_scenario_may(path: str, tmp_path: Path) -> None:
+    listed = tmp_path / "listed.txt"
+    listed.write_text("spam.example\n")
+    for trust in (trusts.UPLOADED_ALLOWED, trusts.from_file(tmp_path / "x.yaml"), trusts.CODE):
+        text = GADGETS[path].replace("/etc/hostname", str(listed))
+        assert scenarios.loads(text, trust=trust) is not None
+
+
+def _marked(annotation_metadata: list[object]) -> bool:
+    return any(
+        getattr(getattr(m, "func", None), "__qualname__", "").startswith("reaches.")
+        for m in annotation_metadata
+    )
+
+
+REACHING = re.compile(
+    r"(^|_)(file|path|url|uri|module|verifier|listen|serve|nameservers?|socket|dir)$"
+)
+
+
+def _fields(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, FieldInfo, str]]:
+    for name, info in model.model_fields.items():
+        yield f"{prefix}{name}", info, repr(info.annotation) + repr(info.metadata)
+        for inner in _models_in(info.annotation):
+            yield from _fields(inner, f"{prefix}{name}.")
+
+
+def _models_in(annotation: object) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in typing.get_args(annotation):
+        yield from _models_in(arg)
+
+
+def test_every_option_that_names_something_outside_is_marked() -> None:
+    """Options whose names say they name a file, module, URL or address carry `reaches`
+    (in their own metadata or their type's), so a new one cannot forget it silently."""
+    roots: list[tuple[type[BaseModel], str]] = [(scenarios.ScenarioModel, "")]
+    roots += [(cls.Options, f"{name}.") for name, cls in load_registry().items()]
+    found = []
+    for root, prefix in roots:
+        for path, _info, shown in _fields(root, prefix):
+            if REACHING.search(path.rsplit(".", 1)[-1]):
+                found.append(path)
+                assert "reaches" in shown, f"{path} names something outside but is not marked"
+    assert {"sender_blocklist.file", "sender_verify.verifier", "world.dns.serve"} <= set(found)
+
+
+def test_an_error_lists_twenty_problems_and_counts_the_rest() -> None:
+    text = "".join(f"unknown{n}: x\n" for n in range(30))
+    with pytest.raises(ScenarioError) as raised:
+        scenarios.loads(text, source="x.yaml")
+    issues = raised.value.issues
+    assert [i.path for i in issues[:20]] == [f"unknown{n}" for n in range(20)]
+    assert issues[20].message == "... and 10 more problems"
+    assert len(issues) == 21

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -11,6 +14,7 @@ from receiver import scenario as scenarios
 from receiver.policy import ClientHistory, Context
 from receiver.scenario import ScenarioError
 from receiver.session import Client, Session
+from receiver.trust import UPLOADED, UPLOADED_ALLOWED, Trust
 from receiver.verdict import Action, Reply, Stage, Verdict
 
 HOST = "mx.strictmx.test"
@@ -235,10 +239,88 @@ def test_missing_file_fails_at_load_naming_it(tmp_path: Path) -> None:
         SenderBlocklistOptions(file=str(missing))
 
 
-def test_bad_file_line_fails_at_load_naming_file_and_line(tmp_path: Path) -> None:
-    path = write_list(tmp_path, "ok.example\n/a(b/\n")
-    with pytest.raises(ValueError, match=r"blocked\.txt:2: 'a\(b' is not a valid regular"):
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "/sec(ret/",
+            r"blocked\.txt:2: the line is not a valid regular expression \(at position 3\)",
+        ),
+        ("secret@", r"blocked\.txt:2: the line is not an address"),
+        ("sec ret.example", r"blocked\.txt:2: the line is not a domain"),
+    ],
+)
+def test_bad_file_line_fails_at_load_naming_file_and_line_not_its_text(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    path = write_list(tmp_path, f"ok.example\n{line}\n")
+    with pytest.raises(ValueError, match=message) as raised:
         SenderBlocklistOptions(file=str(path))
+    assert "sec" not in str(raised.value).replace(str(tmp_path), "")
+
+
+def test_a_bad_inline_entry_is_quoted(tmp_path: Path) -> None:
+    # Control: the scenario's own text may be repeated back; only files' lines are not.
+    with pytest.raises(ValueError, match=r"regex\[0\]: 'a\(b' is not a valid regular"):
+        SenderBlocklistOptions(regex=["a(b"])
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda d: (os.mkfifo(d / "fifo"), d / "fifo")[1], "is a FIFO"),
+        (lambda d: Path("/dev/zero"), "is a device"),
+        (lambda d: d, "is a directory"),
+        (
+            lambda d: (d / "big.txt").write_bytes(b"a.example\n" * 500_000) and d / "big.txt",
+            "the limit is 4194304",
+        ),
+        (
+            lambda d: (d / "bin.txt").write_bytes(b"ok.example\n\xff\n") and d / "bin.txt",
+            "not UTF-8",
+        ),
+    ],
+)
+def test_only_regular_files_within_the_limit_are_read(
+    tmp_path: Path, make: Callable[[Path], Path], why: str
+) -> None:
+    path = make(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=why):
+        SenderBlocklistOptions(file=str(path))
+    assert time.monotonic() - started < 2, "refused without waiting on the file"
+
+
+def test_a_relative_file_is_read_beside_the_scenario_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "lists").mkdir()
+    write_list(tmp_path / "lists", "spam.example\n")
+    scenario = tmp_path / "persona.yaml"
+    scenario.write_text("policies: {mail: [{policy: sender_blocklist, file: lists/blocked.txt}]}")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (entry,) = scenarios.load(str(scenario)).entries
+    assert isinstance(entry.options, SenderBlocklistOptions)
+    assert entry.options.blocklist.match("a@spam.example") is not None
+
+
+@pytest.mark.parametrize(("trust", "allowed"), [(UPLOADED, False), (UPLOADED_ALLOWED, True)])
+def test_an_uploaded_scenario_names_a_file_only_when_allowed(
+    tmp_path: Path, trust: Trust, allowed: bool
+) -> None:
+    path = write_list(tmp_path, "top-secret.example\n")
+    text = f"policies: {{mail: [{{policy: sender_blocklist, file: '{path}'}}]}}"
+    if allowed:
+        assert scenarios.loads(text, trust=trust).entries
+        return
+    with pytest.raises(ScenarioError) as raised:
+        scenarios.loads(text, source="<request>", trust=trust)
+    message = str(raised.value)
+    assert message.startswith("<request>:1 policies.mail[0].file: ")
+    assert "--api-allow-host-access" in message
+    assert "top-secret" not in message
 
 
 # -- validation at load ------------------------------------------------------------------

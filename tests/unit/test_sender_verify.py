@@ -14,6 +14,7 @@ from receiver import scenario as scenarios
 from receiver.policy import ClientHistory, Context
 from receiver.server import Receiver, ServerOptions
 from receiver.session import Client, Session
+from receiver.trust import UPLOADED, UPLOADED_ALLOWED
 from receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
 from receiver.world import World, WorldConfig
 from receiver.world.callout import Callout, Result, Status
@@ -447,7 +448,7 @@ async def test_verifier_hook(world_mx: tuple[World, Callout], verifier: str) -> 
 @pytest.mark.parametrize(
     ("verifier", "detail"),
     [
-        (f"{HERE}:broken", "failed: RuntimeError('directory unreachable')"),
+        (f"{HERE}:broken", "failed (logged by the receiver)"),
         (f"{HERE}:wrong_answer", "returned bool, not a Result or None"),
     ],
 )
@@ -473,6 +474,25 @@ async def test_verifier_by_dotted_name_and_entry_point(
     assert load_verifier("site-directory") is directory
     verdict = await check(world_mx, "bob@directory.example", verifier="site-directory")
     assert verdict is not None and verdict.outcome == "SENDER_UNVERIFIED"
+
+
+def test_an_uploaded_scenario_names_installed_verifiers_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dist = tmp_path / "site_verifiers-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: site-verifiers\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        f"[strictmx.sender_verifiers]\nsite-directory = {HERE}:directory\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = "policies: {mail: [{policy: sender_verify, verifier: %s}]}"
+    # Control: an installed entry point is the operator's choice, so an upload may name it.
+    assert scenarios.loads(text % "site-directory", trust=UPLOADED).entries
+    for spec in (f"{HERE}:directory", f"{HERE}.directory", "os:system"):
+        with pytest.raises(scenarios.ScenarioError, match="may not name a Python module"):
+            scenarios.loads(text % spec, trust=UPLOADED)
+        assert scenarios.loads(text % f"{HERE}:directory", trust=UPLOADED_ALLOWED).entries
 
 
 @pytest.mark.parametrize(
