@@ -94,6 +94,12 @@ class SenderVerifyOptions(PolicyOptions):
         description="Verify only senders at these domains ('.example.com' for its "
         "subdomains), as Postfix sites list reject_unverified_sender per domain; empty: all.",
     )
+    allow_private_targets: bool = Field(
+        False,
+        description="Let callouts reach domain literals and MX addresses that are not public "
+        "(private, loopback, link-local); off: such senders are unroutable, nothing is "
+        "connected to. The world's simulated MX hosts are always reachable.",
+    )
     verifier: str | None = Field(
         None,
         description="A Python callable deciding instead of the callout: 'module:function' "
@@ -142,6 +148,9 @@ class SenderVerify(Policy[SenderVerifyOptions]):
     also asks for postmaster@domain. The MX hosts of every domain `world.mailboxes` lists
     (and, in a hermetic world, of every domain) are served by the receiver itself on
     loopback from that table; nothing is sent to the simulated addresses DNS names.
+    Other domains' MX hosts are called only at public addresses, and domain literals not
+    at all, unless `allow_private_targets` is on; a failed connection is "no answer from
+    host ..." in the reply, whatever the cause (the journal has the cause).
 
     Results are cached for every session of the receiver: verified (and accept-all)
     results for `positive_ttl`, refusals for `negative_ttl`; temporary failures are not
@@ -304,6 +313,7 @@ class SenderVerify(Policy[SenderVerifyOptions]):
                 random=o.random,
                 postmaster=o.postmaster,
                 max_addresses=o.max_addresses,
+                allow_private=o.allow_private_targets,
             )
             self._probes[hostname] = probe
         return probe
@@ -345,7 +355,7 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             stage,
             session,
             ctx,
-            f"<{sender}>: {result.detail}{called}{cached}",
+            f"<{sender}>: {result.full}{called}{cached}",
             why=result.detail,
             domain=domain.lower(),
             mx=result.host,
