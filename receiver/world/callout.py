@@ -210,6 +210,10 @@ class Callout:
         negative_ttl: float,
     ) -> Result:
         """Whether the MX of `address`'s domain accepts it; from the cache when fresh."""
+        if _CONTROL.search(address):
+            # No SMTP command can carry it (RFC 5321 §4.1.2): nothing to ask any MX. Not
+            # cached: it says nothing about the domain, whose other senders are fine.
+            return Result(Status.UNROUTABLE, "bad address syntax: control character in address")
         local, _, domain = address.rpartition("@")
         key = f"{local}@{domain.lower()}"
         for cache_key in ((probe, key), (probe, "@" + domain.lower())):
@@ -281,9 +285,6 @@ class Callout:
             del self._cache[next(iter(self._cache))]
 
     async def _call(self, local: str, domain: str, dns: WorldDNS, probe: Probe) -> Result:
-        if _CONTROL.search(local) or _CONTROL.search(domain):
-            # No SMTP command can carry it (RFC 5321 §4.1.2): nothing to ask any MX.
-            return Result(Status.UNROUTABLE, "bad address syntax: control character in address")
         try:
             ascii_domain = _ascii_domain(domain)
         except UnicodeError as exc:

@@ -781,3 +781,12 @@ def test_allow_private_targets_is_validated_at_load() -> None:
     assert "x.yaml:4 policies.mail[0].allow_private_targets" in str(error.value)
     loaded = scenarios.loads(text.replace("maybe", "true"), source="x.yaml")
     assert loaded.entries[0].options.allow_private_targets is True  # type: ignore[attr-defined]
+
+
+async def test_a_bad_address_does_not_poison_its_domain(responder: MailboxResponder) -> None:
+    # Cached domain-wide, one hostile sender would make every sender of the domain
+    # unverifiable for the negative TTL.
+    callout = Callout()
+    w, p = world(LOOPBACK_WORLD), probe(responder.address[1])
+    assert (await verify(callout, '"a\rb"@example.net', w, p)).status is Status.UNROUTABLE
+    assert (await verify(callout, "alice@example.net", w, p)).status is Status.VERIFIED
