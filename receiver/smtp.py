@@ -416,6 +416,19 @@ class StrictSMTP(SMTP):
         if self.transport is not None:
             self.transport.close()
 
+    def _timeout_cb(self) -> None:
+        # aiosmtpd closes an idle line (no whole command within `timeout`: a slowloris
+        # too) without a word; Postfix says why first (smtpd_timeout; reference
+        # receivers.md §4.1). Not before the greeting: a PROXY header is still awaited.
+        transport = self.transport
+        if self._greeted and transport is not None and not transport.is_closing():
+            hostname = self.settings.hostname
+            line = wire_safe(self._ok(f"421 4.4.2 {hostname} Error: timeout exceeded"))
+            self._writer.write(line.encode("ascii") + b"\r\n")
+            if self.state is not None:
+                self._record("out", line)
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
     async def handle_exception(self, error: Exception) -> str:
         """What aiosmtpd answers when a command raised: a fixed reply, never the error.
 
