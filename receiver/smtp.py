@@ -398,6 +398,11 @@ class StrictSMTP(SMTP):
                     decision = await self._run(Stage.ERROR)
                     if decision.reply is not None:
                         await self._send_decision(decision)
+                except Exception:
+                    # The reply is out; a failing policy here must not end the session
+                    # (this may be the reply to an earlier failure: nothing would catch it).
+                    log.exception("session %s: the ERROR stage failed", state.id)
+                    self.note("internal error in the error stage")
                 finally:
                     self._in_error_stage = False
 

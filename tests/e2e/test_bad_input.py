@@ -383,11 +383,25 @@ class Crashing(Policy[PolicyOptions]):
     """A policy with a bug: whatever it raises must not reach the wire."""
 
     name = "crashing"
-    summary = "raises at MAIL"
-    stages = frozenset({Stage.MAIL})
+    summary = "raises at MAIL and after every error reply"
+    stages = frozenset({Stage.MAIL, Stage.ERROR})
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         raise RuntimeError("secret\r\n250 injected")
+
+
+def test_an_exception_after_an_error_reply_does_not_end_the_session(serve: Factory) -> None:
+    spec = {"policies": {"error": [{"policy": "crashing"}]}}
+    registry = {**load_registry(), "crashing": Crashing}
+    rx = serve(scenarios.from_dict(spec, registry=registry))
+    with Wire(rx.host, rx.port) as wire:
+        wire.command(EHLO)
+        assert wire.command("BOGUS") == ['500 Error: command "BOGUS" not recognized']
+        assert wire.command("NOOP") == ["250 OK"]
+        wire.command("QUIT")
+    session = rx.last()
+    assert ("note", "internal error in the error stage") in lines(session)
+    assert not any("secret" in line for _, line in lines(session))
 
 
 def test_an_exception_becomes_a_fixed_451_and_the_session_goes_on(serve: Factory) -> None:
