@@ -586,9 +586,13 @@ class StrictSMTP(SMTP):
             return await self._hook_reply(decision)
         if not is_always_accepted(address) and not self.settings.recipient_exists(address):
             state.counters.bad_rcpts += 1
-            return self._ok(
-                f"550 5.1.1 <{address}>: Recipient address rejected: "
-                "User unknown in local recipient table"
+            # Built, not parsed: a quoted local part may hold a CR or another line
+            # boundary of str.splitlines, which Reply.parse would take for a second line.
+            unknown = (
+                f"<{address}>: Recipient address rejected: User unknown in local recipient table"
+            )
+            return Reply(550, "5.1.1", (unknown,)).render(
+                enhanced=self.settings.enhanced_status_codes
             )
         state.rcpts.append(address)
         self._env().rcpt_tos.append(address)

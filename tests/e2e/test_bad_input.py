@@ -445,3 +445,28 @@ def test_help_under_the_junk_limit_is_answered(serve: Factory) -> None:
         for _ in range(3):
             assert wire.command("HELP")[0].startswith("250 Supported commands: ")
         assert wire.command("QUIT") == ["221 Bye"]
+
+
+@pytest.mark.parametrize(
+    ("rcpt", "shown"),
+    [
+        (b'"a\rb"@example.org', "a?b@example.org"),
+        (b'"a\x0bb"@example.org', "a?b@example.org"),
+        (b'"a\x1cb"@example.org', "a?b@example.org"),
+        (b"nobody@example.org", "nobody@example.org"),  # control
+    ],
+)
+def test_an_unknown_recipient_with_line_breaks_gets_one_550(
+    serve: Factory, rcpt: bytes, shown: str
+) -> None:
+    # str.splitlines breaks at CR, VT, FS and more: the reply is built, not parsed.
+    rx = serve({"receiver": {"local_recipients": ["bob@example.org"]}})
+    with Wire(rx.host, rx.port) as wire:
+        wire.command(EHLO)
+        wire.command("MAIL FROM:<alice@example.net>")
+        assert wire.command(b"RCPT TO:<" + rcpt + b">") == [
+            f"550 5.1.1 <{shown}>: Recipient address rejected: "
+            "User unknown in local recipient table"
+        ]
+        assert wire.command("RCPT TO:<bob@example.org>") == ["250 2.1.5 Ok"]
+        wire.command("QUIT")

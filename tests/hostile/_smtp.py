@@ -26,7 +26,11 @@ _EXCEPTION = re.compile(rb"Error: \(|Traceback|\b[A-Z][A-Za-z]*(?:Error|Exceptio
 #: sender-verify callouts to the world's simulated MX on loopback, header checks at EOD.
 FUZZ_SCENARIO: dict[str, Any] = {
     "name": "hostile-smtp",
-    "receiver": {"hostname": "mx.strictmx.test", "delay_reject": False},
+    "receiver": {
+        "hostname": "mx.strictmx.test",
+        "delay_reject": False,
+        "local_recipients": ["bob@example.org", "postmaster@*"],
+    },
     "policies": {
         "session": [
             {
