@@ -3,7 +3,8 @@ the checks every reply line must pass.
 
 A reply line is `^\\d{3}[ -]` and printable US-ASCII only (RFC 5321 §4.2), and never
 names an exception: no "Error: (" (aiosmtpd's generic handler), no class name such as
-ValueError, no "Traceback".
+ValueError, no "Traceback". strictmx's fixed reply to an exception (451 "local error in
+processing", 421 4.3.0) is safe on the wire but still a bug, so it counts too.
 """
 
 from __future__ import annotations
@@ -62,6 +63,25 @@ FUZZ_SCENARIO: dict[str, Any] = {
 }
 
 
+#: The same world as another persona: Exim-style replies without enhanced status codes,
+#: delayed rejections, soft bounces, Exim's callout (HELO, MAIL FROM:<>, random local part).
+EXIM_FUZZ_SCENARIO: dict[str, Any] = {
+    **FUZZ_SCENARIO,
+    "name": "hostile-smtp-exim",
+    "receiver": {
+        **FUZZ_SCENARIO["receiver"],
+        "enhanced_status_codes": False,
+        "delay_reject": True,
+        "soft_bounce": True,
+        "smtputf8": False,
+    },
+    "policies": {
+        **FUZZ_SCENARIO["policies"],
+        "mail": [{"policy": "sender_verify", "style": "exim", "random": True, "postmaster": True}],
+    },
+}
+
+
 class Hung(Exception):
     """No complete reply within REPLY_TIMEOUT."""
 
@@ -78,6 +98,8 @@ def bad_line(line: bytes) -> str | None:
         return "unprintable"
     if _EXCEPTION.search(line):
         return "exception text"
+    if line.endswith(b"local error in processing") or line.startswith(b"421 4.3.0 "):
+        return "internal error"  # strictmx's fixed reply to an exception: a bug to find
     return None
 
 

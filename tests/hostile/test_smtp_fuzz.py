@@ -12,22 +12,24 @@ stays bounded: at most MAX_EXAMPLES examples of STEPS steps.
 
 from __future__ import annotations
 
+import os
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
 
-from ._smtp import FUZZ_SCENARIO, Closed, Hung, Peer, greets
+from ._smtp import EXIM_FUZZ_SCENARIO, FUZZ_SCENARIO, Closed, Hung, Peer, greets
 from .conftest import Tally
 
-MAX_EXAMPLES = 40
+MAX_EXAMPLES = int(os.environ.get("STRICTMX_FUZZ_EXAMPLES", "40"))
 STEPS = 30
 #: The whole run stops generating new examples after this long (a slow machine).
-BUDGET_SECONDS = 40.0
+BUDGET_SECONDS = float(os.environ.get("STRICTMX_FUZZ_SECONDS", "40"))
 
 VERBS = [
     b"HELO",
@@ -226,8 +228,11 @@ class Fuzz(RuleBasedStateMachine):
             self.tally.add("crashes", example="no greeting after an example")
 
 
-def test_smtp_protocol_fuzz(strictmx: StrictmxFactory, tally: Tally) -> None:
-    rx = strictmx(FUZZ_SCENARIO)
+@pytest.mark.parametrize("scenario", [FUZZ_SCENARIO, EXIM_FUZZ_SCENARIO], ids=["postfix", "exim"])
+def test_smtp_protocol_fuzz(
+    strictmx: StrictmxFactory, tally: Tally, scenario: dict[str, Any]
+) -> None:
+    rx = strictmx(scenario)
     started = time.monotonic()
     Fuzz.rx, Fuzz.tally, Fuzz.deadline, Fuzz.examples = rx, tally, started + BUDGET_SECONDS, 0
     budgeted = settings(
