@@ -190,3 +190,32 @@ def test_idle_connections_are_closed_at_the_timeout(
             tally.add("wrong_replies", example=f"idle connection closed with {data!r}")
     assert time.monotonic() - started < TIMEOUT + 3
     tally.assert_clean()
+
+
+def test_a_help_flood_is_cut_off(strictmx: StrictmxFactory, tally: Tally) -> None:
+    # 5,000 pipelined HELPs once got 5,000 answers. session_limits' defaults (Postfix's
+    # smtpd_junk_command_limit 100, smtpd_hard_error_limit 20), without the tarpit's
+    # sleep so the test is quick: 101 junk commands are free, then each is an error, and
+    # the 20th error ends the session with 421.
+    rx = strictmx({"policies": {"session": [{"policy": "session_limits", "error_sleep_time": 0}]}})
+    peer = Peer(rx)
+    replies: list[list[bytes]] = []
+    try:
+        peer.reply()
+        peer.command(b"EHLO mail.example.net")
+        tally.tried(5000)
+        peer.send(b"HELP\r\n" * 5000)
+        with contextlib.suppress(Closed):
+            for _ in range(5000):  # bounded: at most one reply per HELP
+                replies.append(peer.reply())
+    except Hung as hung:
+        tally.add("hangs", example=f"HELP flood: {hung!r}")
+    finally:
+        peer.close()
+    codes = [reply[-1][:3] for reply in replies]
+    if codes != [b"250"] * 120 + [b"421"]:
+        tally.add("wrong_replies", example=f"{len(codes)} replies, last {replies[-1:]!r}")
+    for why, line in peer.bad:
+        tally.add("wrong_replies", example=f"{why}: {line!r}")
+    honest_transaction(rx, tally)
+    tally.assert_clean()
