@@ -230,6 +230,15 @@ class StrictSMTP(SMTP):
             super().connection_lost(error)
             self.receiver.session_closed(self)
 
+    def eof_received(self) -> bool | None:
+        keep = super().eof_received()  # aiosmtpd cancels its command loop here
+        if not self._greeted and self.transport is not None:
+            # Still reading a PROXY header: the loop's own cleanup has not started, so
+            # nothing else would close the line before the PROXY timeout.
+            self.transport.close()
+            return False
+        return keep
+
     def _begin_session(self) -> Session:
         peer = self._conn().peer
         host, port = (peer[0], int(peer[1])) if isinstance(peer, tuple) else ("0.0.0.0", 0)

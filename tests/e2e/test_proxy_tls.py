@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import smtplib
+import socket
 import ssl
 import struct
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +105,28 @@ def test_malformed_proxy_header_closes_the_connection(serve: Factory, header: by
         wire.reply()
     with proxied(rx.port, b"PROXY TCP4 198.51.100.7 127.0.0.1 4444 25\r\n") as wire:
         assert wire.reply()[0].startswith("220 "), "the receiver keeps serving"
+        wire.command("QUIT")
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [V2_SIGNATURE + bytes([V2_PROXY]), b"PROXY TCP4 198.51.100.7", b"PRO", b""],
+    ids=["v2", "v1", "signature", "nothing"],
+)
+def test_eof_inside_a_proxy_header_closes_at_once(serve: Factory, partial: bytes) -> None:
+    # aiosmtpd stops reading at EOF but left the line half-open until the PROXY timeout.
+    rx = serve("default", proxy_protocol=True)
+    wire = proxied(rx.port, partial)
+    wire.sock.shutdown(socket.SHUT_WR)
+    started = time.monotonic()
+    with wire, pytest.raises(Closed) as closed:
+        wire.reply()
+    assert str(closed.value) == ""
+    waited, limit = time.monotonic() - started, rx.receiver.proxy_timeout
+    assert limit is not None and waited < limit / 2
+    # Control: the same receiver greets a complete header at once.
+    with proxied(rx.port, b"PROXY TCP4 198.51.100.7 127.0.0.1 4444 25\r\n") as wire:
+        assert wire.reply()[0].startswith("220 ")
         wire.command("QUIT")
 
 

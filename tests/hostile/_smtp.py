@@ -113,6 +113,12 @@ class Peer:
         self.bad: list[tuple[str, bytes]] = []  # (why, line) of every rule-breaking line
         self.closed = False
 
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.sock.close()
 

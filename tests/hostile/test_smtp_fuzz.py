@@ -12,12 +12,14 @@ stays bounded: at most MAX_EXAMPLES examples of STEPS steps.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
 from typing import Any, ClassVar
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
@@ -252,4 +254,65 @@ def test_smtp_protocol_fuzz(
     accepted = rx.sessions(outcome="accepted")
     assert accepted, "no clean message was accepted during the run"
     assert elapsed < BUDGET_SECONDS * 2, f"the fuzz run took {elapsed:.0f}s"
+    tally.assert_clean()
+
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+proxy_header = st.one_of(
+    st.binary(max_size=120),
+    st.builds(lambda rest: b"PROXY " + rest.replace(b"\n", b"") + b"\r\n", st.binary(max_size=100)),
+    st.builds(
+        lambda fields: b"PROXY " + b" ".join(fields) + b"\r\n",
+        st.lists(
+            st.sampled_from(
+                [b"TCP4", b"TCP6", b"UNKNOWN", b"198.51.100.7", b"::1", b"127.0.0.1", b"25"]
+                * 2  # valid words twice as likely as the bad ones below
+                + [b"65536", b"-1", b"\xff", b"1.2.3.4.5", b"", b"\x00"]
+            ),
+            max_size=7,
+        ),
+    ),
+    st.builds(lambda rest: V2_SIGNATURE + rest, st.binary(max_size=60)),
+)
+
+
+def test_proxy_header_fuzz(strictmx: StrictmxFactory, tally: Tally) -> None:
+    # Random PROXY v1/v2 headers, each followed by EOF: the server greets (a valid header)
+    # or closes at once, never sends a malformed line, and goes on serving. (An EOF inside
+    # a v2 header once left the line half-open until the PROXY timeout: a hang here.)
+    rx = strictmx("default", proxy_protocol=True)
+    deadline = time.monotonic() + BUDGET_SECONDS
+
+    @given(header=proxy_header)
+    @settings(
+        max_examples=MAX_EXAMPLES * 3,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    def one(header: bytes) -> None:
+        if time.monotonic() > deadline:
+            return
+        tally.tried()
+        peer = Peer(rx)
+        try:
+            peer.send(header)
+            with contextlib.suppress(OSError):
+                peer.sock.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(Closed):
+                for _ in range(5):  # a greeting, perhaps an answer to trailing bytes
+                    peer.reply()
+        except Hung as hung:
+            tally.add("hangs", example=f"{header!r}: {hung}")
+        finally:
+            peer.close()
+        for why, line in peer.bad:
+            tally.add("wrong_replies", example=f"{header!r}: {why}: {line!r}")
+
+    one()
+    with Peer(rx) as peer:
+        peer.send(b"PROXY TCP4 198.51.100.7 127.0.0.1 4444 25\r\n")
+        if not peer.reply()[0].startswith(b"220 "):
+            tally.add("crashes", example="a valid PROXY header is not greeted after the fuzz")
     tally.assert_clean()
