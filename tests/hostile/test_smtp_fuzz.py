@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import time
 from typing import Any, ClassVar
@@ -114,6 +115,7 @@ body = st.binary(max_size=3000).map(
     # Dot-stuffed (RFC 5321 §4.5.2), so no line of it is the lone dot that ends the data.
     lambda b: b"Subject: fuzz\r\n\r\n" + b.replace(b"\r\n.", b"\r\n..")
 )
+QUEUED = re.compile(rb"^250 (?:2\.0\.0 )?Ok: queued as ([0-9a-f]+)-([0-9]+)$")
 #: Replies after which the server may close the line.
 FAREWELLS = (b"421", b"221")
 
@@ -124,6 +126,8 @@ class Fuzz(RuleBasedStateMachine):
     #: time.monotonic() after which every step is a no-op (hypothesis has no time bound).
     deadline: ClassVar[float]
     examples: ClassVar[int] = 0
+    #: (session id, message number) of every message the server said it queued.
+    queued: ClassVar[list[tuple[str, int]]]
 
     def __init__(self) -> None:
         super().__init__()
@@ -207,7 +211,10 @@ class Fuzz(RuleBasedStateMachine):
             assert self.peer is not None
             self.tally.tried()
             self.peer.send(content + b"\r\n.\r\n")
-            self._replies(1)
+            for reply in self._replies(1):
+                queued = QUEUED.match(reply[-1])
+                if queued:
+                    self.queued.append((queued.group(1).decode(), int(queued.group(2))))
 
     @rule()
     def good_transaction(self) -> None:
@@ -237,6 +244,7 @@ def test_smtp_protocol_fuzz(
     rx = strictmx(scenario)
     started = time.monotonic()
     Fuzz.rx, Fuzz.tally, Fuzz.deadline, Fuzz.examples = rx, tally, started + BUDGET_SECONDS, 0
+    Fuzz.queued = []
     budgeted = settings(
         max_examples=MAX_EXAMPLES,
         stateful_step_count=STEPS,
@@ -247,10 +255,15 @@ def test_smtp_protocol_fuzz(
     )
     run_state_machine_as_test(Fuzz, settings=budgeted)
     elapsed = time.monotonic() - started
-    print(f"fuzz: {Fuzz.examples} examples, {tally.counts['inputs']} inputs, {elapsed:.1f}s")
+    inputs, queued = tally.counts["inputs"], len(Fuzz.queued)
+    print(f"fuzz: {Fuzz.examples} examples, {inputs} inputs, {queued} queued, {elapsed:.1f}s")
     assert Fuzz.examples >= 1
     assert greets(rx), "the receiver still greets after the run"
     # The control path worked: some message was accepted during the run.
+    # Every message the server said it queued is in the journal.
+    for session_id, n in Fuzz.queued:
+        if rx.message(session_id, n) is None:
+            tally.add("lost", example=f"queued as {session_id}-{n}, not in the journal")
     accepted = rx.sessions(outcome="accepted")
     assert accepted, "no clean message was accepted during the run"
     assert elapsed < BUDGET_SECONDS * 2, f"the fuzz run took {elapsed:.0f}s"
