@@ -287,8 +287,9 @@ class Callout:
     async def _call(self, local: str, domain: str, dns: WorldDNS, probe: Probe) -> Result:
         try:
             ascii_domain = _ascii_domain(domain)
-        except UnicodeError as exc:
-            return Result(Status.UNROUTABLE, f"bad address syntax: domain {domain!r}: {exc}")
+        except UnicodeError as exc:  # the codec's words stay out of replies
+            why = f"bad address syntax: domain {domain!r}"
+            return Result(Status.UNROUTABLE, why, reason=f"{why}: {exc}")
         targets = await _targets(ascii_domain, dns)
         if isinstance(targets, Result):
             return targets

@@ -790,3 +790,12 @@ async def test_a_bad_address_does_not_poison_its_domain(responder: MailboxRespon
     w, p = world(LOOPBACK_WORLD), probe(responder.address[1])
     assert (await verify(callout, '"a\rb"@example.net', w, p)).status is Status.UNROUTABLE
     assert (await verify(callout, "alice@example.net", w, p)).status is Status.VERIFIED
+
+
+async def test_a_domain_idna_refuses_is_unroutable_without_codec_text() -> None:
+    callout = Callout()
+    result = await verify(callout, "alice@" + "\u00e9" * 70 + ".example", world({}), probe(25))
+    assert result.status is Status.UNROUTABLE
+    assert result.detail.startswith("bad address syntax: domain ")
+    assert "too long" not in result.detail and result.full.endswith("label empty or too long")
+    assert callout.connections == 0
