@@ -98,6 +98,14 @@ class SenderVerifyOptions(PolicyOptions):
         description="Verify only senders at these domains ('.example.com' for its "
         "subdomains), as Postfix sites list reject_unverified_sender per domain; empty: all.",
     )
+    # Private targets make the callout a probe of the receiver's own networks: only a
+    # scenario the operator trusts may turn them on.
+    allow_private_targets: Annotated[bool, reaches(Reach.HOST, when=bool)] = Field(
+        False,
+        description="Let callouts reach domain literals and MX addresses that are not public "
+        "(private, loopback, link-local); off: such senders are unroutable, nothing is "
+        "connected to. The world's simulated MX hosts are always reachable.",
+    )
     # An installed entry point is the operator's choice; a module path is code the
     # scenario picks, so an uploaded scenario may name entry points only.
     verifier: Annotated[str, reaches(Reach.MODULE, when=lambda v: not is_entry_point(v))] | None = (
@@ -151,6 +159,9 @@ class SenderVerify(Policy[SenderVerifyOptions]):
     also asks for postmaster@domain. The MX hosts of every domain `world.mailboxes` lists
     (and, in a hermetic world, of every domain) are served by the receiver itself on
     loopback from that table; nothing is sent to the simulated addresses DNS names.
+    Other domains' MX hosts are called only at public addresses, and domain literals not
+    at all, unless `allow_private_targets` is on; a failed connection is "no answer from
+    host ..." in the reply, whatever the cause (the journal has the cause).
 
     Results are cached for every session of the receiver: verified (and accept-all)
     results for `positive_ttl`, refusals for `negative_ttl`; temporary failures are not
@@ -315,6 +326,7 @@ class SenderVerify(Policy[SenderVerifyOptions]):
                 random=o.random,
                 postmaster=o.postmaster,
                 max_addresses=o.max_addresses,
+                allow_private=o.allow_private_targets,
             )
             self._probes[hostname] = probe
         return probe
@@ -359,7 +371,7 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             stage,
             session,
             ctx,
-            f"<{sender}>: {result.detail}{called}{cached}",
+            f"<{sender}>: {result.full}{called}{cached}",
             why=result.detail,
             domain=domain.lower(),
             mx=result.host,

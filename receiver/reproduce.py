@@ -1129,6 +1129,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="the scenario to write ('-': stdout)"
     )
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite FILE if it exists")
     parser.add_argument("--entry", metavar="ID", help="reproduce this catalogue entry")
     parser.add_argument("--client-ip", metavar="IP", help="the sending server's address")
     parser.add_argument("--helo", metavar="NAME", help="the HELO/EHLO name it sends")
@@ -1165,8 +1166,12 @@ def main(args: Any) -> int:
         sys.stdout.write(body)
     else:
         try:
-            with open(args.output, "w", encoding="utf-8") as handle:
+            # "x": an existing file (or a symlink to one) is never replaced unasked.
+            with open(args.output, "w" if args.force else "x", encoding="utf-8") as handle:
                 handle.write(body)
+        except FileExistsError:
+            print(f"strictmx: {args.output} exists; use --force to overwrite it", file=sys.stderr)
+            return EXIT_BAD_INPUT
         except OSError as exc:
             print(f"strictmx: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -26,13 +26,13 @@ from datetime import UTC, datetime
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as AioSession
 
 from .engine import Decision, is_always_accepted
 from .session import Client, Session
 from .smtp_data import read_message
-from .verdict import Reply, Stage, Verdict
+from .verdict import Reply, Stage, Verdict, wire_safe
 
 if TYPE_CHECKING:
     from .server import Receiver
@@ -43,7 +43,7 @@ XCLIENT_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADD
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 #: Buffered transcript lines that force a hand-over to the journal (long sessions).
 _FLUSH_LINES = 200
-_UNPRINTABLE = re.compile(r"[^\t\x20-\x7e]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _REPLY_HEAD = re.compile(r"^([2-5][0-9][0-9])([ -])")
 
 Command = Callable[[str | None], Awaitable[None]]
@@ -148,6 +148,7 @@ class StrictSMTP(SMTP):
         self._pending_unknown = False
         self._reply_open = False  # inside a multi-line reply
         self._in_error_stage = False
+        self._closing = False  # the reply being written is the last: the line closes after it
         self._in_data = False
         self._quit = False
         self._ended = False
@@ -209,6 +210,9 @@ class StrictSMTP(SMTP):
     # -- connection life --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
+        # Plaintext the client sent after STARTTLS, which aiosmtpd drops once the
+        # handshake is done (RFC 3207 §4.2, §6: it must not run inside TLS).
+        injected = 0 if first else len(self._reader._buffer)  # type: ignore[attr-defined]
         super().connection_made(transport)
         if first:
             self.receiver.session_opened(self)
@@ -216,6 +220,8 @@ class StrictSMTP(SMTP):
             self.state.tls = True
             self._fields["tls"] = True
             self.note("TLS established")
+            if injected:
+                self.note(f"{injected} octets sent in plaintext after STARTTLS discarded")
 
     def connection_lost(self, error: Exception | None) -> None:
         try:
@@ -223,6 +229,15 @@ class StrictSMTP(SMTP):
         finally:
             super().connection_lost(error)
             self.receiver.session_closed(self)
+
+    def eof_received(self) -> bool | None:
+        keep = super().eof_received()  # aiosmtpd cancels its command loop here
+        if not self._greeted and self.transport is not None:
+            # Still reading a PROXY header: the loop's own cleanup has not started, so
+            # nothing else would close the line before the PROXY timeout.
+            self.transport.close()
+            return False
+        return keep
 
     def _begin_session(self) -> Session:
         peer = self._conn().peer
@@ -322,12 +337,17 @@ class StrictSMTP(SMTP):
 
     async def push(self, status: str | bytes) -> None:
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
-        # aiosmtpd echoes unknown commands as received; RFC 5321 §4.2 allows HT and
-        # printable ASCII only in reply text.
-        line = _UNPRINTABLE.sub("?", line)
         if not self._greeted:
             self._greeted = True
-            await self._greet(line)
+            try:
+                await self._greet(line)
+            except Exception:
+                # Before aiosmtpd's command loop (and its exception handler) runs: an
+                # unanswered connection would hang until the idle timeout.
+                log.exception("session %s: CONNECT failed", self.state and self.state.id)
+                self._closing = True
+                await self._write(_INTERNAL_ERROR_CLOSE)
+                self._close()
             return
         if self._ehlo:
             if line.startswith("250-AUTH"):
@@ -346,7 +366,15 @@ class StrictSMTP(SMTP):
         await self._write(line)
 
     async def _write(self, line: str) -> None:
-        """Send one wire line; count errors and feed the ERROR stage after a final line."""
+        """Send one wire line; count errors and feed the ERROR stage after a final line.
+
+        Every reply leaves through here, aiosmtpd's own (which echo commands and
+        arguments as received) included: the reply builder's printable check and line
+        limit apply to all of them (RFC 5321 §4.2, §4.5.3.1.5).
+        """
+        line = wire_safe(line)
+        if self.transport is None or self.transport.is_closing():
+            return  # the connection is going away: nobody to answer
         state = self.state
         head = _REPLY_HEAD.match(line)
         if state is not None and state.tarpit and not self._reply_open:
@@ -371,12 +399,19 @@ class StrictSMTP(SMTP):
                 state.counters.rejections += 1
             else:
                 state.counters.deferrals += 1
-            if not self._in_error_stage:
+            # The reply that closes the line ends the session: no further verdict (a
+            # second 421 from the error limit after the junk limit's 421, for one).
+            if not self._in_error_stage and not self._closing:
                 self._in_error_stage = True
                 try:
                     decision = await self._run(Stage.ERROR)
                     if decision.reply is not None:
                         await self._send_decision(decision)
+                except Exception:
+                    # The reply is out; a failing policy here must not end the session
+                    # (this may be the reply to an earlier failure: nothing would catch it).
+                    log.exception("session %s: the ERROR stage failed", state.id)
+                    self.note("internal error in the error stage")
                 finally:
                     self._in_error_stage = False
 
@@ -386,6 +421,7 @@ class StrictSMTP(SMTP):
 
     async def _send_decision(self, decision: Decision) -> None:
         assert decision.reply is not None
+        self._closing = self._closing or decision.close
         await self._send_reply(decision.reply)
         if decision.close:
             self._close()
@@ -393,6 +429,47 @@ class StrictSMTP(SMTP):
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd closes an idle line (no whole command within `timeout`: a slowloris
+        # too) without a word; Postfix says why first (smtpd_timeout; reference
+        # receivers.md §4.1). Not before the greeting: a PROXY header is still awaited.
+        transport = self.transport
+        if self._greeted and transport is not None and not transport.is_closing():
+            hostname = self.settings.hostname
+            line = wire_safe(self._ok(f"421 4.4.2 {hostname} Error: timeout exceeded"))
+            self._writer.write(line.encode("ascii") + b"\r\n")
+            if self.state is not None:
+                self._record("out", line)
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    async def handle_exception(self, error: Exception) -> str:
+        """What aiosmtpd answers when a command raised: a fixed reply, never the error.
+
+        aiosmtpd's own answer is `500 Error: (ExcType) text`, which puts exception text
+        (and the client bytes it often quotes) on the wire. The error is logged and
+        noted in the transcript by type; the transaction is dropped, so nothing half
+        done lingers, and the session goes on with a temporary failure.
+        """
+        state = self.state
+        if isinstance(error, TLSSetupException):  # aiosmtpd closes without a reply
+            log.info("session %s: TLS handshake failed: %r", state and state.id, error)
+            self.note("TLS handshake failed")
+            return _INTERNAL_ERROR
+        if isinstance(error, ConnectionError | asyncio.IncompleteReadError):
+            self._close()  # the peer went away: nobody to answer
+            return _INTERNAL_ERROR
+        log.error(
+            "session %s: %s command failed",
+            state and state.id,
+            state and state.command,
+            exc_info=error,
+        )
+        self.note(f"internal error ({type(error).__name__}); answered 451")
+        if state is not None:
+            state.reset_transaction()
+        self.envelope = self._create_envelope()
+        return self._ok(_INTERNAL_ERROR)
 
     async def _greet(self, _aiosmtpd_greeting: str) -> None:
         # First greeting: a new session. After XCLIENT: the same session, new identity.
@@ -518,9 +595,13 @@ class StrictSMTP(SMTP):
             return await self._hook_reply(decision)
         if not is_always_accepted(address) and not self.settings.recipient_exists(address):
             state.counters.bad_rcpts += 1
-            return self._ok(
-                f"550 5.1.1 <{address}>: Recipient address rejected: "
-                "User unknown in local recipient table"
+            # Built, not parsed: a quoted local part may hold a CR or another line
+            # boundary of str.splitlines, which Reply.parse would take for a second line.
+            unknown = (
+                f"<{address}>: Recipient address rejected: User unknown in local recipient table"
+            )
+            return Reply(550, "5.1.1", (unknown,)).render(
+                enhanced=self.settings.enhanced_status_codes
             )
         state.rcpts.append(address)
         self._env().rcpt_tos.append(address)
@@ -598,6 +679,21 @@ class StrictSMTP(SMTP):
         await method(arg)
         return True
 
+    async def _on_help(self, method: Command, arg: str | None) -> None:
+        # HELP is a non-mail command like NOOP: counted as junk and judged by the NOOP
+        # stage, so session_limits' junk limit ends a flood of them (Exim counts HELP
+        # among its nonmail commands, smtp_accept_max_nonmail; Postfix has no HELP and
+        # counts it as an error; shared reference receivers.md §4).
+        await self._junk(Stage.NOOP, method, arg)
+
+    async def _on_starttls(self, method: Command, arg: str | None) -> None:
+        if self._tls_protocol is not None:
+            # RFC 3207 §4.2: no second negotiation; aiosmtpd would say 220 and then fail
+            # the handshake inside TLS. Postfix smtpd's reply (starttls_cmd).
+            await self._write(self._ok("554 5.5.1 Error: TLS already active"))
+            return
+        await method(arg)
+
     async def _on_quit(self, method: Command, arg: str | None) -> None:
         if not arg:
             self._quit = True
@@ -612,6 +708,7 @@ class StrictSMTP(SMTP):
         last are written here; closing must wait for aiosmtpd's push."""
         assert decision.reply is not None
         lines = decision.reply.wire_lines(enhanced=self.settings.enhanced_status_codes)
+        self._closing = self._closing or decision.close
         for line in lines[:-1]:
             await self._write(line)
         if decision.close:
@@ -623,18 +720,20 @@ class StrictSMTP(SMTP):
         state = self.state
         assert state is not None
         if not self._may_xclient():
-            await self._write("550 5.7.0 Error: insufficient authorization")
+            await self._write(self._ok("550 5.7.0 Error: insufficient authorization"))
             return
         if self._env().mail_from:
-            await self._write("503 5.5.1 Error: MAIL transaction in progress")
+            await self._write(self._ok("503 5.5.1 Error: MAIL transaction in progress"))
             return
         if not arg:
-            await self._write("501 5.5.4 Syntax: XCLIENT attribute=value...")
+            await self._write(self._ok("501 5.5.4 Syntax: XCLIENT attribute=value..."))
             return
         try:
             attrs, temporary = _parse_xclient(arg)
         except ValueError as exc:
-            await self._write(f"501 5.5.4 {exc}")
+            # The text quotes the client's value: built as one line, never parsed, so a
+            # CR LF in it is text for the printable check, not a reply of its own.
+            await self._send_reply(Reply(501, "5.5.4", (str(exc),)))
             return
         client = state.client
         if "ADDR" in attrs:
@@ -741,6 +840,11 @@ def _has_bare_lf(raw: bytes) -> bool:
     return raw.count(b"\n") != raw.count(b"\r\n")
 
 
+#: The reply to a command that failed inside strictmx (RFC 5321 §4.2.3's 451 text), and
+#: the one that closes a connection that cannot go on (RFC 5321 §3.8).
+_INTERNAL_ERROR = "451 4.3.0 Requested action aborted: local error in processing"
+_INTERNAL_ERROR_CLOSE = "421 4.3.0 Service not available, closing transmission channel"
+
 #: How the journal's XCLIENT note shows a client without a name.
 _NAME_NOTE = {
     "lookup": "unknown",
@@ -764,6 +868,10 @@ def _parse_xclient(arg: str) -> tuple[dict[str, str | None], set[str]]:
         if not eq or name not in XCLIENT_ATTRIBUTES:
             raise ValueError(f"Bad XCLIENT attribute name: {name}")
         value = _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), raw)
+        if _CONTROL.search(value):
+            # A name, HELO or login with a CR, LF or NUL in it is no name at all; it
+            # would also reach the journal and every later reply that quotes it.
+            raise ValueError(f"Bad {name} syntax: {value}")
         if value.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]", "[TEMPORARY]"):
             attrs[name] = None
             if value.upper() != "[UNAVAILABLE]":
@@ -793,4 +901,6 @@ _HANDLERS: dict[str, Callable[[StrictSMTP, Command, str | None], Awaitable[None]
     "NOOP": StrictSMTP._on_noop,
     "VRFY": StrictSMTP._on_vrfy,
     "QUIT": StrictSMTP._on_quit,
+    "HELP": StrictSMTP._on_help,
+    "STARTTLS": StrictSMTP._on_starttls,
 }

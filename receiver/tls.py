@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import ssl
 import tempfile
 from pathlib import Path
@@ -52,15 +53,28 @@ def self_signed_context(hostname: str, directory: Path | None = None) -> ssl.SSL
         )
         .sign(key, hashes.SHA256())
     )
-    folder = directory or Path(tempfile.mkdtemp(prefix="strictmx-tls-"))
+    if directory is not None:  # the caller wants the files
+        return _write_and_load(cert, key, directory)
+    # The context holds the key in memory once loaded: the files need not outlive the
+    # call, and a private key must not be left behind in the temporary directory.
+    with tempfile.TemporaryDirectory(prefix="strictmx-tls-") as folder:
+        return _write_and_load(cert, key, Path(folder))
+
+
+def _write_and_load(
+    cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, folder: Path
+) -> ssl.SSLContext:
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+    # Created private: the key is never readable by others, not even for a moment.
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
         )
-    )
     key_path.chmod(0o600)
     return server_context(cert_path, key_path)

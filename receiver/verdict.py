@@ -57,6 +57,8 @@ _CODE_RE = re.compile(r"^([2-5][0-9][0-9])([ -])?(.*)$", re.DOTALL)
 _DSN_RE = re.compile(r"^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: |$)")
 #: A wire line is at most 512 octets including CRLF (RFC 5321 §4.5.3.1.5).
 MAX_LINE = 510
+_PRINTABLE = re.compile(r"[ -~]*")
+_UNPRINTABLE = re.compile(r"[^ -~]")
 
 
 @dataclass(frozen=True)
@@ -144,8 +146,7 @@ class Reply:
         for n, text in enumerate(self.lines or ("",)):
             sep = " " if n == last or not self.lines else "-"
             head = f"{self.code}{sep}{status} " if status else f"{self.code}{sep}"
-            line = head + _printable(text)
-            out.append(line[:MAX_LINE].rstrip() if len(line) > MAX_LINE else line)
+            out.append(wire_safe(head + text))
         return out
 
     def render(self, *, enhanced: bool = True) -> str:
@@ -167,8 +168,16 @@ class Reply:
         return self.render()
 
 
-def _printable(text: str) -> str:
-    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+def printable(text: str) -> str:
+    """Reply text as RFC 5321 §4.2 allows it: SP and printable US-ASCII, '?' for the rest
+    (CR and LF included, so no text can end a line or start a reply of its own)."""
+    return text if _PRINTABLE.fullmatch(text) else _UNPRINTABLE.sub("?", text)
+
+
+def wire_safe(line: str) -> str:
+    """One wire line as it may be sent: printable, at most 512 octets with its CRLF."""
+    line = printable(line)
+    return line[:MAX_LINE].rstrip() if len(line) > MAX_LINE else line
 
 
 class _Keep(dict[str, object]):

@@ -25,13 +25,25 @@ the connection is for. In a hermetic world every domain is simulated and every
 connection goes there. Other domains (overlay and system modes) are called at the
 resolved address on the probe's port. Results always name the MX host and address DNS
 gave, as a real callout would.
+
+What a callout may reach: a probe is a connection strictmx makes on a client's say-so (the
+sender's domain names the MX), so without `Probe.allow_private` it never connects to a
+domain literal (`x@[127.0.0.3]`) or to an address that is not public (private, loopback,
+link-local, reserved, multicast; RFC 6890), whatever DNS says; such a sender is
+unroutable and no connection is tried. The world's own simulated MX hosts are not
+targets of this kind: their connections go to the responder. And whatever happened to a
+connection (refused, timed out, lost), the result's `detail`, which replies quote, says
+only that the host gave no answer; the OS's reason is in `reason`, for the journal, so a
+callout cannot be used to probe which ports answer where.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -51,6 +63,13 @@ if TYPE_CHECKING:
     from .dns import WorldDNS
 
 Style = Literal["postfix", "exim"]
+
+log = logging.getLogger(__name__)
+
+#: No SMTP command line may carry these (aiosmtplib refuses them with a ValueError).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: NAT64's well-known prefix (RFC 6052): an IPv4 address inside an IPv6 one.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 #: The policy whose presence in a scenario makes a receiver run callouts.
 POLICY_NAME = "sender_verify"
@@ -81,9 +100,11 @@ class Result:
     """What a callout (or a custom verifier) found out about one address.
 
     `detail` is the reason as Postfix words it ("host mx.example.net[192.0.2.25] said:
-    550 5.1.1 ... (in reply to RCPT TO command)"); `host`, `ip`, `sent` and `response` are
-    the MX host, the address called, the last command sent and the MX's reply to it, as
-    Exim reports them ("Called:", "Sent:", "Response:").
+    550 5.1.1 ... (in reply to RCPT TO command)"), safe to quote in a reply: a connection
+    that failed is only "no answer from host ...". `reason`, when set, is the full story
+    for the journal (the OS's "Connection refused"). `host`, `ip`, `sent` and `response`
+    are the MX host, the address called, the last command sent and the MX's reply to it,
+    as Exim reports them ("Called:", "Sent:", "Response:").
     """
 
     status: Status
@@ -93,10 +114,16 @@ class Result:
     sent: str = ""
     response: str = ""
     cached: bool = False
+    reason: str = ""
 
     @property
     def positive(self) -> bool:
         return self.status in POSITIVE
+
+    @property
+    def full(self) -> str:
+        """What the journal records: `reason` if there is one, else `detail`."""
+        return self.reason or self.detail
 
 
 @dataclass(frozen=True)
@@ -117,6 +144,8 @@ class Probe:
     postmaster: bool = False
     #: Addresses tried in all (Postfix smtp_mx_address_limit).
     max_addresses: int = 5
+    #: Connect to domain literals and to addresses that are not public too.
+    allow_private: bool = False
 
 
 class Callout:
@@ -181,6 +210,10 @@ class Callout:
         negative_ttl: float,
     ) -> Result:
         """Whether the MX of `address`'s domain accepts it; from the cache when fresh."""
+        if _CONTROL.search(address):
+            # No SMTP command can carry it (RFC 5321 §4.1.2): nothing to ask any MX. Not
+            # cached: it says nothing about the domain, whose other senders are fine.
+            return Result(Status.UNROUTABLE, "bad address syntax: control character in address")
         local, _, domain = address.rpartition("@")
         key = f"{local}@{domain.lower()}"
         for cache_key in ((probe, key), (probe, "@" + domain.lower())):
@@ -206,7 +239,15 @@ class Callout:
         positive_ttl: float,
         negative_ttl: float,
     ) -> Result:
-        result = await self._call(local, domain, dns, probe)
+        try:
+            result = await self._call(local, domain, dns, probe)
+        except Exception as exc:  # a bug of ours must defer the sender, not end the session
+            log.exception("callout for %s@%s failed", local, domain)
+            result = Result(
+                Status.TEMPFAIL,
+                "local error in processing the callout",
+                reason=f"callout failed: {type(exc).__name__}",
+            )
         key = f"{local}@{domain.lower()}"
         self._store(probe, key, domain.lower(), result, positive_ttl, negative_ttl)
         return result
@@ -246,11 +287,16 @@ class Callout:
     async def _call(self, local: str, domain: str, dns: WorldDNS, probe: Probe) -> Result:
         try:
             ascii_domain = _ascii_domain(domain)
-        except UnicodeError as exc:
-            return Result(Status.UNROUTABLE, f"bad address syntax: domain {domain!r}: {exc}")
+        except UnicodeError as exc:  # the codec's words stay out of replies
+            why = f"bad address syntax: domain {domain!r}"
+            return Result(Status.UNROUTABLE, why, reason=f"{why}: {exc}")
         targets = await _targets(ascii_domain, dns)
         if isinstance(targets, Result):
             return targets
+        if not probe.allow_private and not self.simulates(ascii_domain):
+            targets = _reachable(ascii_domain, targets)
+            if isinstance(targets, Result):
+                return targets
         conversation = _Conversation(self, f"{local}@{ascii_domain}", ascii_domain, probe)
         result: Result | None = None
         for host, ip in targets[: probe.max_addresses]:
@@ -273,6 +319,42 @@ class Callout:
         if self.responder is None or not self.responder.running:
             return "the world's simulated mail servers are not running on loopback"
         return self.responder.address
+
+
+def _reachable(domain: str, targets: list[tuple[str, str]]) -> list[tuple[str, str]] | Result:
+    """The targets a probe may connect to without `allow_private`, or why there is none."""
+    if domain.startswith("["):
+        return Result(
+            Status.UNROUTABLE,
+            f"domain literal {domain} is not called (callouts to address literals are off)",
+        )
+    public = [(host, ip) for host, ip in targets if _public(ip)]
+    if public:
+        return public
+    host, ip = targets[0]
+    return Result(
+        Status.UNROUTABLE,
+        f"host {host}[{ip}] is not called: not a public address "
+        "(callouts to private, loopback and link-local addresses are off)",
+        host,
+        ip,
+    )
+
+
+def _public(ip: str) -> bool:
+    """Whether a probe may connect to `ip`: globally routable, and so is any IPv4 address
+    inside it (mapped, 6to4, Teredo, NAT64), which the host would otherwise reach."""
+    address = ipaddress.ip_address(ip)
+    inner: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        for embedded in (address.ipv4_mapped, address.sixtofour):
+            if embedded is not None:
+                inner.append(embedded)
+        if address.teredo is not None:
+            inner.append(address.teredo[1])
+        if address in _NAT64:
+            inner.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return all(a.is_global and not a.is_multicast for a in inner)
 
 
 def _ascii_domain(domain: str) -> str:
@@ -396,12 +478,12 @@ class _Conversation:
             )
         except TimeoutError:
             sock.close()
-            raise self._ended(Status.TEMPFAIL, f"{shown}: Connection timed out") from None
+            raise self._no_answer(f"{shown}: Connection timed out") from None
         except OSError as exc:
             sock.close()
             # asyncio's own strerror reads "Connect call failed (...)"; Postfix prints %m.
             why = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise self._ended(Status.TEMPFAIL, f"{shown}: {why}") from None
+            raise self._no_answer(f"{shown}: {why}") from None
         return sock
 
     async def _talk(self) -> Result:
@@ -459,6 +541,13 @@ class _Conversation:
     def _ended(self, status: Status, detail: str, response: str = "") -> _Ended:
         return _Ended(Result(status, detail, self.host, self.ip, self.sent, response))
 
+    def _no_answer(self, reason: str) -> _Ended:
+        """A connection that failed: the same words in replies whatever the cause."""
+        detail = f"no answer from host {self.where}"
+        return _Ended(
+            Result(Status.TEMPFAIL, detail, self.host, self.ip, self.sent, "", reason=reason)
+        )
+
     def _refusal(self, status: Status, response: aiosmtplib.SMTPResponse) -> _Ended:
         text = _text(response.code, response.message)
         detail = f"host {self.where} said: {text} (in reply to {_verb(self.sent)} command)"
@@ -466,10 +555,10 @@ class _Conversation:
 
     def _lost(self, exc: aiosmtplib.SMTPException) -> _Ended:
         if isinstance(exc, aiosmtplib.SMTPTimeoutError):
-            detail = f"conversation with {self.where} timed out while {self.doing}"
+            reason = f"conversation with {self.where} timed out while {self.doing}"
         else:
-            detail = f"lost connection with {self.where} while {self.doing}"
-        return self._ended(Status.TEMPFAIL, detail)
+            reason = f"lost connection with {self.where} while {self.doing}"
+        return self._no_answer(reason)
 
     async def _leave(self, smtp: aiosmtplib.SMTP) -> None:
         """End politely while the line is up: RSET (Postfix only), then QUIT."""

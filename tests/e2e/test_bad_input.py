@@ -8,6 +8,11 @@ from typing import Any
 
 import pytest
 
+from receiver import scenario as scenarios
+from receiver.policy import Context, Policy, PolicyOptions, load_registry
+from receiver.session import Session
+from receiver.verdict import Stage, Verdict
+
 from .conftest import Factory, Running
 from .wire import Closed, Wire
 
@@ -286,3 +291,182 @@ def test_errors_from_an_address_carry_over_to_its_next_sessions(serve: Factory) 
     assert verdict["details"]["limit"] == 3
     assert verdict["details"]["count"] >= 3
     assert session["outcome"] == "rejected"
+
+
+# -- replies never carry client control bytes or exception text (issue #19 items 8, 9, 11) --
+
+
+def printable(line: bytes) -> bool:
+    return all(32 <= b < 127 for b in line)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "shown"),
+    [
+        ("ADDR=+0D+0A250+20fake", "Bad ADDR syntax: ??250 fake"),
+        ("ADDR=1.2.3.4+00", "Bad ADDR syntax: 1.2.3.4?"),
+        ("NAME=a+0D+0A250+20fake", "Bad NAME syntax: a??250 fake"),
+        ("HELO=x+00y", "Bad HELO syntax: x?y"),
+        ("LOGIN=+1B[2J", "Bad LOGIN syntax: ?[2J"),
+    ],
+)
+def test_xclient_errors_echo_no_control_characters(
+    serve: Factory, attribute: str, shown: str
+) -> None:
+    rx = serve("default")
+    with Wire(rx.host, rx.port) as wire:
+        wire.command(EHLO)
+        wire.send(f"XCLIENT {attribute}\r\n".encode())
+        line = wire.line()
+        assert line == f"501 5.5.4 {shown}".encode()
+        # One reply, not two: the next command's answer is the next line.
+        assert wire.command("NOOP") == ["250 OK"]
+    assert rx.last()["client_address"] == "127.0.0.1", "the bad XCLIENT changed nothing"
+
+
+def test_xclient_with_clean_values_still_works(serve: Factory) -> None:
+    rx = serve("default")
+    with Wire(rx.host, rx.port) as wire:
+        wire.command(EHLO)
+        assert wire.command("XCLIENT ADDR=203.0.113.10 NAME=mail.example.net")[0].startswith("220 ")
+        wire.command("QUIT")
+    assert rx.last()["client_address"] == "203.0.113.10"
+
+
+def sender_verify(mode: str = "hermetic") -> dict[str, Any]:
+    return {
+        "receiver": {"delay_reject": False},
+        "policies": {"mail": [{"policy": "sender_verify"}]},
+        "world": {
+            "dns": {
+                "mode": mode,
+                "nameservers": ["127.0.0.1:9"],
+                "lifetime": 0.5,
+                "records": {
+                    "example.net": {"MX": "10 mx.example.net."},
+                    "mx.example.net": {"A": "192.0.2.25"},
+                },
+            },
+            "mailboxes": {"example.net": {"exists": ["postmaster", "alice"]}},
+        },
+    }
+
+
+@pytest.mark.parametrize("mode", ["hermetic", "overlay"])
+def test_a_control_character_in_the_sender_is_no_exception(serve: Factory, mode: str) -> None:
+    rx = serve(sender_verify(mode))
+    with Wire(rx.host, rx.port) as wire:
+        wire.command(EHLO)
+        wire.send(b'MAIL FROM:<"a\rb"@example.net>\r\n')
+        line = wire.line()
+        assert printable(line), line
+        assert b"Error: (" not in line and b"ValueError" not in line
+        assert line.startswith(b"550 5.1.7 "), line
+        # Control: a clean sender of the same domain is verified and the session goes on.
+        assert wire.command("MAIL FROM:<alice@example.net>") == ["250 2.1.0 Ok"]
+        wire.command("QUIT")
+
+
+def test_a_callout_to_a_domain_literal_is_refused_without_connecting(serve: Factory) -> None:
+    rx = serve(sender_verify("overlay"))
+    with Wire(rx.host, rx.port) as wire:
+        wire.command(EHLO)
+        reply = wire.command("MAIL FROM:<x@[127.0.0.3]>")
+        wire.command("QUIT")
+    assert reply[0].startswith("550 5.1.7 <x@[127.0.0.3]>: Sender address rejected: ")
+    assert "domain literal [127.0.0.3] is not called" in reply[0]
+    assert "refused" not in reply[0].lower().split("rejected:", 1)[1]
+    assert rx.receiver.callout is not None and rx.receiver.callout.connections == 0
+
+
+class Crashing(Policy[PolicyOptions]):
+    """A policy with a bug: whatever it raises must not reach the wire."""
+
+    name = "crashing"
+    summary = "raises at MAIL and after every error reply"
+    stages = frozenset({Stage.MAIL, Stage.ERROR})
+
+    async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
+        raise RuntimeError("secret\r\n250 injected")
+
+
+def test_an_exception_after_an_error_reply_does_not_end_the_session(serve: Factory) -> None:
+    spec = {"policies": {"error": [{"policy": "crashing"}]}}
+    registry = {**load_registry(), "crashing": Crashing}
+    rx = serve(scenarios.from_dict(spec, registry=registry))
+    with Wire(rx.host, rx.port) as wire:
+        wire.command(EHLO)
+        assert wire.command("BOGUS") == ['500 Error: command "BOGUS" not recognized']
+        assert wire.command("NOOP") == ["250 OK"]
+        wire.command("QUIT")
+    session = rx.last()
+    assert ("note", "internal error in the error stage") in lines(session)
+    assert not any("secret" in line for _, line in lines(session))
+
+
+def test_an_exception_becomes_a_fixed_451_and_the_session_goes_on(serve: Factory) -> None:
+    spec = {"policies": {"mail": [{"policy": "crashing"}]}}
+    registry = {**load_registry(), "crashing": Crashing}
+    rx = serve(scenarios.from_dict(spec, registry=registry))
+    with Wire(rx.host, rx.port) as wire:
+        wire.command(EHLO)
+        assert wire.command("MAIL FROM:<alice@example.net>") == [
+            "451 4.3.0 Requested action aborted: local error in processing"
+        ]
+        # The transaction was dropped: RCPT needs a new MAIL, which fails the same way.
+        assert wire.command("RCPT TO:<bob@example.org>") == ["503 Error: need MAIL command"]
+        assert wire.command("NOOP") == ["250 OK"]
+        wire.command("QUIT")
+    session = rx.last()
+    assert ("note", "internal error (RuntimeError); answered 451") in lines(session)
+    assert not any("secret" in line for _, line in lines(session))
+
+
+def test_help_counts_as_a_junk_command(serve: Factory) -> None:
+    rx = serve(limits(junk_command_limit=3, hard_error_limit=2, soft_error_limit=None))
+    with Wire(rx.host, rx.port) as wire:
+        wire.command(EHLO)
+        wire.send(b"HELP\r\n" * 50)  # pipelined, as a flood comes
+        replies = []
+        with pytest.raises(Closed):
+            while True:
+                replies.append(wire.reply())
+    # As Postfix counts: a junk command after more than 3 earlier ones is an error (the
+    # 5th and the 6th); the second error reaches the hard limit: 421, and the line closes.
+    assert [r[0][:4] for r in replies] == ["250 "] * 5 + ["421 "]
+    assert replies[-1] == ["421 4.7.0 mx.strictmx.test Error: too many errors"]
+    still_serving(rx)
+
+
+def test_help_under_the_junk_limit_is_answered(serve: Factory) -> None:
+    rx = serve(limits(junk_command_limit=3, hard_error_limit=2, soft_error_limit=None))
+    with Wire(rx.host, rx.port) as wire:
+        wire.command(EHLO)
+        for _ in range(3):
+            assert wire.command("HELP")[0].startswith("250 Supported commands: ")
+        assert wire.command("QUIT") == ["221 Bye"]
+
+
+@pytest.mark.parametrize(
+    ("rcpt", "shown"),
+    [
+        (b'"a\rb"@example.org', "a?b@example.org"),
+        (b'"a\x0bb"@example.org', "a?b@example.org"),
+        (b'"a\x1cb"@example.org', "a?b@example.org"),
+        (b"nobody@example.org", "nobody@example.org"),  # control
+    ],
+)
+def test_an_unknown_recipient_with_line_breaks_gets_one_550(
+    serve: Factory, rcpt: bytes, shown: str
+) -> None:
+    # str.splitlines breaks at CR, VT, FS and more: the reply is built, not parsed.
+    rx = serve({"receiver": {"local_recipients": ["bob@example.org"]}})
+    with Wire(rx.host, rx.port) as wire:
+        wire.command(EHLO)
+        wire.command("MAIL FROM:<alice@example.net>")
+        assert wire.command(b"RCPT TO:<" + rcpt + b">") == [
+            f"550 5.1.1 <{shown}>: Recipient address rejected: "
+            "User unknown in local recipient table"
+        ]
+        assert wire.command("RCPT TO:<bob@example.org>") == ["250 2.1.5 Ok"]
+        wire.command("QUIT")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import smtplib
+import socket
 import ssl
 import struct
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -104,6 +108,28 @@ def test_malformed_proxy_header_closes_the_connection(serve: Factory, header: by
         wire.command("QUIT")
 
 
+@pytest.mark.parametrize(
+    "partial",
+    [V2_SIGNATURE + bytes([V2_PROXY]), b"PROXY TCP4 198.51.100.7", b"PRO", b""],
+    ids=["v2", "v1", "signature", "nothing"],
+)
+def test_eof_inside_a_proxy_header_closes_at_once(serve: Factory, partial: bytes) -> None:
+    # aiosmtpd stops reading at EOF but left the line half-open until the PROXY timeout.
+    rx = serve("default", proxy_protocol=True)
+    wire = proxied(rx.port, partial)
+    wire.sock.shutdown(socket.SHUT_WR)
+    started = time.monotonic()
+    with wire, pytest.raises(Closed) as closed:
+        wire.reply()
+    assert str(closed.value) == ""
+    waited, limit = time.monotonic() - started, rx.receiver.proxy_timeout
+    assert limit is not None and waited < limit / 2
+    # Control: the same receiver greets a complete header at once.
+    with proxied(rx.port, b"PROXY TCP4 198.51.100.7 127.0.0.1 4444 25\r\n") as wire:
+        assert wire.reply()[0].startswith("220 ")
+        wire.command("QUIT")
+
+
 def test_xclient_is_judged_by_the_proxied_client_not_the_proxy(serve: Factory) -> None:
     # The proxy is trusted to say who the client is; that client is not trusted. Postfix
     # matches smtpd_authorized_xclient_hosts against the proxied client address.
@@ -168,3 +194,57 @@ def test_no_tls_context_means_no_starttls(serve: Factory) -> None:
         client.ehlo()
         assert not client.has_extn("starttls")
         assert client.docmd("STARTTLS") == (454, b"TLS not available")
+
+
+def test_a_second_starttls_is_refused_and_the_session_goes_on(serve: Factory) -> None:
+    rx = serve("default", tls_context=self_signed_context("mx.strictmx.test"))
+    with smtplib.SMTP(rx.host, rx.port, local_hostname="mail.example.net") as client:
+        client.ehlo()
+        assert client.starttls(context=client_context())[0] == 220
+        client.ehlo()
+        # RFC 3207 §4.2; Postfix smtpd's reply.
+        assert client.docmd("STARTTLS") == (554, b"5.5.1 Error: TLS already active")
+        assert client.noop()[0] == 250
+        assert client.sendmail("alice@example.net", ["bob@example.org"], MESSAGE) == {}
+    assert rx.last()["outcome"] == "accepted"
+
+
+def test_plaintext_pipelined_after_starttls_is_not_run_inside_tls(serve: Factory) -> None:
+    rx = serve("default", tls_context=self_signed_context("mx.strictmx.test"))
+    with Wire(rx.host, rx.port) as wire:
+        wire.command("EHLO mail.example.net")
+        # The injection of RFC 3207 §6 (CVE-2011-0411 in Postfix): commands behind
+        # STARTTLS in the same packet, to be run as if the client had sent them in TLS.
+        injected = b"MAIL FROM:<evil@example.net>\r\nRCPT TO:<bob@example.org>\r\n"
+        wire.send(b"STARTTLS\r\n" + injected)
+        assert wire.reply() == ["220 Ready to start TLS"]
+        wire.sock = client_context().wrap_socket(wire.sock)
+        assert wire.command("EHLO mail.example.net")[-1] == "250 HELP"
+        # Were the injected MAIL run, this would be a nested MAIL (503).
+        assert wire.command("MAIL FROM:<alice@example.net>") == ["250 2.1.0 Ok"]
+        assert wire.command("QUIT") == ["221 Bye"]
+    session = rx.last()
+    transcript = [(t["direction"], t["line"]) for t in session["transcript"]]
+    assert not any("evil" in line for _, line in transcript)
+    discarded = f"{len(injected)} octets sent in plaintext after STARTTLS discarded"
+    assert ("note", discarded) in transcript
+
+
+def test_self_signed_keys_are_not_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Factory
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where mkdtemp would put them
+    context = self_signed_context("mx.strictmx.test")
+    assert list(temp.iterdir()) == []
+    rx = serve("default", tls_context=context)
+    with smtplib.SMTP(rx.host, rx.port, local_hostname="mail.example.net") as client:
+        client.ehlo()
+        assert client.starttls(context=client_context())[0] == 220, "the context still works"
+
+
+def test_self_signed_files_are_kept_where_asked(tmp_path: Path) -> None:
+    self_signed_context("mx.strictmx.test", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cert.pem", "key.pem"]
+    assert (tmp_path / "key.pem").stat().st_mode & 0o777 == 0o600

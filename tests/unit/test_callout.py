@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from receiver import scenario as scenarios
 from receiver.world import World, WorldConfig
-from receiver.world.callout import Callout, Probe, Result, Status, Style
+from receiver.world.callout import Callout, Probe, Result, Status, Style, _public
+from receiver.world.dns import DnsConfig, WorldDNS
 from receiver.world.mailboxes import MailboxDomain, Mailboxes
 from receiver.world.mailserver import MailboxResponder
 
 HOST = "mx.strictmx.test"
-FAST = {"connect_timeout": 2.0, "command_timeout": 2.0}
+# Most tests here call real MX hosts on loopback, which a probe reaches only when allowed.
+FAST = {"connect_timeout": 2.0, "command_timeout": 2.0, "allow_private": True}
 TTLS = {"positive_ttl": 100.0, "negative_ttl": 10.0}
 
 MAILBOXES: dict[str, Any] = {
@@ -267,7 +270,8 @@ async def test_mx_that_never_answers_times_out(silent_port: int) -> None:
         Callout(), "alice@example.net", w, probe(silent_port, command_timeout=0.2)
     )
     assert result.status is Status.TEMPFAIL
-    assert result.detail == (
+    assert result.detail == "no answer from host mx.example.net[127.0.0.1]"
+    assert result.full == (
         "conversation with mx.example.net[127.0.0.1] timed out while receiving the "
         "initial server greeting"
     )
@@ -277,9 +281,10 @@ async def test_refused_connection_defers(closed_port: int) -> None:
     w = world(mx_at("127.0.0.1", "example.net"))
     result = await verify(Callout(), "alice@example.net", w, probe(closed_port))
     assert result.status is Status.TEMPFAIL
-    assert (
-        result.detail == f"connect to mx.example.net[127.0.0.1]:{closed_port}: Connection refused"
-    )
+    # Replies quote `detail`: the same words for a refused, a silent and a lost host, so a
+    # callout cannot tell a client which ports are open; `full` (the journal) says why.
+    assert result.detail == "no answer from host mx.example.net[127.0.0.1]"
+    assert result.full == f"connect to mx.example.net[127.0.0.1]:{closed_port}: Connection refused"
 
 
 class Scripted:
@@ -334,9 +339,8 @@ async def test_silence_after_the_greeting_times_out() -> None:
         w = world(mx_at("127.0.0.1", "example.net"))
         result = await verify(Callout(), "alice@example.net", w, probe(port, command_timeout=0.2))
     assert result.status is Status.TEMPFAIL
-    assert result.detail == (
-        "conversation with mx.example.net[127.0.0.1] timed out while sending EHLO"
-    )
+    assert result.detail == "no answer from host mx.example.net[127.0.0.1]"
+    assert result.full == "conversation with mx.example.net[127.0.0.1] timed out while sending EHLO"
 
 
 async def test_lost_connection_defers() -> None:
@@ -344,7 +348,8 @@ async def test_lost_connection_defers() -> None:
         w = world(mx_at("127.0.0.1", "example.net"))
         result = await verify(Callout(), "alice@example.net", w, probe(port))
     assert result.status is Status.TEMPFAIL
-    assert result.detail == "lost connection with mx.example.net[127.0.0.1] while sending MAIL FROM"
+    assert result.detail == "no answer from host mx.example.net[127.0.0.1]"
+    assert result.full == "lost connection with mx.example.net[127.0.0.1] while sending MAIL FROM"
 
 
 async def test_helo_refusal_is_final() -> None:
@@ -664,3 +669,133 @@ async def test_outside_hermetic_worlds_only_listed_domains_are_simulated(
     assert (simulated.ip, direct.ip) == ("192.0.2.25", "127.0.0.1")
     assert [x.domain for x in responder.probes] == ["example.net"]
     assert [x.commands[2] for x in real.probes] == ["RCPT TO:<alice@real.example>"]
+
+
+# -- what a probe may reach (issue #19 item 7) -------------------------------------------
+
+
+def no_private(p: Probe) -> Probe:
+    return replace(p, allow_private=False)
+
+
+async def test_domain_literal_is_not_called(responder: MailboxResponder) -> None:
+    # `MAIL FROM:<x@[127.0.0.1]>` must not make strictmx connect where the client says.
+    callout = Callout()
+    p = no_private(probe(responder.address[1]))
+    result = await verify(callout, "alice@[127.0.0.1]", world({}), p)
+    assert result.status is Status.UNROUTABLE
+    assert result.detail.startswith("domain literal [127.0.0.1] is not called")
+    assert callout.connections == responder.connections == 0
+    # Control: allowed, the literal is called (test_address_literal_is_called_directly).
+    allowed = await verify(callout, "alice@[127.0.0.1]", world({}), probe(responder.address[1]))
+    assert allowed.status is Status.FAILED and responder.connections == 1
+
+
+@pytest.mark.parametrize("address", ["127.0.0.3", "10.1.2.3", "169.254.1.1", "::1", "0.0.0.0"])
+async def test_mx_at_a_private_address_is_not_called(address: str) -> None:
+    callout = Callout()
+    result = await verify(
+        callout, "alice@example.net", world(mx_at(address, "example.net")), no_private(probe(25))
+    )
+    assert result.status is Status.UNROUTABLE
+    assert (result.host, result.ip) == ("mx.example.net", address)
+    assert "not a public address" in result.detail
+    assert callout.connections == 0
+
+
+async def test_mx_at_loopback_is_called_when_allowed(responder: MailboxResponder) -> None:
+    callout = Callout()
+    w = world(mx_at("127.0.0.1", "example.net"))
+    result = await verify(callout, "alice@example.net", w, probe(responder.address[1]))
+    assert result.status is Status.VERIFIED
+    assert callout.connections == 1
+
+
+async def test_simulated_mx_hosts_are_reachable_at_any_address(
+    responder: MailboxResponder,
+) -> None:
+    # The world's own MX hosts are served by the responder on loopback, whatever address
+    # DNS gives them: the rule is about connections to where DNS points, not to them.
+    callout = Callout(responder)
+    w = world(mx_at("127.0.0.3", "example.net"))
+    result = await verify(callout, "alice@example.net", w, no_private(probe(25)))
+    assert result.status is Status.VERIFIED
+    assert (result.ip, responder.connections) == ("127.0.0.3", 1)
+    listed = Callout(responder, hermetic=False)  # overlay/system with world.mailboxes
+    assert (await verify(listed, "bob@example.net", w, no_private(probe(25)))).status is (
+        Status.FAILED
+    )
+    assert responder.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("ip", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2a00:1450:4001:80b::200e", True),
+        ("127.0.0.1", False),
+        ("192.168.1.1", False),
+        ("100.64.0.1", False),  # shared address space (RFC 6598)
+        ("224.0.0.1", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("2002:7f00:1::", False),  # 6to4 around 127.0.0.1
+        ("64:ff9b::a01:203", False),  # NAT64 around 10.1.2.3
+        ("64:ff9b::808:808", True),  # NAT64 around 8.8.8.8
+    ],
+)
+def test_public_addresses(ip: str, public: bool) -> None:
+    assert _public(ip) is public
+
+
+@pytest.mark.parametrize("address", ['"a\rb"@example.net', "a\x00b@example.net", "a@exa\nmple.net"])
+async def test_control_characters_are_never_sent(responder: MailboxResponder, address: str) -> None:
+    # aiosmtplib refuses such a command with a ValueError, which once reached the wire.
+    callout = Callout()
+    result = await verify(callout, address, world(LOOPBACK_WORLD), probe(responder.address[1]))
+    assert result.status is Status.UNROUTABLE
+    assert result.detail == "bad address syntax: control character in address"
+    assert callout.connections == 0
+
+
+class BrokenDNS(WorldDNS):
+    """A resolver with a bug: what a callout does when its own code fails."""
+
+    async def mx(self, name: str) -> list[tuple[int, str]]:
+        raise RuntimeError("secret internal detail")
+
+
+async def test_an_internal_error_defers_without_its_text() -> None:
+    broken = BrokenDNS.from_config(DnsConfig())
+    result = await Callout().verify("alice@example.net", broken, probe(25), **TTLS)
+    assert result.status is Status.TEMPFAIL
+    assert result.detail == "local error in processing the callout"
+    assert "secret" not in result.full and "RuntimeError" in result.full
+
+
+def test_allow_private_targets_is_validated_at_load() -> None:
+    text = "policies:\n  mail:\n    - policy: sender_verify\n      allow_private_targets: maybe\n"
+    with pytest.raises(scenarios.ScenarioError) as error:
+        scenarios.loads(text, source="x.yaml")
+    assert "x.yaml:4 policies.mail[0].allow_private_targets" in str(error.value)
+    loaded = scenarios.loads(text.replace("maybe", "true"), source="x.yaml")
+    assert loaded.entries[0].options.allow_private_targets is True  # type: ignore[attr-defined]
+
+
+async def test_a_bad_address_does_not_poison_its_domain(responder: MailboxResponder) -> None:
+    # Cached domain-wide, one hostile sender would make every sender of the domain
+    # unverifiable for the negative TTL.
+    callout = Callout()
+    w, p = world(LOOPBACK_WORLD), probe(responder.address[1])
+    assert (await verify(callout, '"a\rb"@example.net', w, p)).status is Status.UNROUTABLE
+    assert (await verify(callout, "alice@example.net", w, p)).status is Status.VERIFIED
+
+
+async def test_a_domain_idna_refuses_is_unroutable_without_codec_text() -> None:
+    callout = Callout()
+    result = await verify(callout, "alice@" + "\u00e9" * 70 + ".example", world({}), probe(25))
+    assert result.status is Status.UNROUTABLE
+    assert result.detail.startswith("bad address syntax: domain ")
+    assert "too long" not in result.detail and result.full.endswith("label empty or too long")
+    assert callout.connections == 0

@@ -397,6 +397,9 @@ def test_a_scenario_file_must_be_a_regular_file_within_the_limit(tmp_path: Path,
 GADGETS = {
     "policies.mail[0].file": "policies: {mail: [{policy: sender_blocklist, file: /etc/hostname}]}",
     "policies.mail[0].verifier": "policies: {mail: [{policy: sender_verify, verifier: os:getcwd}]}",
+    "policies.mail[0].allow_private_targets": (
+        "policies: {mail: [{policy: sender_verify, allow_private_targets: true}]}"
+    ),
     "world.registrations.rdap_url": "world: {registrations: {rdap_url: 'http://x/{domain}'}}",
     "world.dns.serve": "world: {dns: {serve: '127.0.0.1:0'}}",
     "world.dns.nameservers[0]": "world: {dns: {nameservers: ['127.0.0.1:53']}}",
