@@ -7,7 +7,6 @@ a 250 for a message that is not stored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import os
@@ -129,7 +128,13 @@ async def _load_then(
     Returns the replies and how many had been answered when `act()` ran.
     """
     accepted = answered = 0
-    enough = asyncio.Event()
+    at_act: int | None = None
+
+    def act_once() -> None:
+        nonlocal at_act
+        if at_act is None:
+            at_act = answered
+            act()
 
     async def one(i: int) -> tuple[int, bytes]:
         nonlocal accepted, answered
@@ -138,18 +143,14 @@ async def _load_then(
         if reply[0] == 250:
             accepted += 1
             if accepted >= after:
-                enough.set()
+                # Acted on here, not from another task: a task woken by an event may run
+                # only after the rest of the load has been answered too.
+                act_once()
         return reply
 
-    async def trigger() -> int:
-        # Bounded: if the load is refused or ends first, act() still runs by itself.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(enough.wait(), 30)
-        act()
-        return answered
-
-    jobs = [one(i) for i in range(count)]
-    results, at_act = await asyncio.gather(asyncio.gather(*jobs), trigger())
+    results = await asyncio.gather(*(one(i) for i in range(count)))
+    act_once()  # the load was refused or ended first: act all the same
+    assert at_act is not None
     return {("load", i): r for i, r in enumerate(results)}, at_act
 
 
