@@ -124,6 +124,10 @@ _COMMAND_END = re.compile(r" command", re.I)
 _LINE_BREAK = re.compile(r"(?<!\s)[^\S\n]*+\n\s*")
 #: A folded header's run of white space: a line break followed by more white space.
 _FOLD = re.compile(r"(?<!\s)(?=\s*?\n\s)\s+")
+#: Compiled once: the loops over a pasted bounce's lines use them once per line.
+_QUOTED = re.compile(r"^\s*(?:[\"'>]\s*)*(?:smtp\s*;\s*)?", re.I)
+_CODE_LINE = re.compile(rf"{_CODE}(?:[ -]|$)")
+_FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
 _POSTFIX_TO = re.compile(r"\bto=<")
 _POSTFIX_FROM = re.compile(r"\bfrom=<")
 _EXIM_FROM = re.compile(r"\bF=<")
@@ -392,7 +396,7 @@ def _fields(text: str) -> dict[str, str]:
             out[current].append(line.strip())
             continue
         name, sep, value = line.partition(":")
-        if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", name):
+        if sep and _FIELD_NAME.fullmatch(name):
             current = name.lower()
             if current in out:
                 current = None  # a later recipient's field: keep the first
@@ -499,10 +503,10 @@ def _from_reply_lines(raw: Sequence[str], kind: str) -> Extracted:
     # adding to that line piece by piece copies it again for every wrapped line.
     pieces: list[list[str]] = []
     for line in raw:
-        clean = re.sub(r"^\s*(?:[\"'>]\s*)*(?:smtp\s*;\s*)?", "", line, flags=re.I).rstrip()
+        clean = line[_end(_QUOTED, line, 0) :].rstrip()
         if not clean:
             continue
-        if re.match(rf"{_CODE}(?:[ -]|$)", clean) or not pieces:
+        if _CODE_LINE.match(clean) or not pieces:
             pieces.append([clean])
         else:
             pieces[-1].append(clean.strip())
