@@ -96,18 +96,41 @@ _CODE = r"[2-5][0-9][0-9]"
 _DSN = r"[245]\.[0-9]{1,3}\.[0-9]{1,3}"
 _DSN_RE = re.compile(rf"\b({_DSN})\b")
 _REPLY_START = re.compile(rf"^\s*(?:[\"'>]\s*)*(?:smtp\s*;\s*)?({_CODE})(?:[ -]|$)", re.I)
-_POSTFIX = re.compile(r"\bstatus=(?P<status>\w+) \((?P<detail>.*)\)\s*$")
-_POSTFIX_SAID = re.compile(
-    r"^host (?P<host>\S+?)\[(?P<ip>[^\]]*)\] (?:said|refused to talk to me): (?P<reply>.*?)"
-    r"(?: \(in reply to (?P<command>.+?) command\))?$"
-)
-_EXIM = re.compile(
-    r"SMTP error from remote (?:mail server|mailer) after (?P<after>initial connection|"
-    r"end of data|(?:pipelined )?(?:RCPT TO|MAIL FROM):<[^>]*>[^:]*|[A-Z]+(?: [^:]*)?)"
-    r":\s*(?:host \S+ \[[^\]]*\]:\s*)?(?P<reply>.*)",
-    re.S,
-)
-_IN_REPLY_TO = re.compile(r"in reply to (?P<command>[A-Za-z ]+?) command", re.I)
+# Input is up to MAX_INPUT (10 MB) of anyone's text, so every scan below is linear in it.
+# A pattern that searches for a head and then runs to a far delimiter (`.*\)$`, `[^:]*:`,
+# `[A-Za-z ]+? command`) would run to that delimiter again from every later occurrence of
+# the head: `status=a (` or `in reply to ` repeated to 1 MB took minutes. Such searches are
+# a head pattern plus a scan of the text after it that is done once (`_Finder`, the run
+# skipped in `_in_reply_to`); the results are the ones the single patterns gave.
+
+#: `status=bounced (DETAIL)` in a Postfix log line, DETAIL running to the line's last `)`.
+_POSTFIX_HEAD = re.compile(r"\bstatus=(?P<status>\w+) \(")
+#: `host NAME[IP] said: REPLY (in reply to COMMAND command)`, Postfix's DETAIL.
+_SAID_VERB = re.compile(r"\] (?:said|refused to talk to me): ")
+_SAID_COMMAND_HEAD = " (in reply to "
+_SAID_COMMAND_TAIL = " command)"
+_NON_SPACE = re.compile(r"\S*")
+#: Exim's `SMTP error from remote mail server after COMMAND: [host NAME [IP]: ]REPLY`.
+_EXIM_HEAD = re.compile(r"SMTP error from remote (?:mail server|mailer) after ")
+_EXIM_ENVELOPE = re.compile(r"(?:pipelined )?(?:RCPT TO|MAIL FROM):<")
+_EXIM_VERB = re.compile(r"[A-Z]+")
+_EXIM_REPLY = re.compile(r"\s*(?:host \S+ \[[^\]]*\]:\s*)?")
+#: `in reply to COMMAND command`, COMMAND in letters and spaces.
+_IN_REPLY_TO = re.compile(r"in reply to ", re.I)
+_COMMAND_WORDS = re.compile(r"[A-Za-z ]*", re.I)
+_COMMAND_END = re.compile(r" command", re.I)
+#: A run of white space with a line break in it (the run is matched from its start only,
+#: so a long run without one is read once, not once from each of its characters).
+_LINE_BREAK = re.compile(r"(?<!\s)[^\S\n]*+\n\s*")
+#: A folded header's run of white space: a line break followed by more white space.
+_FOLD = re.compile(r"(?<!\s)(?=\s*?\n\s)\s+")
+#: Compiled once: the loops over a pasted bounce's lines use them once per line.
+_QUOTED = re.compile(r"^\s*(?:[\"'>]\s*)*(?:smtp\s*;\s*)?", re.I)
+_CODE_LINE = re.compile(rf"{_CODE}(?:[ -]|$)")
+_FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
+_POSTFIX_TO = re.compile(r"\bto=<")
+_POSTFIX_FROM = re.compile(r"\bfrom=<")
+_EXIM_FROM = re.compile(r"\bF=<")
 _EXIM_AFTER = re.compile(
     r"after (?P<after>initial connection|end of data|(?:pipelined )?RCPT TO|"
     r"(?:pipelined )?MAIL FROM|DATA|[EH]LO)\b",
@@ -162,15 +185,142 @@ def extract(text: str) -> Extracted:
         if found is not None:
             return found
     for line in stripped.splitlines():
-        match = _POSTFIX.search(line)
-        if match:
-            return _from_postfix(stripped, line, match)
-    exim = _EXIM.search(stripped)
-    if exim:
-        return _from_exim(stripped, exim)
+        detail = _postfix_detail(line)
+        if detail is not None:
+            return _from_postfix(stripped, line, detail)
+    exim = _exim(stripped)
+    if exim is not None:
+        return _from_exim(stripped, *exim)
     if _REPLY_START.match(stripped):
         return _from_reply_lines(stripped.splitlines(), "reply")
     return _from_text(stripped)
+
+
+class _Finder:
+    """`text.find(char, start)` for the scans of one search, reading each character once.
+
+    Remembers the last answer: a later start before it has the same answer, and a start
+    before the last start only needs the text up to it read. That covers how the
+    searches here ask: rising starts, and starts that fall only after a failed scan.
+    """
+
+    def __init__(self, text: str, char: str) -> None:
+        self.text, self.char = text, char
+        self.start = self.found = len(text)  # nothing known; `found` is len(text) for none
+
+    def find(self, start: int) -> int:
+        if not self.start <= start <= self.found:
+            if start < self.start:
+                hit = self.text.find(self.char, start, self.start)
+                self.found = hit if hit >= 0 else self.found
+            else:
+                hit = self.text.find(self.char, start)
+                self.found = hit if hit >= 0 else len(self.text)
+            self.start = start
+        return self.found if self.found < len(self.text) else -1
+
+
+def _end(pattern: re.Pattern[str], text: str, pos: int) -> int:
+    """Where `pattern`, which matches the empty string too, ends when matched at `pos`."""
+    found = pattern.match(text, pos)
+    return found.end() if found is not None else pos
+
+
+def _postfix_detail(line: str) -> str | None:
+    """DETAIL of `status=X (DETAIL)` closing the line (white space may follow)."""
+    end = len(line.rstrip())
+    if not line.endswith(")", 0, end):
+        return None
+    head = _POSTFIX_HEAD.search(line)
+    return line[head.end() : end - 1] if head is not None else None
+
+
+def _postfix_said(detail: str) -> tuple[str, str, str | None] | None:
+    """(host, reply, command) from `host NAME[IP] said: REPLY (in reply to X command)`.
+
+    NAME is the shortest start of the word after `host ` that is followed by `[IP] said: `
+    (or `refused to talk to me: `); IP runs to the first `]`.
+    """
+    if not detail.startswith("host "):
+        return None
+    start = len("host ")
+    word_end = _end(_NON_SPACE, detail, start)
+    closing = _Finder(detail, "]")
+    bracket = detail.find("[", start + 1, word_end)
+    verb = None
+    while bracket >= 0 and verb is None:
+        close = closing.find(bracket + 1)
+        if close < 0:
+            return None
+        verb = _SAID_VERB.match(detail, close)
+        if verb is None:
+            bracket = detail.find("[", bracket + 1, word_end)
+    if verb is None:
+        return None
+    reply, command = detail[verb.end() :], None
+    if detail.endswith(_SAID_COMMAND_TAIL):
+        at = detail.find(_SAID_COMMAND_HEAD, verb.end())
+        words = at + len(_SAID_COMMAND_HEAD)
+        if at >= 0 and words < len(detail) - len(_SAID_COMMAND_TAIL):
+            reply = detail[verb.end() : at]
+            command = detail[words : len(detail) - len(_SAID_COMMAND_TAIL)]
+    return detail[start:bracket], reply, command
+
+
+def _exim(text: str) -> tuple[str, str] | None:
+    """(COMMAND, REPLY) of the first `SMTP error from remote mail server after COMMAND:`.
+
+    COMMAND is `initial connection`, `end of data`, `RCPT TO:<address>` or `MAIL
+    FROM:<address>` with what follows up to the next colon, or a word in capitals with
+    what follows up to the next colon; REPLY is the rest of the text.
+    """
+    colons, closings = _Finder(text, ":"), _Finder(text, ">")
+    for head in _EXIM_HEAD.finditer(text):
+        at = head.end()
+        colon = -1
+        if text.startswith("initial connection:", at):
+            colon = at + len("initial connection")
+        elif text.startswith("end of data:", at):
+            colon = at + len("end of data")
+        else:
+            envelope = _EXIM_ENVELOPE.match(text, at)
+            if envelope is not None:
+                close = closings.find(envelope.end())
+                colon = colons.find(close + 1) if close >= 0 else -1
+            if colon < 0:
+                verb = _EXIM_VERB.match(text, at)
+                if verb is not None and text.startswith(":", verb.end()):
+                    colon = verb.end()
+                elif verb is not None and text.startswith(" ", verb.end()):
+                    colon = colons.find(verb.end() + 1)
+        if colon >= 0:
+            return text[at:colon], text[_end(_EXIM_REPLY, text, colon + 1) :]
+    return None
+
+
+def _in_reply_to(text: str) -> str | None:
+    """COMMAND of the first `in reply to COMMAND command`, COMMAND in letters and spaces."""
+    pos = 0
+    while (head := _IN_REPLY_TO.search(text, pos)) is not None:
+        words_end = _end(_COMMAND_WORDS, text, head.end())
+        end = _COMMAND_END.search(text, head.end() + 1, words_end)
+        if end is not None:
+            return text[head.end() : end.start()]
+        # A later head inside these words has no ` command` in them either.
+        pos = max(words_end, head.start() + 1)
+    return None
+
+
+def _bracketed(head: re.Pattern[str], text: str) -> str | None:
+    """What is between the first `head` (ending in `<`) and the `>` after it.
+
+    Only the first head is tried: when no `>` follows it, none follows a later one.
+    """
+    found = head.search(text)
+    if found is None:
+        return None
+    close = text.find(">", found.end())
+    return text[found.end() : close] if close >= 0 else None
 
 
 def _looks_like_dsn(text: str) -> bool:
@@ -237,26 +387,28 @@ def _delivery_status(part: Message) -> dict[str, str]:
 
 def _fields(text: str) -> dict[str, str]:
     """RFC 822-style fields from text, continuation lines unfolded; first value wins."""
-    out: dict[str, str] = {}
+    # Each field's pieces are joined once at the end: adding to the value line by line
+    # copies it again for every continuation line.
+    out: dict[str, list[str]] = {}
     current: str | None = None
     for line in text.replace("\r", "").split("\n"):
         if line[:1] in (" ", "\t") and current:
-            out[current] += " " + line.strip()
+            out[current].append(line.strip())
             continue
         name, sep, value = line.partition(":")
-        if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", name):
+        if sep and _FIELD_NAME.fullmatch(name):
             current = name.lower()
             if current in out:
                 current = None  # a later recipient's field: keep the first
             else:
-                out[current] = value.strip()
+                out[current] = [value.strip()]
         else:
             current = None
-    return out
+    return {name: " ".join(pieces) for name, pieces in out.items()}
 
 
 def _unfold(value: str) -> str:
-    return re.sub(r"\s*\r?\n\s+", " ", value).strip()
+    return _FOLD.sub(" ", value).strip()
 
 
 def _original_sender(part: Message) -> str | None:
@@ -275,7 +427,12 @@ def _original_sender(part: Message) -> str | None:
     return None
 
 
-_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+#: Tried from the start of a run of local-part characters only: from inside the run it
+#: would find the same `@`, after reading the rest of the run once more.
+_ADDRESS = re.compile(
+    r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]++"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+)
 
 
 def _address(text: str | None) -> str | None:
@@ -285,36 +442,32 @@ def _address(text: str | None) -> str | None:
     return found.group(0) if found else None
 
 
-def _from_postfix(whole: str, line: str, match: re.Match[str]) -> Extracted:
-    detail = match.group("detail")
-    said = _POSTFIX_SAID.match(detail)
+def _from_postfix(whole: str, line: str, detail: str) -> Extracted:
+    said = _postfix_said(detail)
     if said is None:
         # Postfix's own words (connection timed out, host not found): no receiver replied.
         found = Extracted(kind="postfix-log", text=detail[:MAX_REPLY_TEXT])
     else:
-        found = _from_reply_text(said.group("reply"), "postfix-log")
-        command = said.group("command")
+        host, reply, command = said
+        found = _from_reply_text(reply, "postfix-log")
         if "refused to talk to me" in detail:
             found.stage = Stage.CONNECT
         elif command:
             found.stage = _COMMAND_STAGE.get(command.strip().lower())
-        found.remote = said.group("host")
+        found.remote = host
     found.kind = "postfix-log"
     dsn = re.search(rf"\bdsn=({_DSN})\b", line)
     if found.dsn is None and dsn:
         found.dsn = dsn.group(1)
-    to = re.search(r"\bto=<([^>]*)>", line)
-    found.recipient = to.group(1) if to else None
-    sender = re.search(r"\bfrom=<([^>]*)>", whole)
-    found.sender = sender.group(1) if sender else None
+    found.recipient = _bracketed(_POSTFIX_TO, line)
+    found.sender = _bracketed(_POSTFIX_FROM, whole)
     return found
 
 
-def _from_exim(whole: str, match: re.Match[str]) -> Extracted:
-    reply = match.group("reply").strip()
-    reply = re.sub(r"\s*\n\s*", " ", reply.replace("\\n", "\n"))
+def _from_exim(whole: str, after: str, reply: str) -> Extracted:
+    reply = _LINE_BREAK.sub(" ", reply.strip().replace("\\n", "\n"))
     found = _from_reply_text(reply, "exim-log")
-    after = match.group("after").lower()
+    after = after.lower()
     for words, stage in _COMMAND_STAGE.items():
         if after.startswith(words) or after.startswith("pipelined " + words):
             found.stage = stage
@@ -323,8 +476,10 @@ def _from_exim(whole: str, match: re.Match[str]) -> Extracted:
     found.recipient = (
         rcpt.group(1).strip("<>") if rcpt else _address(after if "rcpt" in after else None)
     )
-    sender = re.search(r"\bF=<([^>]*)>", whole)
-    found.sender = sender.group(1) if sender else _address(after if "mail from" in after else None)
+    sender = _bracketed(_EXIM_FROM, whole)
+    found.sender = (
+        sender if sender is not None else _address(after if "mail from" in after else None)
+    )
     host = re.search(r"\bH=(\S+)", whole)
     found.remote = host.group(1) if host else None
     return found
@@ -332,7 +487,7 @@ def _from_exim(whole: str, match: re.Match[str]) -> Extracted:
 
 def _from_reply_text(text: str, kind: str) -> Extracted:
     """A reply whose lines were joined into one (log lines, DSN Diagnostic-Code)."""
-    text = re.sub(r"\s*\n\s*", " ", text).strip()  # unfold; keep a receiver's double spaces
+    text = _LINE_BREAK.sub(" ", text).strip()  # unfold; keep a receiver's double spaces
     start = re.match(rf"({_CODE})([ -])", text)
     if start is None:
         return _from_text(text, kind)
@@ -344,15 +499,18 @@ def _from_reply_text(text: str, kind: str) -> Extracted:
 
 
 def _from_reply_lines(raw: Sequence[str], kind: str) -> Extracted:
-    lines: list[str] = []
+    # A reply line the mail client wrapped is joined to the line before, once at the end:
+    # adding to that line piece by piece copies it again for every wrapped line.
+    pieces: list[list[str]] = []
     for line in raw:
-        clean = re.sub(r"^\s*(?:[\"'>]\s*)*(?:smtp\s*;\s*)?", "", line, flags=re.I).rstrip()
+        clean = line[_end(_QUOTED, line, 0) :].rstrip()
         if not clean:
             continue
-        if re.match(rf"{_CODE}(?:[ -]|$)", clean) or not lines:
-            lines.append(clean)
+        if _CODE_LINE.match(clean) or not pieces:
+            pieces.append([clean])
         else:
-            lines[-1] += " " + clean.strip()  # a reply line the mail client wrapped
+            pieces[-1].append(clean.strip())
+    lines = [" ".join(line) for line in pieces]
     try:
         reply = Reply.parse(lines)
     except ReplyError:
@@ -397,9 +555,9 @@ def _from_text(text: str, kind: str = "text") -> Extracted:
 
 def _stage_from_words(text: str) -> Stage | None:
     text = re.sub(r"\s+", " ", text)
-    match = _IN_REPLY_TO.search(text)
-    if match:
-        return _COMMAND_STAGE.get(match.group("command").strip().lower())
+    command = _in_reply_to(text)
+    if command is not None:
+        return _COMMAND_STAGE.get(command.strip().lower())
     after = _EXIM_AFTER.search(text)
     if after and "SMTP error" in text:
         words = after.group("after").lower().removeprefix("pipelined ")
@@ -460,9 +618,12 @@ _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\w)")
 _IPV6 = re.compile(r"(?<![\w:])(?:IPv6:)?[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])")
 _HOST = re.compile(r"(?<![\w.@-])(?:[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\b")
 #: A queue id, session tag or reference: letters and at least three digits, maybe with
-#: dots and dashes (k5si1437052qkb.183, 4W0T9k2p4Jz2Abc, AS16012607).
+#: dots and dashes (k5si1437052qkb.183, 4W0T9k2p4Jz2Abc, AS16012607). The eight characters
+#: are asked for first: the digit count reads on to the next space, and would otherwise do
+#: so from every character of a run of punctuation.
 _ID_RUN = re.compile(
-    r"(?<![\w.-])(?=(?:[^\d\s]*\d){3})(?=[\w.-]*[A-Za-z])[\w.-]{8,}(?<![.-])(?![\w-])"
+    r"(?<![\w.-])(?=[\w.-]{8})(?=(?:[^\d\s]*\d){3})(?=[\w.-]*[A-Za-z])"
+    r"[\w.-]{8,}(?<![.-])(?![\w-])"
 )
 _RFC = re.compile(r"\brfc[\s.-]?(\d{3,4})\b", re.I)
 _CONTINUATION = re.compile(rf"(?:^|\s){_CODE}[- ](?:{_DSN})?(?=\s|$)")

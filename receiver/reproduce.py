@@ -218,9 +218,7 @@ def read_fields(entry: Entry, reply: Reply) -> dict[str, str]:
         if helo:
             fields["helo"] = helo.group(1)
     if "sender" not in fields and entry.family in _SENDER_FAMILIES | {"dynamic_client"}:
-        sender = re.search(r"<([^<>\s@]+@[^<>\s]+)>", text) or re.search(
-            r"\b([\w.+=-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})\b", text
-        )
+        sender = re.search(r"<([^<>\s@]+@[^<>\s]+)>", text) or _BARE_SENDER.search(text)
         if sender and not sender.group(1).lower().startswith("postmaster@"):
             fields["sender"] = sender.group(1)
     if "zone" not in fields and entry.policy in ("dnsbl", "dynamic_client"):
@@ -243,6 +241,12 @@ def read_fields(entry: Entry, reply: Reply) -> dict[str, str]:
         if ptr:
             fields["ptr"] = ptr.group(1)
     return {k: v for k, v in fields.items() if v}
+
+
+#: An address outside angle brackets, from the first word character of a run of address
+#: characters (where `\b` first holds in it). Tried from the start of the run only: from
+#: inside it, the run would be read to its `@` again for each of its characters.
+_BARE_SENDER = re.compile(r"(?<![\w.+=-])[.+=-]*+(\w[\w.+=-]*+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
 
 
 def _flat(text: str) -> str:
@@ -273,6 +277,8 @@ def _by_template(template: str, text: str) -> dict[str, str]:
 def _first_ip(text: str) -> str | None:
     for candidate in re.findall(r"[0-9A-Fa-f:.]{3,45}", text):
         candidate = candidate.strip(".:")
+        if ":" not in candidate and candidate.count(".") != 3:
+            continue  # neither IPv6 nor a dotted quad: skip the parse, a reply has many
         try:
             address = ipaddress.ip_address(candidate.removeprefix("IPv6:"))
         except ValueError:
@@ -998,12 +1004,15 @@ def _wrapped(reply: Reply) -> Reply:
     width = MAX_LINE - head
     lines: list[str] = []
     for line in reply.lines:
-        while len(line) > width:
-            cut = line.rfind(" ", 0, width)
-            cut = cut if cut > 0 else width
-            lines.append(line[:cut])
-            line = line[cut:].lstrip(" ")
-        lines.append(line)
+        start = 0  # cut by position: slicing off the rest each time copies it each time
+        while len(line) - start > width:
+            cut = line.rfind(" ", start, start + width)
+            cut = cut if cut > start else start + width
+            lines.append(line[start:cut])
+            start = cut
+            while line.startswith(" ", start):
+                start += 1
+        lines.append(line[start:])
     return Reply(reply.code, reply.status, tuple(lines))
 
 

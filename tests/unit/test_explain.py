@@ -462,3 +462,46 @@ class _Stdin:
 
     def isatty(self) -> bool:
         return False
+
+
+# -- the log parsers' edges (they read in linear time; tests/hostile/test_explain.py) ----
+
+
+def test_postfix_detail_runs_to_the_last_parenthesis_and_the_host_to_its_address() -> None:
+    line = (
+        "Jun 14 mta postfix/smtp[1]: to=<b@example.org>, status=bounced (host "
+        "mx.example.org[b][198.51.100.25] said: 550 5.7.1 Blocked (see https://x.example) "
+        "(in reply to RCPT TO command))  "
+    )
+    found = extract(line)
+    assert (found.kind, found.stage, found.recipient) == (
+        "postfix-log",
+        Stage.RCPT,
+        "b@example.org",
+    )
+    assert found.remote == "mx.example.org[b]"  # the shortest name followed by [IP] said:
+    assert found.text == "Blocked (see https://x.example)"
+    unclosed = line.rstrip()[:-1] + " and more"
+    assert extract(unclosed).kind != "postfix-log"
+
+
+def test_exim_pipelined_command_and_host_prefix() -> None:
+    line = (
+        "2024-06-14 1sI ** b@example.org H=mx.example.org [192.0.2.30]: SMTP error from remote "
+        "mail server after pipelined RCPT TO:<b@example.org> SIZE=1: host mx.example.org "
+        "[192.0.2.30]: 550 Sender verify failed"
+    )
+    found = extract(line)
+    assert (found.kind, found.stage, found.recipient) == ("exim-log", Stage.RCPT, "b@example.org")
+    assert found.lines == ["550 Sender verify failed"]
+    unclosed = "SMTP error from remote mailer after MAIL FROM:<a@example.net: 550 Domain not found"
+    found = extract(unclosed)  # no `>`: the command is the capital words before the colon
+    assert (found.kind, found.stage, found.text) == ("exim-log", Stage.MAIL, "Domain not found")
+
+
+def test_in_reply_to_in_any_case_and_wrapped_lines_joined() -> None:
+    found = extract("550 5.7.1 Sender address rejected: Blocked (In Reply To end of DATA command)")
+    assert found.stage is Stage.EOD
+    assert extract("550 5.7.1 Blocked (in reply to 42 command)").stage is None
+    found = extract("550 x\n  wrapped\n\tand again\n550 y")
+    assert found.lines == ["550-x wrapped and again", "550 y"]
