@@ -76,7 +76,7 @@ def count(name: str, smtp_source: str, args: argparse.Namespace, rundir: Path) -
     if name == "bare":
         command += [str(bench.BARE_SERVER), bench.HOST, str(port)]
     else:
-        command += ["-m", "receiver.cli", "serve", "--scenario", args.scenario]
+        command += ["-m", "strictmx.receiver.cli", "serve", "--scenario", args.scenario]
         command += ["--listen", f"{bench.HOST}:{port}", "--db", str(rundir / "bench.db")]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(bench.REPO), env.get("PYTHONPATH")]))

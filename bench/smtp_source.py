@@ -159,7 +159,7 @@ def run_once(
         command = [sys.executable]
         if profile is not None:
             command += ["-m", "cProfile", "-o", str(profile)]
-        command += ["-m", "receiver.cli", "serve", "--scenario", args.scenario]
+        command += ["-m", "strictmx.receiver.cli", "serve", "--scenario", args.scenario]
         command += ["--listen", f"{HOST}:{port}", "--db", str(db)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))

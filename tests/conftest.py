@@ -1,4 +1,4 @@
-"""The project's tests use its own pytest plugin (receiver.pytest_plugin).
+"""The project's tests use its own pytest plugin (strictmx.receiver.pytest_plugin).
 
 Installed, the plugin is loaded through its `pytest11` entry point (as `strictmx`) before
 any conftest is imported; from a bare checkout (PYTHONPATH) it is loaded here. Loading it
@@ -11,5 +11,5 @@ from __future__ import annotations
 import sys
 
 pytest_plugins = ["pytester"]
-if "receiver.pytest_plugin" not in sys.modules:
-    pytest_plugins.append("receiver.pytest_plugin")
+if "strictmx.receiver.pytest_plugin" not in sys.modules:
+    pytest_plugins.append("strictmx.receiver.pytest_plugin")

@@ -1,6 +1,6 @@
 """Real receivers on loopback for end-to-end tests, driven by real clients.
 
-`serve` is the project's pytest plugin (receiver.pytest_plugin) with a journal file per
+`serve` is the project's pytest plugin (strictmx.receiver.pytest_plugin) with a journal file per
 receiver, for tests that open the SQLite file themselves.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from receiver import scenario as scenarios
-from receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
 
 Running = StrictmxReceiver
 Factory = Callable[..., Running]

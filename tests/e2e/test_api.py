@@ -28,9 +28,9 @@ from openapi_schema_validator import OAS31Validator
 from openapi_schema_validator import validate as validate_schema
 from openapi_spec_validator import validate as validate_openapi
 
-from receiver import scenario as scenarios
-from receiver.api import PREFIX, build_app, openapi_document
-from receiver.server import Receiver, ServerOptions
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.api import PREFIX, build_app, openapi_document
+from strictmx.receiver.server import Receiver, ServerOptions
 
 from .conftest import Factory, Running
 from .test_cli import Server, run
@@ -621,12 +621,12 @@ def test_an_unexpected_failure_is_a_json_500_without_traceback(
             " VALUES ('badbadbadbadbad0', 'not a time', 'x', '127.0.0.1', 1, '127.0.0.1')"
         )
     other.close()
-    with caplog.at_level(logging.ERROR, logger="receiver.api"):
+    with caplog.at_level(logging.ERROR, logger="strictmx.receiver.api"):
         reply = Http(rx)("GET", "/sessions/badbadbadbadbad0")
     assert reply.status == 500
     assert reply.json() == {"error": "internal error (logged by the server)", "details": []}
     assert b"Traceback" not in reply.body
-    (record,) = [r for r in caplog.records if r.name == "receiver.api"]
+    (record,) = [r for r in caplog.records if r.name == "strictmx.receiver.api"]
     assert record.exc_info is not None, "the traceback is logged on the server side"
 
 

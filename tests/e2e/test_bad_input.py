@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from receiver import scenario as scenarios
-from receiver.policy import Context, Policy, PolicyOptions, load_registry
-from receiver.session import Session
-from receiver.verdict import Stage, Verdict
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.policy import Context, Policy, PolicyOptions, load_registry
+from strictmx.receiver.session import Session
+from strictmx.receiver.verdict import Stage, Verdict
 
 from .conftest import Factory, Running
 from .wire import Closed, Wire

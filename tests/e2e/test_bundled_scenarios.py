@@ -9,9 +9,9 @@ from importlib import resources
 import pytest
 import yaml
 
-from receiver import expect
-from receiver import scenario as scenarios
-from receiver.policy import load_registry
+from strictmx.receiver import expect
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.policy import load_registry
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ def test_bundled_expectations_hold_on_the_wire(name: str) -> None:
 
 
 def seed_replies() -> list[dict[str, object]]:
-    text = (resources.files("receiver") / "data" / "seed-replies.yaml").read_text()
+    text = (resources.files("strictmx.receiver") / "data" / "seed-replies.yaml").read_text()
     replies: list[dict[str, object]] = yaml.safe_load(text)["replies"]
     return replies
 

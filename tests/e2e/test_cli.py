@@ -29,7 +29,7 @@ EXIT_TIMEOUT = 10.0
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "receiver.cli", *args]
+    return [sys.executable, "-m", "strictmx.receiver.cli", *args]
 
 
 def environment() -> dict[str, str]:
@@ -298,7 +298,7 @@ def test_a_reader_that_stops_early_is_not_an_error() -> None:
     )
     assert reader.stdin is not None
     done = subprocess.run(
-        [sys.executable, "-m", "receiver.cli", "policies"],
+        [sys.executable, "-m", "strictmx.receiver.cli", "policies"],
         stdout=reader.stdin,
         stderr=subprocess.PIPE,
         text=True,

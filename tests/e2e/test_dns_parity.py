@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from receiver import expect
-from receiver import scenario as scenarios
-from receiver.scenario import Scenario
-from receiver.server import Receiver, ServerOptions
-from receiver.world.dns import DnsConfig, DnsFailure, WorldDNS
-from receiver.world.dnsserver import DnsServer
+from strictmx.receiver import expect
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.scenario import Scenario
+from strictmx.receiver.server import Receiver, ServerOptions
+from strictmx.receiver.world.dns import DnsConfig, DnsFailure, WorldDNS
+from strictmx.receiver.world.dnsserver import DnsServer
 
 from .conftest import Factory
 from .test_cli import Server, command, environment

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver.tls import self_signed_context
+from strictmx.receiver.tls import self_signed_context
 
 from .conftest import Factory
 from .wire import Closed, Wire

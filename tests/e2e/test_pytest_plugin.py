@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
+from strictmx.receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -153,10 +153,10 @@ def test_server_options_pass_through_and_unknown_ones_are_refused(
 def plugin_args() -> list[str]:
     """Installed, pytest loads the plugin itself; naming it again would register it twice."""
     installed = any(
-        ep.value == "receiver.pytest_plugin"
+        ep.value == "strictmx.receiver.pytest_plugin"
         for ep in importlib.metadata.entry_points(group="pytest11")
     )
-    return [] if installed else ["-p", "receiver.pytest_plugin"]
+    return [] if installed else ["-p", "strictmx.receiver.pytest_plugin"]
 
 
 def test_a_project_using_the_plugin(pytester: pytest.Pytester) -> None:
@@ -212,7 +212,9 @@ def test_the_projects_conftest_does_not_load_an_installed_plugin_twice(tmp_path:
     dist = tmp_path / "strictmx-0.1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: strictmx\nVersion: 0.1.0\n")
-    (dist / "entry_points.txt").write_text("[pytest11]\nstrictmx = receiver.pytest_plugin\n")
+    (dist / "entry_points.txt").write_text(
+        "[pytest11]\nstrictmx = strictmx.receiver.pytest_plugin\n"
+    )
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "--fixtures", "-p", "no:cacheprovider", "tests/e2e"],
         cwd=ROOT,
@@ -223,4 +225,4 @@ def test_the_projects_conftest_does_not_load_an_installed_plugin_twice(tmp_path:
         check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "strictmx_receiver -- receiver/pytest_plugin.py" in done.stdout
+    assert "strictmx_receiver -- strictmx/receiver/pytest_plugin.py" in done.stdout

@@ -2,7 +2,7 @@
 
 The round trip covers every catalogue entry: the entry's reply with sample values for its
 placeholders stands for a customer's bounce; the reproduction is loaded as a scenario,
-its expect case is played over SMTP (receiver.expect.run), and the reply on the wire must
+its expect case is played over SMTP (strictmx.receiver.expect.run), and the reply on the wire must
 be the customer's, and the documented reply with its placeholders filled in.
 """
 
@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
-from receiver import cli, expect
-from receiver import scenario as scenarios
-from receiver.catalogue import Entry, bundled
-from receiver.explain import Explainer
-from receiver.reproduce import LOOPBACK_SOURCE, ReproduceError, reproduce
-from receiver.server import Receiver, ReceiverThread, ServerOptions
+from strictmx.receiver import cli, expect
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.catalogue import Entry, bundled
+from strictmx.receiver.explain import Explainer
+from strictmx.receiver.reproduce import LOOPBACK_SOURCE, ReproduceError, reproduce
+from strictmx.receiver.server import Receiver, ReceiverThread, ServerOptions
 from tests.unit.test_catalogue import seed_replies
 
 from .conftest import Factory

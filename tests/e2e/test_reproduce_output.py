@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from receiver import cli
-from receiver import scenario as scenarios
+from strictmx.receiver import cli
+from strictmx.receiver import scenario as scenarios
 
 BOUNCE = "550 rejected because rdns"
 

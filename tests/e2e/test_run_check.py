@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from receiver import cli, expect
-from receiver import scenario as scenarios
-from receiver.fixes import fix_for
+from strictmx.receiver import cli, expect
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.fixes import fix_for
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMAND = [sys.executable, "-m", "receiver.cli"]
+COMMAND = [sys.executable, "-m", "strictmx.receiver.cli"]
 
 # delay_reject off: each refusal is sent in reply to the command whose stage decided it.
 SCENARIO = """\

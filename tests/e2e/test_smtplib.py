@@ -1,6 +1,6 @@
 """Whole sessions over loopback with Python's smtplib: replies on the wire, rows in the journal.
 
-The receivers come from the project's own pytest plugin (receiver.pytest_plugin).
+The receivers come from the project's own pytest plugin (strictmx.receiver.pytest_plugin).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
+from strictmx.receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
 
 MESSAGE = (
     b"From: Alice <alice@example.net>\r\n"

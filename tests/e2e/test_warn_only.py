@@ -7,7 +7,7 @@ import smtplib
 import pytest
 import yaml
 
-from receiver import scenario as scenarios
+from strictmx.receiver import scenario as scenarios
 
 from .conftest import Factory
 

@@ -119,7 +119,7 @@ class Serve:
         env["PYTHONPATH"] = str(ROOT)
         args = ["serve", "--listen", f"{HOST}:0", "--db", str(db), "--scenario", "default"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "receiver.cli", *args],
+            [sys.executable, "-m", "strictmx.receiver.cli", *args],
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,

@@ -25,7 +25,7 @@ EXIT_TIMEOUT = 10.0
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "receiver.cli", *args]
+    return [sys.executable, "-m", "strictmx.receiver.cli", *args]
 
 
 def environment() -> dict[str, str]:

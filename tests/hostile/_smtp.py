@@ -14,7 +14,7 @@ import socket
 import time
 from typing import Any
 
-from receiver.pytest_plugin import StrictmxReceiver
+from strictmx.receiver.pytest_plugin import StrictmxReceiver
 
 #: Seconds a reply may take before the server counts as hung.
 REPLY_TIMEOUT = 5.0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver.api import BODY_DEADLINE, KEEPALIVE, MAX_BODY, MAX_BUFFERED, MAX_CONNECTIONS
+from strictmx.receiver.api import BODY_DEADLINE, KEEPALIVE, MAX_BODY, MAX_BUFFERED, MAX_CONNECTIONS
 
 from ._scenario import Answer, Serve, banner_seconds, read_answer, request
 from .conftest import Tally

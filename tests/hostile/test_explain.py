@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from receiver.explain import Explainer, ExplainError
-from receiver.reproduce import ReproduceError, read_fields, reproduce
-from receiver.verdict import Reply, Stage
+from strictmx.receiver.explain import Explainer, ExplainError
+from strictmx.receiver.reproduce import ReproduceError, read_fields, reproduce
+from strictmx.receiver.verdict import Reply, Stage
 
 from .conftest import Tally
 

@@ -21,7 +21,7 @@ from typing import Final
 
 import pytest
 
-from receiver.pytest_plugin import StrictmxFactory
+from strictmx.receiver.pytest_plugin import StrictmxFactory
 from tests.hostile._journal import (
     HELO,
     HOST,

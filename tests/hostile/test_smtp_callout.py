@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
+from strictmx.receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
 
 from ._smtp import Peer, greets
 from .conftest import Tally

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
-from receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
+from strictmx.receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
 
 from ._smtp import EXIM_FUZZ_SCENARIO, FUZZ_SCENARIO, Closed, Hung, Peer, greets
 from .conftest import Tally

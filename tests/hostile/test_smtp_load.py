@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
+from strictmx.receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
 
 from ._smtp import Closed, Hung, Peer, greets
 from .conftest import Tally

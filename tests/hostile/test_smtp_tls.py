@@ -9,8 +9,8 @@ import ssl
 
 import pytest
 
-from receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
-from receiver.tls import self_signed_context
+from strictmx.receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
+from strictmx.receiver.tls import self_signed_context
 
 from ._smtp import Closed, Hung, Peer, greets
 from .conftest import Tally

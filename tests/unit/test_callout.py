@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from receiver import scenario as scenarios
-from receiver.world import World, WorldConfig
-from receiver.world.callout import Callout, Probe, Result, Status, Style, _public
-from receiver.world.dns import DnsConfig, WorldDNS
-from receiver.world.mailboxes import MailboxDomain, Mailboxes
-from receiver.world.mailserver import MailboxResponder
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.world import World, WorldConfig
+from strictmx.receiver.world.callout import Callout, Probe, Result, Status, Style, _public
+from strictmx.receiver.world.dns import DnsConfig, WorldDNS
+from strictmx.receiver.world.mailboxes import MailboxDomain, Mailboxes
+from strictmx.receiver.world.mailserver import MailboxResponder
 
 HOST = "mx.strictmx.test"
 # Most tests here call real MX hosts on loopback, which a probe reaches only when allowed.

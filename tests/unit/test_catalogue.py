@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from receiver import cli
-from receiver import scenario as scenarios
-from receiver.catalogue import Catalogue, CatalogueError, bundled, loads
-from receiver.policy import builtin_policies
-from receiver.verdict import Reply, Stage
+from strictmx.receiver import cli
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.catalogue import Catalogue, CatalogueError, bundled, loads
+from strictmx.receiver.policy import builtin_policies
+from strictmx.receiver.verdict import Reply, Stage
 
 REGISTRY = builtin_policies()
 CATALOGUE = bundled()
@@ -22,7 +22,7 @@ SEED_STAGE = {"DATA": "eod"}  # the seeds say DATA for header checks made at end
 
 
 def seed_replies() -> list[dict[str, Any]]:
-    text = (resources.files("receiver") / "data" / "seed-replies.yaml").read_text()
+    text = (resources.files("strictmx.receiver") / "data" / "seed-replies.yaml").read_text()
     replies: list[dict[str, Any]] = yaml.safe_load(text)["replies"]
     return replies
 

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from receiver import junit
-from receiver import scenario as scenarios
-from receiver.catalogue import bundled
-from receiver.check import Envelope, evaluate
-from receiver.expect import as_sent
-from receiver.fixes import fix_for
-from receiver.policy import load_registry
-from receiver.scenario import ScenarioError
+from strictmx.receiver import junit
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.catalogue import bundled
+from strictmx.receiver.check import Envelope, evaluate
+from strictmx.receiver.expect import as_sent
+from strictmx.receiver.fixes import fix_for
+from strictmx.receiver.policy import load_registry
+from strictmx.receiver.scenario import ScenarioError
 
 MESSAGE = as_sent(
     b"From: <alice@example.net>\n"

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from policies import BUILTIN
-from policies.content_filter import ContentFilter, ContentFilterOptions
-from receiver.policy import ClientHistory, Context
-from receiver.session import Client, Session
-from receiver.verdict import Action, Reply, Stage, Verdict
-from receiver.world import World
+from strictmx.policies import BUILTIN
+from strictmx.policies.content_filter import ContentFilter, ContentFilterOptions
+from strictmx.receiver.policy import ClientHistory, Context
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.receiver.world import World
 
 HOST = "mx.strictmx.test"
 CLIENTS = ("203.0.113.9", "2001:db8::25")

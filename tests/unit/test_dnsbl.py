@@ -7,16 +7,16 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from policies import BUILTIN
-from policies.dnsbl import CodeSet, Dnsbl, DnsblOptions, query_name
-from policies.session_limits import ERROR_EVENT, SessionLimits, SessionLimitsOptions
-from receiver import scenario as scenarios
-from receiver.engine import Engine, EngineSettings
-from receiver.policy import ClientHistory, Context, Policy
-from receiver.session import Client, Session
-from receiver.verdict import Action, Reply, Stage, Verdict
-from receiver.world import World, WorldConfig
-from receiver.world.dns import TempFail, WorldDNS
+from strictmx.policies import BUILTIN
+from strictmx.policies.dnsbl import CodeSet, Dnsbl, DnsblOptions, query_name
+from strictmx.policies.session_limits import ERROR_EVENT, SessionLimits, SessionLimitsOptions
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.engine import Engine, EngineSettings
+from strictmx.receiver.policy import ClientHistory, Context, Policy
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.receiver.world import World, WorldConfig
+from strictmx.receiver.world.dns import TempFail, WorldDNS
 
 HOST = "mx.strictmx.test"
 ZEN = "zen.spamhaus.org"

@@ -13,13 +13,13 @@ from typing import Any, cast
 import pytest
 from pydantic import ValidationError
 
-from policies import BUILTIN
-from policies.domain_age import DomainAge, DomainAgeOptions
-from receiver.policy import ClientHistory, Context
-from receiver.session import Client, Session
-from receiver.verdict import Action, Reply, Stage, Verdict
-from receiver.world import World, WorldConfig
-from receiver.world.registrations import (
+from strictmx.policies import BUILTIN
+from strictmx.policies.domain_age import DomainAge, DomainAgeOptions
+from strictmx.receiver.policy import ClientHistory, Context
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.receiver.world import World, WorldConfig
+from strictmx.receiver.world.registrations import (
     Registrations,
     RegistrationsConfig,
     RegistrationTempFail,

@@ -6,17 +6,17 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from policies import BUILTIN
-from policies.dynamic_client import (
+from strictmx.policies import BUILTIN
+from strictmx.policies.dynamic_client import (
     DynamicClient,
     DynamicClientOptions,
     embedded_form,
     sender_domain,
 )
-from receiver.policy import Context
-from receiver.session import Client, Session
-from receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
-from receiver.world.dns import dnsbl_prefix
+from strictmx.receiver.policy import Context
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
+from strictmx.receiver.world.dns import dnsbl_prefix
 
 from .worlds import make_ctx, objection_by, wire
 

@@ -7,11 +7,11 @@ from typing import ClassVar
 import pytest
 from pydantic import Field
 
-from receiver.engine import Engine, EngineSettings
-from receiver.policy import ClientHistory, Context, Outcome, Policy, PolicyOptions
-from receiver.session import Client, Session
-from receiver.verdict import Action, Stage, Verdict
-from receiver.world import World
+from strictmx.receiver.engine import Engine, EngineSettings
+from strictmx.receiver.policy import ClientHistory, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Action, Stage, Verdict
+from strictmx.receiver.world import World
 
 
 class FixedOptions(PolicyOptions):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import contextlib
 from typing import ClassVar
 
-from receiver.engine import Engine, EngineSettings
-from receiver.policy import Context, Outcome, Policy, PolicyOptions
-from receiver.session import Client, Session
-from receiver.verdict import Stage, Verdict
+from strictmx.receiver.engine import Engine, EngineSettings
+from strictmx.receiver.policy import Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Stage, Verdict
 from tests.unit.worlds import make_ctx
 
 
@@ -79,7 +79,7 @@ async def test_a_pass_is_remembered_for_the_same_client_and_helo() -> None:
 
 async def test_a_pass_is_not_shared_between_xclient_name_statuses() -> None:
     # XCLIENT NAME=[UNAVAILABLE] changes what the name-reading policies decide for the
-    # same address (receiver/session.py): a pass with a looked-up name is not one for it.
+    # same address (strictmx/receiver/session.py): a pass with a looked-up name is not one for it.
     base = make_ctx(RECORDS)
     policy = HeloResolves()
     engine = Engine({Stage.HELO: [policy]})

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from receiver import cli
-from receiver.explain import (
+from strictmx.receiver import cli
+from strictmx.receiver.explain import (
     MAX_INPUT,
     THRESHOLD,
     Explainer,
@@ -21,7 +21,7 @@ from receiver.explain import (
     extract,
     tokens,
 )
-from receiver.verdict import Stage
+from strictmx.receiver.verdict import Stage
 
 from .test_catalogue import seed_replies
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from policies import BUILTIN
-from policies.headers import (
+from strictmx.policies import BUILTIN
+from strictmx.policies.headers import (
     RFC5322_SINGULAR,
     SIMPLE_MAILBOX,
     Headers,
@@ -21,11 +21,11 @@ from policies.headers import (
     parse_date,
     strip_comments,
 )
-from receiver.message import parse_header
-from receiver.policy import ClientHistory, Context
-from receiver.session import Client, Session
-from receiver.verdict import Action, Reply, Stage, Verdict
-from receiver.world import World, WorldConfig
+from strictmx.receiver.message import parse_header
+from strictmx.receiver.policy import ClientHistory, Context
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.receiver.world import World, WorldConfig
 
 HOST = "mx.strictmx.test"
 NOW = datetime(2024, 6, 14, 12, 0, tzinfo=UTC)  # a Friday
@@ -76,7 +76,7 @@ def make_session(
     session.rcpts = ["bob@example.org"]
     session.smtputf8 = smtputf8
     session.message = message
-    if bare_lf is None:  # as receiver.smtp computes it for the data
+    if bare_lf is None:  # as strictmx.receiver.smtp computes it for the data
         bare_lf = message is not None and message.count(b"\n") != message.count(b"\r\n")
     session.bare_lf = bare_lf
     return session
@@ -773,7 +773,7 @@ async def test_override_with_fields_and_a_temporary_code() -> None:
 
 
 def test_an_override_cannot_use_another_outcomes_fields() -> None:
-    from receiver.verdict import ReplyError
+    from strictmx.receiver.verdict import ReplyError
 
     with pytest.raises(ReplyError, match="unknown placeholder"):
         Headers.validate_reply("DATE_MISSING", Reply.parse("550 bad date {value}"))
@@ -839,7 +839,7 @@ def test_bad_options_are_refused(options: dict[str, Any]) -> None:
 
 
 async def test_the_header_is_parsed_once_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    import receiver.message as module
+    import strictmx.receiver.message as module
 
     calls: list[bytes] = []
 

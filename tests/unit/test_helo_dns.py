@@ -8,18 +8,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from policies import BUILTIN
-from policies.helo_dns import (
+from strictmx.policies import BUILTIN
+from strictmx.policies.helo_dns import (
     HeloDns,
     HeloDnsOptions,
     host_name,
     literal_address,
     registered_domain,
 )
-from receiver.policy import ClientHistory, Context
-from receiver.session import Client, Session
-from receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
-from receiver.world import World, WorldConfig
+from strictmx.receiver.policy import ClientHistory, Context
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
+from strictmx.receiver.world import World, WorldConfig
 
 HOST = "mx.strictmx.test"
 GOOD4 = "203.0.113.10"  # mail.example.net, forward-confirmed both ways

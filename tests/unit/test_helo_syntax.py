@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from policies import BUILTIN
-from policies.helo_syntax import HeloSyntax, HeloSyntaxOptions
-from receiver.policy import ClientHistory, Context
-from receiver.session import Client, Session
-from receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.policies import BUILTIN
+from strictmx.policies.helo_syntax import HeloSyntax, HeloSyntaxOptions
+from strictmx.receiver.policy import ClientHistory, Context
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 
 HOST = "mx.strictmx.test"
 CLIENT = "203.0.113.9"

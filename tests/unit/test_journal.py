@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from receiver import journal_writer
-from receiver.journal import SCHEMA_VERSION, Journal, JournalError
-from receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.receiver import journal_writer
+from strictmx.receiver.journal import SCHEMA_VERSION, Journal, JournalError
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 
 T0 = datetime(2026, 5, 9, 7, 0, 0, tzinfo=UTC)
 

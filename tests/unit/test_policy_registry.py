@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from receiver import scenario as scenarios
-from receiver.policy import ENTRY_POINT_GROUP, load_registry
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.policy import ENTRY_POINT_GROUP, load_registry
 
 
 @pytest.fixture
@@ -20,8 +20,7 @@ def plugin_dist(tmp_path: Path) -> Iterator[Path]:
         textwrap.dedent(
             """
             from typing import ClassVar
-            from receiver.policy import Outcome, Policy, PolicyOptions
-            from receiver.verdict import Stage
+            from strictmx import Outcome, Policy, PolicyOptions, Stage
 
             class Greylist(Policy[PolicyOptions]):
                 name = "acme_greylist"

@@ -5,11 +5,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from policies import BUILTIN
-from policies.reverse_dns import ReverseDns, ReverseDnsOptions
-from receiver.policy import Context
-from receiver.session import Client, Session
-from receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
+from strictmx.policies import BUILTIN
+from strictmx.policies.reverse_dns import ReverseDns, ReverseDnsOptions
+from strictmx.receiver.policy import Context
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
 
 from .worlds import make_ctx, objection_by, wire
 

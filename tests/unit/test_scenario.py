@@ -15,13 +15,13 @@ import pytest
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from receiver import scenario as scenarios
-from receiver import trust as trusts
-from receiver.policy import ClientHistory, Context, PolicyClass, load_registry
-from receiver.scenario import ScenarioError
-from receiver.session import Client, Session
-from receiver.verdict import Stage
-from receiver.world import World
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver import trust as trusts
+from strictmx.receiver.policy import ClientHistory, Context, PolicyClass, load_registry
+from strictmx.receiver.scenario import ScenarioError
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Stage
+from strictmx.receiver.world import World
 
 
 def write(tmp_path: Path, text: str) -> str:

@@ -8,14 +8,14 @@ from typing import Any, cast
 
 import pytest
 
-from policies import BUILTIN
-from policies.sender_blocklist import SenderBlocklist, SenderBlocklistOptions
-from receiver import scenario as scenarios
-from receiver.policy import ClientHistory, Context
-from receiver.scenario import ScenarioError
-from receiver.session import Client, Session
-from receiver.trust import UPLOADED, UPLOADED_ALLOWED, Trust
-from receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.policies import BUILTIN
+from strictmx.policies.sender_blocklist import SenderBlocklist, SenderBlocklistOptions
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.policy import ClientHistory, Context
+from strictmx.receiver.scenario import ScenarioError
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.trust import UPLOADED, UPLOADED_ALLOWED, Trust
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 
 HOST = "mx.strictmx.test"
 

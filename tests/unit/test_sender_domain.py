@@ -6,13 +6,13 @@ import dns.rdata
 import pytest
 from pydantic import ValidationError
 
-from policies import BUILTIN
-from policies.sender_domain import SenderDomain, SenderDomainOptions
-from receiver.policy import ClientHistory, Context
-from receiver.session import Client, Session
-from receiver.verdict import Action, Reply, Stage, Verdict
-from receiver.world import World, WorldConfig
-from receiver.world.dns import TempFail, WorldDNS
+from strictmx.policies import BUILTIN
+from strictmx.policies.sender_domain import SenderDomain, SenderDomainOptions
+from strictmx.receiver.policy import ClientHistory, Context
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.receiver.world import World, WorldConfig
+from strictmx.receiver.world.dns import TempFail, WorldDNS
 
 HOST = "mx.strictmx.test"
 CLIENTS = ["203.0.113.9", "2001:db8:feed::9"]
@@ -352,7 +352,7 @@ def test_options_are_validated() -> None:
 
 
 def test_reply_override_validation() -> None:
-    from receiver.verdict import ReplyError
+    from strictmx.receiver.verdict import ReplyError
 
     with pytest.raises(ReplyError):
         SenderDomain.validate_reply(NF, Reply.parse("504 5.5.2 <{sender}> in {domain}"))

@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from policies import BUILTIN
-from policies.sender_verify import SenderVerify, SenderVerifyOptions, load_verifier
-from receiver import scenario as scenarios
-from receiver.policy import ClientHistory, Context
-from receiver.server import Receiver, ServerOptions
-from receiver.session import Client, Session
-from receiver.trust import UPLOADED, UPLOADED_ALLOWED
-from receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
-from receiver.world import World, WorldConfig
-from receiver.world.callout import Callout, Result, Status
-from receiver.world.mailserver import MailboxResponder
+from strictmx.policies import BUILTIN
+from strictmx.policies.sender_verify import SenderVerify, SenderVerifyOptions, load_verifier
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.policy import ClientHistory, Context
+from strictmx.receiver.server import Receiver, ServerOptions
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.trust import UPLOADED, UPLOADED_ALLOWED
+from strictmx.receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
+from strictmx.receiver.world import World, WorldConfig
+from strictmx.receiver.world.callout import Callout, Result, Status
+from strictmx.receiver.world.mailserver import MailboxResponder
 
 HOST = "mx.strictmx.test"
 CLIENTS = ["203.0.113.9", "2001:db8:feed::9"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import gc
 import weakref
 
-from receiver import scenario as scenarios
-from receiver.server import Receiver, ServerOptions
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.server import Receiver, ServerOptions
 
 
 def options(freeze_gc: bool) -> ServerOptions:

@@ -7,10 +7,10 @@ from typing import Any, cast
 import pytest
 from pydantic import ValidationError
 
-from policies.session_limits import SessionLimits, SessionLimitsOptions
-from receiver.policy import ClientHistory, Context
-from receiver.session import Client, Session
-from receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.policies.session_limits import SessionLimits, SessionLimitsOptions
+from strictmx.receiver.policy import ClientHistory, Context
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 
 HOST = "mx.strictmx.test"
 CLIENT = "203.0.113.9"

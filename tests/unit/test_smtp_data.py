@@ -1,4 +1,4 @@
-"""strictmx reads DATA in whole buffers (receiver/smtp_data.py); aiosmtpd reads it a line
+"""strictmx reads DATA in whole buffers (strictmx/receiver/smtp_data.py); aiosmtpd reads it a line
 at a time. For the same bytes, however they arrive, both must answer the same replies
 and hand over the same content: two servers, aiosmtpd's SMTP with and without strictmx's
 DATA command, each fed the same chunks over a real socket pair."""
@@ -15,7 +15,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from receiver.smtp import StrictSMTP
+from strictmx.receiver.smtp import StrictSMTP
 
 LINE_LIMIT = 40  # small, so that overlong lines are easy to come by
 SIZE_LIMIT = 300

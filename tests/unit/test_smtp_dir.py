@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiosmtpd.smtp import SMTP
 
-from receiver.smtp import HOOKS, StrictSMTP, _Hooks
+from strictmx.receiver.smtp import HOOKS, StrictSMTP, _Hooks
 
 
 def test_every_hook_is_listed() -> None:

@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from policies import BUILTIN
-from policies.spf import Spf, SpfOptions
-from receiver.policy import ClientHistory, Context
-from receiver.session import Client, Session
-from receiver.verdict import Action, Reply, Stage, Verdict
-from receiver.world import World, WorldConfig
+from strictmx.policies import BUILTIN
+from strictmx.policies.spf import Spf, SpfOptions
+from strictmx.receiver.policy import ClientHistory, Context
+from strictmx.receiver.session import Client, Session
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.receiver.world import World, WorldConfig
 
 HOST = "mx.strictmx.test"
 FIXED = "2026-11-27T10:00:00+00:00"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from receiver.verdict import MAX_LINE, Action, Reply, ReplyError, placeholders
+from strictmx.receiver.verdict import MAX_LINE, Action, Reply, ReplyError, placeholders
 
 
 def test_single_line_with_enhanced_status() -> None:

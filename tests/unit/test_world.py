@@ -6,11 +6,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from receiver.world import World, WorldConfig
-from receiver.world.clients import ClientIdentity, ClientMap
-from receiver.world.clock import Clock, ClockConfig, parse_duration
-from receiver.world.dns import NXDomain
-from receiver.world.mailboxes import Mailboxes
+from strictmx.receiver.world import World, WorldConfig
+from strictmx.receiver.world.clients import ClientIdentity, ClientMap
+from strictmx.receiver.world.clock import Clock, ClockConfig, parse_duration
+from strictmx.receiver.world.dns import NXDomain
+from strictmx.receiver.world.mailboxes import Mailboxes
 
 
 def world(**cfg: Any) -> World:

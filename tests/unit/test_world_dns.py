@@ -13,8 +13,8 @@ import pytest
 from dns.rdtypes.txtbase import TXTBase
 from pydantic import ValidationError
 
-from receiver.world import WorldConfig
-from receiver.world.dns import DnsConfig, DnsFailure, NoData, NXDomain, TempFail, WorldDNS
+from strictmx.receiver.world import WorldConfig
+from strictmx.receiver.world.dns import DnsConfig, DnsFailure, NoData, NXDomain, TempFail, WorldDNS
 
 RECORDS: dict[str, Any] = {
     "Example.COM.": {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from receiver.policy import ClientHistory, Context
-from receiver.verdict import Verdict
-from receiver.world import World, WorldConfig
+from strictmx.receiver.policy import ClientHistory, Context
+from strictmx.receiver.verdict import Verdict
+from strictmx.receiver.world import World, WorldConfig
 
 HOST = "mx.strictmx.test"
 

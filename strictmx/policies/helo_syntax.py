@@ -9,10 +9,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
-from receiver.session import IPAddress, Session
-from receiver.verdict import Stage, Verdict
-from receiver.world.dns import ip_of, public_ip
+from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.session import IPAddress, Session
+from strictmx.receiver.verdict import Stage, Verdict
+from strictmx.receiver.world.dns import ip_of, public_ip
 
 Mode = Literal["rfc1035", "rfc1123", "postfix", "exim"]
 

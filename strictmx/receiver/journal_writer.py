@@ -1,6 +1,6 @@
 """The journal's writer process: it owns the SQLite connection and does all of its work.
 
-`receiver.journal.Journal` starts this file as a script (`python -I -S journal_writer.py
+`strictmx.receiver.journal.Journal` starts this file as a script (`python -I -S journal_writer.py
 PATH`) and talks to it over its stdin and stdout in frames: a 4-byte big-endian length
 and a pickled list of operations. Running in its own process, the writer uses the
 machine's other core and never competes with the event loop for the interpreter lock;

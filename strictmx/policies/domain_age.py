@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
-from receiver.session import Session
-from receiver.verdict import Action, Stage, Verdict
-from receiver.world.registrations import RegistrationTempFail, registered_domain
+from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.session import Session
+from strictmx.receiver.verdict import Action, Stage, Verdict
+from strictmx.receiver.world.registrations import RegistrationTempFail, registered_domain
 
 
 class DomainAgeOptions(PolicyOptions):

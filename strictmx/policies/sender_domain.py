@@ -10,10 +10,10 @@ from typing import Any, ClassVar
 from dns.rdtypes.ANY.MX import MX
 from pydantic import Field
 
-from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
-from receiver.session import Session
-from receiver.verdict import Action, Stage, Verdict
-from receiver.world.dns import NoData, NXDomain, TempFail, ip_of, name_text
+from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.session import Session
+from strictmx.receiver.verdict import Action, Stage, Verdict
+from strictmx.receiver.world.dns import NoData, NXDomain, TempFail, ip_of, name_text
 
 # RFC 5321 §4.1.2 atext (RFC 5322 §3.2.3): letters, digits and these.
 _ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")

@@ -393,7 +393,7 @@ def _bare_lf_message(identity: Identity) -> str:
 
 
 def _helo_syntax(req: Request) -> Build:
-    from policies.helo_syntax import HeloSyntaxOptions, judge
+    from strictmx.policies.helo_syntax import HeloSyntaxOptions, judge
 
     ip = req.identity.client_ip
     outcome = req.entry.outcome
@@ -563,7 +563,7 @@ def _dynamic_client(req: Request) -> Build:
 
 
 def _dynamic_kind(name: str, ip: str) -> str | None:
-    from policies.dynamic_client import DYNAMIC_TOKENS, STATIC_TOKENS, NameTests
+    from strictmx.policies.dynamic_client import DYNAMIC_TOKENS, STATIC_TOKENS, NameTests
 
     tests = NameTests(True, frozenset(DYNAMIC_TOKENS), frozenset(STATIC_TOKENS), ())
     found = tests.judge(name, ipaddress.ip_address(ip))
@@ -616,7 +616,7 @@ def _sender_domain(req: Request) -> Build:
     domain = _domain(sender)
     outcome = req.entry.outcome
     if outcome == "SENDER_INVALID":
-        from policies.sender_domain import SenderDomainOptions, parse
+        from strictmx.policies.sender_domain import SenderDomainOptions, parse
 
         local = sender.rpartition("@")[0] or "alice"
         for candidate in (sender, f"{local}..x@{domain}"):

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from receiver.policy import (
+from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
     Outcome,
@@ -14,9 +14,9 @@ from receiver.policy import (
     PolicyOptions,
     client_names,
 )
-from receiver.session import Session
-from receiver.verdict import Action, Stage, Verdict
-from receiver.world.dns import NoData, NXDomain, TempFail, ip_of, public_ip
+from strictmx.receiver.session import Session
+from strictmx.receiver.verdict import Action, Stage, Verdict
+from strictmx.receiver.world.dns import NoData, NXDomain, TempFail, ip_of, public_ip
 
 #: PTR names tried for forward confirmation: a bound on the lookups one client causes.
 MAX_PTR_NAMES = 10

@@ -1,6 +1,6 @@
 """Session state, sans-IO: who the client is, what it said, and the counters policies read.
 
-`receiver.smtp` fills it in as commands arrive; policies only read it (and the counters
+`strictmx.receiver.smtp` fills it in as commands arrive; policies only read it (and the counters
 the engine keeps). Nothing here touches a socket.
 """
 

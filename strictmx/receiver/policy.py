@@ -46,7 +46,7 @@ class PolicyOptions(BaseModel):
 
 
 #: An outcome whose default reply is the reply catalogue's entry marked `default: true`
-#: for it (receiver/data/catalogue.yaml): the built-in policies keep no text of their own.
+#: for it (strictmx/receiver/data/catalogue.yaml): the built-in policies keep no text of their own.
 FROM_CATALOGUE = "<from the reply catalogue>"
 
 
@@ -245,7 +245,7 @@ def _from_catalogue(policy: str, outcome: Outcome) -> Outcome:
 
 
 def builtin_policies() -> dict[str, PolicyClass]:
-    from policies import BUILTIN
+    from strictmx.policies import BUILTIN
 
     return {cls.name: cls for cls in BUILTIN}
 

@@ -15,11 +15,11 @@ policies:
         HELO_NOT_FQDN: {entry: seed-13}            # a reply catalogue entry, by id
         HELO_INVALID: "550 Bad HELO name {helo}"   # or a text of one's own
 world: {dns: {...}, clients: {...}, clock: {...}, mailboxes: {...}}
-expect: []   # cases for `strictmx run` (see receiver/expect.py)
+expect: []   # cases for `strictmx run` (see strictmx/receiver/expect.py)
 ```
 
 An `{entry: ID}` reply must be one of the policy outcome's catalogue entries
-(receiver/data/catalogue.yaml); the bundled scenarios name entries only, so every text
+(strictmx/receiver/data/catalogue.yaml); the bundled scenarios name entries only, so every text
 strictmx ships lives in the catalogue.
 
 Every error raised here is a `ScenarioError` whose text reads
@@ -29,7 +29,7 @@ A scenario is data, and may come from someone who should not run code on the rec
 host (`PUT /api/v1/scenario`). So:
 
 - what it may reach outside the process (files, modules, URLs, listen addresses, real
-  DNS) depends on a `Trust` (receiver/trust.py): a file from disk may, with relative
+  DNS) depends on a `Trust` (strictmx/receiver/trust.py): a file from disk may, with relative
   files read beside it, and so may Python code's own text and dicts; an upload through
   the API may not unless the receiver was started to allow it;
 - its YAML is bounded before anything is built from it: at most MAX_SCENARIO_BYTES,
@@ -67,7 +67,7 @@ SESSION_KEY = "session"
 #: Keys of a policy entry that are not the policy's options.
 ENTRY_KEYS = ("policy", "replies", "delay_reject")
 #: How a reply override names a reply catalogue entry instead of giving a text.
-ENTRY_FORM = "{entry: ID} (an id of receiver/data/catalogue.yaml)"
+ENTRY_FORM = "{entry: ID} (an id of strictmx/receiver/data/catalogue.yaml)"
 STAGE_KEYS = [SESSION_KEY, *(s.value for s in Stage)]
 
 #: The largest scenario read, in bytes of UTF-8 (whole DNS zones fit many times over).
@@ -241,10 +241,11 @@ class Scenario:
 
 def bundled_dir() -> Path:
     """Where the bundled scenarios are: inside the wheel, or at the top of a checkout."""
-    packaged = Path(str(importlib.resources.files("receiver"))) / "bundled_scenarios"
+    packaged = Path(str(importlib.resources.files("strictmx"))) / "scenarios"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "scenarios"
+    # A checkout: strictmx/receiver/scenario.py, with scenarios/ beside strictmx/.
+    return Path(__file__).resolve().parents[2] / "scenarios"
 
 
 def bundled_names() -> list[str]:
@@ -295,7 +296,7 @@ def loads(
     trust: Trust = trusts.CODE,
 ) -> Scenario:
     """A scenario from YAML text. The caller's own text by default, which may reach what
-    it names; text from elsewhere passes a `trust` that says so (receiver/trust.py)."""
+    it names; text from elsewhere passes a `trust` that says so (strictmx/receiver/trust.py)."""
     lines = _LineMap.parse(text, source)
     data = lines.data
     if data is None:

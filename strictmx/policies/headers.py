@@ -66,10 +66,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from receiver.message import Header, header_of
-from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
-from receiver.session import Session
-from receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.receiver.message import Header, header_of
+from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.session import Session
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 
 #: RFC 5322 §3.6: the fields a message may carry at most once (Haraka's `singular`).
 RFC5322_SINGULAR = (

@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
-from receiver.policy import (
+from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
     Outcome,
@@ -18,9 +18,17 @@ from receiver.policy import (
     PolicyOptions,
     client_names,
 )
-from receiver.session import IPAddress, Session
-from receiver.verdict import Action, Reply, Stage, Verdict
-from receiver.world.dns import DnsName, NoData, NXDomain, TempFail, dnsbl_prefix, ip_of, public_ip
+from strictmx.receiver.session import IPAddress, Session
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.receiver.world.dns import (
+    DnsName,
+    NoData,
+    NXDomain,
+    TempFail,
+    dnsbl_prefix,
+    ip_of,
+    public_ip,
+)
 
 # SpamAssassin 20_dynrdns.cf (__RDNS_DYNAMIC_DHCP, __RDNS_INDICATOR_DYN/_RES, _DIALIN) and
 # the usual ISP pool names, as whole words of a name's host part.

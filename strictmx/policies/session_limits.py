@@ -47,9 +47,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
-from receiver.session import Session
-from receiver.verdict import Action, Stage, Verdict
+from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.session import Session
+from strictmx.receiver.verdict import Action, Stage, Verdict
 
 _JUNK_STAGES = frozenset({Stage.RSET, Stage.NOOP, Stage.VRFY})
 #: ClientHistory kind under which errors are remembered across sessions.

@@ -1,4 +1,4 @@
-"""strictmx: an SMTP server that behaves like the strictest mail receivers, on purpose."""
+"""The receiver core: everything of strictmx that is not a single policy."""
 
 from .engine import Decision, Engine, EngineSettings
 from .journal import Journal, JournalError

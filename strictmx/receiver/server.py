@@ -48,12 +48,12 @@ class ServerOptions:
     max_message_bytes: int = 10 * 1024 * 1024
     #: Serve the scenario's DNS here (overrides the scenario's `world.dns.serve`).
     dns_listen: tuple[str, int] | None = None
-    #: Serve the HTTP API (receiver/api.py) here.
+    #: Serve the HTTP API (strictmx/receiver/api.py) here.
     api_listen: tuple[str, int] | None = None
     #: Require `Authorization: Bearer <token>` on API requests (all but health).
     api_token: str | None = None
     #: Let scenarios uploaded through the API name files, modules, URLs, listen addresses
-    #: and real DNS (receiver/trust.py); off, such scenarios are refused with 422.
+    #: and real DNS (strictmx/receiver/trust.py); off, such scenarios are refused with 422.
     api_host_access: bool = False
     #: Keep the objects of the running scenario out of the cyclic collector's walks
     #: (`gc.freeze`). Process-wide, so only for a process that is the receiver: `serve`.

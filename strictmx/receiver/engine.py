@@ -1,7 +1,7 @@
 """The engine: runs a stage's ordered policy list and decides what goes on the wire.
 
 Sans-IO: given the session and the world (through `Context`), it returns a `Decision`;
-`receiver.smtp` sends it. Semantics, as in Postfix's restriction lists:
+`strictmx.receiver.smtp` sends it. Semantics, as in Postfix's restriction lists:
 
 - policies run in scenario order; the first decisive verdict (PERMIT, REJECT, DEFER,
   DISCONNECT) ends the stage; DUNNO goes on;

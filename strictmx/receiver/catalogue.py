@@ -1,6 +1,6 @@
 """The reply catalogue: every reply strictmx knows, tied to a policy outcome, as data.
 
-`receiver/data/catalogue.yaml` lists each policy outcome once (family, the stage that
+`strictmx/receiver/data/catalogue.yaml` lists each policy outcome once (family, the stage that
 decides it, cause, fix, whether RFC 5321 allows the refusal) and the reply texts that
 stand for it: the documented replies of seed-replies.yaml, real receivers' replies from
 receivers.md and the project's own defaults. Policies take their default replies from
@@ -196,7 +196,7 @@ class Catalogue:
 
 
 def default_path() -> Path:
-    return Path(str(resources.files("receiver") / "data" / "catalogue.yaml"))
+    return Path(str(resources.files("strictmx.receiver") / "data" / "catalogue.yaml"))
 
 
 @functools.cache

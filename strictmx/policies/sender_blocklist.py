@@ -10,10 +10,10 @@ from typing import Annotated, ClassVar, Final, Literal, Self
 
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, model_validator
 
-from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
-from receiver.session import Session
-from receiver.trust import Reach, Trust, UnreadableFile, reaches, read_text_file, trust_of
-from receiver.verdict import Stage, Verdict
+from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.session import Session
+from strictmx.receiver.trust import Reach, Trust, UnreadableFile, reaches, read_text_file, trust_of
+from strictmx.receiver.verdict import Stage, Verdict
 
 EntryKind = Literal["address", "domain", "subdomains", "pattern", "regex"]
 
@@ -263,7 +263,7 @@ class SenderBlocklist(Policy[SenderBlocklistOptions]):
       lines and lines starting with `#` ignored. A line `/.../` is a regex; `<>` the null
       sender; one holding `*`, `?` or `[` a glob; one holding `@` an address; anything
       else a domain (`.`-prefixed: its subdomains). A scenario uploaded through the HTTP
-      API may name no file unless the receiver allows it (receiver/trust.py).
+      API may name no file unless the receiver allows it (strictmx/receiver/trust.py).
 
     The null sender matches only an explicit `<>`: no domain, glob or regex ever lists it.
 

@@ -24,7 +24,7 @@ closed), bodies of at most MAX_BODY bytes received within BODY_DEADLINE seconds 
 requests (else 503), idle connections closed after KEEPALIVE seconds. An uploaded
 scenario is parsed in a thread, one at a time, and may not reach outside the process
 (files, modules, URLs, listen addresses, real DNS) unless the receiver was started with
-`--api-allow-host-access` (receiver/trust.py).
+`--api-allow-host-access` (strictmx/receiver/trust.py).
 """
 
 from __future__ import annotations
@@ -551,7 +551,7 @@ def build_app(
     receiver: Receiver, token: str | None = None, host_access: bool = False
 ) -> web.Application:
     """The API's application; `host_access` lets uploaded scenarios reach outside the
-    process (receiver/trust.py)."""
+    process (strictmx/receiver/trust.py)."""
     middlewares: list[Middleware] = [_errors] if token is None else [_errors, _auth(token)]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     h = _Handlers(receiver, trusts.UPLOADED_ALLOWED if host_access else trusts.UPLOADED)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from receiver.policy import (
+from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
     Outcome,
@@ -18,10 +18,10 @@ from receiver.policy import (
     PolicyOptions,
     client_names,
 )
-from receiver.session import IPAddress, Session
-from receiver.verdict import Action, Stage, Verdict
-from receiver.world.dns import DnsName, IPText, TempFail, ip_of, parse_name, public_ip
-from receiver.world.suffixes import registered_domain
+from strictmx.receiver.session import IPAddress, Session
+from strictmx.receiver.verdict import Action, Stage, Verdict
+from strictmx.receiver.world.dns import DnsName, IPText, TempFail, ip_of, parse_name, public_ip
+from strictmx.receiver.world.suffixes import registered_domain
 
 # A label as DNS carries it (A-labels for IDNs), '_' allowed as Postfix allows it. Only
 # what could be a host name is looked up; finer syntax rules are helo_syntax's.

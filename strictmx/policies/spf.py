@@ -18,10 +18,10 @@ from dns.rdtypes.IN.AAAA import AAAA
 from dns.rdtypes.txtbase import TXTBase
 from pydantic import Field
 
-from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
-from receiver.session import Session
-from receiver.verdict import Action, Reply, Stage, Verdict
-from receiver.world.dns import NoData, NXDomain, TempFail, WorldDNS, name_text
+from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.session import Session
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.receiver.world.dns import NoData, NXDomain, TempFail, WorldDNS, name_text
 
 Handling = Literal["reject", "defer", "accept"]
 Identity = Literal["mailfrom", "helo"]

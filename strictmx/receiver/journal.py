@@ -4,7 +4,7 @@ What is kept: sessions (who connected, what they said about themselves, how it e
 transcript lines, policy verdicts, recipients tried, and accepted messages (raw bytes
 up to a size cap).
 
-A writer process (`receiver/journal_writer.py`) owns the SQLite connection. Loop-side
+A writer process (`strictmx/receiver/journal_writer.py`) owns the SQLite connection. Loop-side
 writes are staged and handed to it in bulk, one pipe write per hand-over; it runs all
 that has arrived as one transaction, so a burst of transcript lines costs one commit, not
 thousands. The event loop never waits on the disk, and, being another process, the writer
@@ -100,7 +100,7 @@ class JournalError(Exception):
     """The journal could not do what was asked: not open, closed, or SQLite failed."""
 
 
-#: One operation for the writer (see receiver/journal_writer.py for the kinds).
+#: One operation for the writer (see strictmx/receiver/journal_writer.py for the kinds).
 _Op = tuple[Any, ...]
 
 

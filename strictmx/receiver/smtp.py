@@ -62,7 +62,7 @@ class _RecordingReader(asyncio.StreamReader):
 
     def readuntil(self, separator: bytes = b"\n") -> Coroutine[Any, Any, bytes]:  # type: ignore[override]
         # Only command lines come this way: message data is taken from the buffer by
-        # receiver/smtp_data.py and goes to the message, not the transcript.
+        # strictmx/receiver/smtp_data.py and goes to the message, not the transcript.
         return self._command(super().readuntil(separator))
 
     async def _command(self, read: Coroutine[Any, Any, bytes]) -> bytes:
@@ -173,7 +173,7 @@ class StrictSMTP(SMTP):
         return self.envelope
 
     async def smtp_DATA(self, arg: str) -> None:
-        # aiosmtpd's DATA command, the message read in whole buffers (receiver/smtp_data.py)
+        # aiosmtpd's DATA command, the message read in whole buffers (smtp_data.py)
         # rather than a coroutine per line; the same checks, replies and limits.
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return

@@ -14,10 +14,10 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from receiver.message import header_of
-from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
-from receiver.session import Session
-from receiver.verdict import Reply, ReplyError, Stage, Verdict
+from strictmx.receiver.message import header_of
+from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.session import Session
+from strictmx.receiver.verdict import Reply, ReplyError, Stage, Verdict
 
 # RFC 5322 §3.6.8: a field name is printable US-ASCII except ':'.
 _FIELD_NAME = re.compile(r"[!-9;-~]+")

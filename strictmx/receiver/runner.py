@@ -1,7 +1,7 @@
 """`strictmx run FILE`: play a scenario's `expect:` cases over real SMTP and report.
 
 Each case is played against an in-process receiver on a free loopback port (see
-`receiver.expect`). The result is a table on stdout, optionally a JUnit XML file (one test
+`strictmx.receiver.expect`). The result is a table on stdout, optionally a JUnit XML file (one test
 case per expectation, a failure element naming what differed and the session's
 transcript) and a JSON file. Exit 0 when every case holds, 1 when one does not, 2 when the
 scenario or a case cannot be used.

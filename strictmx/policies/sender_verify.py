@@ -12,12 +12,12 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
-from receiver.session import Session
-from receiver.trust import Reach, reaches
-from receiver.verdict import Action, Reply, Stage, Verdict
-from receiver.world.callout import Probe, Result, Status
-from receiver.world.dns import normalise_name
+from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.session import Session
+from strictmx.receiver.trust import Reach, reaches
+from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.receiver.world.callout import Probe, Result, Status
+from strictmx.receiver.world.dns import normalise_name
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class SenderVerify(Policy[SenderVerifyOptions]):
     domain (sender_domain's job), nor the receiver's own probe sender (Postfix exempts
     address_verify_sender). `domains` limits verification to chosen sender domains.
 
-    The callout is a real SMTP session (see receiver/world/callout.py) to the sender
+    The callout is a real SMTP session (see strictmx/receiver/world/callout.py) to the sender
     domain's MX hosts in preference order, or its A/AAAA addresses when it has no MX, on
     `port`. Style `postfix` sends EHLO, `MAIL FROM:<double-bounce@hostname>`, RCPT, RSET,
     QUIT; style `exim` sends HELO, `MAIL FROM:<>`, RCPT, QUIT. `random` first asks for a
@@ -196,11 +196,11 @@ class SenderVerify(Policy[SenderVerifyOptions]):
 
     A custom verifier (`verifier`) decides for users whose truth lives elsewhere (a
     directory, an API): a callable `f(address, session)` (or a coroutine function)
-    returning `receiver.world.callout.Result` (e.g. `Result(Status.FAILED, "no such
+    returning `strictmx.receiver.world.callout.Result` (e.g. `Result(Status.FAILED, "no such
     user")`), or None to let the SMTP callout decide. Its answers are not cached. An
     exception it raises defers; its text goes to the log, not to the SMTP client. A
     scenario uploaded through the HTTP API may name an installed entry point only, not a
-    module, unless the receiver allows it (receiver/trust.py).
+    module, unless the receiver allows it (strictmx/receiver/trust.py).
 
     RFC 5321 does not forbid refusing a sender whose address cannot receive mail, but
     callouts are contested (they turn receivers into address-verification oracles and

@@ -1,6 +1,6 @@
 """One-line fixes: what the sending side changes so that an outcome no longer happens.
 
-The texts are the reply catalogue's (receiver/data/catalogue.yaml, each outcome's `fix`),
+The texts are the reply catalogue's (strictmx/receiver/data/catalogue.yaml, each outcome's `fix`),
 the one place that says what an outcome means; an outcome the catalogue does not
 describe (a third-party policy's) falls back to its documentation.
 """

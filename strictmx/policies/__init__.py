@@ -10,7 +10,7 @@ import importlib
 import inspect
 import pkgutil
 
-from receiver.policy import Policy, PolicyClass
+from strictmx.receiver.policy import Policy, PolicyClass
 
 
 def _discover() -> tuple[PolicyClass, ...]:
@@ -26,8 +26,9 @@ def _discover() -> tuple[PolicyClass, ...]:
         ]
         if len(classes) != 1 or getattr(classes[0], "name", None) != info.name:
             raise ImportError(
-                f"policies/{info.name}.py must define exactly one Policy class whose name is "
-                f"{info.name!r}; found: {[getattr(c, 'name', c.__name__) for c in classes]}"
+                f"strictmx/policies/{info.name}.py must define exactly one Policy class whose"
+                f" name is {info.name!r};"
+                f" found: {[getattr(c, 'name', c.__name__) for c in classes]}"
             )
         found.append(classes[0])
     return tuple(found)
