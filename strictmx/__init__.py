@@ -7,31 +7,13 @@ needs from here:
     from strictmx import Policy, PolicyOptions, Verdict
 """
 
-from strictmx.receiver import (
-    Action,
-    Client,
-    Context,
-    Counters,
-    Decision,
-    Engine,
-    EngineSettings,
-    Journal,
-    JournalError,
-    Outcome,
-    Policy,
-    PolicyOptions,
-    Reach,
-    Reply,
-    ReplyError,
-    Scenario,
-    ScenarioError,
-    Session,
-    Stage,
-    Trust,
-    Verdict,
-    load_registry,
-    reaches,
-)
+from strictmx.receiver.engine import Decision, Engine, EngineSettings
+from strictmx.receiver.journal import Journal, JournalError
+from strictmx.receiver.policy import Context, Outcome, Policy, PolicyOptions, load_registry
+from strictmx.receiver.scenario import Scenario, ScenarioError
+from strictmx.receiver.session import Client, Counters, Session
+from strictmx.receiver.trust import Reach, Trust, reaches
+from strictmx.receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
 
 __all__ = [
     "Action",
