@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import queue
 import re
-import signal
 import smtplib
 import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
+
+from tests.serve_child import ServeChild as Server
+from tests.serve_child import command, environment
 
 from .wire import Wire
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"^strictmx: listening on 127\.0\.0\.1:(\d+)$")
-START_TIMEOUT = 15.0
-EXIT_TIMEOUT = 10.0
-
-
-def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "strictmx.receiver.cli", *args]
-
-
-def environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -48,67 +31,6 @@ def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
-
-
-class Server:
-    """`strictmx serve` in a child process; its start-up lines, its port, its exit."""
-
-    def __init__(self, cwd: Path, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            command("serve", "--listen", "127.0.0.1:0", "--db", "journal.db", *args),
-            cwd=cwd,
-            env=environment(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
-        try:
-            self.started = self._read_start()
-            found = [m for m in map(LISTENING.match, self.started) if m]
-            assert found, self.started
-        except BaseException:
-            self.kill()
-            raise
-        self.port = int(found[0].group(1))
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def _read_start(self) -> list[str]:
-        """Lines up to the first of the per-stage policy lines (indented), which end it."""
-        lines: list[str] = []
-        while not lines or not lines[-1].startswith("  "):
-            try:
-                line = self._lines.get(timeout=START_TIMEOUT)
-            except queue.Empty:
-                raise AssertionError(f"no start-up lines in {START_TIMEOUT}s: {lines}") from None
-            if line is None:
-                raise AssertionError(f"serve exited while starting: {lines} {self.stderr()}")
-            lines.append(line)
-        return lines
-
-    def stderr(self) -> str:
-        assert self.proc.stderr is not None
-        if self.proc.poll() is None:
-            return ""
-        return self.proc.stderr.read()
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=EXIT_TIMEOUT)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=EXIT_TIMEOUT)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 Start = Callable[..., Server]

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from tests.serve_child import ServeChild
 
 HOST: Final = "127.0.0.1"
 #: Seconds one session may take before it counts as a hang.
@@ -29,8 +27,6 @@ HELO: Final = b"mail.example.net"
 MAIL: Final = b"bench@example.net"
 RCPT: Final = b"alice@example.net"
 TOKEN: Final = re.compile(rb"<(honest|hostile|load|probe)-(\d+)@token\.example>")
-LISTENING: Final = re.compile(r"^strictmx: listening on 127\.0\.0\.1:(\d+)$")
-ROOT: Final = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -111,61 +107,11 @@ def stored(db: Path) -> Counter[tuple[str, int]]:
     return found
 
 
-class Serve:
-    """`strictmx serve` in a child process this test started, on a free port."""
+class Serve(ServeChild):
+    """`strictmx serve` of the default scenario on journal `db`, in a child process."""
 
     def __init__(self, db: Path, cwd: Path) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT)
-        args = ["serve", "--listen", f"{HOST}:0", "--db", str(db), "--scenario", "default"]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "strictmx.receiver.cli", *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        self.port = self._listening()
-
-    def _listening(self) -> int:
-        """Wait for the start-up line that names the port (the server is ready then)."""
-        assert self.proc.stdout is not None
-        seen: list[str] = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line.rstrip())
-            match = LISTENING.match(line)
-            if match:
-                return int(match.group(1))
-        self.kill()
-        raise AssertionError(f"strictmx serve did not start: {seen}")
-
-    def writer_pid(self) -> int:
-        """The journal's writer: the server's only child process."""
-        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as children:
-            pids = [int(p) for p in children.read().split()]
-        assert len(pids) == 1, pids
-        return pids[0]
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=20)
-        self._close()
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=20)
-        self._close()
-
-    def _close(self) -> None:
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        super().__init__(cwd, "--db", str(db), "--scenario", "default")
 
 
 def wait_exit(pid: int, timeout: float = 20.0) -> bool:

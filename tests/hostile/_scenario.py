@@ -4,34 +4,14 @@ with its API, raw HTTP over sockets, the SMTP banner's latency, the child's memo
 from __future__ import annotations
 
 import json
-import os
-import queue
-import re
-import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"^strictmx: listening on 127\.0\.0\.1:(\d+)$")
-API_ON = re.compile(r"^strictmx: API on http://127\.0\.0\.1:(\d+)/api/v1$")
-START_TIMEOUT = 20.0
-EXIT_TIMEOUT = 10.0
-
-
-def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "strictmx.receiver.cli", *args]
-
-
-def environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "STRICTMX_API_TOKEN"}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+from tests.serve_child import ServeChild, command, environment
 
 
 def run(cwd: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -46,83 +26,14 @@ def run(cwd: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedPro
     )
 
 
-class Serve:
-    """`strictmx serve --api-listen` in a child process, ready once its start-up lines are
-    printed (they end with the indented per-stage policy lines)."""
+class Serve(ServeChild):
+    """`strictmx serve --api-listen` in a child process (tests/serve_child.py)."""
 
     def __init__(self, cwd: Path, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            command(
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--api-listen",
-                "127.0.0.1:0",
-                "--db",
-                "journal.db",
-                *args,
-            ),
-            cwd=cwd,
-            env=environment(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
-        try:
-            lines = self._read_start()
-            self.smtp_port = int(next(m.group(1) for m in map(LISTENING.match, lines) if m))
-            self.api_port = int(next(m.group(1) for m in map(API_ON.match, lines) if m))
-        except BaseException:
-            self.stop()
-            raise
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def _read_start(self) -> list[str]:
-        lines: list[str] = []
-        deadline = time.monotonic() + START_TIMEOUT
-        while not lines or not lines[-1].startswith("  "):
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no start-up lines in {START_TIMEOUT}s: {lines}") from None
-            if line is None:
-                raise AssertionError(f"serve exited while starting: {lines}")
-            lines.append(line)
-        return lines
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> str:
-        """Stop the child (SIGTERM, then SIGKILL) and return its stderr."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=EXIT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=EXIT_TIMEOUT)
-        assert self.proc.stderr is not None
-        err = self.proc.stderr.read()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-        return err
-
-    def status(self, key: str) -> int:
-        """A `/proc/PID/status` figure in KiB (VmRSS now, VmHWM the peak)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-        raise AssertionError(f"no {key} in /proc/{self.proc.pid}/status")
+        super().__init__(cwd, "--api-listen", "127.0.0.1:0", *args)
+        assert self.api_port is not None, self.started
+        self.smtp_port = self.port
+        self.api_port: int = self.api_port
 
 
 @dataclass
