@@ -29,9 +29,10 @@ def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "strictmx.receiver.cli", *args]
 
 
-def environment() -> dict[str, str]:
-    """The test's environment, this checkout first, and no API token unless a test sets one."""
-    env = {k: v for k, v in os.environ.items() if k != "STRICTMX_API_TOKEN"}
+def environment(*, api_token: bool = True) -> dict[str, str]:
+    """The test's environment with this checkout first; without `$STRICTMX_API_TOKEN`
+    unless `api_token` (tests of the token set it themselves)."""
+    env = {k: v for k, v in os.environ.items() if api_token or k != "STRICTMX_API_TOKEN"}
     env["PYTHONPATH"] = str(ROOT)
     return env
 
@@ -41,13 +42,13 @@ class ServeChild:
     `--db` in ARGS wins), ready once its start-up lines are printed: they end with the
     indented per-stage policy lines."""
 
-    def __init__(self, cwd: Path, *args: str) -> None:
+    def __init__(self, cwd: Path, *args: str, api_token: bool = True) -> None:
         self._stderr_path = cwd / f"serve-{time.monotonic_ns()}.stderr"
         with self._stderr_path.open("w") as stderr:
             self.proc = subprocess.Popen(
                 command("serve", "--listen", "127.0.0.1:0", "--db", "journal.db", *args),
                 cwd=cwd,
-                env=environment(),
+                env=environment(api_token=api_token),
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 text=True,

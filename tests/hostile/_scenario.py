@@ -18,7 +18,7 @@ def run(cwd: Path, *args: str, timeout: float = 30.0) -> subprocess.CompletedPro
     return subprocess.run(
         command(*args),
         cwd=cwd,
-        env=environment(),
+        env=environment(api_token=False),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -30,7 +30,7 @@ class Serve(ServeChild):
     """`strictmx serve --api-listen` in a child process (tests/serve_child.py)."""
 
     def __init__(self, cwd: Path, *args: str) -> None:
-        super().__init__(cwd, "--api-listen", "127.0.0.1:0", *args)
+        super().__init__(cwd, "--api-listen", "127.0.0.1:0", *args, api_token=False)
         assert self.api_port is not None, self.started
         self.smtp_port = self.port
         self.api_port: int = self.api_port
