@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
+from strictmx.receiver.finding import Finding
 from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
@@ -168,15 +169,6 @@ class DynamicClientOptions(PolicyOptions):
             except re.error as exc:
                 raise ValueError(f"bad regular expression {value!r}: {exc}") from None
         return values
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Why the client looks dynamic (or could not be judged): outcome, sentence, fields."""
-
-    outcome: str
-    reason: str
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class DynamicClient(Policy[DynamicClientOptions]):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Self
+from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
+from strictmx.receiver.finding import Finding
 from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
@@ -90,16 +90,6 @@ class HeloDnsOptions(PolicyOptions):
         ):
             raise ValueError("every check is off: enable at least one, or drop the policy")
         return self
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A failed check: the outcome, a sentence naming the defect, and reply fields."""
-
-    outcome: str
-    reason: str
-    # Any: they travel as keyword arguments of Policy.verdict, next to action and delay.
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 Check = Callable[[], Awaitable[Finding | None]]

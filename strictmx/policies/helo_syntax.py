@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
 from encodings import idna
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from strictmx.receiver.finding import Finding
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Stage, Verdict
@@ -55,16 +55,6 @@ class HeloSyntaxOptions(PolicyOptions):
     allow_chars: str = Field(
         "", description="exim mode only: extra characters allowed, as Exim's helo_allow_chars."
     )
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What is wrong with a HELO argument: the outcome, a sentence, and the detail."""
-
-    outcome: str
-    reason: str
-    # Any: they travel as keyword arguments of Policy.verdict, next to action and delay.
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class HeloSyntax(Policy[HeloSyntaxOptions]):

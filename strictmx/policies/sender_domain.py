@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from encodings import idna
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from dns.rdtypes.ANY.MX import MX
 from pydantic import Field
 
+from strictmx.receiver.finding import Finding
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
@@ -37,15 +38,6 @@ class SenderDomainOptions(PolicyOptions):
     reject_null_mx: bool = Field(
         True, description="Refuse a domain that publishes a null MX (RFC 7505)."
     )
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What is wrong with a sender before DNS is asked: the outcome and a sentence."""
-
-    outcome: str
-    reason: str
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
