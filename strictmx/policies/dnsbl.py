@@ -285,14 +285,6 @@ class DnsblOptions(PolicyOptions):
         return self
 
 
-# -- query names -------------------------------------------------------------------------
-
-
-def query_name(address: str, zone: str) -> str:
-    """The name a list is asked about for a client address."""
-    return f"{dnsbl_prefix(public_ip(ip_of(address)))}.{zone}"
-
-
 def _domain(text: str | None) -> str | None:
     """A domain a domain list can be asked about, or None (no name, a literal, an IP)."""
     if not text:
