@@ -21,15 +21,9 @@ from strictmx.receiver.policy import (
 )
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
-from strictmx.receiver.world.dns import (
-    DnsName,
-    NoData,
-    NXDomain,
-    TempFail,
-    dnsbl_prefix,
-    ip_of,
-    public_ip,
-)
+from strictmx.receiver.world.config_types import DnsName
+from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
+from strictmx.receiver.world.names import dnsbl_prefix, ip_of, public_ip
 
 # SpamAssassin 20_dynrdns.cf (__RDNS_DYNAMIC_DHCP, __RDNS_INDICATOR_DYN/_RES, _DIALIN) and
 # the usual ISP pool names, as whole words of a name's host part.

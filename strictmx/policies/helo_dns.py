@@ -20,7 +20,9 @@ from strictmx.receiver.policy import (
 )
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
-from strictmx.receiver.world.dns import DnsName, IPText, TempFail, ip_of, parse_name, public_ip
+from strictmx.receiver.world.config_types import DnsName, IPText
+from strictmx.receiver.world.dns import TempFail
+from strictmx.receiver.world.names import ip_of, parse_name, public_ip
 from strictmx.receiver.world.suffixes import registered_domain
 
 # A label as DNS carries it (A-labels for IDNs), '_' allowed as Postfix allows it. Only

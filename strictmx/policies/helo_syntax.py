@@ -12,7 +12,7 @@ from strictmx.receiver.finding import Finding
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Stage, Verdict
-from strictmx.receiver.world.dns import ip_of, public_ip
+from strictmx.receiver.world.names import ip_of, public_ip
 
 Mode = Literal["rfc1035", "rfc1123", "postfix", "exim"]
 

@@ -14,7 +14,8 @@ from strictmx.receiver.finding import Finding
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
-from strictmx.receiver.world.dns import NoData, NXDomain, TempFail, ip_of, name_text
+from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
+from strictmx.receiver.world.names import ip_of, name_text
 
 # RFC 5321 §4.1.2 atext (RFC 5322 §3.2.3): letters, digits and these.
 _ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")

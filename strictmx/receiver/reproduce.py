@@ -38,7 +38,7 @@ from .explain import Explainer, Explanation, Extracted, default_explainer
 from .policy import PolicyClass, load_registry
 from .session import BASE_FIELDS
 from .verdict import DELAYABLE_STAGES, MAX_LINE, Reply, Stage
-from .world.dns import name_text, normalise_name
+from .world.names import name_text, normalise_name
 
 #: Who the customer's server is, when the reply does not say.
 DEFAULT_CLIENT_IP = "203.0.113.25"

@@ -13,7 +13,8 @@ import pytest
 from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.world import World, WorldConfig
 from strictmx.receiver.world.callout import Callout, Probe, Result, Status, Style, _public
-from strictmx.receiver.world.dns import DnsConfig, WorldDNS
+from strictmx.receiver.world.dns import WorldDNS
+from strictmx.receiver.world.dns_config import DnsConfig
 from strictmx.receiver.world.mailboxes import MailboxDomain, Mailboxes
 from strictmx.receiver.world.mailserver import MailboxResponder
 

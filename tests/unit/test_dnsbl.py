@@ -16,7 +16,8 @@ from strictmx.receiver.policy import ClientHistory, Context, Policy
 from strictmx.receiver.session import Client, Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 from strictmx.receiver.world import World, WorldConfig
-from strictmx.receiver.world.dns import TempFail, WorldDNS, dnsbl_prefix, ip_of, public_ip
+from strictmx.receiver.world.dns import TempFail, WorldDNS
+from strictmx.receiver.world.names import dnsbl_prefix, ip_of, public_ip
 
 HOST = "mx.strictmx.test"
 ZEN = "zen.spamhaus.org"

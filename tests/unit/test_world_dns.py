@@ -14,7 +14,8 @@ from dns.rdtypes.txtbase import TXTBase
 from pydantic import ValidationError
 
 from strictmx.receiver.world import WorldConfig
-from strictmx.receiver.world.dns import DnsConfig, DnsFailure, NoData, NXDomain, TempFail, WorldDNS
+from strictmx.receiver.world.dns import DnsFailure, NoData, NXDomain, TempFail, WorldDNS
+from strictmx.receiver.world.dns_config import DnsConfig
 
 RECORDS: dict[str, Any] = {
     "Example.COM.": {

@@ -39,7 +39,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from ..trust import Reach, reaches
 from . import suffixes
-from .dns import distinct_keys, normalise_name
+from .config_types import distinct_keys
+from .names import normalise_name
 
 Mode = Literal["hermetic", "overlay", "system"]
 
