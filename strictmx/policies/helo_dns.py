@@ -23,7 +23,7 @@ from strictmx.receiver.verdict import Action, Stage, Verdict
 from strictmx.receiver.world.config_types import DnsName, IPText
 from strictmx.receiver.world.dns import TempFail
 from strictmx.receiver.world.names import ip_of, parse_name, public_ip
-from strictmx.receiver.world.suffixes import registered_domain
+from strictmx.receiver.world.suffixes import owner_domain
 
 # A label as DNS carries it (A-labels for IDNs), '_' allowed as Postfix allows it. Only
 # what could be a host name is looked up; finer syntax rules are helo_syntax's.
@@ -504,8 +504,8 @@ async def _ptr_matches(
         )
     shown = ", ".join(names)
     if domain:
-        mine = registered_domain(name)
-        if mine is not None and any(registered_domain(n) == mine for n in names):
+        mine = owner_domain(name)
+        if mine is not None and any(owner_domain(n) == mine for n in names):
             return None
         where = f" nor in its registered domain {mine}" if mine else ""
     else:

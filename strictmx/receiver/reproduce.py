@@ -674,9 +674,9 @@ def _sender_verify(req: Request) -> Build:
 
 
 def _domain_age(req: Request) -> Build:
-    from .world.registrations import registered_domain
+    from .world.suffixes import registry_domain
 
-    domain = registered_domain(_domain(req.identity.mail_from)) or "example.net"
+    domain = registry_domain(_domain(req.identity.mail_from)) or "example.net"
     registrations: dict[str, Any] = {"mode": "hermetic"}
     options: dict[str, Any] = {"min_age_days": 30}
     outcome = req.entry.outcome

@@ -23,9 +23,9 @@ from strictmx.receiver.world.registrations import (
     Registrations,
     RegistrationsConfig,
     RegistrationTempFail,
-    registered_domain,
     registration_date,
 )
+from strictmx.receiver.world.suffixes import owner_domain, registry_domain
 
 HOST = "mx.strictmx.test"
 NOW = "2025-06-15T12:00:00Z"
@@ -200,8 +200,13 @@ TABLE = {
         ("", None),
     ],
 )
-def test_registered_domain(domain: str, expected: str | None) -> None:
-    assert registered_domain(domain) == expected
+def test_registry_domain(domain: str, expected: str | None) -> None:
+    assert registry_domain(domain) == expected
+
+
+def test_owner_domain_differs_on_private_suffixes() -> None:
+    assert owner_domain("foo.blogspot.com") == "foo.blogspot.com"
+    assert owner_domain("mail.example.net") == registry_domain("mail.example.net")
 
 
 # -- RFC 9083 answers -----------------------------------------------------------------------

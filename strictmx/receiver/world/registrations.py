@@ -38,9 +38,9 @@ from typing import Annotated, Literal, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..trust import Reach, reaches
-from . import suffixes
 from .config_types import distinct_keys
 from .names import normalise_name
+from .suffixes import registry_domain
 
 Mode = Literal["hermetic", "overlay", "system"]
 
@@ -62,22 +62,9 @@ class RegistrationTempFail(Exception):
 # -- registered domains ------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8192)
-def registered_domain(domain: str) -> str | None:
-    """The public suffix plus one label of `domain`, lowercase A-labels; None when there is
-    none (an address literal, a malformed name, or a public suffix itself such as `co.uk`)."""
-    if domain.startswith("["):
-        return None
-    try:
-        name = normalise_name(domain)
-    except ValueError:
-        return None
-    return suffixes.registered_domain(name, icann_only=True)
-
-
 def _registered_key(text: str) -> str:
     name = normalise_name(text)
-    found = registered_domain(name)
+    found = registry_domain(name)
     if found is None:
         raise ValueError(f"{name} is a public suffix; list a domain registered under it")
     if found != name:
@@ -256,7 +243,7 @@ class Registrations:
 
         Raises RegistrationTempFail when the registry cannot be asked now.
         """
-        name = registered_domain(domain)
+        name = registry_domain(domain)
         if name is None:
             return None
         if name in self._tempfail:
