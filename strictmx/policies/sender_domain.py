@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from encodings import idna
 from typing import ClassVar
 
 from dns.rdtypes.ANY.MX import MX
@@ -15,7 +14,7 @@ from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, P
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
 from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
-from strictmx.receiver.world.names import ip_of, name_text
+from strictmx.receiver.world.names import a_label, ip_of, name_text
 
 # RFC 5321 §4.1.2 atext (RFC 5322 §3.2.3): letters, digits and these.
 _ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
@@ -311,7 +310,7 @@ def _domain(domain: str, smtputf8: bool) -> tuple[str, str | None]:
                     f"has the non-ASCII label {label!r} but MAIL FROM did not carry SMTPUTF8"
                 )
             try:
-                label = idna.ToASCII(label).decode("ascii")
+                label = a_label(label)
             except UnicodeError as exc:
                 return domain, f"has the label {label!r}, which is not valid IDNA ({exc})"
         labels.append(label)

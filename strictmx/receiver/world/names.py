@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import string
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -16,6 +17,7 @@ import dns.exception
 import dns.name
 import dns.rdata
 import dns.reversename
+import idna
 
 
 def parse_name(text: str) -> dns.name.Name:
@@ -117,3 +119,34 @@ def normalise_ip(text: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise ValueError(f"not an IP address: {text!r}") from None
+
+
+#: ASCII that IDNA 2008 lets stand in a U-label; other ASCII is the caller's business.
+_LDH = frozenset(string.ascii_lowercase + string.digits + "-")
+
+
+@functools.lru_cache(maxsize=8192)
+def a_label(label: str) -> str:
+    """One label as DNS carries it: ASCII as given, else its IDNA 2008 A-label.
+
+    The UTS 46 mapping first (case and width folded, non-transitional: `straße` is
+    `xn--strae-oqa`, not IDNA 2003's `strasse`), then IDNA 2008's rules for the non-ASCII
+    code points (RFC 5891 §5.4: code points, joiners, bidi; the `idna` package), so
+    symbols and stray joiners are refused rather than mapped away. ASCII characters other
+    than letters, digits and '-' are left to the caller's own host-name rules, as UTS 46
+    does with UseSTD3ASCIIRules off and Postfix's ICU call does: `bü_cher` is a
+    question for the policy's mode, not for IDNA. ASCII labels are not touched at all.
+    `idna.IDNAError` (a UnicodeError) names what is wrong; labels repeat, answers are kept.
+    """
+    if label.isascii():
+        return label
+    mapped: str = idna.uts46_remap(label, std3_rules=False, transitional=False)
+    if "." in mapped:  # a full-width or ideographic stop maps to '.'
+        raise idna.IDNAError(f"label {label!r} maps to more than one label")
+    if mapped.isascii():  # full-width letters, say
+        return mapped
+    idna.check_label("".join("0" if c.isascii() and c not in _LDH else c for c in mapped))
+    encoded = "xn--" + mapped.encode("punycode").decode("ascii")
+    if len(encoded) > 63:  # RFC 1035 §2.3.4
+        raise idna.IDNAError("Label too long")
+    return encoded
