@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ValidatorFunctionWrapHandler, WrapValidator
 
+from ..trust import Reach, reaches
 from .names import normalise_ip, normalise_name
+
+#: Where a world section's answers come from: the scenario alone (hermetic), the scenario
+#: then the real thing (overlay), or the real thing only (system).
+Mode = Literal["hermetic", "overlay", "system"]
 
 
 def distinct_keys(normalise: Callable[[str], str]) -> WrapValidator:
@@ -38,3 +43,8 @@ def one_or_many(value: Any) -> Any:
 
 DnsName = Annotated[str, AfterValidator(normalise_name)]
 IPText = Annotated[str, AfterValidator(normalise_ip)]
+
+
+def beyond_hermetic(reach: Reach) -> AfterValidator:
+    """Mark a section's `mode`: overlay and system reach outside the process."""
+    return reaches(reach, when=lambda mode: mode != "hermetic")

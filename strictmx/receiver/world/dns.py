@@ -33,7 +33,8 @@ from dns.rdtypes.ANY.MX import MX
 from dns.rdtypes.ANY.PTR import PTR
 from dns.rdtypes.txtbase import TXTBase
 
-from .dns_config import DnsConfig, Mode, parse_rdata
+from .config_types import Mode
+from .dns_config import DnsConfig, parse_rdata
 from .endpoints import split_nameserver
 from .names import name_text, parse_name, rdata_text, reverse_name
 

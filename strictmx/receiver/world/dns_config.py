@@ -8,7 +8,7 @@ into the resolver policies ask.
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 import dns.exception
 import dns.name
@@ -29,11 +29,9 @@ from pydantic import (
 )
 
 from ..trust import Reach, reaches
-from .config_types import DnsName, IPText, distinct_keys, one_or_many
+from .config_types import DnsName, IPText, Mode, beyond_hermetic, distinct_keys, one_or_many
 from .endpoints import split_listen, split_nameserver
 from .names import name_text, normalise_ip, normalise_name
-
-Mode = Literal["hermetic", "overlay", "system"]
 
 IN = dns.rdataclass.IN
 
@@ -205,7 +203,7 @@ class DnsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Annotated[Mode, reaches(Reach.REAL_DNS, when=lambda m: m != "hermetic")] = Field(
+    mode: Annotated[Mode, beyond_hermetic(Reach.REAL_DNS)] = Field(
         "hermetic",
         description="hermetic: only these records, anything else NXDOMAIN; overlay: these "
         "records first, then real DNS; system: real DNS only (records and scripts unused).",

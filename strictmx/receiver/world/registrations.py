@@ -38,17 +38,15 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ..trust import Reach, reaches
-from .config_types import distinct_keys
+from .config_types import Mode, beyond_hermetic, distinct_keys
 from .names import normalise_name
 from .suffixes import registry_domain
-
-Mode = Literal["hermetic", "overlay", "system"]
 
 #: An RDAP domain object is a few kilobytes; anything far larger is not one.
 MAX_ANSWER = 1 << 20
@@ -95,7 +93,7 @@ class RegistrationsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Annotated[Mode, reaches(Reach.URL, when=lambda m: m != "hermetic")] = Field(
+    mode: Annotated[Mode, beyond_hermetic(Reach.URL)] = Field(
         "hermetic",
         description="hermetic: only `domains`; overlay: `domains` first, then RDAP; "
         "system: RDAP only.",
