@@ -33,6 +33,7 @@ REGISTERED = {
     "old.test": "2001-02-03T04:05:06Z",
     "fresh.test": "2025-06-10T08:15:00Z",
     "shop.co.uk": "2010-10-10T10:10:10Z",
+    "moved.redir": "2012-12-12T12:12:12Z",
 }
 
 
@@ -72,17 +73,26 @@ class Registry:
         body = json.dumps(domain_object(name, REGISTERED[name]))
         return web.Response(text=body, content_type="application/rdap+json")
 
+    async def _moved(self, request: web.Request) -> web.Response:
+        self.requests[request.path] += 1
+        raise web.HTTPFound(f"/a/domain/{request.match_info['name']}")
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/dns.json", self._bootstrap)
         app.router.add_get("/{server:[ab]}/domain/{name}", self._domain)
+        app.router.add_get("/r/domain/{name}", self._moved)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
         port = self.runner.addresses[0][1]
         self.base = f"http://127.0.0.1:{port}"
-        self.services((["test"], [f"{self.base}/a/"]), (["co.uk"], [f"{self.base}/b"]))
+        self.services(
+            (["test"], [f"{self.base}/a/"]),
+            (["co.uk"], [f"{self.base}/b"]),
+            (["redir"], [f"{self.base}/r/"]),
+        )
 
     def registrations(self, **options: Any) -> Registrations:
         options.setdefault("timeout", 2.0)
@@ -159,6 +169,16 @@ async def test_the_tld_server_named_by_the_bootstrap_is_asked(registry: Registry
         "/dns.json": 1,  # fetched once, kept for both
         "/a/domain/old.test": 1,
         "/b/domain/shop.co.uk": 1,  # co.uk's own entry beats none for uk
+    }
+
+
+async def test_a_redirect_is_followed(registry: Registry) -> None:
+    # RFC 7480 §5.2: a server may send the client on to the one holding the answer.
+    assert await registry.registrations().registered("moved.redir") == date(2012, 12, 12)
+    assert registry.requests == {
+        "/dns.json": 1,
+        "/r/domain/moved.redir": 1,
+        "/a/domain/moved.redir": 1,
     }
 
 

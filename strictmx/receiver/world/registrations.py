@@ -37,6 +37,7 @@ import json
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -229,16 +230,20 @@ def server_for(services: Mapping[str, str], domain: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
 class _Fetched:
     """An HTTP answer: its status, and its body when the status is 2xx."""
 
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status = status
-        self.body = body
+    status: int
+    body: bytes
 
 
 async def _get(url: str, *, accept: str, timeout: float, limit: int) -> _Fetched:
-    """GET `url` on the running loop; of a 2xx body at most `limit` + 1 octets are read."""
+    """GET `url` on the running loop; of a 2xx body at most `limit` + 1 octets are read.
+
+    Redirects are followed: RDAP servers and aggregators send clients on to the registry
+    that holds the answer (RFC 7480 §5.2).
+    """
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     async with (
         aiohttp.ClientSession(timeout=client_timeout) as http,
