@@ -4,10 +4,11 @@ One import name for everything: the receiver core is `strictmx.receiver`, the bu
 policies `strictmx.policies` (one module each). A third-party policy imports what it
 needs from here:
 
-    from strictmx import Policy, PolicyOptions, Verdict
+    from strictmx import Finding, Policy, PolicyOptions, Verdict
 """
 
 from strictmx.receiver.engine import Decision, Engine, EngineSettings
+from strictmx.receiver.finding import Finding
 from strictmx.receiver.journal import Journal, JournalError
 from strictmx.receiver.policy import Context, Outcome, Policy, PolicyOptions, load_registry
 from strictmx.receiver.scenario import Scenario, ScenarioError
@@ -23,6 +24,7 @@ __all__ = [
     "Decision",
     "Engine",
     "EngineSettings",
+    "Finding",
     "Journal",
     "JournalError",
     "Outcome",

@@ -75,15 +75,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import BASE_FIELDS, Session
 from strictmx.receiver.verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
-from strictmx.receiver.world.dns import (
-    DnsName,
-    NoData,
-    NXDomain,
-    TempFail,
-    dnsbl_prefix,
-    ip_of,
-    public_ip,
-)
+from strictmx.receiver.world.config_types import DnsName
+from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
+from strictmx.receiver.world.names import dnsbl_prefix, ip_of, public_ip
 
 #: Postfix smtpd_check.c: the TXT records of a listing, joined and truncated.
 TXT_SEPARATOR = " / "
@@ -283,14 +277,6 @@ class DnsblOptions(PolicyOptions):
         if not (self.zones or self.rhsbl or self.allow):
             raise ValueError("give at least one list under zones, rhsbl or allow")
         return self
-
-
-# -- query names -------------------------------------------------------------------------
-
-
-def query_name(address: str, zone: str) -> str:
-    """The name a list is asked about for a client address."""
-    return f"{dnsbl_prefix(public_ip(ip_of(address)))}.{zone}"
 
 
 def _domain(text: str | None) -> str | None:

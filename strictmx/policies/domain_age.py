@@ -9,7 +9,8 @@ from pydantic import Field
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
-from strictmx.receiver.world.registrations import RegistrationTempFail, registered_domain
+from strictmx.receiver.world.registrations import RegistrationTempFail
+from strictmx.receiver.world.suffixes import registry_domain
 
 
 class DomainAgeOptions(PolicyOptions):
@@ -82,7 +83,7 @@ class DomainAge(Policy[DomainAgeOptions]):
         if not sender:
             return None
         _, at, domain = sender.rpartition("@")
-        name = registered_domain(domain) if at else None
+        name = registry_domain(domain) if at else None
         if name is None:
             return None
         which = name if name == domain.lower() else f"{name} (the registered domain of {domain})"

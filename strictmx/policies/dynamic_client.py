@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
+from strictmx.receiver.finding import Finding
 from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
@@ -20,15 +21,9 @@ from strictmx.receiver.policy import (
 )
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
-from strictmx.receiver.world.dns import (
-    DnsName,
-    NoData,
-    NXDomain,
-    TempFail,
-    dnsbl_prefix,
-    ip_of,
-    public_ip,
-)
+from strictmx.receiver.world.config_types import DnsName
+from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
+from strictmx.receiver.world.names import dnsbl_prefix, ip_of, public_ip
 
 # SpamAssassin 20_dynrdns.cf (__RDNS_DYNAMIC_DHCP, __RDNS_INDICATOR_DYN/_RES, _DIALIN) and
 # the usual ISP pool names, as whole words of a name's host part.
@@ -168,15 +163,6 @@ class DynamicClientOptions(PolicyOptions):
             except re.error as exc:
                 raise ValueError(f"bad regular expression {value!r}: {exc}") from None
         return values
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Why the client looks dynamic (or could not be judged): outcome, sentence, fields."""
-
-    outcome: str
-    reason: str
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class DynamicClient(Policy[DynamicClientOptions]):

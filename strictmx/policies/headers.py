@@ -58,14 +58,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email import errors
 from email.headerregistry import Address, AddressHeader, HeaderRegistry
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from strictmx.receiver.finding import Finding
 from strictmx.receiver.message import Header, header_of
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
@@ -209,16 +209,6 @@ class HeadersOptions(PolicyOptions):
                     f"{name!r} is not a header field name (printable ASCII, no ':' or space)"
                 )
         return names
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One defect: the outcome, a sentence naming it exactly, and the reply fields."""
-
-    outcome: str
-    reason: str
-    # Any: they travel as keyword arguments of Policy.verdict, next to action and delay.
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class Headers(Policy[HeadersOptions]):

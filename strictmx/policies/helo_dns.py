@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Self
+from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
+from strictmx.receiver.finding import Finding
 from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
@@ -20,8 +20,10 @@ from strictmx.receiver.policy import (
 )
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
-from strictmx.receiver.world.dns import DnsName, IPText, TempFail, ip_of, parse_name, public_ip
-from strictmx.receiver.world.suffixes import registered_domain
+from strictmx.receiver.world.config_types import DnsName, IPText
+from strictmx.receiver.world.dns import TempFail
+from strictmx.receiver.world.names import ip_of, parse_name, public_ip
+from strictmx.receiver.world.suffixes import owner_domain
 
 # A label as DNS carries it (A-labels for IDNs), '_' allowed as Postfix allows it. Only
 # what could be a host name is looked up; finer syntax rules are helo_syntax's.
@@ -90,16 +92,6 @@ class HeloDnsOptions(PolicyOptions):
         ):
             raise ValueError("every check is off: enable at least one, or drop the policy")
         return self
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A failed check: the outcome, a sentence naming the defect, and reply fields."""
-
-    outcome: str
-    reason: str
-    # Any: they travel as keyword arguments of Policy.verdict, next to action and delay.
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 Check = Callable[[], Awaitable[Finding | None]]
@@ -512,8 +504,8 @@ async def _ptr_matches(
         )
     shown = ", ".join(names)
     if domain:
-        mine = registered_domain(name)
-        if mine is not None and any(registered_domain(n) == mine for n in names):
+        mine = owner_domain(name)
+        if mine is not None and any(owner_domain(n) == mine for n in names):
             return None
         where = f" nor in its registered domain {mine}" if mine else ""
     else:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
-from encodings import idna
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from strictmx.receiver.finding import Finding
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Stage, Verdict
-from strictmx.receiver.world.dns import ip_of, public_ip
+from strictmx.receiver.world.names import a_label, ip_of, public_ip
 
 Mode = Literal["rfc1035", "rfc1123", "postfix", "exim"]
 
@@ -55,16 +54,6 @@ class HeloSyntaxOptions(PolicyOptions):
     allow_chars: str = Field(
         "", description="exim mode only: extra characters allowed, as Exim's helo_allow_chars."
     )
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What is wrong with a HELO argument: the outcome, a sentence, and the detail."""
-
-    outcome: str
-    reason: str
-    # Any: they travel as keyword arguments of Policy.verdict, next to action and delay.
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class HeloSyntax(Policy[HeloSyntaxOptions]):
@@ -399,10 +388,10 @@ def _a_labels(name: str) -> list[tuple[str, str]] | Finding:
             continue
         try:
             # Lengths and characters are judged on the A-label, the form DNS carries.
-            labels.append((label, idna.ToASCII(label).decode("ascii")))
+            labels.append((label, a_label(label)))
         except UnicodeError as exc:
             why = str(exc)
-            if why == "label empty or too long":  # empty labels never get here
+            if why == "Label too long":  # the idna package's words
                 why = f"its A-label would be over {MAX_LABEL} characters"
             return _invalid(
                 f"label {label!r} is not a valid internationalized label: {why}", label=label

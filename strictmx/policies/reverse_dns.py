@@ -16,7 +16,8 @@ from strictmx.receiver.policy import (
 )
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
-from strictmx.receiver.world.dns import NoData, NXDomain, TempFail, ip_of, public_ip
+from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
+from strictmx.receiver.world.names import ip_of, public_ip
 
 #: PTR names tried for forward confirmation: a bound on the lookups one client causes.
 MAX_PTR_NAMES = 10

@@ -14,6 +14,7 @@ from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, P
 from strictmx.receiver.session import Session
 from strictmx.receiver.trust import Reach, Trust, UnreadableFile, reaches, read_text_file, trust_of
 from strictmx.receiver.verdict import Stage, Verdict
+from strictmx.receiver.world.names import a_label
 
 EntryKind = Literal["address", "domain", "subdomains", "pattern", "regex"]
 
@@ -131,7 +132,7 @@ def _domain_key(domain: str) -> str:
     if domain.isascii():
         return domain
     try:
-        return domain.encode("idna").decode("ascii")
+        return ".".join(a_label(label) for label in domain.split("."))
     except UnicodeError:
         return domain  # not a valid IDN: compared as written
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
-from encodings import idna
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 from dns.rdtypes.ANY.MX import MX
 from pydantic import Field
 
+from strictmx.receiver.finding import Finding
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
-from strictmx.receiver.world.dns import NoData, NXDomain, TempFail, ip_of, name_text
+from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
+from strictmx.receiver.world.names import a_label, ip_of, name_text
 
 # RFC 5321 §4.1.2 atext (RFC 5322 §3.2.3): letters, digits and these.
 _ATEXT = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
@@ -37,15 +38,6 @@ class SenderDomainOptions(PolicyOptions):
     reject_null_mx: bool = Field(
         True, description="Refuse a domain that publishes a null MX (RFC 7505)."
     )
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What is wrong with a sender before DNS is asked: the outcome and a sentence."""
-
-    outcome: str
-    reason: str
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -318,7 +310,7 @@ def _domain(domain: str, smtputf8: bool) -> tuple[str, str | None]:
                     f"has the non-ASCII label {label!r} but MAIL FROM did not carry SMTPUTF8"
                 )
             try:
-                label = idna.ToASCII(label).decode("ascii")
+                label = a_label(label)
             except UnicodeError as exc:
                 return domain, f"has the label {label!r}, which is not valid IDNA ({exc})"
         labels.append(label)

@@ -17,7 +17,7 @@ from strictmx.receiver.session import Session
 from strictmx.receiver.trust import Reach, reaches
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 from strictmx.receiver.world.callout import Probe, Result, Status
-from strictmx.receiver.world.dns import normalise_name
+from strictmx.receiver.world.names import normalise_name
 
 log = logging.getLogger(__name__)
 

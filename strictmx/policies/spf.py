@@ -21,7 +21,8 @@ from pydantic import Field
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
-from strictmx.receiver.world.dns import NoData, NXDomain, TempFail, WorldDNS, name_text
+from strictmx.receiver.world.dns import NoData, NXDomain, TempFail, WorldDNS
+from strictmx.receiver.world.names import name_text
 
 Handling = Literal["reject", "defer", "accept"]
 Identity = Literal["mailfrom", "helo"]

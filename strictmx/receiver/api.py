@@ -53,7 +53,7 @@ from . import scenario as scenarios
 from . import trust as trusts
 from .journal import JournalError
 from .scenario import ReceiverSettings, Scenario, ScenarioError
-from .world.dns import split_nameserver
+from .world.endpoints import split_nameserver
 
 if TYPE_CHECKING:
     from .server import Receiver

@@ -27,6 +27,7 @@ from .scenario import ScenarioError
 from .server import LOOPBACK, Receiver, ServerOptions, parse_networks
 from .tls import TLSError, self_signed_context, server_context
 from .trust import UnreadableFile, read_text_file
+from .world.endpoints import EndpointError, split_host_port
 
 EXIT_BAD_INPUT = 2
 
@@ -36,11 +37,10 @@ class UsageError(Exception):
 
 
 def _listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    host = host.strip("[]") or "127.0.0.1"
-    return host, int(port)
+    try:
+        return split_host_port(value, default_host="127.0.0.1", names=True, port_zero=True)
+    except EndpointError as exc:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r} ({exc})") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

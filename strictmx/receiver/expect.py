@@ -46,7 +46,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from .trust import Reach, UnreadableFile, reaches, read_regular_file
 from .world.clients import ClientSpec
-from .world.dns import DnsName, IPText, one_or_many
+from .world.config_types import DnsName, IPText, one_or_many
 
 if TYPE_CHECKING:
     from .scenario import Scenario

@@ -276,14 +276,6 @@ class Journal:
             if known is not None:
                 known[1].update(fields)
 
-    def session_rcpt(self, session_id: str, rcpt: str) -> None:
-        """A RCPT TO the client tried, accepted or not (`sessions(rcpt=...)` finds it)."""
-        self._write(
-            "INSERT OR IGNORE INTO rcpts (session_id, rcpt) VALUES (?, ?)",
-            (session_id, rcpt),
-            session_id,
-        )
-
     def transcript_many(self, session_id: str, rows: Sequence[tuple[float, str, str]]) -> None:
         """Several lines at once, each `(epoch seconds, direction, text)`: one statement.
 
@@ -304,24 +296,13 @@ class Journal:
         )
 
     def rcpts_tried(self, session_id: str, rcpts: Sequence[str]) -> None:
-        """Several RCPT TOs at once (see `session_rcpt`)."""
+        """RCPT TOs the client tried, accepted or not (`sessions(rcpt=...)` finds them)."""
         if rcpts:
             self._write(
                 "INSERT OR IGNORE INTO rcpts (session_id, rcpt) VALUES (?, ?)",
                 [(session_id, rcpt) for rcpt in rcpts],
                 session_id,
             )
-
-    def transcript(
-        self,
-        session_id: str,
-        direction: Literal["in", "out", "note"],
-        line: str,
-        when: datetime,
-    ) -> None:
-        if when.tzinfo is None or when.utcoffset() is None:
-            raise ValueError(f"journal times must be timezone-aware, got {when!r}")
-        self.transcript_many(session_id, [(when.timestamp(), direction, line)])
 
     def verdict(self, session_id: str, verdict: Verdict, when: datetime) -> None:
         reply = verdict.reply

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from .verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
-from .world.dns import TempFail, reverse_name
+from .world.dns import TempFail
+from .world.names import reverse_name
 
 if TYPE_CHECKING:
     from .session import Client, Session

@@ -38,7 +38,7 @@ from .explain import Explainer, Explanation, Extracted, default_explainer
 from .policy import PolicyClass, load_registry
 from .session import BASE_FIELDS
 from .verdict import DELAYABLE_STAGES, MAX_LINE, Reply, Stage
-from .world.dns import name_text, normalise_name
+from .world.names import name_text, normalise_name
 
 #: Who the customer's server is, when the reply does not say.
 DEFAULT_CLIENT_IP = "203.0.113.25"
@@ -674,9 +674,9 @@ def _sender_verify(req: Request) -> Build:
 
 
 def _domain_age(req: Request) -> Build:
-    from .world.registrations import registered_domain
+    from .world.suffixes import registry_domain
 
-    domain = registered_domain(_domain(req.identity.mail_from)) or "example.net"
+    domain = registry_domain(_domain(req.identity.mail_from)) or "example.net"
     registrations: dict[str, Any] = {"mode": "hermetic"}
     options: dict[str, Any] = {"min_age_days": 30}
     outcome = req.entry.outcome

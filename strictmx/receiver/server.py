@@ -21,8 +21,8 @@ from .scenario import Scenario
 from .smtp import StrictSMTP
 from .world import World
 from .world.callout import Callout
-from .world.dns import split_listen
 from .world.dnsserver import DnsServer
+from .world.endpoints import split_listen
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Literal
 
 from .verdict import Stage, Verdict
-from .world.dns import ip_of
+from .world.names import ip_of
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NameStatus = Literal["lookup", "given", "unavailable", "tempunavail"]

@@ -128,9 +128,6 @@ class Reply:
         status = "4" + self.status[1:] if self.status else None
         return replace(self, code=self.code - 100, status=status)
 
-    def without_status(self) -> Reply:
-        return replace(self, status=None)
-
     def with_code(self, code: int) -> Reply:
         return replace(self, code=code)
 

@@ -24,7 +24,8 @@ from strictmx.receiver import expect
 from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.scenario import Scenario
 from strictmx.receiver.server import Receiver, ServerOptions
-from strictmx.receiver.world.dns import DnsConfig, DnsFailure, WorldDNS
+from strictmx.receiver.world.dns import DnsFailure, WorldDNS
+from strictmx.receiver.world.dns_config import DnsConfig
 from strictmx.receiver.world.dnsserver import DnsServer
 
 from .conftest import Factory

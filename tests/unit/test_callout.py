@@ -13,7 +13,8 @@ import pytest
 from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.world import World, WorldConfig
 from strictmx.receiver.world.callout import Callout, Probe, Result, Status, Style, _public
-from strictmx.receiver.world.dns import DnsConfig, WorldDNS
+from strictmx.receiver.world.dns import WorldDNS
+from strictmx.receiver.world.dns_config import DnsConfig
 from strictmx.receiver.world.mailboxes import MailboxDomain, Mailboxes
 from strictmx.receiver.world.mailserver import MailboxResponder
 
@@ -797,5 +798,21 @@ async def test_a_domain_idna_refuses_is_unroutable_without_codec_text() -> None:
     result = await verify(callout, "alice@" + "\u00e9" * 70 + ".example", world({}), probe(25))
     assert result.status is Status.UNROUTABLE
     assert result.detail.startswith("bad address syntax: domain ")
-    assert "too long" not in result.detail and result.full.endswith("label empty or too long")
+    assert "too long" not in result.detail and result.full.endswith("Label too long")
     assert callout.connections == 0
+
+
+async def test_a_u_label_domain_is_called_at_its_idna_2008_a_label(
+    responder: MailboxResponder,
+) -> None:
+    # IDNA 2003 would have asked strasse.example's MX; IDNA 2008 asks xn--strae-oqa.
+    p = probe(responder.address[1])
+    callout = Callout()
+    found = await verify(
+        callout, "alice@straße.example", world(mx_at("127.0.0.1", "xn--strae-oqa.example")), p
+    )
+    assert found.host == "mx.xn--strae-oqa.example"
+    assert callout.connections == 1
+    missed = Callout()
+    await verify(missed, "alice@straße.example", world(mx_at("127.0.0.1", "strasse.example")), p)
+    assert missed.connections == 0

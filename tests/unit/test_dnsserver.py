@@ -23,8 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from strictmx.receiver.world.dns import DnsConfig, split_listen
+from strictmx.receiver.world.dns_config import DnsConfig
 from strictmx.receiver.world.dnsserver import CLASSIC_UDP, MAX_UDP, DnsServer
+from strictmx.receiver.world.endpoints import split_listen
 
 HOST = "127.0.0.1"
 QUICK = 2.0  # seconds a client waits for an answer that is expected

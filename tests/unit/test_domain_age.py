@@ -23,9 +23,9 @@ from strictmx.receiver.world.registrations import (
     Registrations,
     RegistrationsConfig,
     RegistrationTempFail,
-    registered_domain,
     registration_date,
 )
+from strictmx.receiver.world.suffixes import owner_domain, registry_domain
 
 HOST = "mx.strictmx.test"
 NOW = "2025-06-15T12:00:00Z"
@@ -200,8 +200,13 @@ TABLE = {
         ("", None),
     ],
 )
-def test_registered_domain(domain: str, expected: str | None) -> None:
-    assert registered_domain(domain) == expected
+def test_registry_domain(domain: str, expected: str | None) -> None:
+    assert registry_domain(domain) == expected
+
+
+def test_owner_domain_differs_on_private_suffixes() -> None:
+    assert owner_domain("foo.blogspot.com") == "foo.blogspot.com"
+    assert owner_domain("mail.example.net") == registry_domain("mail.example.net")
 
 
 # -- RFC 9083 answers -----------------------------------------------------------------------
@@ -285,8 +290,8 @@ def test_config_reads_iso_dates_and_normalises_names() -> None:
         ),
         ({"domains": {"example.net": "soon"}}, "Input should be a valid date"),
         ({"tempfail": ["www.example.net"]}, "not a registered domain"),
-        ({"mode": "system"}, "system mode asks RDAP, so it needs rdap_url"),
-        ({"mode": "overlay"}, "overlay mode asks RDAP, so it needs rdap_url"),
+        ({"rdap_bootstrap": "file:///etc/dns.json"}, "bootstrap URL must be an http://"),
+        ({"bootstrap_ttl": -1}, "greater than or equal to 0"),
         ({"rdap_url": "https://rdap.example/domain/"}, "needs a {domain} placeholder"),
         ({"rdap_url": "ftp://rdap.example/{domain}"}, "must be an http:// or https:// URL"),
         ({"timeout": 0}, "greater than 0"),
@@ -296,6 +301,13 @@ def test_config_reads_iso_dates_and_normalises_names() -> None:
 )
 def test_config_errors(cfg: dict[str, Any], message: str) -> None:
     assert any(message in e for e in config_errors(cfg)), config_errors(cfg)
+
+
+@pytest.mark.parametrize("mode", ["overlay", "system"])
+def test_rdap_modes_find_the_server_through_the_iana_bootstrap(mode: str) -> None:
+    # Without rdap_url the RDAP server comes from the bootstrap file (RFC 9224).
+    cfg = RegistrationsConfig.model_validate({"mode": mode})
+    assert (cfg.rdap_url, cfg.rdap_bootstrap) == (None, "https://data.iana.org/rdap/dns.json")
 
 
 def test_empty_world_knows_no_registrations() -> None:

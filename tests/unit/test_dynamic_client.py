@@ -16,7 +16,7 @@ from strictmx.policies.dynamic_client import (
 from strictmx.receiver.policy import Context
 from strictmx.receiver.session import Client, Session
 from strictmx.receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
-from strictmx.receiver.world.dns import dnsbl_prefix
+from strictmx.receiver.world.names import dnsbl_prefix
 
 from .worlds import make_ctx, objection_by, wire
 

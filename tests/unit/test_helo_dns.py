@@ -14,12 +14,12 @@ from strictmx.policies.helo_dns import (
     HeloDnsOptions,
     host_name,
     literal_address,
-    registered_domain,
 )
 from strictmx.receiver.policy import ClientHistory, Context
 from strictmx.receiver.session import Client, Session
 from strictmx.receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
 from strictmx.receiver.world import World, WorldConfig
+from strictmx.receiver.world.suffixes import owner_domain, registry_domain
 
 HOST = "mx.strictmx.test"
 GOOD4 = "203.0.113.10"  # mail.example.net, forward-confirmed both ways
@@ -333,12 +333,14 @@ async def test_xclient_name_unavailable_leaves_nothing_to_match() -> None:
     assert verdict.details["ptr"] == "none"
 
 
-def test_registered_domain_uses_the_public_suffix_list() -> None:
-    assert registered_domain("mx.example.co.uk") == "example.co.uk"
-    assert registered_domain("a.b.mail.example.net") == "example.net"
-    assert registered_domain("co.uk") is None
+def test_owner_domain_uses_the_public_suffix_list() -> None:
+    assert owner_domain("mx.example.co.uk") == "example.co.uk"
+    assert owner_domain("a.b.mail.example.net") == "example.net"
+    assert owner_domain("co.uk") is None
     # The private section counts: each blogspot.com site is its own domain.
-    assert registered_domain("x.foo.blogspot.com") == "foo.blogspot.com"
+    assert owner_domain("x.foo.blogspot.com") == "foo.blogspot.com"
+    # The registry's view differs exactly there: blogspot.com is what was registered.
+    assert registry_domain("x.foo.blogspot.com") == "blogspot.com"
 
 
 # -- address literals ---------------------------------------------------------------------------

@@ -624,3 +624,25 @@ def test_rfc1035_names_are_accepted_in_every_mode(name: str) -> None:
     for mode in MODES:
         verdict = asyncio.run(at_helo(name, mode=mode, require_fqdn="." in name))
         assert verdict is None, (mode, verdict.reason if verdict else "")
+
+
+# -- IDNA 2008 ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a\u200db.example",  # a joiner outside its context: IDNA 2003 dropped it ("ab")
+        "\u2603.example",  # a symbol: IDNA 2003 encoded it (xn--n3h)
+    ],
+)
+async def test_labels_idna_2008_refuses(name: str) -> None:
+    verdict = await at_helo(name)
+    assert verdict is not None and verdict.outcome == INV
+    assert "not a valid internationalized label" in verdict.reason
+
+
+async def test_labels_idna_2008_keeps() -> None:
+    # ß has its own A-label (xn--strae-oqa) where IDNA 2003 made it "ss": both valid.
+    assert await at_helo("straße.example") is None
+    assert await at_helo("bücher.example") is None

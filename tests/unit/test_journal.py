@@ -27,6 +27,13 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
+def write_line(
+    journal: Journal, session_id: str, direction: str, text: str, when: datetime
+) -> None:
+    """One transcript line, written as the SMTP layer writes them (in a batch)."""
+    journal.transcript_many(session_id, [(when.timestamp(), direction, text)])
+
+
 def start(journal: Journal, session_id: str, when: datetime, **overrides: Any) -> None:
     fields: dict[str, Any] = {
         "started": when,
@@ -77,13 +84,13 @@ async def test_session_round_trip(journal: Journal) -> None:
     raw_one = b"Subject: one\r\n\r\nhello\r\n"
     raw_two = b"Subject: two, a little longer\r\n\r\nagain\r\n"
     start(journal, "s1", at(0), peer_port=40001, client_address="203.0.113.9")
-    journal.transcript("s1", "out", "220 mx.example ESMTP", at(0))
-    journal.transcript("s1", "in", "EHLO x", at(1))
+    write_line(journal, "s1", "out", "220 mx.example ESMTP", at(0))
+    write_line(journal, "s1", "in", "EHLO x", at(1))
     journal.session_updated("s1", helo="x", client_name="mail.sender.example", tls=True)
     journal.verdict("s1", helo_verdict(), at(1))
-    journal.transcript("s1", "note", "helo_syntax: rejection delayed to RCPT", at(1))
+    write_line(journal, "s1", "note", "helo_syntax: rejection delayed to RCPT", at(1))
     journal.session_updated("s1", mail_from="alice@sender.example")
-    journal.session_rcpt("s1", "postmaster@mx.example")
+    journal.rcpts_tried("s1", ["postmaster@mx.example"])
     first = await journal.add_message(
         "s1",
         mail_from="alice@sender.example",
@@ -215,11 +222,11 @@ async def test_bad_arguments_are_refused_at_the_call(journal: Journal) -> None:
     with pytest.raises(TypeError, match="unknown fields \\['helo_name'\\]"):
         journal.session_updated("s1", helo_name="x")
     with pytest.raises(ValueError, match="direction"):
-        journal.transcript("s1", "sideways", "x", at(0))  # type: ignore[arg-type]
+        write_line(journal, "s1", "sideways", "x", at(0))
     with pytest.raises(ValueError, match="session outcome"):
         journal.session_ended("s1", outcome="bounced", ended=at(1))
     journal.session_updated("s1", helo="ok.example")
-    journal.transcript("s1", "in", "EHLO ok.example", at(0))
+    write_line(journal, "s1", "in", "EHLO ok.example", at(0))
     journal.session_ended("s1", outcome="idle", ended=at(1))
     s = await journal.session("s1")
     assert s is not None
@@ -238,7 +245,7 @@ async def two_sessions(journal: Journal) -> Journal:
         client_name="mail.a.example",
     )
     journal.session_updated("a", helo="mail.a.example", mail_from="alice@a.example")
-    journal.session_rcpt("a", "bob@b.example")
+    journal.rcpts_tried("a", ["bob@b.example"])
     journal.verdict("a", helo_verdict(), at(3601))
     journal.session_ended("a", outcome="rejected", ended=at(3602))
 
@@ -405,9 +412,9 @@ async def test_mark_open_aborted(journal: Journal) -> None:
 
 async def test_clear(journal: Journal, db: Path) -> None:
     start(journal, "s1", at(0))
-    journal.transcript("s1", "in", "EHLO x", at(0))
+    write_line(journal, "s1", "in", "EHLO x", at(0))
     journal.verdict("s1", helo_verdict(), at(0))
-    journal.session_rcpt("s1", "a@b")
+    journal.rcpts_tried("s1", ["a@b"])
     await journal.add_message("s1", mail_from="", rcpts=["a@b"], raw=b"x", when=at(1))
     await journal.clear()
     for table in ("sessions", "transcript", "verdicts", "rcpts", "messages"):
@@ -456,7 +463,7 @@ async def test_writes_run_in_the_writer_process(journal: Journal, db: Path) -> N
     try:
         # Were these written on the loop's thread, the first would block on the lock.
         for i in range(2000):
-            journal.transcript("s1", "in", f"NOOP {i}", at(1))
+            write_line(journal, "s1", "in", f"NOOP {i}", at(1))
         flushed = asyncio.ensure_future(journal.flush())
         await asyncio.sleep(0)  # the loop keeps running while the writer waits
         assert not flushed.done()
@@ -470,14 +477,14 @@ async def test_writes_run_in_the_writer_process(journal: Journal, db: Path) -> N
 async def test_writes_before_open_and_after_close_raise(db: Path) -> None:
     journal = Journal(db)
     with pytest.raises(JournalError, match="not open"):
-        journal.transcript("s1", "in", "x", at(0))
+        write_line(journal, "s1", "in", "x", at(0))
     await journal.open()
     start(journal, "s1", at(0))
     await journal.close()
     await journal.close()  # idempotent
     assert count(db, "sessions") == 1  # close committed what was queued
     with pytest.raises(JournalError, match="closed"):
-        journal.transcript("s1", "in", "x", at(0))
+        write_line(journal, "s1", "in", "x", at(0))
     with pytest.raises(JournalError, match="closed"):
         await journal.add_message("s1", mail_from="", rcpts=[], raw=b"", when=at(1))
     with pytest.raises(JournalError, match="closed"):
@@ -525,7 +532,7 @@ async def test_failed_message_write_fails_add_message_and_recovers(
 async def test_failed_plain_write_marks_unhealthy_without_stopping(
     journal: Journal, db: Path
 ) -> None:
-    journal.transcript("ghost", "in", "EHLO x", at(0))  # no such session
+    write_line(journal, "ghost", "in", "EHLO x", at(0))  # no such session
     await journal.flush()
     assert not journal.healthy
     assert journal.last_error is not None
@@ -542,7 +549,7 @@ async def test_many_sessions(journal: Journal, db: Path) -> None:
         sid = f"s{s:04}"
         start(journal, sid, at(s))
         for line in range(10):
-            journal.transcript(sid, "in", f"NOOP {line}", at(s))
+            write_line(journal, sid, "in", f"NOOP {line}", at(s))
         journal.session_ended(sid, outcome="idle", ended=at(s + 1))
     await journal.flush()
     assert journal.healthy
@@ -610,7 +617,7 @@ async def test_restarts_are_bounded(db: Path, caplog: pytest.LogCaptureFixture) 
     assert journal.last_error is not None and "writer process exited" in journal.last_error
     assert "not restarted" in caplog.text
     # Plain writes are dropped (nothing can store them), reads and flushes fail at once.
-    journal.transcript("s1", "in", "NOOP", at(3))
+    write_line(journal, "s1", "in", "NOOP", at(3))
     with pytest.raises(JournalError, match="writer process exited"):
         await journal.flush()
     with pytest.raises(JournalError, match="writer process exited"):
@@ -697,9 +704,9 @@ async def test_8bit_text_is_stored_as_its_bytes_and_read_escaped(
     # The SMTP layer decodes 8-bit input with surrogateescape: "\udcff" stands for 0xFF.
     start(journal, "s1", at(0))
     journal.session_updated("s1", helo="h\udce9lo.example", mail_from="\udcff@example.org")
-    journal.session_rcpt("s1", "\udcff@example.org")
+    journal.rcpts_tried("s1", ["\udcff@example.org"])
     start(journal, "s2", at(0))  # a control: its plain rows go in beside the 8-bit ones
-    journal.session_rcpt("s2", "bob@example.org")
+    journal.rcpts_tried("s2", ["bob@example.org"])
     n = await journal.add_message(
         "s1", mail_from="\udcff@example.org", rcpts=["\udcff@example.org"], raw=b"x", when=at(1)
     )

@@ -401,6 +401,9 @@ GADGETS = {
         "policies: {mail: [{policy: sender_verify, allow_private_targets: true}]}"
     ),
     "world.registrations.rdap_url": "world: {registrations: {rdap_url: 'http://x/{domain}'}}",
+    "world.registrations.rdap_bootstrap": "world: {registrations: {rdap_bootstrap: 'http://x/'}}",
+    # RDAP modes fetch IANA's bootstrap file, then the registries it names.
+    "world.registrations.mode": "world: {registrations: {mode: system}}",
     "world.dns.serve": "world: {dns: {serve: '127.0.0.1:0'}}",
     "world.dns.nameservers[0]": "world: {dns: {nameservers: ['127.0.0.1:53']}}",
     "world.dns.mode": "world: {dns: {mode: overlay}}",
@@ -475,3 +478,8 @@ def test_an_error_lists_twenty_problems_and_counts_the_rest() -> None:
     assert [i.path for i in issues[:20]] == [f"unknown{n}" for n in range(20)]
     assert issues[20].message == "... and 10 more problems"
     assert len(issues) == 21
+
+
+def test_an_uploaded_scenario_may_keep_registrations_hermetic() -> None:
+    text = "world: {registrations: {mode: hermetic, domains: {example.net: 2020-01-01}}}"
+    assert scenarios.loads(text, source="<request>", trust=trusts.UPLOADED) is not None

@@ -379,3 +379,11 @@ async def test_override_may_name_the_entry() -> None:
     assert verdict.reply.render() == (
         "550 5.7.1 <a@mail.spam.example> refused: listed as .spam.example (domains[0])"
     )
+
+
+async def test_non_ascii_domain_is_keyed_by_idna_2008() -> None:
+    # IDNA 2003 made straße.example and strasse.example one key; IDNA 2008 does not.
+    assert await listed("a@straße.example", domains=["xn--strae-oqa.example"])
+    assert await listed("a@STRASSE.example", domains=["strasse.example"])
+    assert not await listed("a@straße.example", domains=["strasse.example"])
+    assert not await listed("a@strasse.example", domains=["straße.example"])

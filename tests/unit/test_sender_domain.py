@@ -359,3 +359,21 @@ def test_reply_override_validation() -> None:
     SenderDomain.validate_reply(TEMP, Reply.parse("451 4.4.3 {domain}: {failure}"))
     # A persona may refuse for good where the default defers.
     SenderDomain.validate_reply(TEMP, Reply.parse("550 Domain not found"))
+
+
+async def test_a_u_label_is_asked_by_its_idna_2008_a_label() -> None:
+    # IDNA 2003 looked straße.example up as strasse.example; IDNA 2008 as xn--strae-oqa.
+    def with_mx(domain: str) -> Context:
+        cfg = {"dns": {"records": {domain: {"MX": "10 mail.example.net."}}}}
+        return make_ctx(World.from_config(WorldConfig.model_validate(cfg)))
+
+    sender = "alice@straße.example"
+    assert await at_mail(sender, smtputf8=True, ctx=with_mx("xn--strae-oqa.example")) is None
+    verdict = await at_mail(sender, smtputf8=True, ctx=with_mx("strasse.example"))
+    assert verdict is not None and verdict.outcome == NOT_FOUND
+
+
+async def test_a_label_idna_2008_refuses_is_invalid() -> None:
+    verdict = await at_mail("alice@a\u200db.example", smtputf8=True)
+    assert verdict is not None and verdict.outcome == INV
+    assert "which is not valid IDNA" in verdict.reason

@@ -14,7 +14,8 @@ from dns.rdtypes.txtbase import TXTBase
 from pydantic import ValidationError
 
 from strictmx.receiver.world import WorldConfig
-from strictmx.receiver.world.dns import DnsConfig, DnsFailure, NoData, NXDomain, TempFail, WorldDNS
+from strictmx.receiver.world.dns import DnsFailure, NoData, NXDomain, TempFail, WorldDNS
+from strictmx.receiver.world.dns_config import DnsConfig
 
 RECORDS: dict[str, Any] = {
     "Example.COM.": {
@@ -316,7 +317,8 @@ def errors(dns_cfg: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
         (
             {"nameservers": ["127.0.0.1:70000"]},
             ("dns", "nameservers", 0),
-            "not an IP address, IP:PORT or [IPv6]:PORT: '127.0.0.1:70000'",
+            "not an IP address, IP:PORT or [IPv6]:PORT: '127.0.0.1:70000' "
+            "(port 70000 is outside 1-65535)",
         ),
         (
             {"mode": "recursive"},

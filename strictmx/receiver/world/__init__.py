@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .clients import ClientMap, ClientsConfig
 from .clock import Clock, ClockConfig
-from .dns import DnsConfig, WorldDNS
+from .dns import WorldDNS
+from .dns_config import DnsConfig
 from .mailboxes import Mailboxes, MailboxesConfig
 from .registrations import Registrations, RegistrationsConfig
 

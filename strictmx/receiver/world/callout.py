@@ -48,7 +48,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from encodings import idna
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
@@ -56,6 +55,7 @@ import aiosmtplib
 
 from .dns import TempFail
 from .mailserver import MailboxResponder
+from .names import a_label
 
 if TYPE_CHECKING:
     from ..scenario import Scenario
@@ -361,7 +361,7 @@ def _ascii_domain(domain: str) -> str:
     if domain.startswith("["):
         return domain
     return ".".join(
-        idna.ToASCII(label).decode("ascii") if not label.isascii() else label.lower()
+        a_label(label) if not label.isascii() else label.lower()
         for label in domain.rstrip(".").split(".")
     )
 

@@ -15,7 +15,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .dns import IPText, distinct_keys, normalise_name
+from .config_types import IPText, distinct_keys
+from .names import normalise_name
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -44,17 +44,9 @@ import dns.rdatatype
 import dns.rrset
 from dns.rdtypes.ANY.CNAME import CNAME
 
-from .dns import (
-    IN,
-    MAX_CNAME_CHAIN,
-    DnsConfig,
-    DnsFailure,
-    NoData,
-    NXDomain,
-    TempFail,
-    WorldDNS,
-    name_text,
-)
+from .dns import IN, MAX_CNAME_CHAIN, DnsFailure, NoData, NXDomain, TempFail, WorldDNS
+from .dns_config import DnsConfig
+from .names import name_text
 
 log = logging.getLogger(__name__)
 

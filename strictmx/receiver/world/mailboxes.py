@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from .dns import DnsName, distinct_keys, normalise_name, one_or_many
+from .config_types import DnsName, distinct_keys, one_or_many
+from .names import normalise_name
 
 MailboxState = Literal["exists", "unknown", "tempfail", "no_domain"]
 

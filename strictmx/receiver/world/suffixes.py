@@ -1,9 +1,11 @@
 """Registered domains by the Public Suffix List (the copy shipped with publicsuffixlist).
 
-Two readings, because the question differs: who *registered* a name at a registry
-(ICANN section only: `a.blogspot.com` was registered as `blogspot.com`, which is what
-RDAP knows) and who *owns* a name (private section too: `a.blogspot.com` and
-`b.blogspot.com` are different owners, which is what HELO/PTR agreement asks).
+Two questions, two functions, because the answers differ:
+
+- `registry_domain`: what was *registered at a registry* (ICANN section only):
+  `a.blogspot.com` was registered as `blogspot.com`, which is what RDAP knows.
+- `owner_domain`: who *owns* a name (private section too): `a.blogspot.com` and
+  `b.blogspot.com` are different owners, which is what HELO/PTR agreement asks.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import functools
 
 from publicsuffixlist import PublicSuffixList
+
+from .names import normalise_name
 
 
 @functools.cache
@@ -20,8 +24,24 @@ def _list(icann_only: bool) -> PublicSuffixList:
 
 
 @functools.lru_cache(maxsize=8192)
-def registered_domain(name: str, *, icann_only: bool = False) -> str | None:
-    """`name`'s public suffix plus one label (lower-case text as given), or None when
-    `name` is itself a public suffix. Senders and HELO names repeat: answers are kept."""
-    found: str | None = _list(icann_only).privatesuffix(name)
+def owner_domain(name: str) -> str | None:
+    """`name`'s public suffix plus one label, private-section suffixes included
+    (lower-case text as given), or None when `name` is itself a public suffix.
+    Senders and HELO names repeat: answers are kept."""
+    found: str | None = _list(False).privatesuffix(name)
+    return found
+
+
+@functools.lru_cache(maxsize=8192)
+def registry_domain(domain: str) -> str | None:
+    """The domain a registry holds for `domain`: its ICANN public suffix plus one label,
+    in lowercase A-labels; None when there is none (an address literal, a malformed name,
+    or a public suffix itself such as `co.uk`)."""
+    if domain.startswith("["):
+        return None
+    try:
+        name = normalise_name(domain)
+    except ValueError:
+        return None
+    found: str | None = _list(True).privatesuffix(name)
     return found
