@@ -22,7 +22,8 @@ from . import explain as explaining
 from . import reproduce as reproducing
 from . import scenario as scenarios
 from .api import exposed
-from .policy import PolicyClass, load_registry
+from .policy import PolicyClass
+from .registry import load_registry
 from .scenario import ScenarioError
 from .server import LOOPBACK, Receiver, ServerOptions, parse_networks
 from .tls import TLSError, self_signed_context, server_context

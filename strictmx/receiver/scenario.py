@@ -55,7 +55,8 @@ from . import catalogue
 from . import trust as trusts
 from .engine import Engine, EngineSettings
 from .expect import Case
-from .policy import Policy, PolicyClass, PolicyOptions, load_registry
+from .policy import Policy, PolicyClass, PolicyOptions
+from .registry import load_registry
 from .trust import Trust
 from .verdict import Reply, ReplyError, Stage
 from .world import WorldConfig

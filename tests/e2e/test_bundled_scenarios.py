@@ -11,7 +11,7 @@ import yaml
 
 from strictmx.receiver import expect
 from strictmx.receiver import scenario as scenarios
-from strictmx.receiver.policy import load_registry
+from strictmx.receiver.registry import load_registry
 
 pytestmark = pytest.mark.e2e
 
