@@ -28,6 +28,7 @@ from .scenario import ScenarioError
 from .server import LOOPBACK, Receiver, ServerOptions, parse_networks
 from .tls import TLSError, self_signed_context, server_context
 from .trust import UnreadableFile, read_text_file
+from .verdict import Stage
 
 EXIT_BAD_INPUT = 2
 
@@ -188,8 +189,6 @@ def _describe_policy(name: str, cls: PolicyClass) -> None:
 
 
 def _stage_order(stage: Any) -> int:
-    from .verdict import Stage
-
     return list(Stage).index(stage)
 
 
