@@ -27,7 +27,8 @@ class Import:
 
     importer: str
     target: str
-    path: Path
+    #: The importer's file, relative to the tree's root.
+    file: str
     line: int
     #: Inside a function or method body: runs at call time, not when the module loads.
     in_function: bool
@@ -36,11 +37,12 @@ class Import:
 
     @property
     def where(self) -> str:
-        return f"{self.path.relative_to(ROOT)}:{self.line}"
+        return f"{self.file}:{self.line}"
 
 
 @dataclass
 class Graph:
+    root: Path
     #: module name -> its source file
     modules: dict[str, Path]
     imports: list[Import]
@@ -91,10 +93,11 @@ def read(root: Path = ROOT) -> Graph:
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         is_package = path.name == "__init__.py"
+        file = path.relative_to(root).as_posix()
         for node, in_function, type_checking in _walk(tree):
             for target in _targets(node, name, is_package, modules):
-                imports.append(Import(name, target, path, node.lineno, in_function, type_checking))
-    return Graph(modules, imports)
+                imports.append(Import(name, target, file, node.lineno, in_function, type_checking))
+    return Graph(root, modules, imports)
 
 
 def _walk(
