@@ -178,7 +178,11 @@ class MessageInfo(_Model):
     mail_from: str
     rcpts: list[str]
     size: int = Field(description="Octets received.")
-    truncated: bool = Field(description="Only the first max_message_bytes were stored.")
+    truncated: bool = Field(
+        description="The message was larger than the receiver stores (its "
+        "max_stored_message_bytes, 10 MiB by default): only that many octets were kept. The "
+        "scenario's SIZE limit (receiver.max_message_size) decides what is accepted."
+    )
     href: str = Field(description="Where the raw message is (message/rfc822).")
 
 

@@ -155,7 +155,13 @@ class ReceiverSettings(BaseModel):
         True,
         description="Send RFC 3463 codes (x.y.z); off for personas such as Exim that send none.",
     )
-    max_message_size: int = Field(10 * 1024 * 1024, ge=1, description="SIZE limit in octets.")
+    max_message_size: int = Field(
+        10 * 1024 * 1024,
+        ge=1,
+        description="The SMTP SIZE limit in octets (RFC 1870), advertised in EHLO; larger "
+        "messages are refused. The journal keeps at most the receiver's "
+        "max_stored_message_bytes of an accepted one.",
+    )
     max_recipients: int = Field(
         1000, ge=1, description="Recipients per message (Postfix's default)."
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .journal import Journal
+from .journal import DEFAULT_MAX_STORED_MESSAGE_BYTES, Journal
 from .policy import ClientHistory, Context
 from .scenario import Scenario
 from .smtp import StrictSMTP
@@ -49,7 +49,9 @@ class ServerOptions:
     tls_context: ssl.SSLContext | None = None
     #: Seconds sessions may go on after a stop is asked for.
     grace: float = 5.0
-    max_message_bytes: int = 10 * 1024 * 1024
+    #: How much of each accepted message the journal keeps (the scenario's
+    #: `receiver.max_message_size`, the SIZE limit, decides what is accepted).
+    max_stored_message_bytes: int = DEFAULT_MAX_STORED_MESSAGE_BYTES
     #: Serve the scenario's DNS here (overrides the scenario's `world.dns.serve`).
     dns_listen: tuple[str, int] | None = None
     #: Keep the objects of the running scenario out of the cyclic collector's walks
@@ -82,7 +84,9 @@ class Receiver:
             history=self.history,
             callout=self.callout,
         )
-        self.journal = Journal(self.options.db, max_message_bytes=self.options.max_message_bytes)
+        self.journal = Journal(
+            self.options.db, max_stored_message_bytes=self.options.max_stored_message_bytes
+        )
         self.sessions_open: set[StrictSMTP] = set()
         self._idle = asyncio.Event()
         self._idle.set()
