@@ -39,6 +39,7 @@ PLACES: dict[str, str] = {
     "strictmx.receiver": "data",
     "strictmx.receiver.verdict": "data",
     "strictmx.receiver.trust": "data",
+    "strictmx.receiver.hostport": "data",
     "strictmx.receiver.message": "data",
     "strictmx.receiver.session": "data",
     "strictmx.receiver.catalogue": "data",
