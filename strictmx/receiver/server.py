@@ -212,7 +212,10 @@ class Receiver:
             self._freeze_heap()
         except BaseException:
             for service in reversed(started):
-                await service.stop()
+                try:
+                    await service.stop()
+                except Exception:  # the start's own error is the one to report
+                    log.exception("cannot stop %r after a failed start", service)
             if self._server is not None:
                 self._server.close()
                 await self._server.wait_closed()
