@@ -53,6 +53,7 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.engine": "engine",
     "strictmx.receiver.expect": "scenario",
     "strictmx.receiver.scenario": "scenario",
+    "strictmx.receiver.scenario_yaml": "scenario",
     "strictmx.receiver.persona": "conversation",
     "strictmx.receiver.conversation": "conversation",
     "strictmx.receiver.smtp": "io",
