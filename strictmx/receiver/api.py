@@ -51,9 +51,9 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from . import scenario as scenarios
 from . import trust as trusts
-from .hostport import split_nameserver
 from .journal import Journal, JournalError
 from .scenario import ReceiverSettings, Scenario, ScenarioError
+from .world.dns import split_nameserver
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from . import explain as explaining
 from . import reproduce as reproducing
 from . import scenario as scenarios
 from .api import Api, exposed
-from .hostport import split_listen
 from .policy import PolicyClass
 from .registry import load_registry
 from .scenario import ScenarioError
@@ -39,12 +38,11 @@ class UsageError(Exception):
 
 
 def _listen(value: str) -> tuple[str, int]:
-    try:
-        return split_listen(value, names=True)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected HOST:PORT, [IPv6]:PORT or a port alone, got {value!r}"
-        ) from None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .hostport import split_listen
 from .journal import DEFAULT_MAX_STORED_MESSAGE_BYTES, Journal
 from .policy import ClientHistory, Context
 from .scenario import Scenario
 from .smtp import StrictSMTP
 from .world import World
 from .world.callout import Callout
+from .world.dns import split_listen
 from .world.dnsserver import DnsServer
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,6 @@ PLACES: dict[str, str] = {
     "strictmx.receiver": "data",
     "strictmx.receiver.verdict": "data",
     "strictmx.receiver.trust": "data",
-    "strictmx.receiver.hostport": "data",
     "strictmx.receiver.message": "data",
     "strictmx.receiver.session": "data",
     "strictmx.receiver.catalogue": "data",
