@@ -10,7 +10,8 @@ needs from here:
 from strictmx.receiver.engine import Decision, Engine, EngineSettings
 from strictmx.receiver.finding import Finding
 from strictmx.receiver.journal import Journal, JournalError
-from strictmx.receiver.policy import Context, Outcome, Policy, PolicyOptions, load_registry
+from strictmx.receiver.policy import Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.registry import load_registry
 from strictmx.receiver.scenario import Scenario, ScenarioError
 from strictmx.receiver.session import Client, Counters, Session
 from strictmx.receiver.trust import Reach, Trust, reaches

@@ -38,7 +38,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import dns.asyncquery
 import dns.exception
@@ -51,12 +51,9 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from . import scenario as scenarios
 from . import trust as trusts
-from .journal import JournalError
+from .journal import Journal, JournalError
 from .scenario import ReceiverSettings, Scenario, ScenarioError
 from .world.endpoints import split_nameserver
-
-if TYPE_CHECKING:
-    from .server import Receiver
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +178,11 @@ class MessageInfo(_Model):
     mail_from: str
     rcpts: list[str]
     size: int = Field(description="Octets received.")
-    truncated: bool = Field(description="Only the first max_message_bytes were stored.")
+    truncated: bool = Field(
+        description="The message was larger than the receiver stores (its "
+        "max_stored_message_bytes, 10 MiB by default): only that many octets were kept. The "
+        "scenario's SIZE limit (receiver.max_message_size) decides what is accepted."
+    )
     href: str = Field(description="Where the raw message is (message/rfc822).")
 
 
@@ -392,8 +393,24 @@ class _Budget:
             self.held -= size
 
 
+class Served(Protocol):
+    """What the API reads and changes of a receiver (strictmx/receiver/server.py's
+    Receiver is one): its journal, its scenario, and a swap of that scenario."""
+
+    @property
+    def journal(self) -> Journal: ...
+
+    @property
+    def scenario(self) -> Scenario: ...
+
+    async def switch_scenario(self, scenario: Scenario) -> None:
+        """Sessions that start afterwards use `scenario`. ValueError: its world cannot be
+        built; OSError: its DNS cannot be served."""
+        ...
+
+
 class _Handlers:
-    def __init__(self, receiver: Receiver, trust: trusts.Trust) -> None:
+    def __init__(self, receiver: Served, trust: trusts.Trust) -> None:
         self.receiver = receiver
         self.trust = trust
         self.dns_probe = DnsProbe()
@@ -548,7 +565,7 @@ OPENAPI: Final = web.AppKey("openapi", dict[str, Any])
 
 
 def build_app(
-    receiver: Receiver, token: str | None = None, host_access: bool = False
+    receiver: Served, token: str | None = None, host_access: bool = False
 ) -> web.Application:
     """The API's application; `host_access` lets uploaded scenarios reach outside the
     process (strictmx/receiver/trust.py)."""
@@ -726,11 +743,15 @@ class _CappedSite(web.TCPSite):
 
 
 class Api:
-    """The API on one address, in the running event loop."""
+    """The API on one address, in the running event loop.
+
+    `strictmx serve --api-listen` and the pytest plugin attach it to their receiver
+    (`Receiver.attach`), which starts it once SMTP listens and stops it first.
+    """
 
     def __init__(
         self,
-        receiver: Receiver,
+        receiver: Served,
         host: str = "127.0.0.1",
         port: int = 8025,
         token: str | None = None,
@@ -738,6 +759,8 @@ class Api:
     ) -> None:
         self.host = host
         self.requested_port = port
+        self.token_required = token is not None
+        self.host_access = host_access
         self._runner = web.AppRunner(
             build_app(receiver, token, host_access),
             shutdown_timeout=SHUTDOWN_TIMEOUT,

@@ -21,12 +21,14 @@ from . import api, catalogue, check, runner
 from . import explain as explaining
 from . import reproduce as reproducing
 from . import scenario as scenarios
-from .api import exposed
-from .policy import PolicyClass, load_registry
+from .api import Api, exposed
+from .policy import PolicyClass
+from .registry import load_registry
 from .scenario import ScenarioError
 from .server import LOOPBACK, Receiver, ServerOptions, parse_networks
 from .tls import TLSError, self_signed_context, server_context
 from .trust import UnreadableFile, read_text_file
+from .verdict import Stage
 from .world.endpoints import EndpointError, split_host_port
 
 EXIT_BAD_INPUT = 2
@@ -187,8 +189,6 @@ def _describe_policy(name: str, cls: PolicyClass) -> None:
 
 
 def _stage_order(stage: Any) -> int:
-    from .verdict import Stage
-
     return list(Stage).index(stage)
 
 
@@ -213,14 +213,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         trusted=_trusted(args.trusted),
         tls_context=_tls(args.tls, scenario.receiver.hostname),
         dns_listen=args.dns_listen,
-        api_listen=args.api_listen,
-        api_token=_api_token(args),
-        api_host_access=args.api_allow_host_access,
         freeze_gc=True,  # this process is the receiver
     )
+    token = _api_token(args)
     receiver = Receiver(scenario, options)
     try:
-        return asyncio.run(_serve(receiver))
+        return asyncio.run(_serve(receiver, args.api_listen, token, args.api_allow_host_access))
     except KeyboardInterrupt:
         return 0
 
@@ -273,7 +271,13 @@ def _tls(spec: str | None, hostname: str) -> Any:
     return server_context(cert, key)
 
 
-async def _serve(receiver: Receiver) -> int:
+async def _serve(
+    receiver: Receiver, api_listen: tuple[str, int] | None, token: str | None, host_access: bool
+) -> int:
+    api = None
+    if api_listen is not None:
+        api = Api(receiver, *api_listen, token=token, host_access=host_access)
+        receiver.attach(api)
     try:
         await receiver.start()
     except OSError as exc:
@@ -288,14 +292,14 @@ async def _serve(receiver: Receiver) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    _announce(receiver)  # only once a stop signal is handled: supervisors act on these lines
+    _announce(receiver, api)  # only once a stop signal is handled: supervisors act on these lines
     await stop.wait()
     print("strictmx: stopping; letting sessions finish", file=sys.stderr, flush=True)
     await receiver.stop()
     return 0
 
 
-def _announce(receiver: Receiver) -> None:
+def _announce(receiver: Receiver, api: Api | None) -> None:
     scenario = receiver.scenario
     for host, port in receiver.addresses:
         shown = f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
@@ -304,16 +308,16 @@ def _announce(receiver: Receiver) -> None:
         host, port = receiver.dns_server.address
         shown = f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
         print(f"strictmx: DNS on {shown}:{port}")
-    if receiver.api is not None:
-        print(f"strictmx: API on {receiver.api.url}")
-        if receiver.options.api_token is None and exposed(receiver.api.host):
+    if api is not None:
+        print(f"strictmx: API on {api.url}")
+        if not api.token_required and exposed(api.host):
             print(
-                f"strictmx: warning: the API on {receiver.api.url} has no token"
+                f"strictmx: warning: the API on {api.url} has no token"
                 " (--api-token-file or $STRICTMX_API_TOKEN): anyone who reaches it can read"
                 " the journal and swap the scenario",
                 file=sys.stderr,
             )
-        if receiver.options.api_host_access and receiver.options.api_token is None:
+        if api.host_access and not api.token_required:
             print(
                 "strictmx: warning: --api-allow-host-access without a token: any local user"
                 " who reaches the API can make this process read files, import modules and"

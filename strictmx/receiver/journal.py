@@ -62,11 +62,14 @@ from .journal_writer import (
 )
 from .verdict import Verdict
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "SCHEMA_VERSION", "Journal", "JournalError"]
+__all__ = ["DEFAULT_MAX_STORED_MESSAGE_BYTES", "SCHEMA_VERSION", "Journal", "JournalError"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_MESSAGE_BYTES: Final = 10 * 1024 * 1024
+#: How much of each accepted message the journal keeps. Not the SMTP SIZE limit: that is
+#: the scenario's `receiver.max_message_size`, which decides what is accepted at all; a
+#: scenario may accept more than is stored (the rest is counted in `size`, not kept).
+DEFAULT_MAX_STORED_MESSAGE_BYTES: Final = 10 * 1024 * 1024
 SESSION_OUTCOMES: Final = frozenset({"accepted", "rejected", "deferred", "aborted", "idle"})
 DIRECTIONS: Final = frozenset({"in", "out", "note"})
 #: Session columns `session_updated` may change (after HELO, MAIL, XCLIENT/PROXY, STARTTLS).
@@ -116,15 +119,17 @@ class Journal:
         self,
         path: str | Path = "strictmx.db",
         *,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_stored_message_bytes: int = DEFAULT_MAX_STORED_MESSAGE_BYTES,
         max_restarts: int = MAX_RESTARTS,
     ) -> None:
-        if max_message_bytes < 0:
-            raise ValueError(f"max_message_bytes must be >= 0, got {max_message_bytes}")
+        if max_stored_message_bytes < 0:
+            raise ValueError(
+                f"max_stored_message_bytes must be >= 0, got {max_stored_message_bytes}"
+            )
         if max_restarts < 0:
             raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
         self._path = ":memory:" if path == ":memory:" else str(Path(path))
-        self._max_message_bytes = max_message_bytes
+        self._max_stored_message_bytes = max_stored_message_bytes
         # Loop-side writes wait here and go to the writer in bulk: with the next barrier
         # or task, or after _LINGER seconds. Each hand-over is one pipe write.
         self._staged: list[_Op] = []
@@ -353,13 +358,13 @@ class Journal:
     ) -> int:
         """Store an accepted message; return its number in the session (1, 2, ...).
 
-        Returns only once the row is committed. Above `max_message_bytes` only the first
+        Returns only once the row is committed. Above `max_stored_message_bytes` only the first
         that many bytes are kept, with `truncated` set and `size` the size received.
         """
         at = _iso(when)
         rcpts = list(rcpts)
         rcpt_list = json.dumps(rcpts)
-        cap = self._max_message_bytes
+        cap = self._max_stored_message_bytes
         # Numbered here: messages of one session are added one after the other.
         n = self._messages.get(session_id, 0) + 1
 
@@ -460,7 +465,7 @@ class Journal:
         return found
 
     async def message_raw(self, session_id: str, n: int) -> bytes | None:
-        """The stored bytes of message `n` (truncated at `max_message_bytes`), or None."""
+        """The stored bytes of message `n` (truncated at `max_stored_message_bytes`), or None."""
         raw: bytes | None = await self._task("message_raw", session_id, n)
         return raw
 

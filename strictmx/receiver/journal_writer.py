@@ -119,7 +119,7 @@ SCHEMA: Final = (
         rcpts TEXT NOT NULL,  -- JSON list
         size INTEGER NOT NULL,  -- as received
         truncated INTEGER NOT NULL,
-        raw BLOB NOT NULL,  -- the first max_message_bytes of it
+        raw BLOB NOT NULL,  -- the first max_stored_message_bytes of it
         PRIMARY KEY (session_id, n)
     )""",
 )

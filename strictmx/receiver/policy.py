@@ -1,4 +1,4 @@
-"""The policy plug-in contract and registry.
+"""The policy plug-in contract.
 
 A policy is one class in one module under `policies/` (or a third-party package that
 registers it in the `strictmx.policies` entry-point group). It declares:
@@ -16,28 +16,20 @@ opens sockets itself.
 
 from __future__ import annotations
 
-import importlib.metadata
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from .catalogue import bundled
+from .session import BASE_FIELDS, Client, Session
 from .verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
-from .world.dns import TempFail
+from .world import World
+from .world.callout import Callout
+from .world.clock import Clock
+from .world.dns import TempFail, WorldDNS
 from .world.names import reverse_name
-
-if TYPE_CHECKING:
-    from .session import Client, Session
-    from .world import World
-    from .world.callout import Callout
-    from .world.clock import Clock
-    from .world.dns import WorldDNS
-
-log = logging.getLogger(__name__)
-
-ENTRY_POINT_GROUP = "strictmx.policies"
 
 
 class PolicyOptions(BaseModel):
@@ -171,8 +163,6 @@ class Policy(Generic[OptionsT]):
     @classmethod
     def validate_reply(cls, outcome_id: str, reply: Reply) -> None:
         """Raise ReplyError unless `reply` may stand in for `outcome_id`'s default."""
-        from .session import BASE_FIELDS
-
         known = {o.id: o for o in cls.outcomes}
         if outcome_id not in known:
             raise ReplyError(
@@ -235,36 +225,9 @@ PolicyClass = type[Policy[PolicyOptions]]
 def _from_catalogue(policy: str, outcome: Outcome) -> Outcome:
     if outcome.reply != FROM_CATALOGUE:
         return outcome
-    from .catalogue import bundled
-
     entry = bundled().default_for(policy, outcome.id)
     if entry is None:
         raise LookupError(
             f"{policy}/{outcome.id}: the reply catalogue has no entry marked default for it"
         )
     return replace(outcome, reply=tuple(entry.template.wire_lines()))
-
-
-def builtin_policies() -> dict[str, PolicyClass]:
-    from strictmx.policies import BUILTIN
-
-    return {cls.name: cls for cls in BUILTIN}
-
-
-def load_registry() -> dict[str, PolicyClass]:
-    """Built-in policies plus those registered by installed packages."""
-    registry = builtin_policies()
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken plug-in must not take the server down
-            log.warning("cannot load policy plug-in %s (%s): %s", ep.name, ep.value, exc)
-            continue
-        if not (isinstance(cls, type) and issubclass(cls, Policy)):
-            log.warning("plug-in %s (%s) is not a strictmx Policy class", ep.name, ep.value)
-            continue
-        if cls.name in registry:
-            log.warning("plug-in %s redefines policy %r; the built-in is kept", ep.value, cls.name)
-            continue
-        registry[cls.name] = cls
-    return registry

@@ -40,6 +40,7 @@ from typing import Any
 import pytest
 
 from . import scenario as scenarios
+from .api import Api
 from .scenario import Scenario
 from .server import Receiver, ReceiverThread, ServerOptions
 
@@ -65,9 +66,11 @@ class StrictmxReceiver:
     session, or the one passed as `session=` (a session dict or id).
     """
 
-    def __init__(self, thread: ReceiverThread) -> None:
+    def __init__(self, thread: ReceiverThread, api: Api | None = None) -> None:
         self.thread = thread
         self.receiver = thread.receiver
+        #: The HTTP API, when the receiver was started with `api_listen=`.
+        self.api = api
         self.host = "127.0.0.1"
         self.port = thread.port
 
@@ -250,23 +253,38 @@ class StrictmxFactory:
 
     `spec` is a bundled name, a YAML path, a dict or a Scenario; None takes the test's
     `@pytest.mark.strictmx_scenario(...)`, else `default`. Server options are
-    `ServerOptions` fields (`proxy_protocol=True`, `tls_context=...`, `db=...`).
+    `ServerOptions` fields (`proxy_protocol=True`, `tls_context=...`, `db=...`), and
+    `api_listen=(host, port)` (with `api_token=`, `api_host_access=`) serves the HTTP API
+    too, as `strictmx serve --api-listen` does; its URL is then `rx.api.url`.
     """
 
     def __init__(self, default: ScenarioSpec) -> None:
         self.default = default
         self.started: list[ReceiverThread] = []
 
-    def __call__(self, spec: ScenarioSpec | None = None, **options: Any) -> StrictmxReceiver:
+    def __call__(
+        self,
+        spec: ScenarioSpec | None = None,
+        *,
+        api_listen: tuple[str, int] | None = None,
+        api_token: str | None = None,
+        api_host_access: bool = False,
+        **options: Any,
+    ) -> StrictmxReceiver:
         scenario = load_scenario(self.default if spec is None else spec)
         settings = ServerOptions(host="127.0.0.1", port=0, db=":memory:")
         for key, value in options.items():
             if not hasattr(settings, key):
                 raise TypeError(f"unknown receiver option {key!r}")
             setattr(settings, key, value)
-        thread = ReceiverThread(Receiver(scenario, settings)).start()
+        receiver = Receiver(scenario, settings)
+        api = None
+        if api_listen is not None:
+            api = Api(receiver, *api_listen, token=api_token, host_access=api_host_access)
+            receiver.attach(api)
+        thread = ReceiverThread(receiver).start()
         self.started.append(thread)
-        return StrictmxReceiver(thread)
+        return StrictmxReceiver(thread, api)
 
     def stop(self) -> None:
         for thread in self.started:

@@ -35,7 +35,8 @@ import yaml
 from . import scenario as scenarios
 from .catalogue import Catalogue, Entry
 from .explain import Explainer, Explanation, Extracted, default_explainer
-from .policy import PolicyClass, load_registry
+from .policy import PolicyClass
+from .registry import load_registry
 from .session import BASE_FIELDS
 from .verdict import DELAYABLE_STAGES, MAX_LINE, Reply, Stage
 from .world.names import name_text, normalise_name

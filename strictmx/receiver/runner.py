@@ -1,36 +1,281 @@
 """`strictmx run FILE`: play a scenario's `expect:` cases over real SMTP and report.
 
-Each case is played against an in-process receiver on a free loopback port (see
-`strictmx.receiver.expect`). The result is a table on stdout, optionally a JUnit XML file (one test
-case per expectation, a failure element naming what differed and the session's
-transcript) and a JSON file. Exit 0 when every case holds, 1 when one does not, 2 when the
-scenario or a case cannot be used.
+Each case (the model is strictmx/receiver/expect.py) is played with Python's smtplib
+against an in-process receiver on a free loopback port, and what the client saw is
+compared with the expectation using both the wire and the journal. The result is a table
+on stdout, optionally a JUnit XML file (one test case per expectation, a failure element
+naming what differed and the session's transcript) and a JSON file. Exit 0 when every
+case holds, 1 when one does not, 2 when the scenario or a case cannot be used.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import ipaddress
 import json
+import re
+import smtplib
+import socket
 import sys
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import expect, junit
+from . import junit
 from . import scenario as scenarios
-from .expect import CaseError, Check, Refusal
+from .expect import Case, CaseError, Command, Refusal, load_message, message_bytes
 from .scenario import Scenario, ScenarioError
+from .server import Receiver, ReceiverThread, ServerOptions
+from .world.clients import ClientSpec
+
+# -- playing the cases ------------------------------------------------------------------
+
+_VERB_STAGE: dict[str, Command] = {
+    "HELO": "helo",
+    "EHLO": "helo",
+    "MAIL": "mail",
+    "RCPT": "rcpt",
+    "DATA": "data",
+    "RSET": "rset",
+    "NOOP": "noop",
+    "VRFY": "vrfy",
+}
+
+
+@dataclass
+class Observation:
+    """What the client saw: accepted, or the first refusal with its wire lines."""
+
+    accepted: bool
+    at: Command | None = None
+    code: int | None = None
+    lines: list[str] = field(default_factory=list)
+    error: str | None = None  # the session could not be played (connection refused, ...)
+
+    def describe(self) -> str:
+        if self.error:
+            return f"error: {self.error}"
+        if self.accepted:
+            return "accepted"
+        return f"refused at {self.at}: " + " | ".join(self.lines)
+
+
+def _wire(code: int, text: bytes | str) -> list[str]:
+    raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    parts = raw.split("\n") if raw else [""]
+    lines = [f"{code}-{p}" for p in parts[:-1]]
+    lines.append(f"{code} {parts[-1]}".rstrip() if parts[-1] == "" else f"{code} {parts[-1]}")
+    return lines
+
+
+def play(
+    case: Case,
+    host: str,
+    port: int,
+    now: datetime,
+    timeout: float = 30.0,
+    *,
+    source: str | None = None,
+    message: bytes | None = None,
+) -> Observation:
+    """Play one case over SMTP and report the first refusal (or acceptance).
+
+    `source` overrides the case's loopback address; `message` is the message as
+    `message_bytes` gives it (when None, a message file is read from the working directory).
+    """
+    source = source or case.client
+
+    def refused(at: Command, code: int, text: bytes | str) -> Observation:
+        return Observation(False, at, code, _wire(code, text))
+
+    client = smtplib.SMTP(timeout=timeout)
+    try:
+        try:
+            client.sock = socket.create_connection((host, port), timeout, (source, 0))
+            client.file = None
+            code, text = client.getreply()
+        except (OSError, smtplib.SMTPException) as exc:
+            return Observation(False, error=f"cannot connect from {source}: {exc}")
+        if code != 220:
+            return refused("connect", code, text)
+        if case.script is not None:
+            return _play_script(client, case.script)
+        code, text = client.ehlo(case.helo) if case.ehlo else client.helo(case.helo)
+        if code != 250:
+            return refused("helo", code, text)
+        sender = case.mail_from
+        code, text = client.mail(sender if sender else "<>")
+        if code != 250:
+            return refused("mail", code, text)
+        for rcpt in case.rcpt:
+            code, text = client.rcpt(rcpt)
+            if code not in (250, 251):
+                return refused("rcpt", code, text)
+        code, text = client.docmd("DATA")
+        if code != 354:
+            return refused("data", code, text)
+        if message is None:
+            message = message_bytes(case, now, load_message(case, Path.cwd()))
+        data = message
+        data = re.sub(rb"(?m)^\.", b"..", data)  # dot-stuffing, RFC 5321 §4.5.2
+        client.send(data + b".\r\n")
+        code, text = client.getreply()
+        if code != 250:
+            return refused("eod", code, text)
+        return Observation(True)
+    except smtplib.SMTPServerDisconnected as exc:
+        return Observation(False, error=f"the server closed the connection: {exc}")
+    finally:
+        try:
+            client.quit()
+        except (OSError, smtplib.SMTPException):
+            client.close()
+
+
+def _play_script(client: smtplib.SMTP, script: list[str]) -> Observation:
+    code, text, verb = 0, b"", ""
+    for command in script:
+        verb = command.split(" ", 1)[0].upper()
+        code, text = client.docmd(command)
+    at = _VERB_STAGE.get(verb, "unknown")
+    if code < 400:
+        return Observation(True)
+    return Observation(False, at, code, _wire(code, text))
+
+
+@dataclass
+class Check:
+    case: Case
+    observed: Observation
+    problems: list[str]
+    #: The journal's verdict whose reply the refusal carried, if a policy sent one.
+    sent: dict[str, Any] | None = None
+    #: The session as journaled, with its transcript (None if none was recorded).
+    session: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def compare(case: Case, observed: Observation, sent: dict[str, Any] | None) -> Check:
+    """Compare an observation (and the journal's sent verdict, if any) with the case."""
+    problems: list[str] = []
+    if observed.error:
+        problems.append(observed.error)
+    elif case.result == "accepted":
+        if not observed.accepted:
+            problems.append(f"expected accepted, was {observed.describe()}")
+    else:
+        want = case.result.refused
+        if observed.accepted:
+            problems.append("expected a refusal, the message was accepted")
+        else:
+            if want.at and want.at != observed.at:
+                problems.append(f"refused at {observed.at}, expected at {want.at}")
+            if want.code and want.code != observed.code:
+                problems.append(f"code {observed.code}, expected {want.code}")
+            wire = want.wire()
+            if wire is not None and wire != observed.lines:
+                problems.append(
+                    "reply differs:\n  expected: "
+                    + "\n            ".join(wire)
+                    + "\n  received: "
+                    + "\n            ".join(observed.lines)
+                )
+            for key in ("policy", "outcome", "stage"):
+                expected = getattr(want, key)
+                got = (sent or {}).get(key)
+                if expected is not None and expected != got:
+                    problems.append(f"{key} {got!r}, expected {expected!r}")
+    return Check(case, observed, problems, sent)
+
+
+#: Cases that give `address` connect from a loopback address of their own in this range.
+CASE_SOURCES = ipaddress.ip_network("127.88.0.0/16")
+
+
+def case_source(index: int) -> str:
+    return str(CASE_SOURCES.network_address + index + 1)
+
+
+def scenario_for(scenario: Scenario, case: Case, source: str) -> Scenario:
+    """`scenario` with the case's client added to its world: `source` seen as the case's
+    address, and the case's PTR names (hermetic and overlay worlds) for that address."""
+    if case.address is None:
+        return scenario
+    world = scenario.world
+    clients = {**world.clients, source: ClientSpec(address=case.address)}
+    dns = world.dns
+    if case.ptr is not None:
+        dns = dns.model_copy(update={"ptr": {**dns.ptr, case.address: case.ptr}})
+    world = world.model_copy(update={"clients": clients, "dns": dns})
+    return dataclasses.replace(scenario, world=world)
+
+
+def run(scenario: Scenario, base: Path | None = None) -> list[Check]:
+    """Serve `scenario` in-process on a free loopback port and play each of its cases.
+
+    Message files are read relative to `base` (default: the scenario file's directory)
+    before anything is served; one that cannot be read raises CaseError.
+    """
+    if base is None:
+        base = Path(scenario.source).parent
+    loaded = [load_message(case, base) for case in scenario.expect]
+    checks: list[Check] = []
+    receiver = Receiver(scenario, ServerOptions(host="127.0.0.1", port=0, db=":memory:"))
+    seen: set[str] = set()
+    with ReceiverThread(receiver) as running:
+        for index, case in enumerate(scenario.expect):
+            source = case_source(index) if case.address is not None else case.client
+            wanted = scenario_for(scenario, case, source)
+            if wanted is not receiver.scenario:
+                running.call(_use(receiver, wanted))
+            message = message_bytes(case, receiver.world.clock.now(), loaded[index])
+            started = time.monotonic()
+            observed = play(
+                case,
+                "127.0.0.1",
+                running.port,
+                receiver.world.clock.now(),
+                source=source,
+                message=message,
+            )
+            seconds = time.monotonic() - started
+            running.call(receiver.settle())
+            newest = running.call(receiver.journal.sessions(limit=1))
+            session = None
+            if newest and newest[0]["id"] not in seen:
+                seen.add(newest[0]["id"])
+                session = running.call(receiver.journal.session(newest[0]["id"]))
+            verdicts = session["verdicts"] if session else []
+            sent = next((v for v in verdicts if v.get("replied_at") == observed.at), None)
+            check = compare(case, observed, sent)
+            check.session, check.seconds = session, seconds
+            checks.append(check)
+    return checks
+
+
+async def _use(receiver: Receiver, scenario: Scenario) -> None:
+    receiver.use_scenario(scenario)  # on the receiver's loop: sessions read it there
+
+
+# -- the command ------------------------------------------------------------------------
 
 EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def add_parser(sub: Any) -> None:
-    run = sub.add_parser(
+    parser = sub.add_parser(
         "run", help="play a scenario's expect: cases over SMTP; exit 1 when one does not hold"
     )
-    run.add_argument("file", metavar="FILE", help="scenario YAML path (or bundled name)")
-    run.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report")
-    run.add_argument("--json", type=Path, metavar="PATH", help="write a JSON report")
+    parser.add_argument("file", metavar="FILE", help="scenario YAML path (or bundled name)")
+    parser.add_argument("--junit", type=Path, metavar="PATH", help="write a JUnit XML report")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write a JSON report")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -38,7 +283,7 @@ def main(args: argparse.Namespace) -> int:
         scenario = scenarios.load(args.file)
         if not scenario.expect:
             raise CaseError(f"{scenario.source} has no expect: cases to play")
-        checks = expect.run(scenario)
+        checks = run(scenario)
     except (ScenarioError, CaseError) as exc:
         print(f"strictmx: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -32,35 +32,34 @@ host (`PUT /api/v1/scenario`). So:
   DNS) depends on a `Trust` (strictmx/receiver/trust.py): a file from disk may, with relative
   files read beside it, and so may Python code's own text and dicts; an upload through
   the API may not unless the receiver was started to allow it;
-- its YAML is bounded before anything is built from it: at most MAX_SCENARIO_BYTES,
-  MAX_DEPTH levels of nesting, MAX_ALIASES aliases, MAX_NODES nodes and
-  MAX_SCENARIO_BYTES of values with aliases expanded (so a few hundred bytes of nested
-  aliases cannot stand for billions of nodes). Parsing is blocking CPU work: the API
-  runs it in a thread. Errors list at most MAX_ISSUES problems and cut long values short.
+- its YAML is bounded before anything is built from it (size, nesting, aliases, nodes:
+  strictmx/receiver/scenario_yaml.py, which also places every error at its file, line
+  and key path).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import importlib.resources
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import catalogue
 from . import trust as trusts
 from .engine import Engine, EngineSettings
 from .expect import Case
-from .policy import Policy, PolicyClass, PolicyOptions, load_registry
+from .policy import Policy, PolicyClass, PolicyOptions
+from .registry import load_registry
+from .scenario_yaml import MAX_SCENARIO_BYTES as MAX_SCENARIO_BYTES  # a public name here
+from .scenario_yaml import Issue, KeyPath, LineMap, Located
+from .scenario_yaml import ScenarioError as ScenarioError  # a public name here
 from .trust import Trust
 from .verdict import Reply, ReplyError, Stage
 from .world import WorldConfig
-
-KeyPath = tuple[str | int, ...]
 
 #: The `policies:` keys: one per stage, plus `session` (policies that run first everywhere).
 SESSION_KEY = "session"
@@ -69,60 +68,6 @@ ENTRY_KEYS = ("policy", "replies", "delay_reject")
 #: How a reply override names a reply catalogue entry instead of giving a text.
 ENTRY_FORM = "{entry: ID} (an id of strictmx/receiver/data/catalogue.yaml)"
 STAGE_KEYS = [SESSION_KEY, *(s.value for s in Stage)]
-
-#: The largest scenario read, in bytes of UTF-8 (whole DNS zones fit many times over).
-MAX_SCENARIO_BYTES: Final = 4 * 1024 * 1024
-#: Nesting levels of YAML collections; a scenario needs about ten.
-MAX_DEPTH: Final = 64
-#: Aliases (`*name`) in one scenario.
-MAX_ALIASES: Final = 1000
-#: Nodes (scalars and collections) in one scenario, aliases expanded where they are used;
-#: the largest bundled scenario has under 700, and each node costs work up to validation.
-MAX_NODES: Final = 50_000
-#: Problems listed in one error; the rest are counted.
-MAX_ISSUES: Final = 20
-#: How much of a bad value an error message repeats.
-SHOWN_VALUE_CHARS: Final = 80
-
-
-@dataclass(frozen=True)
-class Issue:
-    """One problem of a scenario in parts, for tools (the HTTP API answers with these)."""
-
-    file: str | None
-    line: int | None
-    #: Dotted key path such as `policies.helo[2].mode`; "" for the document as a whole.
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        loc = f"{self.file}:{self.line}" if self.line else (self.file or "")
-        return f"{loc} {self.path}: {self.message}" if self.path else f"{loc} {self.message}"
-
-
-class ScenarioError(Exception):
-    """A scenario that cannot be used; the message names file, line and key path.
-
-    `issues` holds the same in parts, one per problem (a single issue with only a message
-    for errors that have no place in a file, such as an unknown scenario name).
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        located: tuple[Issue, ...] = getattr(message, "issues", ())
-        self.issues: list[Issue] = list(located) or [Issue(None, None, "", message)]
-
-
-class _Located(str):
-    """Error text that keeps its parts, so `raise ScenarioError(where.at(...))` carries
-    `issues` without every raise site building them."""
-
-    issues: tuple[Issue, ...]
-
-    def __new__(cls, issues: Sequence[Issue]) -> _Located:
-        located = super().__new__(cls, "\n".join(map(str, issues)))
-        located.issues = tuple(issues)
-        return located
 
 
 class ReceiverSettings(BaseModel):
@@ -154,7 +99,13 @@ class ReceiverSettings(BaseModel):
         True,
         description="Send RFC 3463 codes (x.y.z); off for personas such as Exim that send none.",
     )
-    max_message_size: int = Field(10 * 1024 * 1024, ge=1, description="SIZE limit in octets.")
+    max_message_size: int = Field(
+        10 * 1024 * 1024,
+        ge=1,
+        description="The SMTP SIZE limit in octets (RFC 1870), advertised in EHLO; larger "
+        "messages are refused. The journal keeps at most the receiver's "
+        "max_stored_message_bytes of an accepted one.",
+    )
     max_recipients: int = Field(
         1000, ge=1, description="Recipients per message (Postfix's default)."
     )
@@ -297,13 +248,13 @@ def loads(
 ) -> Scenario:
     """A scenario from YAML text. The caller's own text by default, which may reach what
     it names; text from elsewhere passes a `trust` that says so (strictmx/receiver/trust.py)."""
-    lines = _LineMap.parse(text, source)
+    lines = LineMap.parse(text, source)
     data = lines.data
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ScenarioError(
-            _Located(
+            Located(
                 [Issue(source, 1, "", f"the scenario must be a mapping, not {type(data).__name__}")]
             )
         )
@@ -323,11 +274,11 @@ def from_dict(
     source: str = "<scenario>",
     registry: Mapping[str, PolicyClass] | None = None,
     default_name: str = "scenario",
-    lines: _LineMap | None = None,
+    lines: LineMap | None = None,
     trust: Trust = trusts.CODE,
 ) -> Scenario:
     """A scenario from parsed data; `trust` as for `loads`."""
-    where = lines or _LineMap(source)
+    where = lines or LineMap(source)
     context = trusts.context(trust)
     try:
         model = ScenarioModel.model_validate(data, context=context)
@@ -360,7 +311,7 @@ def _entry(
     listed_under: str,
     path: KeyPath,
     registry: Mapping[str, PolicyClass],
-    where: _LineMap,
+    where: LineMap,
     context: dict[str, Any],
 ) -> PolicyEntry:
     if not isinstance(item, Mapping) or "policy" not in item:
@@ -418,7 +369,7 @@ def _entry(
 
 
 def _catalogue_reply(
-    spec: Mapping[str, Any], cls: PolicyClass, outcome_id: str, rpath: KeyPath, where: _LineMap
+    spec: Mapping[str, Any], cls: PolicyClass, outcome_id: str, rpath: KeyPath, where: LineMap
 ) -> Reply:
     """`{entry: ID}`: the reply catalogue's text, so a persona's reply has one source."""
     entry_id = spec.get("entry")
@@ -434,252 +385,6 @@ def _catalogue_reply(
         return catalogue.bundled().entry_for(entry_id, cls.name, outcome_id).template
     except catalogue.CatalogueError as exc:
         raise ScenarioError(where.at((*rpath, "entry"), str(exc))) from None
-
-
-class _LineMap:
-    """Parsed YAML plus the line of every key path, for error messages."""
-
-    def __init__(self, source: str, data: Any = None, lines: dict[KeyPath, int] | None = None):
-        self.source = source
-        self.data = data
-        self.lines = lines or {}
-
-    @classmethod
-    def parse(cls, text: str, source: str) -> _LineMap:
-        """Check the YAML's size and shape, then compose it once and build the data from
-        that one node tree (aliases stay shared there; only the checked walks expand them)."""
-        size = len(text) if len(text) * 4 <= MAX_SCENARIO_BYTES else len(text.encode())
-        if size > MAX_SCENARIO_BYTES:
-            raise ScenarioError(
-                _Located(
-                    [
-                        Issue(
-                            source,
-                            None,
-                            "",
-                            f"the scenario is {size} bytes; the limit is {MAX_SCENARIO_BYTES}",
-                        )
-                    ]
-                )
-            )
-        try:
-            _check_shape(text, source)
-            loader = _Loader(text)
-            try:
-                node = loader.get_single_node()
-                data = loader.construct_document(node) if node is not None else None
-            finally:
-                loader.dispose()
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ScenarioError(
-                _Located([Issue(source, line, "", f"invalid YAML: {problem}")])
-            ) from None
-        except (ValueError, OverflowError) as exc:
-            # A scalar the safe constructor cannot build: a date such as 2024-13-45, an
-            # integer of more digits than Python converts.
-            raise ScenarioError(
-                _Located([Issue(source, None, "", f"invalid YAML value: {exc}")])
-            ) from None
-        lines: dict[KeyPath, int] = {}
-        if node is not None:
-            _index(node, (), lines)
-        return cls(source, data, lines)
-
-    def line_of(self, path: Sequence[str | int]) -> int | None:
-        p = tuple(path)
-        while p:
-            if p in self.lines:
-                return self.lines[p]
-            p = p[:-1]
-        return self.lines.get((), None)
-
-    def at(self, path: Sequence[str | int], message: str) -> str:
-        return _Located([self.issue(path, message)])
-
-    def issue(self, path: Sequence[str | int], message: str) -> Issue:
-        return Issue(self.source, self.line_of(path), _dotted(path), message)
-
-    def describe_validation(
-        self, exc: ValidationError, prefix: KeyPath, unknown: str = "unknown key"
-    ) -> str:
-        issues = []
-        errors = exc.errors()
-        for err in errors[:MAX_ISSUES]:
-            path = (*prefix, *(p for p in err["loc"] if not _is_pydantic_tag(p)))
-            text = unknown if err.get("type") == "extra_forbidden" else _message(err)
-            issues.append(self.issue(path, text))
-        if len(errors) > MAX_ISSUES:
-            more = len(errors) - MAX_ISSUES
-            issues.append(Issue(self.source, None, "", f"... and {more} more problems"))
-        return _Located(issues)
-
-
-#: libyaml's parser where PyYAML was built with it: the same documents, parsed in C.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@dataclass
-class _Frame:
-    """An open YAML collection during the shape check."""
-
-    anchor: str | None
-    mapping: bool
-    #: Nodes and scalar characters under it so far, aliases expanded, itself included.
-    nodes: int = 1
-    chars: int = 0
-    #: Mapping: the next child is a key; its last key. Sequence: the next child's index.
-    at_key: bool = True
-    key: str | int = ""
-    index: int = 0
-
-    def place(self) -> str | int | None:
-        if not self.mapping:
-            return self.index
-        return None if self.at_key else self.key
-
-    def advance(self, event: yaml.Event) -> None:
-        if not self.mapping:
-            self.index += 1
-        elif self.at_key:
-            self.key = event.value if isinstance(event, yaml.ScalarEvent) else "?"
-            self.at_key = False
-        else:
-            self.at_key = True
-
-
-def _check_shape(text: str, source: str) -> None:
-    """Refuse YAML nested deeper than MAX_DEPTH, with more than MAX_ALIASES aliases, more
-    than MAX_NODES nodes or MAX_SCENARIO_BYTES characters of scalars once aliases are
-    expanded, or an alias inside the collection it names (a cycle no scenario means),
-    from the parser's events alone.
-
-    The events come one at a time from a parser that keeps its own stack, so neither a
-    deep document nor an alias bomb costs more here than its length in events; the check
-    stops at the first limit passed, before anything is composed or constructed.
-    """
-    frames: list[_Frame] = []
-    # anchor -> (nodes, scalar characters) its node stands for, aliases expanded
-    expanded: dict[str, tuple[int, int]] = {}
-    aliases = 0
-    total_nodes = 0
-    total_chars = 0
-
-    def refuse(event: yaml.Event, message: str) -> ScenarioError:
-        path = tuple(p for p in (f.place() for f in frames) if p is not None)
-        line = event.start_mark.line + 1 if event.start_mark is not None else None
-        return ScenarioError(_Located([Issue(source, line, _dotted(path), message)]))
-
-    def count(event: yaml.Event, nodes: int, chars: int) -> None:
-        nonlocal total_nodes, total_chars
-        total_nodes += nodes
-        total_chars += chars
-        if total_nodes > MAX_NODES:
-            raise refuse(event, f"more than {MAX_NODES} nodes, aliases expanded")
-        if total_chars > MAX_SCENARIO_BYTES:
-            raise refuse(
-                event, f"more than {MAX_SCENARIO_BYTES} characters of values, aliases expanded"
-            )
-
-    def done(event: yaml.Event, nodes: int, chars: int, anchor: str | None) -> None:
-        if anchor is not None:
-            expanded[anchor] = (nodes, chars)
-        if frames:
-            frames[-1].nodes += nodes
-            frames[-1].chars += chars
-            frames[-1].advance(event)
-
-    events = yaml.parse(text, Loader=_Loader)
-    while True:
-        try:
-            event = next(events)
-        except StopIteration:
-            return
-        except yaml.YAMLError as exc:
-            # Said here, where the open collections give the key path it happened under.
-            mark = getattr(exc, "problem_mark", None)
-            problem = getattr(exc, "problem", None) or str(exc)
-            if "nesting depth" in problem:  # libyaml's own limit, met while scanning ahead
-                problem = f"nested deeper than {MAX_DEPTH} levels"
-            else:
-                problem = f"invalid YAML: {problem}"
-            path = tuple(p for p in (f.place() for f in frames) if p is not None)
-            line = mark.line + 1 if mark is not None else None
-            raise ScenarioError(_Located([Issue(source, line, _dotted(path), problem)])) from None
-        if isinstance(event, yaml.CollectionStartEvent):
-            if len(frames) >= MAX_DEPTH:
-                raise refuse(event, f"nested deeper than {MAX_DEPTH} levels")
-            count(event, 1, 0)
-            frames.append(_Frame(event.anchor, isinstance(event, yaml.MappingStartEvent)))
-        elif isinstance(event, yaml.CollectionEndEvent):
-            frame = frames.pop()
-            done(event, frame.nodes, frame.chars, frame.anchor)
-        elif isinstance(event, yaml.ScalarEvent):
-            count(event, 1, len(event.value))
-            done(event, 1, len(event.value), event.anchor)
-        elif isinstance(event, yaml.AliasEvent):
-            aliases += 1
-            if aliases > MAX_ALIASES:
-                raise refuse(event, f"more than {MAX_ALIASES} aliases")
-            if any(f.anchor == event.anchor for f in frames):
-                raise refuse(event, f"*{_shown(event.anchor)} refers to a collection it is in")
-            # An unknown anchor counts as one node here and fails when composed.
-            nodes, chars = expanded.get(event.anchor or "", (1, 0))
-            count(event, nodes, chars)
-            done(event, nodes, chars, None)
-
-
-def _shown(value: object) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    if len(text) > SHOWN_VALUE_CHARS:
-        return text[:SHOWN_VALUE_CHARS] + "..."
-    return text
-
-
-def _is_pydantic_tag(part: object) -> bool:
-    # Union members and function validators show up in `loc` as tags, not keys.
-    return isinstance(part, str) and (part.startswith("function-") or "[" in part)
-
-
-def _index(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
-            sub = (*path, key)
-            _index(value_node, sub, lines)
-            lines[sub] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _index(item, (*path, i), lines)
-
-
-def _dotted(path: Iterable[str | int]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{_shown(part)}" if out else _shown(part)
-    return out
-
-
-def _message(err: Mapping[str, Any]) -> str:
-    kind = err.get("type", "")
-    value = err.get("input")
-    ctx = err.get("ctx") or {}
-    # Values are shown cut short: a 4 MB scalar is not repeated back in full.
-    if kind == "literal_error" and "expected" in ctx:
-        return f"{_shown(repr(value))} is not one of: {ctx['expected']}"
-    if kind == "missing":
-        return "required"
-    msg = str(err.get("msg", "invalid value"))
-    msg = msg.removeprefix("Value error, ")
-    if kind.endswith("_type") or kind.endswith("_parsing"):
-        return f"{_shown(repr(value))}: {msg}"
-    return msg
 
 
 def _display(path: Path) -> str:

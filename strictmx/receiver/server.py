@@ -1,4 +1,9 @@
-"""The receiver: one scenario, its world and engine, a journal, and the listening socket."""
+"""The receiver: one scenario, its world and engine, a journal, and the listening socket.
+
+Services that live beside SMTP for as long as the receiver listens (the HTTP API) are
+attached by whoever composes the process (`strictmx serve`, the pytest plugin), so this
+module knows none of them.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,9 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from .api import Api
-from .journal import Journal
+from .journal import DEFAULT_MAX_STORED_MESSAGE_BYTES, Journal
 from .policy import ClientHistory, Context
 from .scenario import Scenario
 from .smtp import StrictSMTP
@@ -45,19 +49,22 @@ class ServerOptions:
     tls_context: ssl.SSLContext | None = None
     #: Seconds sessions may go on after a stop is asked for.
     grace: float = 5.0
-    max_message_bytes: int = 10 * 1024 * 1024
+    #: How much of each accepted message the journal keeps (the scenario's
+    #: `receiver.max_message_size`, the SIZE limit, decides what is accepted).
+    max_stored_message_bytes: int = DEFAULT_MAX_STORED_MESSAGE_BYTES
     #: Serve the scenario's DNS here (overrides the scenario's `world.dns.serve`).
     dns_listen: tuple[str, int] | None = None
-    #: Serve the HTTP API (strictmx/receiver/api.py) here.
-    api_listen: tuple[str, int] | None = None
-    #: Require `Authorization: Bearer <token>` on API requests (all but health).
-    api_token: str | None = None
-    #: Let scenarios uploaded through the API name files, modules, URLs, listen addresses
-    #: and real DNS (strictmx/receiver/trust.py); off, such scenarios are refused with 422.
-    api_host_access: bool = False
     #: Keep the objects of the running scenario out of the cyclic collector's walks
     #: (`gc.freeze`). Process-wide, so only for a process that is the receiver: `serve`.
     freeze_gc: bool = False
+
+
+class Service(Protocol):
+    """Something served beside SMTP while the receiver listens, e.g. the HTTP API."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -77,7 +84,9 @@ class Receiver:
             history=self.history,
             callout=self.callout,
         )
-        self.journal = Journal(self.options.db, max_message_bytes=self.options.max_message_bytes)
+        self.journal = Journal(
+            self.options.db, max_stored_message_bytes=self.options.max_stored_message_bytes
+        )
         self.sessions_open: set[StrictSMTP] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -85,7 +94,8 @@ class Receiver:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self.dns_server: DnsServer | None = None
-        self.api: Api | None = None
+        #: Started after the SMTP listener, in order; stopped before it, in reverse.
+        self.services: list[Service] = []
         # Callout clients replaced by a scenario swap: sessions under way may still use them.
         self._retired_callouts: list[Callout] = []
 
@@ -180,10 +190,15 @@ class Receiver:
             gc.collect()
             gc.freeze()
 
+    def attach(self, service: Service) -> None:
+        """Start `service` with the receiver and stop it first (attach before `start`)."""
+        self.services.append(service)
+
     # -- life -----------------------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         await self.journal.open()
+        started: list[Service] = []
         try:
             await self._start_dns()
             if self.callout is not None:
@@ -191,17 +206,16 @@ class Receiver:
             self._server = await self.loop.create_server(
                 lambda: StrictSMTP(self), self.options.host, self.options.port
             )
-            if self.options.api_listen is not None:
-                self.api = Api(
-                    self,
-                    *self.options.api_listen,
-                    token=self.options.api_token,
-                    host_access=self.options.api_host_access,
-                )
-                await self.api.start()
+            for service in self.services:
+                await service.start()
+                started.append(service)
             self._freeze_heap()
         except BaseException:
-            self.api = None
+            for service in reversed(started):
+                try:
+                    await service.stop()
+                except Exception:  # the start's own error is the one to report
+                    log.exception("cannot stop %r after a failed start", service)
             if self._server is not None:
                 self._server.close()
                 await self._server.wait_closed()
@@ -238,9 +252,8 @@ class Receiver:
         """Stop accepting, let sessions finish for `grace` seconds, abort the rest, flush."""
         if self._server is None:
             return
-        if self.api is not None:
-            await self.api.stop()
-            self.api = None
+        for service in reversed(self.services):
+            await service.stop()
         self._server.close()
         wait = self.options.grace if grace is None else grace
         with contextlib.suppress(TimeoutError):

@@ -73,8 +73,8 @@ class Http:
     """urllib against the receiver's API: every status comes back as a Reply."""
 
     def __init__(self, running: Running, token: str | None = None) -> None:
-        assert running.receiver.api is not None
-        self.base = running.receiver.api.url
+        assert running.api is not None
+        self.base = running.api.url
         self.token = token
 
     def __call__(
@@ -808,8 +808,8 @@ def test_put_scenario_with_host_access_allowed_reads_the_file(
 
 def test_put_scenario_too_large_is_413_before_it_is_read(serve: Factory) -> None:
     rx = serve(SCENARIO, **API)
-    assert rx.receiver.api is not None
-    host, port = rx.receiver.api.address
+    assert rx.api is not None
+    host, port = rx.api.address
     with socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(
             b"PUT /api/v1/scenario HTTP/1.1\r\nHost: x\r\nContent-Type: application/yaml\r\n"

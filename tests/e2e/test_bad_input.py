@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from strictmx.receiver import scenario as scenarios
-from strictmx.receiver.policy import Context, Policy, PolicyOptions, load_registry
+from strictmx.receiver.policy import Context, Policy, PolicyOptions
+from strictmx.receiver.registry import load_registry
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Stage, Verdict
 

@@ -9,9 +9,9 @@ from importlib import resources
 import pytest
 import yaml
 
-from strictmx.receiver import expect
+from strictmx.receiver import expect, runner
 from strictmx.receiver import scenario as scenarios
-from strictmx.receiver.policy import load_registry
+from strictmx.receiver.registry import load_registry
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,7 @@ WITH_CASES = [name for name in scenarios.bundled_names() if scenarios.load(name)
 
 @pytest.mark.parametrize("name", WITH_CASES)
 def test_bundled_expectations_hold_on_the_wire(name: str) -> None:
-    checks = expect.run(scenarios.load(name))
+    checks = runner.run(scenarios.load(name))
     failures = [f"{c.case.name}: " + "; ".join(c.problems) for c in checks if not c.passed]
     assert not failures, "\n".join(failures)
 

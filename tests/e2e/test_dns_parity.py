@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from strictmx.receiver import expect
+from strictmx.receiver import runner
 from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.scenario import Scenario
 from strictmx.receiver.server import Receiver, ServerOptions
@@ -87,7 +87,7 @@ def in_system_mode(scenario: Scenario, nameserver: str) -> Scenario:
     return dataclasses.replace(scenario, world=world)
 
 
-def results(checks: list[expect.Check]) -> list[tuple[str, bool, bool, str | None, int | None]]:
+def results(checks: list[runner.Check]) -> list[tuple[str, bool, bool, str | None, int | None]]:
     return [
         (c.case.name, c.passed, c.observed.accepted, c.observed.at, c.observed.code) for c in checks
     ]
@@ -104,9 +104,9 @@ WITH_CASES = [
 @pytest.mark.parametrize("name", WITH_CASES)
 def test_system_mode_at_the_served_zone_gives_the_hermetic_results(name: str) -> None:
     scenario = scenarios.load(name)
-    hermetic = expect.run(scenario)
+    hermetic = runner.run(scenario)
     with DnsThread(scenario.world.dns) as served:
-        system = expect.run(in_system_mode(scenario, served.nameserver))
+        system = runner.run(in_system_mode(scenario, served.nameserver))
         asked = served.queries()
     assert results(system) == results(hermetic)
     if any(e.cls.name == "sender_domain" for e in scenario.entries):

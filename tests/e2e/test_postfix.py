@@ -369,7 +369,7 @@ def test_a_temporary_dns_failure_is_retried_and_delivered_once_fixed(
     serve: Factory, postfix: MTA
 ) -> None:
     rx = serve(BROKEN_DNS, api_listen=("127.0.0.1", 0))
-    assert rx.receiver.api is not None
+    assert rx.api is not None
     # Retries within seconds rather than Postfix's minutes.
     retry_soon = {
         "queue_run_delay": "1s",
@@ -381,7 +381,7 @@ def test_a_temporary_dns_failure_is_retried_and_delivered_once_fixed(
     reply = "450 4.7.1 <mail.example.net>: Helo command rejected: Host not found"
     outcome(pf, queue_id, RCPT, "deferred", said(reply))
 
-    assert put_scenario(rx.receiver.api.url, FIXED_DNS)["name"] == "postfix-helo-fixed"
+    assert put_scenario(rx.api.url, FIXED_DNS)["name"] == "postfix-helo-fixed"
 
     delivered = pf.outcome(queue_id, RCPT, "sent")
     history = pf.deliveries(queue_id)

@@ -2,7 +2,7 @@
 
 The round trip covers every catalogue entry: the entry's reply with sample values for its
 placeholders stands for a customer's bounce; the reproduction is loaded as a scenario,
-its expect case is played over SMTP (strictmx.receiver.expect.run), and the reply on the wire must
+its expect case is played over SMTP (strictmx.receiver.runner.run), and the reply on the wire must
 be the customer's, and the documented reply with its placeholders filled in.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from strictmx.receiver import cli, expect
+from strictmx.receiver import cli, runner
 from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.catalogue import Entry, bundled
 from strictmx.receiver.explain import Explainer
@@ -113,7 +113,7 @@ def played(reproduction: Any) -> list[str]:
     scenario = scenarios.from_dict(reproduction.scenario, source="<reproduction>")
     if reproduction.raw is not None:
         return play_raw(scenario, reproduction.raw)
-    checks = expect.run(scenario)
+    checks = runner.run(scenario)
     problems = [f"{c.case.name}: {'; '.join(c.problems)}" for c in checks if not c.passed]
     assert not problems, "\n".join(problems)
     lines: list[str] = checks[-1].observed.lines
@@ -289,7 +289,7 @@ def test_cli_writes_a_scenario_that_loads_and_prints_swaks(
     text = out.read_text()
     assert text.startswith("# Written by strictmx reproduce from: Jun 14 15:20:41")
     loaded = scenarios.load(str(out))
-    assert [c.passed for c in expect.run(loaded)] == [True]
+    assert [c.passed for c in runner.run(loaded)] == [True]
 
 
 def test_cli_to_stdout_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

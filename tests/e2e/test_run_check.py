@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from strictmx.receiver import cli, expect
+from strictmx.receiver import cli, runner
 from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.fixes import fix_for
 
@@ -248,7 +248,7 @@ def test_run_of_a_missing_file_exits_2(files: Path) -> None:
 
 def test_run_in_process_with_a_case_address_and_ptr(files: Path) -> None:
     scenario = scenarios.load(str(files / "ci.yaml"))
-    checks = expect.run(scenario)
+    checks = runner.run(scenario)
     assert [c.passed for c in checks] == [True] * 5, [c.problems for c in checks]
     with_ptr, without = checks[1], checks[2]
     for check in (with_ptr, without):

@@ -189,3 +189,23 @@ def test_a_message_over_the_size_limit_is_refused_and_the_session_goes_on(
         assert client.sendmail("alice@example.net", ["bob@example.org"], MESSAGE) == {}
     lines = [t["line"] for t in rx.last()["transcript"]]
     assert "552 Error: Too much mail data" in lines
+
+
+def test_the_journal_keeps_less_of_a_message_than_smtp_accepts_when_told_to(
+    strictmx: StrictmxFactory,
+) -> None:
+    # The SIZE limit (scenario) decides what is accepted; the journal's own cap (receiver
+    # option) only how much of it is kept.
+    rx = strictmx({"receiver": {"max_message_size": 50_000}}, max_stored_message_bytes=1000)
+    big = MESSAGE + (b"y" * 70 + b"\r\n") * 100  # over the journal's cap, under SIZE
+    with smtplib.SMTP(rx.host, rx.port, local_hostname="mail.example.net") as client:
+        assert client.sendmail("alice@example.net", ["bob@example.org"], big) == {}
+        assert client.sendmail("alice@example.net", ["bob@example.org"], MESSAGE) == {}
+    messages = rx.session(rx.last()["id"])["messages"]
+    assert [(m["size"], m["truncated"]) for m in messages] == [
+        (len(big), True),
+        (len(MESSAGE), False),
+    ]
+    session_id = rx.last()["id"]
+    assert rx.message(session_id, 1) == big[:1000]
+    assert rx.message(session_id, 2) == MESSAGE

@@ -109,11 +109,11 @@ async def test_honest_senders_beside_an_8bit_one(
     # Filters take text as the SMTP layer decodes it; reads show the bytes escaped.
     session = rx.last(rcpt="\udcff@example.org")
     assert "\\xff@example.org" in session["rcpts"]
-    assert rx.receiver.api is not None
-    with urllib.request.urlopen(f"{rx.receiver.api.url}/sessions/{session['id']}") as response:
+    assert rx.api is not None
+    with urllib.request.urlopen(f"{rx.api.url}/sessions/{session['id']}") as response:
         shown = json.load(response)  # the API's JSON, UTF-8: no lone surrogate in it
     assert "\\xff@example.org" in shown["envelope"]["rcpts"]
-    with urllib.request.urlopen(f"{rx.receiver.api.url}/sessions?limit=1000") as response:
+    with urllib.request.urlopen(f"{rx.api.url}/sessions?limit=1000") as response:
         listed = json.load(response)["sessions"]  # every session, the 8-bit ones too
     assert len(listed) == len(jobs)
     assert any(s["envelope"]["mail_from"] == "b\\xe9nch@example.net" for s in listed)
@@ -282,8 +282,8 @@ async def test_a_storage_outage_costs_451s_never_a_false_250_and_recovers(
     try:
         db = outage.where / "journal.db"
         rx = strictmx("default", db=str(db), api_listen=("127.0.0.1", 0))
-        assert rx.receiver.api is not None
-        url = rx.receiver.api.url
+        assert rx.api is not None
+        url = rx.api.url
         journal = rx.receiver.journal
         before = {("honest", i): bounded(rx.port, "honest", i) for i in range(20)}
         replies = dict(zip(before, await asyncio.gather(*before.values()), strict=True))

@@ -12,7 +12,7 @@ import yaml
 from strictmx.receiver import cli
 from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.catalogue import Catalogue, CatalogueError, bundled, loads
-from strictmx.receiver.policy import builtin_policies
+from strictmx.receiver.registry import builtin_policies
 from strictmx.receiver.verdict import Reply, Stage
 
 REGISTRY = builtin_policies()

@@ -15,7 +15,7 @@ from strictmx.receiver.catalogue import bundled
 from strictmx.receiver.check import Envelope, evaluate
 from strictmx.receiver.expect import as_sent
 from strictmx.receiver.fixes import fix_for
-from strictmx.receiver.policy import load_registry
+from strictmx.receiver.registry import load_registry
 from strictmx.receiver.scenario import ScenarioError
 
 MESSAGE = as_sent(

@@ -330,7 +330,7 @@ async def test_newest_first_and_paging(journal: Journal) -> None:
 
 
 async def test_message_size_cap(db: Path) -> None:
-    journal = Journal(db, max_message_bytes=100)
+    journal = Journal(db, max_stored_message_bytes=100)
     await journal.open()
     try:
         start(journal, "s1", at(0))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from strictmx.receiver import scenario as scenarios
-from strictmx.receiver.policy import ENTRY_POINT_GROUP, load_registry
+from strictmx.receiver.registry import ENTRY_POINT_GROUP, load_registry
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from pydantic.fields import FieldInfo
 
 from strictmx.receiver import scenario as scenarios
 from strictmx.receiver import trust as trusts
-from strictmx.receiver.policy import ClientHistory, Context, PolicyClass, load_registry
+from strictmx.receiver.policy import ClientHistory, Context, PolicyClass
+from strictmx.receiver.registry import load_registry
 from strictmx.receiver.scenario import ScenarioError
 from strictmx.receiver.session import Client, Session
 from strictmx.receiver.verdict import Stage
