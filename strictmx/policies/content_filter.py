@@ -15,6 +15,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from strictmx.receiver.message import header_of
+from strictmx.receiver.outcome import NUMBER, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Reply, ReplyError, Stage, Verdict
@@ -215,13 +216,13 @@ class ContentFilter(Policy[ContentFilterOptions]):
             CONTENT_REJECTED,
             FROM_CATALOGUE,
             "A header or body regex rule matched, or a part has a refused type or extension.",
-            fields=("rule", "what"),
+            fields={"rule": TEXT, "what": TEXT},
         ),
         Outcome(
             MESSAGE_TOO_BIG,
             FROM_CATALOGUE,
             "The message is larger than a rule's max_size (Postfix message_size_limit).",
-            fields=("rule", "size", "limit"),
+            fields={"rule": TEXT, "size": NUMBER, "limit": NUMBER},
         ),
     )
 

@@ -72,6 +72,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from strictmx.receiver.outcome import HOST, IP, TEXT, ZONE, Fields
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import BASE_FIELDS, Session
 from strictmx.receiver.verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
@@ -89,8 +90,8 @@ from strictmx.receiver.world.dns import (
 TXT_SEPARATOR = " / "
 TXT_MAX = 500
 
-LISTED_FIELDS = ("zone", "query", "code", "txt", "txt_suffix")
-DOMAIN_FIELDS = (*LISTED_FIELDS, "domain")
+LISTED_FIELDS = {"zone": ZONE, "query": HOST, "code": IP, "txt": TEXT, "txt_suffix": TEXT}
+DOMAIN_FIELDS = {**LISTED_FIELDS, "domain": HOST}
 
 PERMIT = "DNSWL_PERMIT"
 QUERY_REFUSED = "DNSBL_QUERY_REFUSED"
@@ -206,7 +207,7 @@ class AllowZone(_Entry):
 class ClientZone(_Entry):
     """A block list (DNSBL) of client addresses."""
 
-    reply_fields: ClassVar[tuple[str, ...]] = LISTED_FIELDS
+    reply_fields: ClassVar[Fields] = LISTED_FIELDS
 
     reply: str | list[str] | None = Field(
         None, description="The reply for a hit on this entry, instead of the outcome's."
@@ -223,14 +224,14 @@ class ClientZone(_Entry):
 class DomainZone(ClientZone):
     """A domain list (RHSBL) for the HELO name or the sender's domain."""
 
-    reply_fields: ClassVar[tuple[str, ...]] = DOMAIN_FIELDS
+    reply_fields: ClassVar[Fields] = DOMAIN_FIELDS
 
     check: Literal["helo", "sender"] = Field(
         description="helo: the HELO/EHLO name, at HELO; sender: the MAIL FROM domain, at MAIL."
     )
 
 
-def _zone_reply(spec: str | Sequence[str], fields: tuple[str, ...]) -> Reply:
+def _zone_reply(spec: str | Sequence[str], fields: Fields) -> Reply:
     try:
         reply = Reply.parse(spec)
         allowed = BASE_FIELDS | set(fields)
@@ -371,25 +372,31 @@ class Dnsbl(Policy[DnsblOptions]):
             FROM_CATALOGUE,
             "The client address is listed on a block list (Postfix reject_rbl_client).",
             fields=LISTED_FIELDS,
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.HELO, Stage.MAIL}),
         ),
         Outcome(
             "RHSBL_HELO_LISTED",
             FROM_CATALOGUE,
             "The HELO/EHLO name is listed on a domain list (Postfix reject_rhsbl_helo).",
             fields=DOMAIN_FIELDS,
+            stage=Stage.HELO,
         ),
         Outcome(
             "RHSBL_SENDER_LISTED",
             FROM_CATALOGUE,
             "The MAIL FROM domain is listed on a domain list (Postfix reject_rhsbl_sender).",
             fields=DOMAIN_FIELDS,
+            stage=Stage.MAIL,
         ),
         Outcome(
             "DNSBL_TEMPFAIL",
             FROM_CATALOGUE,
             "A block list lookup failed temporarily and defer_on_error is on (maddy's text).",
             action=Action.DEFER,
-            fields=("zone", "query", "failure"),
+            fields={"zone": ZONE, "query": HOST, "failure": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.HELO, Stage.MAIL}),
         ),
     )
 

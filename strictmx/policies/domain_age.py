@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from strictmx.receiver.outcome import HOST, NUMBER, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
@@ -60,20 +61,20 @@ class DomainAge(Policy[DomainAgeOptions]):
             "DOMAIN_TOO_NEW",
             FROM_CATALOGUE,
             "The sender's registered domain is younger than min_age_days.",
-            fields=("domain", "registered", "age", "min_age"),
+            fields={"domain": HOST, "registered": TEXT, "age": NUMBER, "min_age": NUMBER},
         ),
         Outcome(
             "DOMAIN_AGE_UNKNOWN",
             FROM_CATALOGUE,
             "No registration date is known for the sender's domain (unknown: reject).",
-            fields=("domain",),
+            fields={"domain": HOST},
         ),
         Outcome(
             "DOMAIN_AGE_TEMPFAIL",
             FROM_CATALOGUE,
             "The registry could not be asked now, or the date is unknown (unknown: defer).",
             action=Action.DEFER,
-            fields=("domain",),
+            fields={"domain": HOST},
         ),
     )
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
+from strictmx.receiver.outcome import HOST, IP, TEXT, ZONE
 from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
@@ -243,41 +244,51 @@ class DynamicClient(Policy[DynamicClientOptions]):
             "GENERIC_PTR",
             FROM_CATALOGUE,
             "The client's host name holds its address (Haraka fcrdns generic rDNS).",
-            fields=("ptr", "match"),
+            fields={"ptr": HOST, "match": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.MAIL}),
         ),
         Outcome(
             "DYNAMIC_PTR",
             FROM_CATALOGUE,
             "The client's host name has a dynamic-pool word or matches a pattern "
             "(SpamAssassin RDNS_DYNAMIC).",
-            fields=("ptr", "match"),
+            fields={"ptr": HOST, "match": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.MAIL}),
         ),
         Outcome(
             "POLICY_BLOCK_LISTED",
             FROM_CATALOGUE,
             "The address is on a policy block list of end-user ranges (Spamhaus PBL).",
-            fields=("zone", "answer", "txt", "txt_suffix"),
+            fields={"zone": ZONE, "answer": IP, "txt": TEXT, "txt_suffix": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.MAIL}),
         ),
         Outcome(
             "DYNAMIC_HELO",
             FROM_CATALOGUE,
             "The HELO/EHLO name holds the client address or a dynamic-pool word.",
             rfc_allows=False,
-            fields=("match",),
+            fields={"match": TEXT},
+            stage=Stage.HELO,
         ),
         Outcome(
             "DYNAMIC_UNKNOWN_SENDER_DOMAIN",
             FROM_CATALOGUE,
             "A dynamic-looking client sends from a domain with no MX, A or AAAA record.",
             action=Action.DEFER,
-            fields=("domain", "ptr"),
+            fields={"domain": HOST, "ptr": HOST},
+            stage=Stage.MAIL,
         ),
         Outcome(
             "DNS_TEMPFAIL",
             FROM_CATALOGUE,
             "A lookup the verdict depends on failed temporarily (SERVFAIL or timeout).",
             action=Action.DEFER,
-            fields=("name", "failure"),
+            fields={"name": HOST, "failure": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.MAIL}),
         ),
     )
 

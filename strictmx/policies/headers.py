@@ -67,6 +67,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from strictmx.receiver.message import Header, header_of
+from strictmx.receiver.outcome import NUMBER, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
@@ -243,14 +244,14 @@ class Headers(Policy[HeadersOptions]):
             "LINE_TOO_LONG",
             FROM_CATALOGUE,
             "A header line is longer than max_line_length (RFC 5322 section 2.1.1: 998).",
-            fields=("line", "length", "limit"),
+            fields={"line": NUMBER, "length": NUMBER, "limit": NUMBER},
         ),
         Outcome(
             "HEADER_8BIT",
             # Postfix cleanup, strict_7bit_headers = yes
             FROM_CATALOGUE,
             "8-bit header bytes without SMTPUTF8, or bytes that are not UTF-8.",
-            fields=("field",),
+            fields={"field": TEXT},
         ),
         Outcome(
             "FIELD_REPEATED",
@@ -258,7 +259,7 @@ class Headers(Policy[HeadersOptions]):
             FROM_CATALOGUE,
             "A field of the singular list appears more than once.",
             rfc_allows=False,
-            fields=("field", "count"),
+            fields={"field": TEXT, "count": NUMBER},
         ),
         Outcome(
             "FROM_MISSING",
@@ -272,7 +273,7 @@ class Headers(Policy[HeadersOptions]):
             FROM_CATALOGUE,
             "From is empty or not a valid mailbox list (RFC 5322 section 3.6.2).",
             rfc_allows=False,
-            fields=("value",),
+            fields={"value": TEXT},
         ),
         Outcome(
             "FROM_MULTIPLE",
@@ -281,7 +282,7 @@ class Headers(Policy[HeadersOptions]):
             FROM_CATALOGUE,
             "From holds several addresses (without a Sender field, or multiple_from = refuse).",
             rfc_allows=False,
-            fields=("value", "count"),
+            fields={"value": TEXT, "count": NUMBER},
         ),
         Outcome(
             "DATE_MISSING",
@@ -294,21 +295,21 @@ class Headers(Policy[HeadersOptions]):
             FROM_CATALOGUE,
             "Date is not RFC 5322 section 3.3 date-time, or names no real time.",
             rfc_allows=False,
-            fields=("value",),
+            fields={"value": TEXT},
         ),
         Outcome(
             "DATE_TOO_OLD",
             FROM_CATALOGUE,  # Haraka headers plugin
             "Date is more than max_age_days before the receiver's clock.",
             rfc_allows=False,
-            fields=("value", "days", "limit"),
+            fields={"value": TEXT, "days": NUMBER, "limit": NUMBER},
         ),
         Outcome(
             "DATE_IN_FUTURE",
             FROM_CATALOGUE,  # Haraka headers plugin
             "Date is more than max_future_minutes after the receiver's clock.",
             rfc_allows=False,
-            fields=("value", "minutes", "limit"),
+            fields={"value": TEXT, "minutes": NUMBER, "limit": NUMBER},
         ),
         Outcome(
             "MESSAGE_ID_MISSING",
@@ -322,7 +323,7 @@ class Headers(Policy[HeadersOptions]):
             FROM_CATALOGUE,
             "Message-ID is not RFC 5322 section 3.6.4 msg-id.",
             rfc_allows=False,
-            fields=("value",),
+            fields={"value": TEXT},
         ),
     )
 

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
+from strictmx.receiver.outcome import HOST, IP, TEXT, VERB
 from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
@@ -176,28 +177,28 @@ class HeloDns(Policy[HeloDnsOptions]):
             "The HELO names this receiver, or is a literal of its address (Microsoft "
             "Exchange Online).",
             rfc_allows=False,
-            fields=("verb",),
+            fields={"verb": VERB},
         ),
         Outcome(
             "HELO_LITERAL_MISMATCH",
             FROM_CATALOGUE,
             "The address literal is not the client's address (Haraka literal_mismatch).",
             rfc_allows=False,
-            fields=("verb", "address"),
+            fields={"verb": VERB, "address": IP},
         ),
         Outcome(
             "HELO_LITERAL_NO_PTR",
             FROM_CATALOGUE,
             "No PTR name of the literal's address has an A/AAAA record for that address (seed-01).",
             rfc_allows=False,
-            fields=("verb", "address", "ptr"),
+            fields={"verb": VERB, "address": IP, "ptr": HOST},
         ),
         Outcome(
             "HELO_IS_CNAME",
             FROM_CATALOGUE,
             "The name is a CNAME; the receiver wants the name of an A/AAAA record.",
             rfc_allows=False,
-            fields=("verb", "target"),
+            fields={"verb": VERB, "target": HOST},
         ),
         Outcome(
             "HELO_NOT_FOUND",
@@ -205,14 +206,14 @@ class HeloDns(Policy[HeloDnsOptions]):
             "The name has no A, AAAA (or MX) record (Postfix reject_unknown_helo_hostname).",
             action=Action.DEFER,
             rfc_allows=False,
-            fields=("verb",),
+            fields={"verb": VERB},
         ),
         Outcome(
             "HELO_NOT_CONFIRMED",
             FROM_CATALOGUE,
             "The name's A/AAAA records do not include the client address (Haraka forward_dns).",
             rfc_allows=False,
-            fields=("verb", "addresses"),
+            fields={"verb": VERB, "addresses": TEXT},
         ),
         Outcome(
             "HELO_PTR_MISMATCH",
@@ -220,14 +221,14 @@ class HeloDns(Policy[HeloDnsOptions]):
             "The name is not the client's PTR name, nor (ptr_match: domain) in its registered "
             "domain (Haraka rdns_match).",
             rfc_allows=False,
-            fields=("verb", "ptr"),
+            fields={"verb": VERB, "ptr": HOST},
         ),
         Outcome(
             "HELO_NOT_VERIFIED",
             FROM_CATALOGUE,
             "verify: any, and no identity check passed (Exim verify = helo, helo_verify_hosts).",
             rfc_allows=False,
-            fields=("verb",),
+            fields={"verb": VERB},
         ),
         Outcome(
             "HELO_DNS_TEMPFAIL",
@@ -236,7 +237,7 @@ class HeloDns(Policy[HeloDnsOptions]):
             "(Postfix unknown_helo_hostname_tempfail_action).",
             action=Action.DEFER,
             rfc_allows=False,
-            fields=("verb", "lookup", "error"),
+            fields={"verb": VERB, "lookup": TEXT, "error": TEXT},
         ),
     )
 

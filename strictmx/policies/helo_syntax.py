@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from strictmx.receiver.outcome import VERB
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Stage, Verdict
@@ -123,46 +124,54 @@ class HeloSyntax(Policy[HeloSyntaxOptions]):
             "HELO_MISSING",
             FROM_CATALOGUE,
             "HELO/EHLO was sent without an argument (Postfix helo_cmd/ehlo_cmd).",
-            fields=("verb",),
+            fields={"verb": VERB},
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_INVALID",
             FROM_CATALOGUE,
             "The name breaks the mode's host name syntax (Postfix reject_invalid_helo_hostname).",
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_NOT_FQDN",
             FROM_CATALOGUE,
             "The name has no dot, or (postfix mode) is a bare IP address "
             "(Postfix reject_non_fqdn_helo_hostname).",
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_BAD_LITERAL",
             FROM_CATALOGUE,
             "A bracketed address literal that is not a valid IPv4 or IPv6 address.",
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_LITERAL_MISMATCH",
             FROM_CATALOGUE,
             "The address literal is not the client's address (Haraka literal_mismatch).",
             rfc_allows=False,
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_LITERAL_REFUSED",
             FROM_CATALOGUE,
             "Every address literal is refused, as some receivers do (seed-09).",
             rfc_allows=False,
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_BARE_IP",
             FROM_CATALOGUE,
             "An IP address sent without brackets (Haraka bare_ip).",
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_UTF8_WITHOUT_SMTPUTF8",
             FROM_CATALOGUE,
             "A U-label name in a session whose MAIL FROM did not ask for SMTPUTF8 "
             "(RFC 6531 §3.3 adds U-labels to the Domain syntax only under SMTPUTF8).",
+            stage=Stage.MAIL,
         ),
     )
 

@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from strictmx.receiver.outcome import HOST, TEXT
 from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
@@ -87,6 +88,8 @@ class ReverseDns(Policy[ReverseDnsOptions]):
             "The client address has no PTR record naming a host "
             "(Postfix reject_unknown_reverse_client_hostname).",
             action=Action.DEFER,
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.HELO, Stage.MAIL, Stage.RCPT, Stage.EOD}),
         ),
         Outcome(
             "FCRDNS_FAILED",
@@ -94,21 +97,27 @@ class ReverseDns(Policy[ReverseDnsOptions]):
             "No PTR name of the client address resolves back to it "
             "(Postfix reject_unknown_client_hostname).",
             action=Action.DEFER,
-            fields=("ptr",),
+            fields={"ptr": HOST},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.HELO, Stage.MAIL, Stage.RCPT, Stage.EOD}),
         ),
         Outcome(
             "PTR_TEMPFAIL",
             FROM_CATALOGUE,
             "The PTR lookup failed temporarily (SERVFAIL or timeout).",
             action=Action.DEFER,
-            fields=("failure",),
+            fields={"failure": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.HELO, Stage.MAIL, Stage.RCPT, Stage.EOD}),
         ),
         Outcome(
             "FORWARD_TEMPFAIL",
             FROM_CATALOGUE,
             "No PTR name confirmed and a forward lookup failed temporarily.",
             action=Action.DEFER,
-            fields=("ptr", "failure"),
+            fields={"ptr": HOST, "failure": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.HELO, Stage.MAIL, Stage.RCPT, Stage.EOD}),
         ),
     )
 

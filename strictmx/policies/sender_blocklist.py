@@ -10,6 +10,7 @@ from typing import Annotated, ClassVar, Final, Literal, Self
 
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, model_validator
 
+from strictmx.receiver.outcome import TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.trust import Reach, Trust, UnreadableFile, reaches, read_text_file, trust_of
@@ -289,7 +290,7 @@ class SenderBlocklist(Policy[SenderBlocklistOptions]):
             FROM_CATALOGUE,
             "The envelope sender matches an entry of the receiver's lists "
             "(Postfix check_sender_access with REJECT).",
-            fields=("entry", "origin"),
+            fields={"entry": TEXT, "origin": TEXT},
         ),
     )
 

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from dns.rdtypes.ANY.MX import MX
 from pydantic import Field
 
+from strictmx.receiver.outcome import HOST, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
@@ -119,21 +120,21 @@ class SenderDomain(Policy[SenderDomainOptions]):
             FROM_CATALOGUE,
             "The sender's domain does not exist or has no MX, A or AAAA record "
             "(Postfix reject_unknown_sender_domain; 450 is its unknown_address_reject_code).",
-            fields=("domain",),
+            fields={"domain": HOST},
         ),
         Outcome(
             "SENDER_DOMAIN_NULL_MX",
             FROM_CATALOGUE,
             "The sender's domain publishes a null MX: it accepts no mail, so no bounce "
             "could reach it (RFC 7505; Postfix reject_unknown_sender_domain).",
-            fields=("domain",),
+            fields={"domain": HOST},
         ),
         Outcome(
             "SENDER_DOMAIN_TEMPFAIL",
             FROM_CATALOGUE,
             "Looking the sender's domain up failed temporarily (SERVFAIL or timeout).",
             action=Action.DEFER,
-            fields=("domain", "failure"),
+            fields={"domain": HOST, "failure": TEXT},
         ),
     )
 

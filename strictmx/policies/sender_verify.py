@@ -12,6 +12,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from strictmx.receiver.outcome import HOST, IP, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.trust import Reach, reaches
@@ -41,7 +42,7 @@ DEFAULT_TTLS: dict[str, tuple[float, float]] = {
 #: at $myorigin), Exim's null sender.
 DEFAULT_PROBE_SENDERS = {"postfix": "double-bounce@{hostname}", "exim": ""}
 
-FIELDS = ("why", "domain", "mx", "mx_ip", "sent", "response")
+FIELDS = {"why": TEXT, "domain": HOST, "mx": HOST, "mx_ip": IP, "sent": TEXT, "response": TEXT}
 
 
 class SenderVerifyOptions(PolicyOptions):
@@ -218,6 +219,8 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             "The sender domain's MX refused the sender address with 5xx "
             "(Postfix reject_unverified_sender with unverified_sender_reject_code 550).",
             fields=FIELDS,
+            stage=Stage.MAIL,
+            also_at=frozenset({Stage.RCPT}),
         ),
         Outcome(
             "SENDER_UNROUTABLE",
@@ -225,6 +228,8 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             "There is no MX host to ask: the sender domain has no MX, A or AAAA record, "
             "or a null MX.",
             fields=FIELDS,
+            stage=Stage.MAIL,
+            also_at=frozenset({Stage.RCPT}),
         ),
         Outcome(
             "SENDER_CALLOUT_REFUSED",
@@ -232,6 +237,8 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             "The sender domain's MX refused the probe before the address could be asked "
             "(greeting, HELO or MAIL FROM; e.g. it refuses the null sender).",
             fields=FIELDS,
+            stage=Stage.MAIL,
+            also_at=frozenset({Stage.RCPT}),
         ),
         Outcome(
             "SENDER_VERIFY_TEMPFAIL",
@@ -240,6 +247,8 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             "defer (Postfix unverified_sender_defer_code).",
             action=Action.DEFER,
             fields=FIELDS,
+            stage=Stage.MAIL,
+            also_at=frozenset({Stage.RCPT}),
         ),
         Outcome(
             "SENDER_ACCEPT_ALL",
@@ -247,12 +256,16 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             "The MX accepted a random local part too, so the sender proves nothing "
             "(random probe with accept_all reject or defer).",
             fields=FIELDS,
+            stage=Stage.MAIL,
+            also_at=frozenset({Stage.RCPT}),
         ),
         Outcome(
             "POSTMASTER_MISSING",
             FROM_CATALOGUE,
             "The sender domain's MX refused postmaster@domain (Exim callout=postmaster).",
             fields=FIELDS,
+            stage=Stage.MAIL,
+            also_at=frozenset({Stage.RCPT}),
         ),
     )
 

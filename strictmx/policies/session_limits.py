@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from strictmx.receiver.outcome import HOST, NUMBER
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
@@ -118,33 +119,38 @@ class SessionLimits(Policy[SessionLimitsOptions]):
             FROM_CATALOGUE,
             "More RSET commands in one session than max_rsets.",
             rfc_allows=False,
-            fields=("count", "limit"),
+            fields={"count": NUMBER, "limit": NUMBER},
+            stage=Stage.RSET,
         ),
         Outcome(
             "TOO_MANY_BAD_RCPTS",
             FROM_CATALOGUE,
             "Too many rejected recipients in one session; every later RCPT is refused.",
-            fields=("count", "limit"),
+            fields={"count": NUMBER, "limit": NUMBER},
+            stage=Stage.RCPT,
         ),
         Outcome(
             "HELO_CHANGED",
             FROM_CATALOGUE,
             "A new HELO/EHLO named a different host than the previous one.",
             rfc_allows=False,
-            fields=("previous",),
+            fields={"previous": HOST},
+            stage=Stage.HELO,
         ),
         Outcome(
             "TOO_MANY_ERRORS",
             FROM_CATALOGUE,
             "The session reached hard_error_limit errors.",
             action=Action.DISCONNECT,
-            fields=("count", "limit"),
+            fields={"count": NUMBER, "limit": NUMBER},
+            stage=Stage.ERROR,
         ),
         Outcome(
             "TOO_MANY_ERRORS_FROM_IP",
             FROM_CATALOGUE,
             "The client address caused max_errors_per_client errors within error_window.",
-            fields=("count", "limit"),
+            fields={"count": NUMBER, "limit": NUMBER},
+            stage=Stage.CONNECT,
         ),
         Outcome(
             "TOO_MANY_UNKNOWN_COMMANDS",
@@ -152,7 +158,8 @@ class SessionLimits(Policy[SessionLimitsOptions]):
             "More unrecognized commands than max_unknown_commands.",
             action=Action.DISCONNECT,
             rfc_allows=False,
-            fields=("count", "limit"),
+            fields={"count": NUMBER, "limit": NUMBER},
+            stage=Stage.UNKNOWN,
         ),
     )
 

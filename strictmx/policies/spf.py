@@ -18,6 +18,7 @@ from dns.rdtypes.IN.AAAA import AAAA
 from dns.rdtypes.txtbase import TXTBase
 from pydantic import Field
 
+from strictmx.receiver.outcome import HOST, RESULT, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
@@ -28,6 +29,14 @@ Identity = Literal["mailfrom", "helo"]
 
 #: RFC 7208 §4.6.4: "at least 20 seconds" before a check may give up with temperror.
 DEFAULT_TIMEOUT = 20.0
+#: What every SPF reply may name: the result, the domain's explanation, the domain checked
+#: and which identity it was ("MAIL FROM" or "HELO").
+SPF_FIELDS = {
+    "spf_result": RESULT,
+    "spf_explanation": TEXT,
+    "spf_domain": HOST,
+    "spf_identity": TEXT,
+}
 
 #: The outcome each refusable result maps to (pass never refuses).
 _OUTCOMES = {
@@ -149,42 +158,72 @@ class Spf(Policy[SpfOptions]):
             "SPF_FAIL",
             FROM_CATALOGUE,
             "The domain's SPF record says the client may not send its mail (result fail).",
-            fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
+            fields={
+                "spf_result": RESULT,
+                "spf_explanation": TEXT,
+                "spf_domain": HOST,
+                "spf_identity": TEXT,
+            },
         ),
         Outcome(
             "SPF_SOFTFAIL",
             FROM_CATALOGUE,
             "The domain's SPF record says the client is probably not allowed (softfail); "
             "refused only when the softfail option asks, against RFC 7208 §8.5's advice.",
-            fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
+            fields={
+                "spf_result": RESULT,
+                "spf_explanation": TEXT,
+                "spf_domain": HOST,
+                "spf_identity": TEXT,
+            },
         ),
         Outcome(
             "SPF_NEUTRAL",
             FROM_CATALOGUE,
             "The domain's SPF record asserts nothing about the client (neutral); refused "
             "only when the neutral option asks.",
-            fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
+            fields={
+                "spf_result": RESULT,
+                "spf_explanation": TEXT,
+                "spf_domain": HOST,
+                "spf_identity": TEXT,
+            },
         ),
         Outcome(
             "SPF_NONE",
             FROM_CATALOGUE,
             "The domain publishes no SPF record (none); refused only when the none option "
             "asks, as receivers that require SPF do.",
-            fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
+            fields={
+                "spf_result": RESULT,
+                "spf_explanation": TEXT,
+                "spf_domain": HOST,
+                "spf_identity": TEXT,
+            },
         ),
         Outcome(
             "SPF_TEMPERROR",
             FROM_CATALOGUE,
             "A DNS lookup failed temporarily (SERVFAIL, timeout) during the check.",
             action=Action.DEFER,
-            fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
+            fields={
+                "spf_result": RESULT,
+                "spf_explanation": TEXT,
+                "spf_domain": HOST,
+                "spf_identity": TEXT,
+            },
         ),
         Outcome(
             "SPF_PERMERROR",
             FROM_CATALOGUE,
             "The domain's SPF record cannot be used: a syntax error, two records, or over "
             "10 DNS-querying terms or 2 void lookups (RFC 7208 §4.6).",
-            fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
+            fields={
+                "spf_result": RESULT,
+                "spf_explanation": TEXT,
+                "spf_domain": HOST,
+                "spf_identity": TEXT,
+            },
         ),
     )
 

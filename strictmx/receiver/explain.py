@@ -44,6 +44,7 @@ from typing import Any
 from publicsuffixlist import PublicSuffixList
 
 from .catalogue import Catalogue, Entry, bundled
+from .outcome import Fields
 from .verdict import Reply, ReplyError, Stage
 
 #: Inputs larger than this are refused: a DSN with its attachments is far smaller.
@@ -572,38 +573,6 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-#: Sample values for the catalogue's placeholders, so a template normalises as the same
-#: reply with real values would; fields of free text (a TXT record, a remote reply) drop.
-_SAMPLES = {
-    "ip": "192.0.2.1",
-    "mx_ip": "192.0.2.1",
-    "helo": "host.example.net",
-    "ptr": "host.example.net",
-    "zone": "host.example.net",
-    "domain": "host.example.net",
-    "hostname": "host.example.net",
-    "myhostname": "host.example.net",
-    "mx": "host.example.net",
-    "client_name": "host.example.net",
-    "spf_domain": "host.example.net",
-    "target": "host.example.net",
-    "sender": "user@example.net",
-    "rcpt": "user@example.net",
-    "tag": "a1b2c3d4e5f6",
-    "session": "a1b2c3d4e5f6",
-    "count": "10",
-    "limit": "10",
-    "length": "10",
-    "line": "10",
-    "age": "10",
-    "min_age": "10",
-    "size": "10",
-    "days": "10",
-    "minutes": "10",
-    "verb": "EHLO",
-    "previous": "host.example.net",
-    "spf_result": "fail",
-}
 _STOPWORDS = _words(
     "a an the of to is are was be been for and or in on at by with as it its this "
     "that these those from your you we our us please has have had will would can "
@@ -652,8 +621,14 @@ def _is_id(word: str) -> bool:
     return len(word) >= 8 and digits >= 3 and digits < len(word) and not word.startswith("rfc")
 
 
-def tokens(text: str, known: frozenset[str] | None = None) -> list[str]:
+def tokens(
+    text: str, known: frozenset[str] | None = None, fields: Fields | None = None
+) -> list[str]:
     """Normalised words of a reply: identifiers become class tokens, noise goes.
+
+    A catalogue template's `{placeholders}` become their kind's sample value (`fields`, the
+    outcome's), so the template normalises as the same reply with real values would; free
+    text and anything not a field of the outcome drop.
 
     The labels of host names and URLs come out as `@label` tokens. `known` says which
     of them count: a label says something only when it names one kind of check (a block
@@ -675,7 +650,10 @@ def tokens(text: str, known: frozenset[str] | None = None) -> list[str]:
         extra.extend(f"@{w}" for w in words if known is None or f"@{w}" in known)
         return " "
 
-    text = _PLACEHOLDER.sub(lambda m: _SAMPLES.get(m.group(1), ""), text)
+    samples = fields or {}
+    text = _PLACEHOLDER.sub(
+        lambda m: samples[m.group(1)].sample if m.group(1) in samples else "", text
+    )
     text = _URL.sub(lambda m: " xurl " + labels(re.sub(r"^\w+://", "", m.group(0))), text)
     text = _EMAIL.sub(" xaddr ", text)
     text = text.replace("<>", " xaddr ")
@@ -862,7 +840,7 @@ class Matcher:
     def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
         texts = [
-            (entry, tokens(" ".join(form.lines)))
+            (entry, tokens(" ".join(form.lines), fields=entry.fields))
             for entry in catalogue.entries
             for form in dict.fromkeys((entry.template, entry.reply))
         ]

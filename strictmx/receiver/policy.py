@@ -24,6 +24,10 @@ from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from . import outcome as kinds
+from .catalogue import default_reply
+from .outcome import FROM_CATALOGUE as FROM_CATALOGUE
+from .outcome import Outcome as Outcome
 from .verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
 from .world.dns import TempFail, reverse_name
 
@@ -43,32 +47,6 @@ class PolicyOptions(BaseModel):
     """Base of every policy's options: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-#: An outcome whose default reply is the reply catalogue's entry marked `default: true`
-#: for it (strictmx/receiver/data/catalogue.yaml): the built-in policies keep no text of their own.
-FROM_CATALOGUE = "<from the reply catalogue>"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One way a policy can object, with its default reply.
-
-    A third-party policy writes its reply here; a built-in one writes FROM_CATALOGUE and
-    its text comes from the reply catalogue when the class is defined.
-    """
-
-    id: str
-    reply: str | tuple[str, ...]
-    doc: str
-    action: Action = Action.REJECT
-    #: RFC 5321 permits refusing mail for this reason (§4.1.4 forbids it for HELO/DNS mismatch).
-    rfc_allows: bool = True
-    #: Extra `{placeholders}` this outcome fills in besides `session.BASE_FIELDS`.
-    fields: tuple[str, ...] = ()
-
-    def default_reply(self) -> Reply:
-        return Reply.parse(self.reply)
 
 
 @dataclass
@@ -157,8 +135,9 @@ class Policy(Generic[OptionsT]):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if any(o.reply == FROM_CATALOGUE for o in cls.__dict__.get("outcomes", ())):
-            cls.outcomes = tuple(_from_catalogue(cls.name, o) for o in cls.outcomes)
+        declared = cls.__dict__.get("outcomes", ())
+        if declared:
+            cls.outcomes = tuple(_resolved(cls, o) for o in declared)
 
     def __init__(self, options: OptionsT, replies: Mapping[str, Reply] | None = None) -> None:
         self.options: OptionsT = options
@@ -170,8 +149,6 @@ class Policy(Generic[OptionsT]):
     @classmethod
     def validate_reply(cls, outcome_id: str, reply: Reply) -> None:
         """Raise ReplyError unless `reply` may stand in for `outcome_id`'s default."""
-        from .session import BASE_FIELDS
-
         known = {o.id: o for o in cls.outcomes}
         if outcome_id not in known:
             raise ReplyError(
@@ -179,7 +156,7 @@ class Policy(Generic[OptionsT]):
                 + ", ".join(sorted(known))
             )
         outcome = known[outcome_id]
-        allowed = BASE_FIELDS | set(outcome.fields)
+        allowed = set(outcome.all_fields)
         unknown = placeholders(reply) - allowed
         if unknown:
             raise ReplyError(
@@ -231,17 +208,30 @@ class Policy(Generic[OptionsT]):
 PolicyClass = type[Policy[PolicyOptions]]
 
 
-def _from_catalogue(policy: str, outcome: Outcome) -> Outcome:
-    if outcome.reply != FROM_CATALOGUE:
-        return outcome
-    from .catalogue import bundled
-
-    entry = bundled().default_for(policy, outcome.id)
-    if entry is None:
-        raise LookupError(
-            f"{policy}/{outcome.id}: the reply catalogue has no entry marked default for it"
-        )
-    return replace(outcome, reply=tuple(entry.template.wire_lines()))
+def _resolved(cls: type[Policy[OptionsT]], outcome: Outcome) -> Outcome:
+    """`outcome` as its class holds it: fields checked, stage known, default reply in."""
+    where = f"{cls.__module__}.{cls.__qualname__} outcome {outcome.id}"
+    checked = kinds.check(where, outcome.fields)
+    stages: frozenset[Stage] = getattr(cls, "stages", frozenset())
+    stage, also_at = outcome.stage, outcome.also_at
+    if stage is None and stages:
+        # Not said: any of the policy's stages may decide it, the earliest first.
+        stage, *others = sorted(stages, key=list(Stage).index)
+        also_at = outcome.also_at or frozenset(others)
+    if stage is None:
+        raise TypeError(f"{where}: the policy declares no stages")
+    for at in {stage, *also_at}:
+        if at not in stages:
+            raise TypeError(f"{where}: stage {at.value} is not one of the policy's stages")
+    reply = outcome.reply
+    if reply == FROM_CATALOGUE:
+        found = default_reply(cls.name, outcome.id)
+        if found is None:
+            raise LookupError(
+                f"{cls.name}/{outcome.id}: the reply catalogue has no entry marked default for it"
+            )
+        reply = tuple(found.wire_lines())
+    return replace(outcome, reply=reply, fields=checked, stage=stage, also_at=also_at)
 
 
 def builtin_policies() -> dict[str, PolicyClass]:

@@ -35,8 +35,8 @@ import yaml
 from . import scenario as scenarios
 from .catalogue import Catalogue, Entry
 from .explain import Explainer, Explanation, Extracted, default_explainer
+from .outcome import TEXT, Fields, Outcome
 from .policy import PolicyClass, load_registry
-from .session import BASE_FIELDS
 from .verdict import DELAYABLE_STAGES, MAX_LINE, Reply, Stage
 from .world.dns import name_text, normalise_name
 
@@ -162,32 +162,6 @@ class Reproduction:
 
 # -- reading the customer's identifiers ------------------------------------------------
 
-_HOSTLIKE = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
-_FIELD_PATTERNS = {
-    "ip": r"[0-9A-Fa-f:.]+",
-    "mx_ip": r"[0-9A-Fa-f:.]+",
-    "sender": r"[^\s<>]*",
-    "rcpt": r"[^\s<>]*",
-    "verb": r"[HE][EH]LO",
-    "tag": r"\S+",
-    "helo": r"[^\s<>]+",
-    **{
-        name: _HOSTLIKE
-        for name in (
-            "ptr",
-            "zone",
-            "domain",
-            "hostname",
-            "myhostname",
-            "mx",
-            "spf_domain",
-            "previous",
-            "target",
-            "client_name",
-        )
-    },
-    **{name: r"\d+" for name in ("count", "limit", "length", "line", "age", "days", "minutes")},
-}
 _SENDER_FAMILIES = frozenset(
     {"sender_domain", "sender_blocklist", "sender_verify", "domain_age", "spf"}
 )
@@ -203,7 +177,7 @@ _KNOWN_ZONES = (
 def read_fields(entry: Entry, reply: Reply) -> dict[str, str]:
     """Values the customer's reply shows for the entry's placeholders."""
     text = _flat(" ".join(reply.lines))
-    fields = _by_template(" ".join(entry.template.lines), text)
+    fields = _by_template(" ".join(entry.template.lines), text, entry.fields)
     if "txt_suffix" in fields and "txt" not in fields:
         fields["txt"] = fields["txt_suffix"].removeprefix(";").strip()
     fields.pop("txt_suffix", None)
@@ -253,7 +227,7 @@ def _flat(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _by_template(template: str, text: str) -> dict[str, str]:
+def _by_template(template: str, text: str, kinds: Fields) -> dict[str, str]:
     parts = re.split(r"\{(\w+)\}", _flat(template))
     if len(parts) == 1:
         return {}
@@ -266,7 +240,7 @@ def _by_template(template: str, text: str) -> dict[str, str]:
             pattern += f"(?P={part})"
         else:
             seen.add(part)
-            pattern += f"(?P<{part}>{_FIELD_PATTERNS.get(part, '.*?')})"
+            pattern += f"(?P<{part}>{kinds.get(part, TEXT).pattern})"
     try:
         match = re.fullmatch(pattern, text[:2000], re.I | re.S)
     except re.error:
@@ -866,44 +840,16 @@ RECIPES: dict[str, Callable[[Request], Build]] = {
     "content_filter": _content_filter,
 }
 
-#: Outcomes a policy can decide at stages other than its usual one, where a receiver does
-#: (reverse DNS at MAIL or after the data, as Stalwart and Gmail; a callout at RCPT).
-_MOVABLE: dict[tuple[str, str], frozenset[Stage]] = {
-    **{
-        ("reverse_dns", o): frozenset(
-            {Stage.CONNECT, Stage.HELO, Stage.MAIL, Stage.RCPT, Stage.EOD}
-        )
-        for o in ("NO_PTR", "FCRDNS_FAILED", "PTR_TEMPFAIL", "FORWARD_TEMPFAIL")
-    },
-    **{
-        ("dnsbl", o): frozenset({Stage.CONNECT, Stage.HELO, Stage.MAIL})
-        for o in ("DNSBL_LISTED", "DNSBL_TEMPFAIL")
-    },
-    **{
-        ("dynamic_client", o): frozenset({Stage.CONNECT, Stage.MAIL})
-        for o in ("GENERIC_PTR", "DYNAMIC_PTR", "POLICY_BLOCK_LISTED", "DNS_TEMPFAIL")
-    },
-    **{
-        ("sender_verify", o): frozenset({Stage.MAIL, Stage.RCPT})
-        for o in (
-            "SENDER_UNVERIFIED",
-            "SENDER_UNROUTABLE",
-            "SENDER_CALLOUT_REFUSED",
-            "SENDER_VERIFY_TEMPFAIL",
-            "SENDER_ACCEPT_ALL",
-            "POSTMASTER_MISSING",
-        )
-    },
-}
 _ORDER = [Stage.CONNECT, Stage.HELO, Stage.MAIL, Stage.RCPT, Stage.DATA, Stage.EOD]
 
 
 def _placement(
-    entry: Entry, natural: Stage, observed: Stage | None
+    entry: Entry, outcome: Outcome, observed: Stage | None
 ) -> tuple[Stage, bool, list[str]]:
     """(stage to list the policy under, delay_reject, notes) for the stage to refuse at."""
     want = observed or entry.stage
-    can = _MOVABLE.get((entry.policy, entry.outcome), frozenset({natural}))
+    natural = outcome.decided_at
+    can = {natural, *outcome.also_at}
     if want in can:
         return want, False, []
     if want == Stage.RCPT and natural in DELAYABLE_STAGES:
@@ -1025,13 +971,14 @@ def _scenario(
     build: Build,
     catalogue: Catalogue,
 ) -> tuple[dict[str, Any], list[str], str, list[str]]:
-    natural = catalogue.outcomes[(entry.policy, entry.outcome)].stage
+    outcome = next(o for o in cls.outcomes if o.id == entry.outcome)
+    natural = outcome.decided_at
     notes = list(build.notes)
     if build.listed_under == "session":
         listed, delay = "session", False
         at = build.at or natural.value
     else:
-        stage, delay, more = _placement(entry, natural, found.stage)
+        stage, delay, more = _placement(entry, outcome, found.stage)
         notes += more
         listed = stage.value
         at = build.at or ("rcpt" if delay else stage.value)
@@ -1050,8 +997,7 @@ def _scenario(
         }
     case.update(build.case)
     bound = _bound(identity, case, at, build, listed)
-    outcome = next(o for o in cls.outcomes if o.id == entry.outcome)
-    allowed = set(BASE_FIELDS) | set(outcome.fields)
+    allowed = set(outcome.all_fields)
     template = _template(reply, bound, allowed)
     enhanced = reply.status is not None
     expected = reply.wire_lines(enhanced=enhanced)
