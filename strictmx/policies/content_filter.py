@@ -6,7 +6,7 @@ import email.policy
 import functools
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from strictmx.receiver.message import header_of
 from strictmx.receiver.outcome import NUMBER, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import Build, Request, header_lines, message
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Reply, ReplyError, Stage, Verdict
 
@@ -226,6 +227,25 @@ class ContentFilter(Policy[ContentFilterOptions]):
         ),
     )
 
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A rule the customer's message breaks: a size limit, or a subject pattern."""
+        ident = req.identity
+        if req.entry.outcome == "MESSAGE_TOO_BIG":
+            body = "\n".join(
+                "A line of a message larger than the receiver takes." for _ in range(60)
+            )
+            return Build(
+                options={"rules": [{"name": "size", "max_size": 2000}]},
+                case={"message": message(ident, body=body)},
+            )
+        return Build(
+            options={
+                "rules": [{"name": "policy", "header": "Subject", "regex": r"\byou have won\b"}]
+            },
+            case={"message": message(ident, header_lines(ident, Subject="You have won a prize"))},
+        )
+
     def __init__(
         self, options: ContentFilterOptions, replies: Mapping[str, Reply] | None = None
     ) -> None:
@@ -240,11 +260,9 @@ class ContentFilter(Policy[ContentFilterOptions]):
             if hit is None:
                 continue
             fields = {"rule": rule.name, **hit.fields}
-            verdict = self.verdict(rule.outcome, stage, session, ctx, hit.reason, **fields)
-            if rule.rule_reply is None:
-                return verdict
-            reply = rule.rule_reply.format({**session.fields(ctx.hostname), **fields})
-            return replace(verdict, reply=reply, action=reply.kind)
+            return self.verdict(
+                rule.outcome, stage, session, ctx, hit.reason, reply=rule.rule_reply, **fields
+            )
         return None
 
 

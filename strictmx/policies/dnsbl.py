@@ -74,6 +74,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from strictmx.receiver.outcome import HOST, IP, TEXT, ZONE, Fields
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import (
+    DEFAULT_HELO,
+    Build,
+    Request,
+    dns_world,
+    dnsbl_query,
+    domain_of,
+    is_name,
+    zone_in,
+)
 from strictmx.receiver.session import BASE_FIELDS, Session
 from strictmx.receiver.verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
 from strictmx.receiver.world.dns import (
@@ -92,6 +102,13 @@ TXT_MAX = 500
 
 LISTED_FIELDS = {"zone": ZONE, "query": HOST, "code": IP, "txt": TEXT, "txt_suffix": TEXT}
 DOMAIN_FIELDS = {**LISTED_FIELDS, "domain": HOST}
+#: Block lists that replies name by their operator rather than their zone.
+BLOCKLIST_OPERATORS = {
+    "spamcop": "bl.spamcop.net",
+    "spamhaus": "zen.spamhaus.org",
+    "barracuda": "b.barracudacentral.org",
+    "sorbs": "dnsbl.sorbs.net",
+}
 
 PERMIT = "DNSWL_PERMIT"
 QUERY_REFUSED = "DNSBL_QUERY_REFUSED"
@@ -340,22 +357,16 @@ class _Report:
     failed: dict[str, str] = field(default_factory=dict)  # query name -> failure kind
     notes: list[str] = field(default_factory=list)
 
-    def verdict(self, policy: str, stage: Stage) -> Verdict | None:
+    def noted(self, policy: Policy[Any], stage: Stage) -> Verdict | None:
         if not self.notes:
             return None
-        details: dict[str, object] = {}
+        details: dict[str, Any] = {}  # Any: keyword arguments beside permit and delay
         if self.refused:
             details["refused"] = dict(self.refused)
         if self.failed:
             details["failed"] = dict(self.failed)
-        return Verdict(
-            policy=policy,
-            outcome=QUERY_REFUSED if self.refused else LOOKUP_FAILED,
-            action=Action.DUNNO,
-            stage=stage,
-            reason="; ".join(self.notes),
-            details=details,
-        )
+        outcome = QUERY_REFUSED if self.refused else LOOKUP_FAILED
+        return policy.note(outcome, stage, "; ".join(self.notes), **details)
 
 
 class Dnsbl(Policy[DnsblOptions]):
@@ -400,6 +411,53 @@ class Dnsbl(Policy[DnsblOptions]):
         ),
     )
 
+    @classmethod
+    def read_reply(cls, outcome: str, text: str) -> dict[str, str]:
+        """Its refusals name the block list, by zone or by operator."""
+        return zone_in(text, BLOCKLIST_OPERATORS)
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """The client address (or the HELO, or the sender domain) listed on the named zone,
+        with the reply's TXT."""
+        ident = req.identity
+        ip = ident.client_ip
+        outcome = req.entry.outcome
+        zone = req.fields.get("zone", "")
+        zone = zone if is_name(zone) else "dnsbl.example.net"
+        txt = req.fields.get("txt", "")
+        listed: dict[str, Any] = {"A": "127.0.0.2"}
+        if txt:
+            listed["TXT"] = txt
+        bound = {"zone": zone, "txt": txt}
+        if outcome == "RHSBL_HELO_LISTED":
+            helo = ident.helo if is_name(ident.helo) else DEFAULT_HELO
+            return Build(
+                options={"rhsbl": [{"zone": zone, "check": "helo"}]},
+                case={"helo": helo},
+                world=dns_world({f"{helo}.{zone}": listed}),
+                bound={**bound, "domain": helo},
+            )
+        if outcome == "RHSBL_SENDER_LISTED":
+            domain = req.fields.get("domain") or domain_of(ident.mail_from)
+            sender = ident.mail_from if domain_of(ident.mail_from) == domain else f"alice@{domain}"
+            return Build(
+                options={"rhsbl": [{"zone": zone, "check": "sender"}]},
+                case={"mail_from": sender},
+                world=dns_world({f"{domain}.{zone}": listed}),
+                bound={**bound, "domain": domain},
+            )
+        if outcome == "DNSBL_TEMPFAIL":
+            return Build(
+                options={"zones": [{"zone": zone}], "defer_on_error": True},
+                world=dns_world(servfail=[dnsbl_query(ip, zone)]),
+            )
+        return Build(
+            options={"zones": [{"zone": zone}]},
+            world=dns_world({dnsbl_query(ip, zone): listed}),
+            bound=bound,
+        )
+
     def __init__(self, options: DnsblOptions, replies: Mapping[str, Reply] | None = None) -> None:
         super().__init__(options, replies)
         self._refused = CodeSet.parse(options.refused_codes)
@@ -443,14 +501,15 @@ class Dnsbl(Policy[DnsblOptions]):
         for lst, name in allowed:
             hit = self._judge(lst, name, answers[name], report, "an allow list never defers")
             if hit is not None:
-                return Verdict(
-                    policy=self.name,
-                    outcome=PERMIT,
-                    action=Action.PERMIT,
-                    stage=stage,
-                    reason=f"{session.client.address} is on the allow list {lst.zone} "
+                return self.note(
+                    PERMIT,
+                    stage,
+                    f"{session.client.address} is on the allow list {lst.zone} "
                     f"({name} has A {hit}): permitted",
-                    details={"zone": lst.zone, "query": name, "code": str(hit)},
+                    permit=True,
+                    zone=lst.zone,
+                    query=name,
+                    code=str(hit),
                 )
         failure: tuple[_List, str, TempFail] | None = None
         for lst, name in wanted:
@@ -472,7 +531,7 @@ class Dnsbl(Policy[DnsblOptions]):
                 query=name,
                 failure=error.kind,
             )
-        return report.verdict(self.name, stage)
+        return report.noted(self, stage)
 
     def _judge(
         self, lst: _List, name: str, answer: Answer, report: _Report, why_not_listed: str
@@ -531,11 +590,7 @@ class Dnsbl(Policy[DnsblOptions]):
             reason = f"{what} {domain} is listed on {lst.zone}: {found}"
         if txt:
             reason += f"; TXT: {txt}"
-        verdict = self.verdict(lst.outcome, stage, session, ctx, reason, **fields)
-        if lst.reply is not None:
-            verdict.reply = lst.reply.format({**session.fields(ctx.hostname), **fields})
-            verdict.action = verdict.reply.kind
-        return verdict
+        return self.verdict(lst.outcome, stage, session, ctx, reason, reply=lst.reply, **fields)
 
 
 def _is_zen(zone: str) -> bool:

@@ -69,6 +69,14 @@ from pydantic import Field, field_validator
 from strictmx.receiver.message import Header, header_of
 from strictmx.receiver.outcome import NUMBER, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import (
+    CLOCK,
+    Build,
+    Request,
+    bare_lf_message,
+    header_lines,
+    message,
+)
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 
@@ -326,6 +334,56 @@ class Headers(Policy[HeadersOptions]):
             fields={"value": TEXT},
         ),
     )
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A message whose header breaks the rule the outcome names."""
+        ident = req.identity
+        outcome = req.entry.outcome
+        clock = {"clock": {"fixed": CLOCK.isoformat()}}
+        field_name = req.fields.get("field", "Subject")
+        if field_name.lower() not in ("subject", "from", "to", "message-id", "date", "cc"):
+            field_name = "Subject"
+        cases: dict[str, list[str]] = {
+            # Over a 200-octet limit: a line past 1000 octets is refused by the SMTP layer itself.
+            "LINE_TOO_LONG": header_lines(ident, Subject="x" * 300),
+            "HEADER_8BIT": header_lines(ident, Subject="Grüße aus Köln"),
+            "FROM_MISSING": header_lines(ident, From=None),
+            "FROM_INVALID": header_lines(ident, From="Alice Example"),
+            "FROM_MULTIPLE": header_lines(ident, From="<alice@example.net>, <carol@example.net>"),
+            "DATE_MISSING": header_lines(ident, Date=None),
+            "DATE_INVALID": header_lines(ident, Date="2024-06-14T11:58:00Z"),
+            "DATE_TOO_OLD": header_lines(ident, Date="Tue, 2 Jan 2024 09:00:00 +0000"),
+            "DATE_IN_FUTURE": header_lines(ident, Date="Thu, 20 Jun 2024 12:00:00 +0000"),
+            "MESSAGE_ID_MISSING": header_lines(ident, Message_ID=None),
+            "MESSAGE_ID_INVALID": header_lines(ident, Message_ID="20240614115800.42@example.net"),
+        }
+        options: dict[str, Any] = {}
+        if outcome == "FIELD_REPEATED":
+            headers = header_lines(ident)
+            headers.append(
+                next(h for h in headers if h.lower().startswith(field_name.lower() + ":"))
+            )
+            return Build(
+                case={"message": message(ident, headers)}, world=clock, bound={"field": field_name}
+            )
+        if outcome == "FROM_MULTIPLE":
+            options["multiple_from"] = "refuse"
+        elif outcome == "LINE_TOO_LONG":
+            options["max_line_length"] = 200
+        if outcome == "BARE_LF":
+            return Build(
+                world=clock,
+                raw=[
+                    f"EHLO {ident.helo}\r\n".encode(),
+                    f"MAIL FROM:<{ident.mail_from}>\r\n".encode(),
+                    f"RCPT TO:<{ident.rcpt}>\r\n".encode(),
+                    b"DATA\r\n",
+                    bare_lf_message(ident).encode(),
+                ],
+                notes=["Python's smtplib always sends CRLF, so there is no expect case"],
+            )
+        return Build(options=options, case={"message": message(ident, cases[outcome])}, world=clock)
 
     def __init__(self, options: HeadersOptions, replies: Mapping[str, Reply] | None = None) -> None:
         super().__init__(options, replies)

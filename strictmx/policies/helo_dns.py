@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,16 @@ from strictmx.receiver.policy import (
     Policy,
     PolicyOptions,
     client_names,
+)
+from strictmx.receiver.reproduction import (
+    DEFAULT_HELO,
+    RECEIVER_HOSTNAME,
+    Build,
+    Request,
+    dns_world,
+    is_name,
+    literal,
+    other_ip,
 )
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
@@ -240,6 +251,65 @@ class HeloDns(Policy[HeloDnsOptions]):
             fields={"verb": VERB, "lookup": TEXT, "error": TEXT},
         ),
     )
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A HELO name and the DNS records that make its lookups fail the way the outcome says."""
+        ip = req.identity.client_ip
+        outcome = req.entry.outcome
+        given = req.fields.get("helo", "")
+        name = given if is_name(given) else DEFAULT_HELO
+        other = other_ip(ip)
+        family = "AAAA" if ipaddress.ip_address(ip).version == 6 else "A"
+        if outcome == "HELO_IS_ME":
+            return Build(
+                options={"resolve": False, "reject_my_name": True},
+                case={"helo": RECEIVER_HOSTNAME},
+            )
+        if outcome == "HELO_LITERAL_MISMATCH":
+            helo = given if given.startswith("[") and ip not in given else literal(other)
+            return Build(options={"resolve": False, "literal_match": True}, case={"helo": helo})
+        if outcome == "HELO_LITERAL_NO_PTR":
+            return Build(
+                options={"resolve": False, "literal_ptr": True},
+                case={"helo": literal(ip)},
+                world=dns_world(),
+            )
+        if outcome == "HELO_IS_CNAME":
+            target = "host." + name
+            return Build(
+                options={"resolve": False, "require_a_record": True},
+                case={"helo": name},
+                world=dns_world({name: {"CNAME": target + "."}, target: {family: ip}}),
+                bound={"target": target},
+            )
+        if outcome == "HELO_NOT_FOUND":
+            return Build(options={"resolve": True}, case={"helo": name}, world=dns_world())
+        if outcome == "HELO_NOT_CONFIRMED":
+            return Build(
+                options={"resolve": True, "forward_confirm": True},
+                case={"helo": name},
+                world=dns_world({name: {family: other}}),
+            )
+        if outcome == "HELO_PTR_MISMATCH":
+            ptr = req.fields.get("ptr", "")
+            ptr = ptr if is_name(ptr) and ptr != name else "host-25.example.org"
+            return Build(
+                options={"resolve": False, "ptr_match": "exact"},
+                case={"helo": name},
+                world=dns_world({name: {family: ip}, ptr: {family: ip}}, ptr={ip: ptr}),
+                bound={"ptr": ptr},
+            )
+        if outcome == "HELO_NOT_VERIFIED":
+            return Build(
+                options={"resolve": False, "verify": "any", "forward_confirm": True},
+                case={"helo": name},
+                world=dns_world({name: {family: other}}),
+            )
+        # HELO_DNS_TEMPFAIL
+        return Build(
+            options={"resolve": True}, case={"helo": name}, world=dns_world(servfail=[name])
+        )
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         helo = session.helo or ""

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from strictmx.receiver.outcome import VERB
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import Build, Request, literal, other_ip
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Stage, Verdict
 from strictmx.receiver.world.dns import ip_of, public_ip
@@ -174,6 +175,59 @@ class HeloSyntax(Policy[HeloSyntaxOptions]):
             stage=Stage.MAIL,
         ),
     )
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A HELO its syntax rules refuse for the outcome: the customer's when it is one, else
+        a sample."""
+        ip = req.identity.client_ip
+        outcome = req.entry.outcome
+        given = req.fields.get("helo", "")
+        options: dict[str, Any] = {}
+        fallback = {
+            "HELO_INVALID": "mail_relay.example.net",
+            "HELO_NOT_FQDN": "mailserver",
+            "HELO_BAD_LITERAL": "[192.0.2.300]",
+            "HELO_LITERAL_MISMATCH": literal(other_ip(ip)),
+            "HELO_LITERAL_REFUSED": literal(ip),
+            "HELO_BARE_IP": ip,
+        }
+        if outcome == "HELO_MISSING":
+            verb = req.fields.get("verb", "EHLO").upper()
+            verb = verb if verb in ("HELO", "EHLO") else "EHLO"
+            return Build(
+                case={"script": [verb]},
+                bound={"verb": verb},
+                at="helo",
+                swaks_cannot="swaks always sends a HELO name; the expect case sends a bare " + verb,
+            )
+        if outcome == "HELO_UTF8_WITHOUT_SMTPUTF8":
+            helo = "mäil.example.net"
+            ident = req.identity
+            return Build(
+                case={"helo": helo},
+                raw=[
+                    f"EHLO {helo}\r\n".encode(),
+                    f"MAIL FROM:<{ident.mail_from}>\r\n".encode(),
+                ],
+                notes=["Python's smtplib cannot send a UTF-8 HELO, so there is no expect case"],
+                swaks_cannot=(
+                    "swaks sends the HELO as given; try: swaks --helo mäil.example.net ..."
+                ),
+            )
+        if outcome == "HELO_LITERAL_REFUSED":
+            options["address_literal"] = "reject"
+        elif outcome == "HELO_BARE_IP":
+            options["bare_ip"] = "reject"
+        elif outcome == "HELO_LITERAL_MISMATCH":
+            options["address_literal"] = "match"
+        checked = HeloSyntaxOptions.model_validate(options)
+        helo = fallback[outcome]
+        if given:
+            finding = judge(given, checked, ip)
+            if finding is not None and finding.outcome == outcome:
+                helo = given
+        return Build(options=options, case={"helo": helo})
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         helo = session.helo or ""

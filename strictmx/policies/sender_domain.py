@@ -12,6 +12,7 @@ from pydantic import Field
 
 from strictmx.receiver.outcome import HOST, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import Build, Request, dns_world, domain_of, sender_in
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
 from strictmx.receiver.world.dns import NoData, NXDomain, TempFail, ip_of, name_text
@@ -137,6 +138,38 @@ class SenderDomain(Policy[SenderDomainOptions]):
             fields={"domain": HOST, "failure": TEXT},
         ),
     )
+
+    @classmethod
+    def read_reply(cls, outcome: str, text: str) -> dict[str, str]:
+        """Its refusals name the sender, in angle brackets or bare."""
+        return sender_in(text)
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A sender address that is malformed, or whose domain does not exist, has a null MX
+        or fails."""
+        ident = req.identity
+        sender = ident.mail_from
+        domain = domain_of(sender)
+        outcome = req.entry.outcome
+        if outcome == "SENDER_INVALID":
+            from strictmx.policies.sender_domain import SenderDomainOptions, parse
+
+            local = sender.rpartition("@")[0] or "alice"
+            for candidate in (sender, f"{local}..x@{domain}"):
+                found = parse(candidate, SenderDomainOptions(), smtputf8=False).finding
+                if found is not None and found.outcome == outcome:
+                    break
+            return Build(case={"mail_from": candidate})
+        if outcome == "SENDER_NOT_FQDN":
+            if "." in domain:
+                sender = sender.rpartition("@")[0] + "@localhost"
+            return Build(case={"mail_from": sender})
+        if outcome == "SENDER_DOMAIN_NULL_MX":
+            return Build(world=dns_world({domain: {"MX": "0 ."}}), bound={"domain": domain})
+        if outcome == "SENDER_DOMAIN_TEMPFAIL":
+            return Build(world=dns_world(servfail=[domain]), bound={"domain": domain})
+        return Build(world=dns_world(), bound={"domain": domain})  # SENDER_DOMAIN_NOT_FOUND
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         sender = session.mail_from

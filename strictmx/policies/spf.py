@@ -20,6 +20,7 @@ from pydantic import Field
 
 from strictmx.receiver.outcome import HOST, RESULT, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import Build, Request, dns_world, domain_of, sender_in
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 from strictmx.receiver.world.dns import NoData, NXDomain, TempFail, WorldDNS, name_text
@@ -227,6 +228,31 @@ class Spf(Policy[SpfOptions]):
         ),
     )
 
+    @classmethod
+    def read_reply(cls, outcome: str, text: str) -> dict[str, str]:
+        """Its refusals name the sender, in angle brackets or bare."""
+        return sender_in(text)
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """The sender domain's SPF record giving the outcome's result."""
+        domain = domain_of(req.identity.mail_from)
+        outcome = req.entry.outcome
+        record = {
+            "SPF_FAIL": "v=spf1 -all",
+            "SPF_SOFTFAIL": "v=spf1 ~all",
+            "SPF_NEUTRAL": "v=spf1 ?all",
+            "SPF_PERMERROR": "v=spf1 ip4:192.0.2.1 inlcude:_spf.example.net -all",
+        }.get(outcome)
+        options: dict[str, Any] = {}
+        if outcome in ("SPF_SOFTFAIL", "SPF_NEUTRAL", "SPF_NONE"):
+            options[outcome.removeprefix("SPF_").lower()] = "reject"
+        if outcome == "SPF_TEMPERROR":
+            world = dns_world(servfail=[domain])
+        else:
+            world = dns_world({domain: {"TXT": record}} if record else None)
+        return Build(options=options, world=world, bound={"spf_domain": domain})
+
     def __init__(self, options: SpfOptions, replies: Mapping[str, Reply] | None = None) -> None:
         super().__init__(options, replies)
         # (client address, sender, HELO) -> (expiry on ctx.clock.monotonic(), result)
@@ -287,28 +313,19 @@ class Spf(Policy[SpfOptions]):
             + (f"; matched {check.mechanism}" if check.mechanism else "")
             + ")"
         )
-        verdict = self.verdict(
+        # The option sets the reply's class; its words and status detail are kept.
+        return self.verdict(
             outcome,
             stage,
             session,
             ctx,
             reason,
+            refuse_as=handling,
             spf_result=check.result,
             spf_explanation=check.explanation,
             spf_domain=check.domain,
             spf_identity=check.identity_text,
         )
-        assert verdict.reply is not None
-        verdict.reply = _as_class(verdict.reply, handling)
-        verdict.action = verdict.reply.kind
-        return verdict
-
-
-def _as_class(reply: Reply, handling: Literal["reject", "defer"]) -> Reply:
-    """The reply with the class the option asks for; its words and status detail kept."""
-    if handling == "defer":
-        return reply.soft()
-    return reply if reply.code >= 500 else reply.with_code(550)
 
 
 # -- evaluation, in a worker thread ---------------------------------------------------------

@@ -195,6 +195,52 @@ class Catalogue:
             return f"the catalogue has no entry for {policy}/{outcome}"
         return f"the catalogue knows no outcome {policy}/{outcome}"
 
+    def with_policies(self, policies: Outcomes) -> Catalogue:
+        """This catalogue and, for each outcome it does not describe (a third-party
+        policy's), an entry made from the outcome itself: its default reply, its doc as the
+        cause. So explain and reproduce know a plug-in's refusals without an edit here."""
+        infos = list(self.outcomes.values())
+        entries = list(self.entries)
+        for policy, declared in sorted(policies.items()):
+            for outcome in declared:
+                if (policy, outcome.id) in self.outcomes:
+                    continue
+                info = OutcomeInfo(
+                    policy=policy,
+                    outcome=outcome.id,
+                    rfc_note=f"As the {policy} policy declares; the reply catalogue has no entry.",
+                    cause=outcome.doc or f"{policy} refused with {outcome.id}.",
+                    fix=f"See `strictmx policies` ({policy}): {outcome.doc}".rstrip(": "),
+                )
+                infos.append(info)
+                reply = outcome.default_reply()
+                entries.append(
+                    Entry(
+                        id=f"{policy}-{outcome.id}".lower().replace("_", "-"),
+                        kind="project",
+                        default=True,
+                        borrowed=False,
+                        receiver=None,
+                        source=None,
+                        family=policy,
+                        policy=policy,
+                        outcome=outcome.id,
+                        stage=outcome.decided_at,
+                        cause=info.cause,
+                        fix=info.fix,
+                        rfc_allows_refusal=outcome.rfc_allows,
+                        rfc_note=info.rfc_note,
+                        fields=outcome.all_fields,
+                        documented=tuple(reply.wire_lines()),
+                        template=reply,
+                        scenario=None,
+                        case=None,
+                    )
+                )
+        if len(entries) == len(self.entries):
+            return self
+        return Catalogue(infos, entries)
+
     @property
     def families(self) -> list[str]:
         return sorted({e.family for e in self.entries})

@@ -45,6 +45,7 @@ from publicsuffixlist import PublicSuffixList
 
 from .catalogue import Catalogue, Entry, bundled
 from .outcome import Fields
+from .policy import load_registry
 from .verdict import Reply, ReplyError, Stage
 
 #: Inputs larger than this are refused: a DSN with its attachments is far smaller.
@@ -1001,8 +1002,9 @@ def _by_family(ranked: Iterable[Match]) -> list[tuple[str, float]]:
 
 @functools.cache
 def default_explainer() -> Explainer:
-    """The bundled catalogue, indexed once."""
-    return Explainer()
+    """The bundled catalogue and the installed plug-ins' outcomes, indexed once."""
+    registry = load_registry()
+    return Explainer(bundled().with_policies({n: c.outcomes for n, c in registry.items()}))
 
 
 def explain(text: str) -> Explanation:

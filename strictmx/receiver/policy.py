@@ -20,7 +20,7 @@ import importlib.metadata
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,6 +28,7 @@ from . import outcome as kinds
 from .catalogue import default_reply
 from .outcome import FROM_CATALOGUE as FROM_CATALOGUE
 from .outcome import Outcome as Outcome
+from .reproduction import Build, Request
 from .verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
 from .world.dns import TempFail, reverse_name
 
@@ -145,6 +146,7 @@ class Policy(Generic[OptionsT]):
         self._replies: dict[str, Reply] = {o.id: o.default_reply() for o in self.outcomes}
         for outcome_id, reply in (replies or {}).items():
             self._replies[outcome_id] = reply
+        self._valid: dict[tuple[str, Reply], Reply] = {}
 
     @classmethod
     def validate_reply(cls, outcome_id: str, reply: Reply) -> None:
@@ -168,6 +170,18 @@ class Policy(Generic[OptionsT]):
         if reply.code < 400:
             raise ReplyError(f"an objection needs a 4xx or 5xx code, not {reply.code}")
 
+    @classmethod
+    def reproduce(cls, request: Request) -> Build | None:
+        """The options, world and session in which this policy refuses with
+        `request.outcome`, for `strictmx reproduce`; None: it does not say."""
+        return None
+
+    @classmethod
+    def read_reply(cls, outcome: str, text: str) -> dict[str, str]:
+        """Identifiers a refusal's text shows outside its template's placeholders (a sender
+        in angle brackets, a block list named by its operator), for `strictmx reproduce`."""
+        return {}
+
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         """Return a Verdict, or None for no opinion (DUNNO)."""
         raise NotImplementedError
@@ -183,26 +197,76 @@ class Policy(Generic[OptionsT]):
         *,
         action: Action | None = None,
         delay: float = 0.0,
+        reply: Reply | None = None,
+        refuse_as: Literal["reject", "defer"] | None = None,
         **fields: object,
     ) -> Verdict:
-        """Build the verdict for `outcome_id` with its (possibly overridden) reply filled in."""
+        """Build the verdict for `outcome_id` with its (possibly overridden) reply filled in.
+
+        `reply` stands in for the outcome's reply in this one verdict (a DNSBL zone's or a
+        content rule's own text, validated when the options loaded); `refuse_as` sets the
+        reply's class where an option says so (SPF's `fail: defer`, sender_verify's
+        `accept_all: defer`): "defer" turns a 5xx into its 4xx as soft_bounce does,
+        "reject" a 4xx into 550. Either way the reply's text and status detail are kept,
+        and the action follows the reply."""
         outcome = self._outcomes[outcome_id]
-        reply = self._replies[outcome_id].format({**session.fields(ctx.hostname), **fields})
+        template = self._replies[outcome_id] if reply is None else self._checked(outcome_id, reply)
+        filled = template.format({**session.fields(ctx.hostname), **fields})
+        if refuse_as == "defer":
+            filled = filled.soft()
+        elif refuse_as == "reject" and filled.code < 500:
+            filled = filled.with_code(550)
         if action is None:
             action = outcome.action
             if action is not Action.DISCONNECT:
-                action = reply.kind  # an override may turn a defer into a reject
+                action = filled.kind  # an override may turn a defer into a reject
         return Verdict(
             policy=self.name,
             outcome=outcome_id,
             action=action,
             stage=stage,
-            reply=reply,
+            reply=filled,
             reason=reason,
             rfc_compliant=outcome.rfc_allows,
             delay=delay,
             details=dict(fields),
         )
+
+    def note(
+        self,
+        outcome_id: str,
+        stage: Stage,
+        reason: str,
+        *,
+        permit: bool = False,
+        delay: float = 0.0,
+        **details: object,
+    ) -> Verdict:
+        """A decision without a reply: DUNNO that records why (a lookup not counted, a
+        tarpit), or with `permit` PERMIT (an allow list), which ends the stage's checks."""
+        return Verdict(
+            policy=self.name,
+            outcome=outcome_id,
+            action=Action.PERMIT if permit else Action.DUNNO,
+            stage=stage,
+            reason=reason,
+            delay=delay,
+            details=dict(details),
+        )
+
+    def _checked(self, outcome_id: str, reply: Reply) -> Reply:
+        """`reply` if it may stand in for the outcome's; else the outcome's own, logged once
+        (options validate their replies at load, so this is a policy's own mistake)."""
+        key = (outcome_id, reply)
+        if key not in self._valid:
+            try:
+                self.validate_reply(outcome_id, reply)
+            except ReplyError as exc:
+                log.error("%s: a reply for %s cannot be used (%s)", self.name, outcome_id, exc)
+                self._valid[key] = self._replies[outcome_id]
+            else:
+                self._valid[key] = reply
+        return self._valid[key]
 
 
 PolicyClass = type[Policy[PolicyOptions]]
