@@ -153,8 +153,6 @@ class SenderDomain(Policy[SenderDomainOptions]):
         domain = domain_of(sender)
         outcome = req.entry.outcome
         if outcome == "SENDER_INVALID":
-            from strictmx.policies.sender_domain import SenderDomainOptions, parse
-
             local = sender.rpartition("@")[0] or "alice"
             for candidate in (sender, f"{local}..x@{domain}"):
                 found = parse(candidate, SenderDomainOptions(), smtputf8=False).finding

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,18 @@ import yaml
 
 from . import scenario as scenarios
 from .catalogue import Catalogue, Entry
-from .explain import Explainer, Explanation, Extracted, default_explainer
+from .explain import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_RECOGNISED,
+    Explainer,
+    ExplainError,
+    Explanation,
+    Extracted,
+    add_input_argument,
+    decode,
+    default_explainer,
+    read_input,
+)
 from .outcome import TEXT, Fields, Outcome
 from .policy import PolicyClass, builtin_policies, load_registry
 from .reproduction import (
@@ -440,8 +452,6 @@ def _clip(text: str, limit: int) -> str:
 
 
 def add_parser(sub: Any) -> None:
-    from .explain import add_input_argument
-
     parser = sub.add_parser(
         "reproduce",
         help="write a scenario whose receiver refuses like the bounce says, and the swaks "
@@ -461,10 +471,6 @@ def add_parser(sub: Any) -> None:
 
 def main(args: Any) -> int:
     """`strictmx reproduce`: 0 written, 1 not recognised, 2 unusable input or file."""
-    import sys
-
-    from .explain import EXIT_BAD_INPUT, EXIT_NOT_RECOGNISED, ExplainError, decode, read_input
-
     try:
         text = decode(read_input(args.input))
         result = reproduce(
