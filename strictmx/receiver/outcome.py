@@ -15,11 +15,11 @@ third-party policy's fields are read the same way as the built-ins'.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .verdict import Action, Reply, Stage
+from .verdict import Action, Reply, ReplyError, Stage, placeholders
 
 _HOSTLIKE = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 
@@ -88,6 +88,17 @@ def check(owner: str, fields: Mapping[str, object] | Sequence[str]) -> Fields:
                 + ")"
             )
     return MappingProxyType(named)  # type: ignore[arg-type]
+
+
+def check_placeholders(reply: Reply, fields: Iterable[str]) -> None:
+    """Raise ReplyError naming the first `{placeholder}` of `reply` that is not in `fields`."""
+    allowed = set(fields)
+    unknown = placeholders(reply) - allowed
+    if unknown:
+        raise ReplyError(
+            f"unknown placeholder {{{sorted(unknown)[0]}}}; this reply may use: "
+            + ", ".join("{" + f + "}" for f in sorted(allowed))
+        )
 
 
 #: An outcome whose default reply is the reply catalogue's entry marked `default: true`

@@ -29,7 +29,7 @@ from .catalogue import default_reply
 from .outcome import FROM_CATALOGUE as FROM_CATALOGUE
 from .outcome import Outcome as Outcome
 from .reproduction import Build, Request
-from .verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
+from .verdict import Action, Reply, ReplyError, Stage, Verdict
 from .world.dns import TempFail, reverse_name
 
 if TYPE_CHECKING:
@@ -158,13 +158,7 @@ class Policy(Generic[OptionsT]):
                 + ", ".join(sorted(known))
             )
         outcome = known[outcome_id]
-        allowed = set(outcome.all_fields)
-        unknown = placeholders(reply) - allowed
-        if unknown:
-            raise ReplyError(
-                f"unknown placeholder {{{sorted(unknown)[0]}}}; this reply may use: "
-                + ", ".join("{" + f + "}" for f in sorted(allowed))
-            )
+        kinds.check_placeholders(reply, outcome.all_fields)
         if outcome.action is Action.DEFER and reply.code >= 500:
             return  # a persona may refuse permanently where the default defers
         if reply.code < 400:
