@@ -74,7 +74,8 @@ class ReplySpec(BaseModel):
     outcome: str
     reply: str | list[str] = Field(description="The reply as documented (wire lines).")
     template: str | list[str] | None = Field(
-        None, description="The reply with {placeholders} where the documented one has others."
+        None,
+        description="The reply with {placeholders} where the documented one has others.",
     )
     stage: Stage | None = Field(None, description="Overrides the outcome's stage.")
     cause: str | None = Field(None, description="Overrides the outcome's cause.")
@@ -199,47 +200,36 @@ class Catalogue:
         """This catalogue and, for each outcome it does not describe (a third-party
         policy's), an entry made from the outcome itself: its default reply, its doc as the
         cause. So explain and reproduce know a plug-in's refusals without an edit here."""
-        infos = list(self.outcomes.values())
-        entries = list(self.entries)
+        infos: list[OutcomeInfo] = []
+        specs: list[ReplySpec] = []
         for policy, declared in sorted(policies.items()):
             for outcome in declared:
                 if (policy, outcome.id) in self.outcomes:
                     continue
-                info = OutcomeInfo(
-                    policy=policy,
-                    outcome=outcome.id,
-                    rfc_note=f"As the {policy} policy declares; the reply catalogue has no entry.",
-                    cause=outcome.doc or f"{policy} refused with {outcome.id}.",
-                    fix=f"See `strictmx policies` ({policy}): {outcome.doc}".rstrip(": "),
+                infos.append(
+                    OutcomeInfo(
+                        policy=policy,
+                        outcome=outcome.id,
+                        rfc_note=f"As the {policy} policy declares; the catalogue has no entry.",
+                        cause=outcome.doc or f"{policy} refused with {outcome.id}.",
+                        fix=f"See `strictmx policies` ({policy}): {outcome.doc}".rstrip(": "),
+                    )
                 )
-                infos.append(info)
-                reply = outcome.default_reply()
-                entries.append(
-                    Entry(
+                specs.append(
+                    ReplySpec(
                         id=f"{policy}-{outcome.id}".lower().replace("_", "-"),
                         kind="project",
                         default=True,
-                        borrowed=False,
-                        receiver=None,
-                        source=None,
-                        family=policy,
                         policy=policy,
                         outcome=outcome.id,
-                        stage=outcome.decided_at,
-                        cause=info.cause,
-                        fix=info.fix,
-                        rfc_allows_refusal=outcome.rfc_allows,
-                        rfc_note=info.rfc_note,
-                        fields=outcome.all_fields,
-                        documented=tuple(reply.wire_lines()),
-                        template=reply,
-                        scenario=None,
-                        case=None,
+                        reply=outcome.default_reply().wire_lines(),
                     )
                 )
-        if len(entries) == len(self.entries):
+        if not specs:
             return self
-        return Catalogue(infos, entries)
+        # The made entries are checked as the file's are: ids, replies, fields.
+        more = _resolve(CatalogueFile(outcomes=infos, replies=specs), "<policies>", policies)
+        return Catalogue([*self.outcomes.values(), *infos], [*self.entries, *more.entries])
 
     @property
     def families(self) -> list[str]:
