@@ -6,7 +6,7 @@ import email.policy
 import functools
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -15,7 +15,9 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from strictmx.receiver.message import header_of
+from strictmx.receiver.outcome import NUMBER, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import Build, Request, header_lines, message
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Reply, ReplyError, Stage, Verdict
 
@@ -215,15 +217,34 @@ class ContentFilter(Policy[ContentFilterOptions]):
             CONTENT_REJECTED,
             FROM_CATALOGUE,
             "A header or body regex rule matched, or a part has a refused type or extension.",
-            fields=("rule", "what"),
+            fields={"rule": TEXT, "what": TEXT},
         ),
         Outcome(
             MESSAGE_TOO_BIG,
             FROM_CATALOGUE,
             "The message is larger than a rule's max_size (Postfix message_size_limit).",
-            fields=("rule", "size", "limit"),
+            fields={"rule": TEXT, "size": NUMBER, "limit": NUMBER},
         ),
     )
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A rule the customer's message breaks: a size limit, or a subject pattern."""
+        ident = req.identity
+        if req.entry.outcome == "MESSAGE_TOO_BIG":
+            body = "\n".join(
+                "A line of a message larger than the receiver takes." for _ in range(60)
+            )
+            return Build(
+                options={"rules": [{"name": "size", "max_size": 2000}]},
+                case={"message": message(ident, body=body)},
+            )
+        return Build(
+            options={
+                "rules": [{"name": "policy", "header": "Subject", "regex": r"\byou have won\b"}]
+            },
+            case={"message": message(ident, header_lines(ident, Subject="You have won a prize"))},
+        )
 
     def __init__(
         self, options: ContentFilterOptions, replies: Mapping[str, Reply] | None = None
@@ -239,11 +260,9 @@ class ContentFilter(Policy[ContentFilterOptions]):
             if hit is None:
                 continue
             fields = {"rule": rule.name, **hit.fields}
-            verdict = self.verdict(rule.outcome, stage, session, ctx, hit.reason, **fields)
-            if rule.rule_reply is None:
-                return verdict
-            reply = rule.rule_reply.format({**session.fields(ctx.hostname), **fields})
-            return replace(verdict, reply=reply, action=reply.kind)
+            return self.verdict(
+                rule.outcome, stage, session, ctx, hit.reason, reply=rule.rule_reply, **fields
+            )
         return None
 
 

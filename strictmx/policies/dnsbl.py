@@ -65,16 +65,27 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from strictmx.policies._dnsbl_codes import CodeSet as CodeSet
+from strictmx.receiver.outcome import BASE, HOST, IP, TEXT, ZONE, Fields, check_placeholders
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
-from strictmx.receiver.session import BASE_FIELDS, Session
-from strictmx.receiver.verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
+from strictmx.receiver.reproduction import (
+    DEFAULT_HELO,
+    Build,
+    Request,
+    dns_world,
+    dnsbl_query,
+    domain_of,
+    is_name,
+    zone_in,
+)
+from strictmx.receiver.session import Session
+from strictmx.receiver.verdict import Action, Reply, ReplyError, Stage, Verdict
 from strictmx.receiver.world.config_types import DnsName
 from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
 from strictmx.receiver.world.names import dnsbl_prefix, ip_of, public_ip
@@ -83,8 +94,15 @@ from strictmx.receiver.world.names import dnsbl_prefix, ip_of, public_ip
 TXT_SEPARATOR = " / "
 TXT_MAX = 500
 
-LISTED_FIELDS = ("zone", "query", "code", "txt", "txt_suffix")
-DOMAIN_FIELDS = (*LISTED_FIELDS, "domain")
+LISTED_FIELDS = {"zone": ZONE, "query": HOST, "code": IP, "txt": TEXT, "txt_suffix": TEXT}
+DOMAIN_FIELDS = {**LISTED_FIELDS, "domain": HOST}
+#: Block lists that replies name by their operator rather than their zone.
+BLOCKLIST_OPERATORS = {
+    "spamcop": "bl.spamcop.net",
+    "spamhaus": "zen.spamhaus.org",
+    "barracuda": "b.barracudacentral.org",
+    "sorbs": "dnsbl.sorbs.net",
+}
 
 PERMIT = "DNSWL_PERMIT"
 QUERY_REFUSED = "DNSBL_QUERY_REFUSED"
@@ -105,64 +123,6 @@ _ZEN_CODES = {
     10: "PBL, end-user address",
     11: "PBL, end-user address",
 }
-
-
-# -- return codes ------------------------------------------------------------------------
-
-_POSTFIX_FORM = re.compile(r"^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\[([0-9;.]+)\]$")
-
-
-@dataclass(frozen=True)
-class CodeSet:
-    """IPv4 answers as inclusive integer intervals."""
-
-    intervals: tuple[tuple[int, int], ...]
-
-    @classmethod
-    def parse(cls, specs: Iterable[str]) -> CodeSet:
-        """ValueError naming the bad spec if one is not an address, range, network or
-        Postfix `a.b.c.[x;y..z]` form."""
-        intervals: list[tuple[int, int]] = []
-        for spec in specs:
-            try:
-                intervals += _intervals(spec.strip())
-            except ValueError as exc:
-                raise ValueError(
-                    f"bad return code {spec!r}: {exc}; write 127.0.0.2, 127.0.0.2-127.0.0.11, "
-                    "127.0.0.0/24 or 127.0.0.[2..11]"
-                ) from None
-        return cls(tuple(sorted(intervals)))
-
-    def __contains__(self, address: object) -> bool:
-        if not isinstance(address, ipaddress.IPv4Address):
-            return False
-        value = int(address)
-        return any(lo <= value <= hi for lo, hi in self.intervals)
-
-
-def _intervals(spec: str) -> list[tuple[int, int]]:
-    postfix = _POSTFIX_FORM.match(spec)
-    if postfix:
-        base = int(ipaddress.IPv4Address(postfix.group(1) + ".0"))
-        out = []
-        for item in postfix.group(2).split(";"):
-            low, dots, high = item.partition("..")
-            start, end = int(low), int(high) if dots else int(low)
-            if not 0 <= start <= end <= 255:
-                raise ValueError(f"{item!r} is not an octet or an ascending octet range")
-            out.append((base + start, base + end))
-        return out
-    if "[" in spec:
-        raise ValueError("Postfix's [x;y..z] form is read in the last octet only")
-    if "/" in spec:
-        net = ipaddress.IPv4Network(spec)
-        return [(int(net.network_address), int(net.broadcast_address))]
-    low, dash, high = spec.partition("-")
-    first = ipaddress.IPv4Address(low.strip())
-    last = ipaddress.IPv4Address(high.strip()) if dash else first
-    if last < first:
-        raise ValueError(f"the range ends before it starts ({last} < {first})")
-    return [(int(first), int(last))]
 
 
 # -- options -----------------------------------------------------------------------------
@@ -200,7 +160,7 @@ class AllowZone(_Entry):
 class ClientZone(_Entry):
     """A block list (DNSBL) of client addresses."""
 
-    reply_fields: ClassVar[tuple[str, ...]] = LISTED_FIELDS
+    reply_fields: ClassVar[Fields] = LISTED_FIELDS
 
     reply: str | list[str] | None = Field(
         None, description="The reply for a hit on this entry, instead of the outcome's."
@@ -217,25 +177,19 @@ class ClientZone(_Entry):
 class DomainZone(ClientZone):
     """A domain list (RHSBL) for the HELO name or the sender's domain."""
 
-    reply_fields: ClassVar[tuple[str, ...]] = DOMAIN_FIELDS
+    reply_fields: ClassVar[Fields] = DOMAIN_FIELDS
 
     check: Literal["helo", "sender"] = Field(
         description="helo: the HELO/EHLO name, at HELO; sender: the MAIL FROM domain, at MAIL."
     )
 
 
-def _zone_reply(spec: str | Sequence[str], fields: tuple[str, ...]) -> Reply:
+def _zone_reply(spec: str | Sequence[str], fields: Fields) -> Reply:
     try:
         reply = Reply.parse(spec)
-        allowed = BASE_FIELDS | set(fields)
-        unknown = placeholders(reply) - allowed
+        check_placeholders(reply, {**BASE, **fields})
     except ReplyError as exc:
         raise ValueError(str(exc)) from None
-    if unknown:
-        raise ValueError(
-            f"unknown placeholder {{{sorted(unknown)[0]}}}; this reply may use: "
-            + ", ".join("{" + f + "}" for f in sorted(allowed))
-        )
     if reply.code < 400:
         raise ValueError(f"a listing needs a 4xx or 5xx reply, not {reply.code}")
     return reply
@@ -325,22 +279,16 @@ class _Report:
     failed: dict[str, str] = field(default_factory=dict)  # query name -> failure kind
     notes: list[str] = field(default_factory=list)
 
-    def verdict(self, policy: str, stage: Stage) -> Verdict | None:
+    def noted(self, policy: Policy[Any], stage: Stage) -> Verdict | None:
         if not self.notes:
             return None
-        details: dict[str, object] = {}
+        details: dict[str, Any] = {}  # Any: keyword arguments beside permit and delay
         if self.refused:
             details["refused"] = dict(self.refused)
         if self.failed:
             details["failed"] = dict(self.failed)
-        return Verdict(
-            policy=policy,
-            outcome=QUERY_REFUSED if self.refused else LOOKUP_FAILED,
-            action=Action.DUNNO,
-            stage=stage,
-            reason="; ".join(self.notes),
-            details=details,
-        )
+        outcome = QUERY_REFUSED if self.refused else LOOKUP_FAILED
+        return policy.note(outcome, stage, "; ".join(self.notes), **details)
 
 
 class Dnsbl(Policy[DnsblOptions]):
@@ -357,27 +305,80 @@ class Dnsbl(Policy[DnsblOptions]):
             FROM_CATALOGUE,
             "The client address is listed on a block list (Postfix reject_rbl_client).",
             fields=LISTED_FIELDS,
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.HELO, Stage.MAIL}),
         ),
         Outcome(
             "RHSBL_HELO_LISTED",
             FROM_CATALOGUE,
             "The HELO/EHLO name is listed on a domain list (Postfix reject_rhsbl_helo).",
             fields=DOMAIN_FIELDS,
+            stage=Stage.HELO,
         ),
         Outcome(
             "RHSBL_SENDER_LISTED",
             FROM_CATALOGUE,
             "The MAIL FROM domain is listed on a domain list (Postfix reject_rhsbl_sender).",
             fields=DOMAIN_FIELDS,
+            stage=Stage.MAIL,
         ),
         Outcome(
             "DNSBL_TEMPFAIL",
             FROM_CATALOGUE,
             "A block list lookup failed temporarily and defer_on_error is on (maddy's text).",
             action=Action.DEFER,
-            fields=("zone", "query", "failure"),
+            fields={"zone": ZONE, "query": HOST, "failure": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.HELO, Stage.MAIL}),
         ),
     )
+
+    @classmethod
+    def read_reply(cls, outcome: str, text: str) -> dict[str, str]:
+        """Its refusals name the block list, by zone or by operator."""
+        return zone_in(text, BLOCKLIST_OPERATORS)
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """The client address (or the HELO, or the sender domain) listed on the named zone,
+        with the reply's TXT."""
+        ident = req.identity
+        ip = ident.client_ip
+        outcome = req.entry.outcome
+        zone = req.fields.get("zone", "")
+        zone = zone if is_name(zone) else "dnsbl.example.net"
+        txt = req.fields.get("txt", "")
+        listed: dict[str, Any] = {"A": "127.0.0.2"}
+        if txt:
+            listed["TXT"] = txt
+        bound = {"zone": zone, "txt": txt}
+        if outcome == "RHSBL_HELO_LISTED":
+            helo = ident.helo if is_name(ident.helo) else DEFAULT_HELO
+            return Build(
+                options={"rhsbl": [{"zone": zone, "check": "helo"}]},
+                case={"helo": helo},
+                world=dns_world({f"{helo}.{zone}": listed}),
+                bound={**bound, "domain": helo},
+            )
+        if outcome == "RHSBL_SENDER_LISTED":
+            domain = req.fields.get("domain") or domain_of(ident.mail_from)
+            sender = ident.mail_from if domain_of(ident.mail_from) == domain else f"alice@{domain}"
+            return Build(
+                options={"rhsbl": [{"zone": zone, "check": "sender"}]},
+                case={"mail_from": sender},
+                world=dns_world({f"{domain}.{zone}": listed}),
+                bound={**bound, "domain": domain},
+            )
+        if outcome == "DNSBL_TEMPFAIL":
+            return Build(
+                options={"zones": [{"zone": zone}], "defer_on_error": True},
+                world=dns_world(servfail=[dnsbl_query(ip, zone)]),
+            )
+        return Build(
+            options={"zones": [{"zone": zone}]},
+            world=dns_world({dnsbl_query(ip, zone): listed}),
+            bound=bound,
+        )
 
     def __init__(self, options: DnsblOptions, replies: Mapping[str, Reply] | None = None) -> None:
         super().__init__(options, replies)
@@ -422,14 +423,15 @@ class Dnsbl(Policy[DnsblOptions]):
         for lst, name in allowed:
             hit = self._judge(lst, name, answers[name], report, "an allow list never defers")
             if hit is not None:
-                return Verdict(
-                    policy=self.name,
-                    outcome=PERMIT,
-                    action=Action.PERMIT,
-                    stage=stage,
-                    reason=f"{session.client.address} is on the allow list {lst.zone} "
+                return self.note(
+                    PERMIT,
+                    stage,
+                    f"{session.client.address} is on the allow list {lst.zone} "
                     f"({name} has A {hit}): permitted",
-                    details={"zone": lst.zone, "query": name, "code": str(hit)},
+                    permit=True,
+                    zone=lst.zone,
+                    query=name,
+                    code=str(hit),
                 )
         failure: tuple[_List, str, TempFail] | None = None
         for lst, name in wanted:
@@ -451,7 +453,7 @@ class Dnsbl(Policy[DnsblOptions]):
                 query=name,
                 failure=error.kind,
             )
-        return report.verdict(self.name, stage)
+        return report.noted(self, stage)
 
     def _judge(
         self, lst: _List, name: str, answer: Answer, report: _Report, why_not_listed: str
@@ -510,11 +512,7 @@ class Dnsbl(Policy[DnsblOptions]):
             reason = f"{what} {domain} is listed on {lst.zone}: {found}"
         if txt:
             reason += f"; TXT: {txt}"
-        verdict = self.verdict(lst.outcome, stage, session, ctx, reason, **fields)
-        if lst.reply is not None:
-            verdict.reply = lst.reply.format({**session.fields(ctx.hostname), **fields})
-            verdict.action = verdict.reply.kind
-        return verdict
+        return self.verdict(lst.outcome, stage, session, ctx, reason, reply=lst.reply, **fields)
 
 
 def _is_zen(zone: str) -> bool:

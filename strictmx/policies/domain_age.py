@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import timedelta
+from typing import Any, Literal
 
 from pydantic import Field
 
+from strictmx.receiver.outcome import HOST, NUMBER, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import CLOCK, Build, Request, domain_of, sender_in
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
 from strictmx.receiver.world.registrations import RegistrationTempFail
@@ -61,22 +64,46 @@ class DomainAge(Policy[DomainAgeOptions]):
             "DOMAIN_TOO_NEW",
             FROM_CATALOGUE,
             "The sender's registered domain is younger than min_age_days.",
-            fields=("domain", "registered", "age", "min_age"),
+            fields={"domain": HOST, "registered": TEXT, "age": NUMBER, "min_age": NUMBER},
         ),
         Outcome(
             "DOMAIN_AGE_UNKNOWN",
             FROM_CATALOGUE,
             "No registration date is known for the sender's domain (unknown: reject).",
-            fields=("domain",),
+            fields={"domain": HOST},
         ),
         Outcome(
             "DOMAIN_AGE_TEMPFAIL",
             FROM_CATALOGUE,
             "The registry could not be asked now, or the date is unknown (unknown: defer).",
             action=Action.DEFER,
-            fields=("domain",),
+            fields={"domain": HOST},
         ),
     )
+
+    @classmethod
+    def read_reply(cls, outcome: str, text: str) -> dict[str, str]:
+        """Its refusals name the sender, in angle brackets or bare."""
+        return sender_in(text)
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """The sender's registered domain registered days ago, unknown, or its lookup failing."""
+        domain = registry_domain(domain_of(req.identity.mail_from)) or "example.net"
+        registrations: dict[str, Any] = {"mode": "hermetic"}
+        options: dict[str, Any] = {"min_age_days": 30}
+        outcome = req.entry.outcome
+        if outcome == "DOMAIN_TOO_NEW":
+            registrations["domains"] = {domain: (CLOCK - timedelta(days=5)).date().isoformat()}
+        elif outcome == "DOMAIN_AGE_UNKNOWN":
+            options["unknown"] = "reject"
+        else:
+            registrations["tempfail"] = [domain]
+        return Build(
+            options=options,
+            world={"clock": {"fixed": CLOCK.isoformat()}, "registrations": registrations},
+            bound={"domain": domain},
+        )
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         sender = session.mail_from

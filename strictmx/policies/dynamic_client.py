@@ -6,11 +6,13 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
+from strictmx.policies.dnsbl import BLOCKLIST_OPERATORS
 from strictmx.receiver.finding import Finding
+from strictmx.receiver.outcome import HOST, IP, TEXT, ZONE
 from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
@@ -18,6 +20,17 @@ from strictmx.receiver.policy import (
     Policy,
     PolicyOptions,
     client_names,
+)
+from strictmx.receiver.reproduction import (
+    Build,
+    Request,
+    dns_world,
+    dnsbl_query,
+    domain_of,
+    is_name,
+    reverse,
+    sender_in,
+    zone_in,
 )
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
@@ -229,43 +242,98 @@ class DynamicClient(Policy[DynamicClientOptions]):
             "GENERIC_PTR",
             FROM_CATALOGUE,
             "The client's host name holds its address (Haraka fcrdns generic rDNS).",
-            fields=("ptr", "match"),
+            fields={"ptr": HOST, "match": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.MAIL}),
         ),
         Outcome(
             "DYNAMIC_PTR",
             FROM_CATALOGUE,
             "The client's host name has a dynamic-pool word or matches a pattern "
             "(SpamAssassin RDNS_DYNAMIC).",
-            fields=("ptr", "match"),
+            fields={"ptr": HOST, "match": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.MAIL}),
         ),
         Outcome(
             "POLICY_BLOCK_LISTED",
             FROM_CATALOGUE,
             "The address is on a policy block list of end-user ranges (Spamhaus PBL).",
-            fields=("zone", "answer", "txt", "txt_suffix"),
+            fields={"zone": ZONE, "answer": IP, "txt": TEXT, "txt_suffix": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.MAIL}),
         ),
         Outcome(
             "DYNAMIC_HELO",
             FROM_CATALOGUE,
             "The HELO/EHLO name holds the client address or a dynamic-pool word.",
             rfc_allows=False,
-            fields=("match",),
+            fields={"match": TEXT},
+            stage=Stage.HELO,
         ),
         Outcome(
             "DYNAMIC_UNKNOWN_SENDER_DOMAIN",
             FROM_CATALOGUE,
             "A dynamic-looking client sends from a domain with no MX, A or AAAA record.",
             action=Action.DEFER,
-            fields=("domain", "ptr"),
+            fields={"domain": HOST, "ptr": HOST},
+            stage=Stage.MAIL,
         ),
         Outcome(
             "DNS_TEMPFAIL",
             FROM_CATALOGUE,
             "A lookup the verdict depends on failed temporarily (SERVFAIL or timeout).",
             action=Action.DEFER,
-            fields=("name", "failure"),
+            fields={"name": HOST, "failure": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.MAIL}),
         ),
     )
+
+    @classmethod
+    def read_reply(cls, outcome: str, text: str) -> dict[str, str]:
+        """Its refusals name the policy block list (by zone or operator) or the sender."""
+        return {**zone_in(text, BLOCKLIST_OPERATORS), **sender_in(text)}
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A PTR or HELO that reads as dynamic or generic, or a PBL listing of the client."""
+        ip = req.identity.client_ip
+        outcome = req.entry.outcome
+        version = ipaddress.ip_address(ip).version
+        generic = (ip.replace(".", "-") if version == 4 else ip.replace(":", "-")) + ".example.net"
+        dynamic = "dyn-pool25.isp.example.net"
+        ptr = req.fields.get("ptr", "")
+        if outcome in ("GENERIC_PTR", "DYNAMIC_PTR"):
+            wanted = "address" if outcome == "GENERIC_PTR" else "token"
+            if not (is_name(ptr) and _reproduction_kind(ptr, ip) == wanted):
+                ptr = generic if outcome == "GENERIC_PTR" else dynamic
+            return Build(world=dns_world(ptr={ip: ptr}), bound={"ptr": ptr})
+        if outcome == "POLICY_BLOCK_LISTED":
+            zone = req.fields.get("zone", "")
+            zone = zone if is_name(zone) else "zen.spamhaus.org"
+            txt = req.fields.get("txt", "")
+            record: dict[str, Any] = {"A": "127.0.0.10"}
+            if txt:
+                record["TXT"] = txt
+            return Build(
+                options={"check_ptr": False, "pbl_zones": [zone]},
+                world=dns_world({dnsbl_query(ip, zone): record}),
+                bound={"zone": zone, "txt": txt},
+            )
+        if outcome == "DYNAMIC_HELO":
+            helo = req.fields.get("helo", "")
+            if not (is_name(helo) and _reproduction_kind(helo, ip) is not None):
+                helo = dynamic
+            return Build(options={"check_ptr": False, "check_helo": True}, case={"helo": helo})
+        if outcome == "DYNAMIC_UNKNOWN_SENDER_DOMAIN":
+            return Build(
+                options={"require_unknown_sender_domain": True},
+                world=dns_world(ptr={ip: dynamic}),
+                bound={"domain": domain_of(req.identity.mail_from), "ptr": dynamic},
+            )
+        # DNS_TEMPFAIL: the PTR lookup fails and nothing else marks the client
+        return Build(world=dns_world(servfail=[reverse(ip)]))
 
     def __init__(
         self, options: DynamicClientOptions, replies: Mapping[str, Reply] | None = None
@@ -505,3 +573,9 @@ def _is_address(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _reproduction_kind(name: str, ip: str) -> str | None:
+    tests = NameTests(True, frozenset(DYNAMIC_TOKENS), frozenset(STATIC_TOKENS), ())
+    found = tests.judge(name, ipaddress.ip_address(ip))
+    return found.kind if found else None

@@ -61,13 +61,22 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from email import errors
 from email.headerregistry import Address, AddressHeader, HeaderRegistry
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from strictmx.receiver.finding import Finding
 from strictmx.receiver.message import Header, header_of
+from strictmx.receiver.outcome import NUMBER, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import (
+    CLOCK,
+    Build,
+    Request,
+    bare_lf_message,
+    header_lines,
+    message,
+)
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 
@@ -233,14 +242,14 @@ class Headers(Policy[HeadersOptions]):
             "LINE_TOO_LONG",
             FROM_CATALOGUE,
             "A header line is longer than max_line_length (RFC 5322 section 2.1.1: 998).",
-            fields=("line", "length", "limit"),
+            fields={"line": NUMBER, "length": NUMBER, "limit": NUMBER},
         ),
         Outcome(
             "HEADER_8BIT",
             # Postfix cleanup, strict_7bit_headers = yes
             FROM_CATALOGUE,
             "8-bit header bytes without SMTPUTF8, or bytes that are not UTF-8.",
-            fields=("field",),
+            fields={"field": TEXT},
         ),
         Outcome(
             "FIELD_REPEATED",
@@ -248,7 +257,7 @@ class Headers(Policy[HeadersOptions]):
             FROM_CATALOGUE,
             "A field of the singular list appears more than once.",
             rfc_allows=False,
-            fields=("field", "count"),
+            fields={"field": TEXT, "count": NUMBER},
         ),
         Outcome(
             "FROM_MISSING",
@@ -262,7 +271,7 @@ class Headers(Policy[HeadersOptions]):
             FROM_CATALOGUE,
             "From is empty or not a valid mailbox list (RFC 5322 section 3.6.2).",
             rfc_allows=False,
-            fields=("value",),
+            fields={"value": TEXT},
         ),
         Outcome(
             "FROM_MULTIPLE",
@@ -271,7 +280,7 @@ class Headers(Policy[HeadersOptions]):
             FROM_CATALOGUE,
             "From holds several addresses (without a Sender field, or multiple_from = refuse).",
             rfc_allows=False,
-            fields=("value", "count"),
+            fields={"value": TEXT, "count": NUMBER},
         ),
         Outcome(
             "DATE_MISSING",
@@ -284,21 +293,21 @@ class Headers(Policy[HeadersOptions]):
             FROM_CATALOGUE,
             "Date is not RFC 5322 section 3.3 date-time, or names no real time.",
             rfc_allows=False,
-            fields=("value",),
+            fields={"value": TEXT},
         ),
         Outcome(
             "DATE_TOO_OLD",
             FROM_CATALOGUE,  # Haraka headers plugin
             "Date is more than max_age_days before the receiver's clock.",
             rfc_allows=False,
-            fields=("value", "days", "limit"),
+            fields={"value": TEXT, "days": NUMBER, "limit": NUMBER},
         ),
         Outcome(
             "DATE_IN_FUTURE",
             FROM_CATALOGUE,  # Haraka headers plugin
             "Date is more than max_future_minutes after the receiver's clock.",
             rfc_allows=False,
-            fields=("value", "minutes", "limit"),
+            fields={"value": TEXT, "minutes": NUMBER, "limit": NUMBER},
         ),
         Outcome(
             "MESSAGE_ID_MISSING",
@@ -312,9 +321,59 @@ class Headers(Policy[HeadersOptions]):
             FROM_CATALOGUE,
             "Message-ID is not RFC 5322 section 3.6.4 msg-id.",
             rfc_allows=False,
-            fields=("value",),
+            fields={"value": TEXT},
         ),
     )
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A message whose header breaks the rule the outcome names."""
+        ident = req.identity
+        outcome = req.entry.outcome
+        clock = {"clock": {"fixed": CLOCK.isoformat()}}
+        field_name = req.fields.get("field", "Subject")
+        if field_name.lower() not in ("subject", "from", "to", "message-id", "date", "cc"):
+            field_name = "Subject"
+        cases: dict[str, list[str]] = {
+            # Over a 200-octet limit: a line past 1000 octets is refused by the SMTP layer itself.
+            "LINE_TOO_LONG": header_lines(ident, Subject="x" * 300),
+            "HEADER_8BIT": header_lines(ident, Subject="Grüße aus Köln"),
+            "FROM_MISSING": header_lines(ident, From=None),
+            "FROM_INVALID": header_lines(ident, From="Alice Example"),
+            "FROM_MULTIPLE": header_lines(ident, From="<alice@example.net>, <carol@example.net>"),
+            "DATE_MISSING": header_lines(ident, Date=None),
+            "DATE_INVALID": header_lines(ident, Date="2024-06-14T11:58:00Z"),
+            "DATE_TOO_OLD": header_lines(ident, Date="Tue, 2 Jan 2024 09:00:00 +0000"),
+            "DATE_IN_FUTURE": header_lines(ident, Date="Thu, 20 Jun 2024 12:00:00 +0000"),
+            "MESSAGE_ID_MISSING": header_lines(ident, Message_ID=None),
+            "MESSAGE_ID_INVALID": header_lines(ident, Message_ID="20240614115800.42@example.net"),
+        }
+        options: dict[str, Any] = {}
+        if outcome == "FIELD_REPEATED":
+            headers = header_lines(ident)
+            headers.append(
+                next(h for h in headers if h.lower().startswith(field_name.lower() + ":"))
+            )
+            return Build(
+                case={"message": message(ident, headers)}, world=clock, bound={"field": field_name}
+            )
+        if outcome == "FROM_MULTIPLE":
+            options["multiple_from"] = "refuse"
+        elif outcome == "LINE_TOO_LONG":
+            options["max_line_length"] = 200
+        if outcome == "BARE_LF":
+            return Build(
+                world=clock,
+                raw=[
+                    f"EHLO {ident.helo}\r\n".encode(),
+                    f"MAIL FROM:<{ident.mail_from}>\r\n".encode(),
+                    f"RCPT TO:<{ident.rcpt}>\r\n".encode(),
+                    b"DATA\r\n",
+                    bare_lf_message(ident).encode(),
+                ],
+                notes=["Python's smtplib always sends CRLF, so there is no expect case"],
+            )
+        return Build(options=options, case={"message": message(ident, cases[outcome])}, world=clock)
 
     def __init__(self, options: HeadersOptions, replies: Mapping[str, Reply] | None = None) -> None:
         super().__init__(options, replies)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from collections.abc import Awaitable, Callable
 from typing import ClassVar, Literal, Self
@@ -10,6 +11,7 @@ from typing import ClassVar, Literal, Self
 from pydantic import Field, model_validator
 
 from strictmx.receiver.finding import Finding
+from strictmx.receiver.outcome import HOST, IP, TEXT, VERB
 from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
@@ -17,6 +19,16 @@ from strictmx.receiver.policy import (
     Policy,
     PolicyOptions,
     client_names,
+)
+from strictmx.receiver.reproduction import (
+    DEFAULT_HELO,
+    RECEIVER_HOSTNAME,
+    Build,
+    Request,
+    dns_world,
+    is_name,
+    literal,
+    other_ip,
 )
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
@@ -168,28 +180,28 @@ class HeloDns(Policy[HeloDnsOptions]):
             "The HELO names this receiver, or is a literal of its address (Microsoft "
             "Exchange Online).",
             rfc_allows=False,
-            fields=("verb",),
+            fields={"verb": VERB},
         ),
         Outcome(
             "HELO_LITERAL_MISMATCH",
             FROM_CATALOGUE,
             "The address literal is not the client's address (Haraka literal_mismatch).",
             rfc_allows=False,
-            fields=("verb", "address"),
+            fields={"verb": VERB, "address": IP},
         ),
         Outcome(
             "HELO_LITERAL_NO_PTR",
             FROM_CATALOGUE,
             "No PTR name of the literal's address has an A/AAAA record for that address (seed-01).",
             rfc_allows=False,
-            fields=("verb", "address", "ptr"),
+            fields={"verb": VERB, "address": IP, "ptr": HOST},
         ),
         Outcome(
             "HELO_IS_CNAME",
             FROM_CATALOGUE,
             "The name is a CNAME; the receiver wants the name of an A/AAAA record.",
             rfc_allows=False,
-            fields=("verb", "target"),
+            fields={"verb": VERB, "target": HOST},
         ),
         Outcome(
             "HELO_NOT_FOUND",
@@ -197,14 +209,14 @@ class HeloDns(Policy[HeloDnsOptions]):
             "The name has no A, AAAA (or MX) record (Postfix reject_unknown_helo_hostname).",
             action=Action.DEFER,
             rfc_allows=False,
-            fields=("verb",),
+            fields={"verb": VERB},
         ),
         Outcome(
             "HELO_NOT_CONFIRMED",
             FROM_CATALOGUE,
             "The name's A/AAAA records do not include the client address (Haraka forward_dns).",
             rfc_allows=False,
-            fields=("verb", "addresses"),
+            fields={"verb": VERB, "addresses": TEXT},
         ),
         Outcome(
             "HELO_PTR_MISMATCH",
@@ -212,14 +224,14 @@ class HeloDns(Policy[HeloDnsOptions]):
             "The name is not the client's PTR name, nor (ptr_match: domain) in its registered "
             "domain (Haraka rdns_match).",
             rfc_allows=False,
-            fields=("verb", "ptr"),
+            fields={"verb": VERB, "ptr": HOST},
         ),
         Outcome(
             "HELO_NOT_VERIFIED",
             FROM_CATALOGUE,
             "verify: any, and no identity check passed (Exim verify = helo, helo_verify_hosts).",
             rfc_allows=False,
-            fields=("verb",),
+            fields={"verb": VERB},
         ),
         Outcome(
             "HELO_DNS_TEMPFAIL",
@@ -228,9 +240,68 @@ class HeloDns(Policy[HeloDnsOptions]):
             "(Postfix unknown_helo_hostname_tempfail_action).",
             action=Action.DEFER,
             rfc_allows=False,
-            fields=("verb", "lookup", "error"),
+            fields={"verb": VERB, "lookup": TEXT, "error": TEXT},
         ),
     )
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A HELO name and the DNS records that make its lookups fail the way the outcome says."""
+        ip = req.identity.client_ip
+        outcome = req.entry.outcome
+        given = req.fields.get("helo", "")
+        name = given if is_name(given) else DEFAULT_HELO
+        other = other_ip(ip)
+        family = "AAAA" if ipaddress.ip_address(ip).version == 6 else "A"
+        if outcome == "HELO_IS_ME":
+            return Build(
+                options={"resolve": False, "reject_my_name": True},
+                case={"helo": RECEIVER_HOSTNAME},
+            )
+        if outcome == "HELO_LITERAL_MISMATCH":
+            helo = given if given.startswith("[") and ip not in given else literal(other)
+            return Build(options={"resolve": False, "literal_match": True}, case={"helo": helo})
+        if outcome == "HELO_LITERAL_NO_PTR":
+            return Build(
+                options={"resolve": False, "literal_ptr": True},
+                case={"helo": literal(ip)},
+                world=dns_world(),
+            )
+        if outcome == "HELO_IS_CNAME":
+            target = "host." + name
+            return Build(
+                options={"resolve": False, "require_a_record": True},
+                case={"helo": name},
+                world=dns_world({name: {"CNAME": target + "."}, target: {family: ip}}),
+                bound={"target": target},
+            )
+        if outcome == "HELO_NOT_FOUND":
+            return Build(options={"resolve": True}, case={"helo": name}, world=dns_world())
+        if outcome == "HELO_NOT_CONFIRMED":
+            return Build(
+                options={"resolve": True, "forward_confirm": True},
+                case={"helo": name},
+                world=dns_world({name: {family: other}}),
+            )
+        if outcome == "HELO_PTR_MISMATCH":
+            ptr = req.fields.get("ptr", "")
+            ptr = ptr if is_name(ptr) and ptr != name else "host-25.example.org"
+            return Build(
+                options={"resolve": False, "ptr_match": "exact"},
+                case={"helo": name},
+                world=dns_world({name: {family: ip}, ptr: {family: ip}}, ptr={ip: ptr}),
+                bound={"ptr": ptr},
+            )
+        if outcome == "HELO_NOT_VERIFIED":
+            return Build(
+                options={"resolve": False, "verify": "any", "forward_confirm": True},
+                case={"helo": name},
+                world=dns_world({name: {family: other}}),
+            )
+        # HELO_DNS_TEMPFAIL
+        return Build(
+            options={"resolve": True}, case={"helo": name}, world=dns_world(servfail=[name])
+        )
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         helo = session.helo or ""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import string
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from strictmx.receiver.finding import Finding
+from strictmx.receiver.outcome import VERB
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import Build, Request, literal, other_ip
 from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Stage, Verdict
 from strictmx.receiver.world.names import a_label, ip_of, public_ip
@@ -112,48 +114,109 @@ class HeloSyntax(Policy[HeloSyntaxOptions]):
             "HELO_MISSING",
             FROM_CATALOGUE,
             "HELO/EHLO was sent without an argument (Postfix helo_cmd/ehlo_cmd).",
-            fields=("verb",),
+            fields={"verb": VERB},
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_INVALID",
             FROM_CATALOGUE,
             "The name breaks the mode's host name syntax (Postfix reject_invalid_helo_hostname).",
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_NOT_FQDN",
             FROM_CATALOGUE,
             "The name has no dot, or (postfix mode) is a bare IP address "
             "(Postfix reject_non_fqdn_helo_hostname).",
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_BAD_LITERAL",
             FROM_CATALOGUE,
             "A bracketed address literal that is not a valid IPv4 or IPv6 address.",
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_LITERAL_MISMATCH",
             FROM_CATALOGUE,
             "The address literal is not the client's address (Haraka literal_mismatch).",
             rfc_allows=False,
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_LITERAL_REFUSED",
             FROM_CATALOGUE,
             "Every address literal is refused, as some receivers do (seed-09).",
             rfc_allows=False,
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_BARE_IP",
             FROM_CATALOGUE,
             "An IP address sent without brackets (Haraka bare_ip).",
+            stage=Stage.HELO,
         ),
         Outcome(
             "HELO_UTF8_WITHOUT_SMTPUTF8",
             FROM_CATALOGUE,
             "A U-label name in a session whose MAIL FROM did not ask for SMTPUTF8 "
             "(RFC 6531 §3.3 adds U-labels to the Domain syntax only under SMTPUTF8).",
+            stage=Stage.MAIL,
         ),
     )
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A HELO its syntax rules refuse for the outcome: the customer's when it is one, else
+        a sample."""
+        ip = req.identity.client_ip
+        outcome = req.entry.outcome
+        given = req.fields.get("helo", "")
+        options: dict[str, Any] = {}
+        fallback = {
+            "HELO_INVALID": "mail_relay.example.net",
+            "HELO_NOT_FQDN": "mailserver",
+            "HELO_BAD_LITERAL": "[192.0.2.300]",
+            "HELO_LITERAL_MISMATCH": literal(other_ip(ip)),
+            "HELO_LITERAL_REFUSED": literal(ip),
+            "HELO_BARE_IP": ip,
+        }
+        if outcome == "HELO_MISSING":
+            verb = req.fields.get("verb", "EHLO").upper()
+            verb = verb if verb in ("HELO", "EHLO") else "EHLO"
+            return Build(
+                case={"script": [verb]},
+                bound={"verb": verb},
+                at="helo",
+                swaks_cannot="swaks always sends a HELO name; the expect case sends a bare " + verb,
+            )
+        if outcome == "HELO_UTF8_WITHOUT_SMTPUTF8":
+            helo = "mäil.example.net"
+            ident = req.identity
+            return Build(
+                case={"helo": helo},
+                raw=[
+                    f"EHLO {helo}\r\n".encode(),
+                    f"MAIL FROM:<{ident.mail_from}>\r\n".encode(),
+                ],
+                notes=["Python's smtplib cannot send a UTF-8 HELO, so there is no expect case"],
+                swaks_cannot=(
+                    "swaks sends the HELO as given; try: swaks --helo mäil.example.net ..."
+                ),
+            )
+        if outcome == "HELO_LITERAL_REFUSED":
+            options["address_literal"] = "reject"
+        elif outcome == "HELO_BARE_IP":
+            options["bare_ip"] = "reject"
+        elif outcome == "HELO_LITERAL_MISMATCH":
+            options["address_literal"] = "match"
+        checked = HeloSyntaxOptions.model_validate(options)
+        helo = fallback[outcome]
+        if given:
+            finding = judge(given, checked, ip)
+            if finding is not None and finding.outcome == outcome:
+                helo = given
+        return Build(options=options, case={"helo": helo})
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         helo = session.helo or ""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from strictmx.receiver.outcome import HOST, TEXT
 from strictmx.receiver.policy import (
     FROM_CATALOGUE,
     Context,
@@ -14,6 +16,7 @@ from strictmx.receiver.policy import (
     PolicyOptions,
     client_names,
 )
+from strictmx.receiver.reproduction import Build, Request, dns_world, is_name, other_ip, reverse
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
 from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
@@ -88,6 +91,8 @@ class ReverseDns(Policy[ReverseDnsOptions]):
             "The client address has no PTR record naming a host "
             "(Postfix reject_unknown_reverse_client_hostname).",
             action=Action.DEFER,
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.HELO, Stage.MAIL, Stage.RCPT, Stage.EOD}),
         ),
         Outcome(
             "FCRDNS_FAILED",
@@ -95,23 +100,54 @@ class ReverseDns(Policy[ReverseDnsOptions]):
             "No PTR name of the client address resolves back to it "
             "(Postfix reject_unknown_client_hostname).",
             action=Action.DEFER,
-            fields=("ptr",),
+            fields={"ptr": HOST},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.HELO, Stage.MAIL, Stage.RCPT, Stage.EOD}),
         ),
         Outcome(
             "PTR_TEMPFAIL",
             FROM_CATALOGUE,
             "The PTR lookup failed temporarily (SERVFAIL or timeout).",
             action=Action.DEFER,
-            fields=("failure",),
+            fields={"failure": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.HELO, Stage.MAIL, Stage.RCPT, Stage.EOD}),
         ),
         Outcome(
             "FORWARD_TEMPFAIL",
             FROM_CATALOGUE,
             "No PTR name confirmed and a forward lookup failed temporarily.",
             action=Action.DEFER,
-            fields=("ptr", "failure"),
+            fields={"ptr": HOST, "failure": TEXT},
+            stage=Stage.CONNECT,
+            also_at=frozenset({Stage.HELO, Stage.MAIL, Stage.RCPT, Stage.EOD}),
         ),
     )
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """The client address with no PTR, a PTR not resolving back, or lookups that fail."""
+        ip = req.identity.client_ip
+        outcome = req.entry.outcome
+        ptr = req.fields.get("ptr", "")
+        ptr = ptr if is_name(ptr) else "host-25.example.net"
+        family = "AAAA" if ipaddress.ip_address(ip).version == 6 else "A"
+        if outcome == "NO_PTR":
+            return Build(options={"require": "ptr"}, world=dns_world())
+        if outcome == "FCRDNS_FAILED":
+            return Build(
+                options={"require": "fcrdns"},
+                world=dns_world({ptr: {family: other_ip(ip)}}, ptr={ip: ptr}),
+                bound={"ptr": ptr},
+            )
+        if outcome == "PTR_TEMPFAIL":
+            return Build(options={"require": "ptr"}, world=dns_world(servfail=[reverse(ip)]))
+        # FORWARD_TEMPFAIL
+        return Build(
+            options={"require": "fcrdns"},
+            world=dns_world(ptr={ip: ptr}, servfail=[ptr]),
+            bound={"ptr": ptr},
+        )
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         client = session.client

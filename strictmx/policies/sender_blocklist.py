@@ -10,7 +10,9 @@ from typing import Annotated, ClassVar, Final, Literal, Self
 
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, model_validator
 
+from strictmx.receiver.outcome import TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import Build, Request, sender_in
 from strictmx.receiver.session import Session
 from strictmx.receiver.trust import Reach, Trust, UnreadableFile, reaches, read_text_file, trust_of
 from strictmx.receiver.verdict import Stage, Verdict
@@ -290,9 +292,19 @@ class SenderBlocklist(Policy[SenderBlocklistOptions]):
             FROM_CATALOGUE,
             "The envelope sender matches an entry of the receiver's lists "
             "(Postfix check_sender_access with REJECT).",
-            fields=("entry", "origin"),
+            fields={"entry": TEXT, "origin": TEXT},
         ),
     )
+
+    @classmethod
+    def read_reply(cls, outcome: str, text: str) -> dict[str, str]:
+        """Its refusals name the sender, in angle brackets or bare."""
+        return sender_in(text)
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """The customer's sender on the block list."""
+        return Build(options={"addresses": [req.identity.mail_from or "<>"]})
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         sender = session.mail_from or ""

@@ -10,7 +10,9 @@ from dns.rdtypes.ANY.MX import MX
 from pydantic import Field
 
 from strictmx.receiver.finding import Finding
+from strictmx.receiver.outcome import HOST, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import Build, Request, dns_world, domain_of, sender_in
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
 from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
@@ -111,23 +113,53 @@ class SenderDomain(Policy[SenderDomainOptions]):
             FROM_CATALOGUE,
             "The sender's domain does not exist or has no MX, A or AAAA record "
             "(Postfix reject_unknown_sender_domain; 450 is its unknown_address_reject_code).",
-            fields=("domain",),
+            fields={"domain": HOST},
         ),
         Outcome(
             "SENDER_DOMAIN_NULL_MX",
             FROM_CATALOGUE,
             "The sender's domain publishes a null MX: it accepts no mail, so no bounce "
             "could reach it (RFC 7505; Postfix reject_unknown_sender_domain).",
-            fields=("domain",),
+            fields={"domain": HOST},
         ),
         Outcome(
             "SENDER_DOMAIN_TEMPFAIL",
             FROM_CATALOGUE,
             "Looking the sender's domain up failed temporarily (SERVFAIL or timeout).",
             action=Action.DEFER,
-            fields=("domain", "failure"),
+            fields={"domain": HOST, "failure": TEXT},
         ),
     )
+
+    @classmethod
+    def read_reply(cls, outcome: str, text: str) -> dict[str, str]:
+        """Its refusals name the sender, in angle brackets or bare."""
+        return sender_in(text)
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A sender address that is malformed, or whose domain does not exist, has a null MX
+        or fails."""
+        ident = req.identity
+        sender = ident.mail_from
+        domain = domain_of(sender)
+        outcome = req.entry.outcome
+        if outcome == "SENDER_INVALID":
+            local = sender.rpartition("@")[0] or "alice"
+            for candidate in (sender, f"{local}..x@{domain}"):
+                found = parse(candidate, SenderDomainOptions(), smtputf8=False).finding
+                if found is not None and found.outcome == outcome:
+                    break
+            return Build(case={"mail_from": candidate})
+        if outcome == "SENDER_NOT_FQDN":
+            if "." in domain:
+                sender = sender.rpartition("@")[0] + "@localhost"
+            return Build(case={"mail_from": sender})
+        if outcome == "SENDER_DOMAIN_NULL_MX":
+            return Build(world=dns_world({domain: {"MX": "0 ."}}), bound={"domain": domain})
+        if outcome == "SENDER_DOMAIN_TEMPFAIL":
+            return Build(world=dns_world(servfail=[domain]), bound={"domain": domain})
+        return Build(world=dns_world(), bound={"domain": domain})  # SENDER_DOMAIN_NOT_FOUND
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         sender = session.mail_from

@@ -7,12 +7,13 @@ import importlib.metadata
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from strictmx.receiver.outcome import HOST, IP, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import DEFAULT_SENDER, Build, Request, dns_world, sender_in
 from strictmx.receiver.session import Session
 from strictmx.receiver.trust import Reach, reaches
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
@@ -41,7 +42,7 @@ DEFAULT_TTLS: dict[str, tuple[float, float]] = {
 #: at $myorigin), Exim's null sender.
 DEFAULT_PROBE_SENDERS = {"postfix": "double-bounce@{hostname}", "exim": ""}
 
-FIELDS = ("why", "domain", "mx", "mx_ip", "sent", "response")
+FIELDS = {"why": TEXT, "domain": HOST, "mx": HOST, "mx_ip": IP, "sent": TEXT, "response": TEXT}
 
 
 class SenderVerifyOptions(PolicyOptions):
@@ -218,6 +219,8 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             "The sender domain's MX refused the sender address with 5xx "
             "(Postfix reject_unverified_sender with unverified_sender_reject_code 550).",
             fields=FIELDS,
+            stage=Stage.MAIL,
+            also_at=frozenset({Stage.RCPT}),
         ),
         Outcome(
             "SENDER_UNROUTABLE",
@@ -225,6 +228,8 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             "There is no MX host to ask: the sender domain has no MX, A or AAAA record, "
             "or a null MX.",
             fields=FIELDS,
+            stage=Stage.MAIL,
+            also_at=frozenset({Stage.RCPT}),
         ),
         Outcome(
             "SENDER_CALLOUT_REFUSED",
@@ -232,6 +237,8 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             "The sender domain's MX refused the probe before the address could be asked "
             "(greeting, HELO or MAIL FROM; e.g. it refuses the null sender).",
             fields=FIELDS,
+            stage=Stage.MAIL,
+            also_at=frozenset({Stage.RCPT}),
         ),
         Outcome(
             "SENDER_VERIFY_TEMPFAIL",
@@ -240,6 +247,8 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             "defer (Postfix unverified_sender_defer_code).",
             action=Action.DEFER,
             fields=FIELDS,
+            stage=Stage.MAIL,
+            also_at=frozenset({Stage.RCPT}),
         ),
         Outcome(
             "SENDER_ACCEPT_ALL",
@@ -247,14 +256,61 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             "The MX accepted a random local part too, so the sender proves nothing "
             "(random probe with accept_all reject or defer).",
             fields=FIELDS,
+            stage=Stage.MAIL,
+            also_at=frozenset({Stage.RCPT}),
         ),
         Outcome(
             "POSTMASTER_MISSING",
             FROM_CATALOGUE,
             "The sender domain's MX refused postmaster@domain (Exim callout=postmaster).",
             fields=FIELDS,
+            stage=Stage.MAIL,
+            also_at=frozenset({Stage.RCPT}),
         ),
     )
+
+    @classmethod
+    def read_reply(cls, outcome: str, text: str) -> dict[str, str]:
+        """Its refusals name the sender, in angle brackets or bare."""
+        return sender_in(text)
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """The sender domain's MX, served by strictmx, answering the callout as the outcome says."""
+        sender = req.identity.mail_from or DEFAULT_SENDER
+        local, _, domain = sender.rpartition("@")
+        mx = f"mx.{domain}"
+        records = {domain: {"MX": f"10 {mx}."}, mx: {"A": "192.0.2.225"}}
+        outcome = req.entry.outcome
+        options: dict[str, Any] = {"style": "exim", "command_timeout": 5}
+        mailbox: dict[str, Any] = {"exists": ["postmaster"]}
+        if outcome == "SENDER_UNROUTABLE":
+            return Build(
+                options=options,
+                case={"mail_from": sender},
+                world=dns_world(),
+                bound={"domain": domain},
+            )
+        if outcome == "SENDER_CALLOUT_REFUSED":
+            mailbox = {"exists": ["postmaster", local], "null_sender": "reject"}
+        elif outcome == "SENDER_VERIFY_TEMPFAIL":
+            mailbox = {"tempfail_all": True}
+        elif outcome == "SENDER_ACCEPT_ALL":
+            options.update(random=True, accept_all="reject")
+            mailbox = {"accept_all": True}
+        elif outcome == "POSTMASTER_MISSING":
+            options["postmaster"] = True
+            mailbox = {"exists": [local]}
+        if outcome == "SENDER_UNVERIFIED" and local.lower() == "postmaster":
+            mailbox = {"exists": ["abuse"]}
+        world = dns_world(records)
+        world["mailboxes"] = {domain: mailbox}
+        return Build(
+            options=options,
+            case={"mail_from": sender},
+            world=world,
+            bound={"domain": domain, "mx": mx, "mx_ip": "192.0.2.225"},
+        )
 
     _OUTCOMES: ClassVar[dict[Status, str]] = {
         Status.FAILED: "SENDER_UNVERIFIED",
@@ -366,12 +422,14 @@ class SenderVerify(Policy[SenderVerifyOptions]):
         outcome = self._OUTCOMES[result.status]
         called = f" (callout to {result.host}[{result.ip}])" if result.host else ""
         cached = " (cached result)" if result.cached else ""
-        verdict = self.verdict(
+        soften = outcome == "SENDER_ACCEPT_ALL" and self.options.accept_all == "defer"
+        return self.verdict(
             outcome,
             stage,
             session,
             ctx,
             f"<{sender}>: {result.full}{called}{cached}",
+            refuse_as="defer" if soften else None,
             why=result.detail,
             domain=domain.lower(),
             mx=result.host,
@@ -379,10 +437,6 @@ class SenderVerify(Policy[SenderVerifyOptions]):
             sent=result.sent,
             response=result.response,
         )
-        if outcome == "SENDER_ACCEPT_ALL" and self.options.accept_all == "defer":
-            assert verdict.reply is not None
-            return replace(verdict, reply=verdict.reply.soft(), action=Action.DEFER)
-        return verdict
 
 
 def is_entry_point(spec: str) -> bool:

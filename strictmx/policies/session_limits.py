@@ -47,7 +47,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from strictmx.receiver.outcome import HOST, NUMBER
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import (
+    DEFAULT_HELO,
+    LOOPBACK_SOURCE,
+    Build,
+    Request,
+    domain_of,
+    is_name,
+)
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
 
@@ -118,33 +127,38 @@ class SessionLimits(Policy[SessionLimitsOptions]):
             FROM_CATALOGUE,
             "More RSET commands in one session than max_rsets.",
             rfc_allows=False,
-            fields=("count", "limit"),
+            fields={"count": NUMBER, "limit": NUMBER},
+            stage=Stage.RSET,
         ),
         Outcome(
             "TOO_MANY_BAD_RCPTS",
             FROM_CATALOGUE,
             "Too many rejected recipients in one session; every later RCPT is refused.",
-            fields=("count", "limit"),
+            fields={"count": NUMBER, "limit": NUMBER},
+            stage=Stage.RCPT,
         ),
         Outcome(
             "HELO_CHANGED",
             FROM_CATALOGUE,
             "A new HELO/EHLO named a different host than the previous one.",
             rfc_allows=False,
-            fields=("previous",),
+            fields={"previous": HOST},
+            stage=Stage.HELO,
         ),
         Outcome(
             "TOO_MANY_ERRORS",
             FROM_CATALOGUE,
             "The session reached hard_error_limit errors.",
             action=Action.DISCONNECT,
-            fields=("count", "limit"),
+            fields={"count": NUMBER, "limit": NUMBER},
+            stage=Stage.ERROR,
         ),
         Outcome(
             "TOO_MANY_ERRORS_FROM_IP",
             FROM_CATALOGUE,
             "The client address caused max_errors_per_client errors within error_window.",
-            fields=("count", "limit"),
+            fields={"count": NUMBER, "limit": NUMBER},
+            stage=Stage.CONNECT,
         ),
         Outcome(
             "TOO_MANY_UNKNOWN_COMMANDS",
@@ -152,9 +166,88 @@ class SessionLimits(Policy[SessionLimitsOptions]):
             "More unrecognized commands than max_unknown_commands.",
             action=Action.DISCONNECT,
             rfc_allows=False,
-            fields=("count", "limit"),
+            fields={"count": NUMBER, "limit": NUMBER},
+            stage=Stage.UNKNOWN,
         ),
     )
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """The command sequence that runs past the limit the outcome names."""
+        ident = req.identity
+        outcome = req.entry.outcome
+        helo = f"EHLO {ident.helo}"
+        cannot = "swaks cannot send this command sequence; play the scenario's expect case"
+        if outcome == "TOO_MANY_RSETS":
+            return Build(
+                options={"max_rsets": 2},
+                case={"script": [helo, "RSET", "RSET", "RSET"]},
+                at="rset",
+                listed_under="session",
+                swaks_cannot=cannot,
+            )
+        if outcome == "TOO_MANY_BAD_RCPTS":
+            domain = domain_of(ident.rcpt)
+            return Build(
+                options={"max_bad_rcpts": 2},
+                receiver={"local_recipients": [ident.rcpt]},
+                case={
+                    "script": [
+                        helo,
+                        f"MAIL FROM:<{ident.mail_from}>",
+                        f"RCPT TO:<nobody1@{domain}>",
+                        f"RCPT TO:<nobody2@{domain}>",
+                        f"RCPT TO:<{ident.rcpt}>",
+                    ]
+                },
+                at="rcpt",
+                listed_under="session",
+                swaks_cannot=cannot,
+            )
+        if outcome == "HELO_CHANGED":
+            other = "other." + (ident.helo if is_name(ident.helo) else DEFAULT_HELO)
+            previous = req.fields.get("previous")
+            first, second = (previous, ident.helo) if previous else (ident.helo, other)
+            return Build(
+                options={"forbid_helo_change": True},
+                case={"script": [f"EHLO {first}", f"EHLO {second}"]},
+                at="helo",
+                listed_under="session",
+                bound={"previous": first, "helo": second},
+                swaks_cannot=cannot,
+            )
+        if outcome == "TOO_MANY_ERRORS":
+            # Junk commands over the junk limit count as errors, and the command that reaches
+            # the hard limit gets the 421 itself (Postfix's smtpd_junk_command_limit).
+            return Build(
+                options={"junk_command_limit": 0, "hard_error_limit": 1, "soft_error_limit": None},
+                case={"script": [helo, "NOOP", "NOOP"]},
+                at="noop",
+                listed_under="session",
+                swaks_cannot=cannot,
+            )
+        if outcome == "TOO_MANY_UNKNOWN_COMMANDS":
+            return Build(
+                options={"max_unknown_commands": 1},
+                case={"script": [helo, "FOO", "BAR"]},
+                at="unknown",
+                listed_under="session",
+                swaks_cannot=cannot,
+            )
+        # TOO_MANY_ERRORS_FROM_IP: one session's errors, then the next connection
+        return Build(
+            options={"max_errors_per_client": 2},
+            before=[
+                {
+                    "name": "two unknown commands count as errors of this address",
+                    "client": LOOPBACK_SOURCE,
+                    "script": [helo, "FOO", "BAR"],
+                    "result": {"refused": {"at": "unknown", "code": 500}},
+                }
+            ],
+            at="connect",
+            listed_under="session",
+        )
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         if stage is Stage.CONNECT:
@@ -293,17 +386,14 @@ class SessionLimits(Policy[SessionLimitsOptions]):
         if limit is None or errors < limit:
             return None
         delay = self.options.error_sleep_time
-        return Verdict(
-            policy=self.name,
-            outcome=TARPIT,
-            action=Action.DUNNO,
-            stage=Stage.ERROR,
-            reason=(
-                f"{errors} errors in this session, soft limit {limit}: "
-                f"every later reply is delayed by {delay:g} seconds"
-            ),
+        return self.note(
+            TARPIT,
+            Stage.ERROR,
+            f"{errors} errors in this session, soft limit {limit}: "
+            f"every later reply is delayed by {delay:g} seconds",
             delay=delay,
-            details={"count": errors, "limit": limit},
+            count=errors,
+            limit=limit,
         )
 
     def _hard_limit(

@@ -18,7 +18,9 @@ from dns.rdtypes.IN.AAAA import AAAA
 from dns.rdtypes.txtbase import TXTBase
 from pydantic import Field
 
+from strictmx.receiver.outcome import HOST, RESULT, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import Build, Request, dns_world, domain_of, sender_in
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 from strictmx.receiver.world.dns import NoData, NXDomain, TempFail, WorldDNS
@@ -29,6 +31,14 @@ Identity = Literal["mailfrom", "helo"]
 
 #: RFC 7208 §4.6.4: "at least 20 seconds" before a check may give up with temperror.
 DEFAULT_TIMEOUT = 20.0
+#: What every SPF reply may name: the result, the domain's explanation, the domain checked
+#: and which identity it was ("MAIL FROM" or "HELO").
+SPF_FIELDS = {
+    "spf_result": RESULT,
+    "spf_explanation": TEXT,
+    "spf_domain": HOST,
+    "spf_identity": TEXT,
+}
 
 #: The outcome each refusable result maps to (pass never refuses).
 _OUTCOMES = {
@@ -150,44 +160,99 @@ class Spf(Policy[SpfOptions]):
             "SPF_FAIL",
             FROM_CATALOGUE,
             "The domain's SPF record says the client may not send its mail (result fail).",
-            fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
+            fields={
+                "spf_result": RESULT,
+                "spf_explanation": TEXT,
+                "spf_domain": HOST,
+                "spf_identity": TEXT,
+            },
         ),
         Outcome(
             "SPF_SOFTFAIL",
             FROM_CATALOGUE,
             "The domain's SPF record says the client is probably not allowed (softfail); "
             "refused only when the softfail option asks, against RFC 7208 §8.5's advice.",
-            fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
+            fields={
+                "spf_result": RESULT,
+                "spf_explanation": TEXT,
+                "spf_domain": HOST,
+                "spf_identity": TEXT,
+            },
         ),
         Outcome(
             "SPF_NEUTRAL",
             FROM_CATALOGUE,
             "The domain's SPF record asserts nothing about the client (neutral); refused "
             "only when the neutral option asks.",
-            fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
+            fields={
+                "spf_result": RESULT,
+                "spf_explanation": TEXT,
+                "spf_domain": HOST,
+                "spf_identity": TEXT,
+            },
         ),
         Outcome(
             "SPF_NONE",
             FROM_CATALOGUE,
             "The domain publishes no SPF record (none); refused only when the none option "
             "asks, as receivers that require SPF do.",
-            fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
+            fields={
+                "spf_result": RESULT,
+                "spf_explanation": TEXT,
+                "spf_domain": HOST,
+                "spf_identity": TEXT,
+            },
         ),
         Outcome(
             "SPF_TEMPERROR",
             FROM_CATALOGUE,
             "A DNS lookup failed temporarily (SERVFAIL, timeout) during the check.",
             action=Action.DEFER,
-            fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
+            fields={
+                "spf_result": RESULT,
+                "spf_explanation": TEXT,
+                "spf_domain": HOST,
+                "spf_identity": TEXT,
+            },
         ),
         Outcome(
             "SPF_PERMERROR",
             FROM_CATALOGUE,
             "The domain's SPF record cannot be used: a syntax error, two records, or over "
             "10 DNS-querying terms or 2 void lookups (RFC 7208 §4.6).",
-            fields=("spf_result", "spf_explanation", "spf_domain", "spf_identity"),
+            fields={
+                "spf_result": RESULT,
+                "spf_explanation": TEXT,
+                "spf_domain": HOST,
+                "spf_identity": TEXT,
+            },
         ),
     )
+
+    @classmethod
+    def read_reply(cls, outcome: str, text: str) -> dict[str, str]:
+        """Its refusals name the sender, in angle brackets or bare."""
+        return sender_in(text)
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """The sender domain's SPF record giving the outcome's result."""
+        domain = domain_of(req.identity.mail_from)
+        outcome = req.entry.outcome
+        record = {
+            "SPF_FAIL": "v=spf1 -all",
+            "SPF_SOFTFAIL": "v=spf1 ~all",
+            "SPF_NEUTRAL": "v=spf1 ?all",
+            "SPF_PERMERROR": "v=spf1 ip4:192.0.2.1 inlcude:_spf.example.net -all",
+        }.get(outcome)
+        options: dict[str, Any] = {}
+        if outcome in ("SPF_SOFTFAIL", "SPF_NEUTRAL", "SPF_NONE"):
+            options[outcome.removeprefix("SPF_").lower()] = "reject"
+        if outcome == "SPF_TEMPERROR":
+            world = dns_world(servfail=[domain])
+        else:
+            world = dns_world({domain: {"TXT": record}} if record else None)
+        return Build(options=options, world=world, bound={"spf_domain": domain})
 
     def __init__(self, options: SpfOptions, replies: Mapping[str, Reply] | None = None) -> None:
         super().__init__(options, replies)
@@ -249,28 +314,19 @@ class Spf(Policy[SpfOptions]):
             + (f"; matched {check.mechanism}" if check.mechanism else "")
             + ")"
         )
-        verdict = self.verdict(
+        # The option sets the reply's class; its words and status detail are kept.
+        return self.verdict(
             outcome,
             stage,
             session,
             ctx,
             reason,
+            refuse_as=handling,
             spf_result=check.result,
             spf_explanation=check.explanation,
             spf_domain=check.domain,
             spf_identity=check.identity_text,
         )
-        assert verdict.reply is not None
-        verdict.reply = _as_class(verdict.reply, handling)
-        verdict.action = verdict.reply.kind
-        return verdict
-
-
-def _as_class(reply: Reply, handling: Literal["reject", "defer"]) -> Reply:
-    """The reply with the class the option asks for; its words and status detail kept."""
-    if handling == "defer":
-        return reply.soft()
-    return reply if reply.code >= 500 else reply.with_code(550)
 
 
 # -- evaluation, in a worker thread ---------------------------------------------------------

@@ -1,13 +1,16 @@
 """The reply catalogue: every reply strictmx knows, tied to a policy outcome, as data.
 
-`strictmx/receiver/data/catalogue.yaml` lists each policy outcome once (family, the stage that
-decides it, cause, fix, whether RFC 5321 allows the refusal) and the reply texts that
-stand for it: the documented replies of seed-replies.yaml, real receivers' replies from
-receivers.md and the project's own defaults. Policies take their default replies from
-it and scenarios name its entries (`replies: {OUTCOME: {entry: ID}}`, see `entry_for`);
-`explain` matches bounces against it and `reproduce` builds scenarios from it.
+`strictmx/receiver/data/catalogue.yaml` lists each policy outcome once (family, cause, fix,
+the RFC text behind the refusal) and the reply texts that stand for it: the documented
+replies of seed-replies.yaml, real receivers' replies from receivers.md and the project's
+own defaults. Policies take their default replies from it and scenarios name its entries
+(`replies: {OUTCOME: {entry: ID}}`, see `entry_for`); `explain` matches bounces against it
+and `reproduce` builds scenarios from it.
 
-Loading validates everything and names the entry at fault:
+What the policy already says about an outcome is not repeated here: the stage that decides
+it, whether RFC 5321 allows the refusal and the kinds of its placeholders come from the
+policy's `Outcome` when the catalogue is loaded against the policies, so the two cannot
+disagree. Loading validates everything and names the entry at fault:
 `catalogue.yaml replies[12] (seed-13) outcome: no outcome helo_syntax/HELO_NOPE ...`.
 """
 
@@ -17,15 +20,16 @@ import difflib
 import functools
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .verdict import Reply, ReplyError, Stage
+from .outcome import Fields, Outcome
+from .verdict import Reply, ReplyError, Stage, placeholders
 
 Kind = Literal["seed", "persona", "project"]
 
@@ -44,8 +48,6 @@ class OutcomeInfo(BaseModel):
     policy: str = Field(description="The policy's name.")
     outcome: str = Field(description="The outcome id, UPPER_SNAKE.")
     family: str | None = Field(None, description="The check family; the policy name if unset.")
-    stage: Stage = Field(description="Where a receiver decides it.")
-    rfc_allows_refusal: bool = Field(description="RFC 5321 allows refusing mail for this.")
     rfc_note: str = Field(min_length=1, description="The RFC text behind that answer.")
     cause: str = Field(min_length=1, description="What is wrong, on the sending side.")
     fix: str = Field(min_length=1, description="What to change on the sending side.")
@@ -72,7 +74,8 @@ class ReplySpec(BaseModel):
     outcome: str
     reply: str | list[str] = Field(description="The reply as documented (wire lines).")
     template: str | list[str] | None = Field(
-        None, description="The reply with {placeholders} where the documented one has others."
+        None,
+        description="The reply with {placeholders} where the documented one has others.",
     )
     stage: Stage | None = Field(None, description="Overrides the outcome's stage.")
     cause: str | None = Field(None, description="Overrides the outcome's cause.")
@@ -124,8 +127,11 @@ class Entry:
     stage: Stage
     cause: str
     fix: str
+    #: From the policy's outcome: RFC 5321 allows refusing mail for this reason.
     rfc_allows_refusal: bool
     rfc_note: str
+    #: From the policy's outcome: the placeholders its reply may name, with their kinds.
+    fields: Fields = field(hash=False, compare=False)
     #: The reply exactly as documented.
     documented: tuple[str, ...]
     #: The reply with the project's {placeholders}: what explain matches, what a policy
@@ -190,9 +196,48 @@ class Catalogue:
             return f"the catalogue has no entry for {policy}/{outcome}"
         return f"the catalogue knows no outcome {policy}/{outcome}"
 
+    def with_policies(self, policies: Outcomes) -> Catalogue:
+        """This catalogue and, for each outcome it does not describe (a third-party
+        policy's), an entry made from the outcome itself: its default reply, its doc as the
+        cause. So explain and reproduce know a plug-in's refusals without an edit here."""
+        infos: list[OutcomeInfo] = []
+        specs: list[ReplySpec] = []
+        for policy, declared in sorted(policies.items()):
+            for outcome in declared:
+                if (policy, outcome.id) in self.outcomes:
+                    continue
+                infos.append(
+                    OutcomeInfo(
+                        policy=policy,
+                        outcome=outcome.id,
+                        rfc_note=f"As the {policy} policy declares; the catalogue has no entry.",
+                        cause=outcome.doc or f"{policy} refused with {outcome.id}.",
+                        fix=f"See `strictmx policies` ({policy}): {outcome.doc}".rstrip(": "),
+                    )
+                )
+                specs.append(
+                    ReplySpec(
+                        id=f"{policy}-{outcome.id}".lower().replace("_", "-"),
+                        kind="project",
+                        default=True,
+                        policy=policy,
+                        outcome=outcome.id,
+                        reply=outcome.default_reply().wire_lines(),
+                    )
+                )
+        if not specs:
+            return self
+        # The made entries are checked as the file's are: ids, replies, fields.
+        more = _resolve(CatalogueFile(outcomes=infos, replies=specs), "<policies>", policies)
+        return Catalogue([*self.outcomes.values(), *infos], [*self.entries, *more.entries])
+
     @property
     def families(self) -> list[str]:
         return sorted({e.family for e in self.entries})
+
+
+#: The policies' outcomes by policy name, as the catalogue is checked against them.
+Outcomes: TypeAlias = Mapping[str, Sequence[Outcome]]
 
 
 def default_path() -> Path:
@@ -200,20 +245,45 @@ def default_path() -> Path:
 
 
 @functools.cache
-def bundled() -> Catalogue:
-    """The catalogue shipped with strictmx, loaded once."""
-    return load(default_path())
+def _bundled_file() -> CatalogueFile:
+    path = default_path()
+    try:
+        return _parse(path.read_text(encoding="utf-8"), path.name)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogueError(f"{path}: cannot read the catalogue: {exc}") from None
 
 
-def load(path: Path) -> Catalogue:
+def default_reply(policy: str, outcome: str) -> Reply | None:
+    """The bundled catalogue's default text for an outcome, read before any policy exists
+    (a built-in policy's outcomes take their text from here as its class is defined)."""
+    for spec in _bundled_file().replies:
+        if spec.default and (spec.policy, spec.outcome) == (policy, outcome):
+            return Reply.parse(spec.template if spec.template is not None else spec.reply)
+    return None
+
+
+def bundled_for(outcomes: Outcomes) -> Catalogue:
+    """The catalogue shipped with strictmx, checked against `outcomes` (the built-in
+    policies', from strictmx/receiver/registry.py: this module sits below the policies,
+    which take their default texts from it as they are defined)."""
+    return _resolve(_bundled_file(), default_path().name, outcomes)
+
+
+def load(path: Path, outcomes: Outcomes) -> Catalogue:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CatalogueError(f"{path}: cannot read the catalogue: {exc}") from None
-    return loads(text, source=path.name)
+    return loads(text, source=path.name, outcomes=outcomes)
 
 
-def loads(text: str, *, source: str = "catalogue.yaml") -> Catalogue:
+def loads(text: str, *, outcomes: Outcomes, source: str = "catalogue.yaml") -> Catalogue:
+    """A catalogue from YAML, checked against `outcomes` (policy name -> its outcomes)."""
+    parsed = _parse(text, source)
+    return _resolve(parsed, source, outcomes)
+
+
+def _parse(text: str, source: str) -> CatalogueFile:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -221,20 +291,40 @@ def loads(text: str, *, source: str = "catalogue.yaml") -> Catalogue:
     if not isinstance(data, Mapping):
         raise CatalogueError(f"{source}: the catalogue must be a mapping with outcomes and replies")
     try:
-        parsed = CatalogueFile.model_validate(data)
+        return CatalogueFile.model_validate(data)
     except ValidationError as exc:
         raise CatalogueError(_describe(exc, data, source)) from None
-    return _resolve(parsed, source)
 
 
-def _resolve(parsed: CatalogueFile, source: str) -> Catalogue:
+def _policy_outcome(policies: Outcomes, policy: str, outcome: str) -> Outcome | str:
+    """The policy's outcome, or why there is none."""
+    declared = policies.get(policy)
+    if declared is None:
+        return f"no policy {policy!r} (policies: {', '.join(sorted(policies))})"
+    found = next((o for o in declared if o.id == outcome), None)
+    if found is None:
+        return (
+            f"policy {policy} has no outcome {outcome!r} (its outcomes: "
+            + ", ".join(o.id for o in declared)
+            + ")"
+        )
+    return found
+
+
+def _resolve(parsed: CatalogueFile, source: str, policies: Outcomes) -> Catalogue:
     outcomes: dict[tuple[str, str], OutcomeInfo] = {}
+    declared: dict[tuple[str, str], Outcome] = {}
     for n, described in enumerate(parsed.outcomes):
+        where = f"{source} outcomes[{n}] ({described.policy}/{described.outcome})"
         if described.key in outcomes:
             raise CatalogueError(
                 f"{source} outcomes[{n}]: {described.policy}/{described.outcome} is described twice"
             )
+        found = _policy_outcome(policies, described.policy, described.outcome)
+        if isinstance(found, str):
+            raise CatalogueError(f"{where} outcome: {found}")
         outcomes[described.key] = described
+        declared[described.key] = found
     entries: list[Entry] = []
     seen: set[str] = set()
     defaults: dict[tuple[str, str], str] = {}
@@ -248,6 +338,7 @@ def _resolve(parsed: CatalogueFile, source: str) -> Catalogue:
             raise CatalogueError(
                 f"{where} outcome: no outcome {spec.policy}/{spec.outcome} under `outcomes`"
             )
+        outcome = declared[info.key]
         if spec.default:
             if info.key in defaults:
                 raise CatalogueError(
@@ -268,6 +359,14 @@ def _resolve(parsed: CatalogueFile, source: str) -> Catalogue:
                 f"{where} template: its code and status must be the documented reply's "
                 f"({documented.code} {documented.status or ''})".rstrip()
             )
+        fields = outcome.all_fields
+        unknown = sorted(placeholders(template) - set(fields))
+        if unknown:
+            raise CatalogueError(
+                f"{where} {'template' if spec.template is not None else 'reply'}: "
+                f"{spec.policy}/{spec.outcome} has no field {{{unknown[0]}}}; its reply may use: "
+                + ", ".join("{" + f + "}" for f in sorted(fields))
+            )
         entries.append(
             Entry(
                 id=spec.id,
@@ -279,11 +378,12 @@ def _resolve(parsed: CatalogueFile, source: str) -> Catalogue:
                 family=info.family or info.policy,
                 policy=spec.policy,
                 outcome=spec.outcome,
-                stage=spec.stage or info.stage,
+                stage=spec.stage or outcome.decided_at,
                 cause=spec.cause or info.cause,
                 fix=spec.fix or info.fix,
-                rfc_allows_refusal=info.rfc_allows_refusal,
+                rfc_allows_refusal=outcome.rfc_allows,
                 rfc_note=info.rfc_note,
+                fields=fields,
                 documented=tuple(_lines(spec.reply)),
                 template=template,
                 scenario=spec.scenario,

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from . import api, catalogue, check, runner
+from . import api, check, registry, runner
 from . import explain as explaining
 from . import reproduce as reproducing
 from . import scenario as scenarios
@@ -167,7 +167,7 @@ def _describe_policy(name: str, cls: PolicyClass) -> None:
         for more in lines[1:]:
             print(f"    {' ' * len(outcome.id)}  {more}")
         # What a scenario may name instead (`replies: {OUTCOME: {entry: ID}}`).
-        entries = [e.id for e in catalogue.bundled().for_outcome(name, outcome.id)]
+        entries = [e.id for e in registry.bundled().for_outcome(name, outcome.id)]
         if entries:
             indent = " " * (len(outcome.id) + 6)
             print(

@@ -7,7 +7,7 @@ describe (a third-party policy's) falls back to its documentation.
 
 from __future__ import annotations
 
-from .catalogue import bundled
+from .registry import bundled
 
 
 def fix_for(policy: str, outcome: str, doc: str = "") -> str:

@@ -16,52 +16,33 @@ opens sockets itself.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .catalogue import bundled
-from .session import BASE_FIELDS, Client, Session
-from .verdict import Action, Reply, ReplyError, Stage, Verdict, placeholders
+from . import outcome as kinds
+from .catalogue import default_reply
+from .outcome import FROM_CATALOGUE as FROM_CATALOGUE
+from .outcome import Outcome as Outcome
+from .reproduction import Build, Request
+from .session import Client, Session
+from .verdict import Action, Reply, ReplyError, Stage, Verdict
 from .world import World
 from .world.callout import Callout
 from .world.clock import Clock
 from .world.dns import TempFail, WorldDNS
 from .world.names import reverse_name
 
+log = logging.getLogger(__name__)
+
 
 class PolicyOptions(BaseModel):
     """Base of every policy's options: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-#: An outcome whose default reply is the reply catalogue's entry marked `default: true`
-#: for it (strictmx/receiver/data/catalogue.yaml): the built-in policies keep no text of their own.
-FROM_CATALOGUE = "<from the reply catalogue>"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One way a policy can object, with its default reply.
-
-    A third-party policy writes its reply here; a built-in one writes FROM_CATALOGUE and
-    its text comes from the reply catalogue when the class is defined.
-    """
-
-    id: str
-    reply: str | tuple[str, ...]
-    doc: str
-    action: Action = Action.REJECT
-    #: RFC 5321 permits refusing mail for this reason (§4.1.4 forbids it for HELO/DNS mismatch).
-    rfc_allows: bool = True
-    #: Extra `{placeholders}` this outcome fills in besides `session.BASE_FIELDS`.
-    fields: tuple[str, ...] = ()
-
-    def default_reply(self) -> Reply:
-        return Reply.parse(self.reply)
 
 
 @dataclass
@@ -150,8 +131,9 @@ class Policy(Generic[OptionsT]):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if any(o.reply == FROM_CATALOGUE for o in cls.__dict__.get("outcomes", ())):
-            cls.outcomes = tuple(_from_catalogue(cls.name, o) for o in cls.outcomes)
+        declared = cls.__dict__.get("outcomes", ())
+        if declared:
+            cls.outcomes = tuple(_resolved(cls, o) for o in declared)
 
     def __init__(self, options: OptionsT, replies: Mapping[str, Reply] | None = None) -> None:
         self.options: OptionsT = options
@@ -159,6 +141,7 @@ class Policy(Generic[OptionsT]):
         self._replies: dict[str, Reply] = {o.id: o.default_reply() for o in self.outcomes}
         for outcome_id, reply in (replies or {}).items():
             self._replies[outcome_id] = reply
+        self._valid: dict[tuple[str, Reply], Reply] = {}
 
     @classmethod
     def validate_reply(cls, outcome_id: str, reply: Reply) -> None:
@@ -170,17 +153,23 @@ class Policy(Generic[OptionsT]):
                 + ", ".join(sorted(known))
             )
         outcome = known[outcome_id]
-        allowed = BASE_FIELDS | set(outcome.fields)
-        unknown = placeholders(reply) - allowed
-        if unknown:
-            raise ReplyError(
-                f"unknown placeholder {{{sorted(unknown)[0]}}}; this reply may use: "
-                + ", ".join("{" + f + "}" for f in sorted(allowed))
-            )
+        kinds.check_placeholders(reply, outcome.all_fields)
         if outcome.action is Action.DEFER and reply.code >= 500:
             return  # a persona may refuse permanently where the default defers
         if reply.code < 400:
             raise ReplyError(f"an objection needs a 4xx or 5xx code, not {reply.code}")
+
+    @classmethod
+    def reproduce(cls, request: Request) -> Build | None:
+        """The options, world and session in which this policy refuses with
+        `request.outcome`, for `strictmx reproduce`; None: it does not say."""
+        return None
+
+    @classmethod
+    def read_reply(cls, outcome: str, text: str) -> dict[str, str]:
+        """Identifiers a refusal's text shows outside its template's placeholders (a sender
+        in angle brackets, a block list named by its operator), for `strictmx reproduce`."""
+        return {}
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         """Return a Verdict, or None for no opinion (DUNNO)."""
@@ -197,37 +186,102 @@ class Policy(Generic[OptionsT]):
         *,
         action: Action | None = None,
         delay: float = 0.0,
+        reply: Reply | None = None,
+        refuse_as: Literal["reject", "defer"] | None = None,
         **fields: object,
     ) -> Verdict:
-        """Build the verdict for `outcome_id` with its (possibly overridden) reply filled in."""
+        """Build the verdict for `outcome_id` with its (possibly overridden) reply filled in.
+
+        `reply` stands in for the outcome's reply in this one verdict (a DNSBL zone's or a
+        content rule's own text, validated when the options loaded); `refuse_as` sets the
+        reply's class where an option says so (SPF's `fail: defer`, sender_verify's
+        `accept_all: defer`): "defer" turns a 5xx into its 4xx as soft_bounce does,
+        "reject" a 4xx into 550. Either way the reply's text and status detail are kept,
+        and the action follows the reply."""
         outcome = self._outcomes[outcome_id]
-        reply = self._replies[outcome_id].format({**session.fields(ctx.hostname), **fields})
+        template = self._replies[outcome_id] if reply is None else self._checked(outcome_id, reply)
+        filled = template.format({**session.fields(ctx.hostname), **fields})
+        if refuse_as == "defer":
+            filled = filled.soft()
+        elif refuse_as == "reject" and filled.code < 500:
+            filled = filled.with_code(550)
         if action is None:
             action = outcome.action
             if action is not Action.DISCONNECT:
-                action = reply.kind  # an override may turn a defer into a reject
+                action = filled.kind  # an override may turn a defer into a reject
         return Verdict(
             policy=self.name,
             outcome=outcome_id,
             action=action,
             stage=stage,
-            reply=reply,
+            reply=filled,
             reason=reason,
             rfc_compliant=outcome.rfc_allows,
             delay=delay,
             details=dict(fields),
         )
 
+    def note(
+        self,
+        outcome_id: str,
+        stage: Stage,
+        reason: str,
+        *,
+        permit: bool = False,
+        delay: float = 0.0,
+        **details: object,
+    ) -> Verdict:
+        """A decision without a reply: DUNNO that records why (a lookup not counted, a
+        tarpit), or with `permit` PERMIT (an allow list), which ends the stage's checks."""
+        return Verdict(
+            policy=self.name,
+            outcome=outcome_id,
+            action=Action.PERMIT if permit else Action.DUNNO,
+            stage=stage,
+            reason=reason,
+            delay=delay,
+            details=dict(details),
+        )
+
+    def _checked(self, outcome_id: str, reply: Reply) -> Reply:
+        """`reply` if it may stand in for the outcome's; else the outcome's own, logged once
+        (options validate their replies at load, so this is a policy's own mistake)."""
+        key = (outcome_id, reply)
+        if key not in self._valid:
+            try:
+                self.validate_reply(outcome_id, reply)
+            except ReplyError as exc:
+                log.error("%s: a reply for %s cannot be used (%s)", self.name, outcome_id, exc)
+                self._valid[key] = self._replies[outcome_id]
+            else:
+                self._valid[key] = reply
+        return self._valid[key]
+
 
 PolicyClass = type[Policy[PolicyOptions]]
 
 
-def _from_catalogue(policy: str, outcome: Outcome) -> Outcome:
-    if outcome.reply != FROM_CATALOGUE:
-        return outcome
-    entry = bundled().default_for(policy, outcome.id)
-    if entry is None:
-        raise LookupError(
-            f"{policy}/{outcome.id}: the reply catalogue has no entry marked default for it"
-        )
-    return replace(outcome, reply=tuple(entry.template.wire_lines()))
+def _resolved(cls: type[Policy[OptionsT]], outcome: Outcome) -> Outcome:
+    """`outcome` as its class holds it: fields checked, stage known, default reply in."""
+    where = f"{cls.__module__}.{cls.__qualname__} outcome {outcome.id}"
+    checked = kinds.check(where, outcome.fields)
+    stages: frozenset[Stage] = getattr(cls, "stages", frozenset())
+    stage, also_at = outcome.stage, outcome.also_at
+    if stage is None and stages:
+        # Not said: any of the policy's stages may decide it, the earliest first.
+        stage, *others = sorted(stages, key=list(Stage).index)
+        also_at = outcome.also_at or frozenset(others)
+    if stage is None:
+        raise TypeError(f"{where}: the policy declares no stages")
+    for at in {stage, *also_at}:
+        if at not in stages:
+            raise TypeError(f"{where}: stage {at.value} is not one of the policy's stages")
+    reply = outcome.reply
+    if reply == FROM_CATALOGUE:
+        found = default_reply(cls.name, outcome.id)
+        if found is None:
+            raise LookupError(
+                f"{cls.name}/{outcome.id}: the reply catalogue has no entry marked default for it"
+            )
+        reply = tuple(found.wire_lines())
+    return replace(outcome, reply=reply, fields=checked, stage=stage, also_at=also_at)

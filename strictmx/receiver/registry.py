@@ -7,11 +7,13 @@ neither has to import the other's side.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 
 from strictmx.policies import BUILTIN
 
+from .catalogue import Catalogue, Outcomes, bundled_for
 from .policy import Policy, PolicyClass
 
 log = logging.getLogger(__name__)
@@ -41,3 +43,15 @@ def load_registry() -> dict[str, PolicyClass]:
             continue
         registry[cls.name] = cls
     return registry
+
+
+def builtin_outcomes() -> Outcomes:
+    """Each built-in policy's outcomes, by policy name."""
+    return {cls.name: cls.outcomes for cls in BUILTIN}
+
+
+@functools.cache
+def bundled() -> Catalogue:
+    """The reply catalogue shipped with strictmx, checked against the built-in policies
+    once: an entry naming an outcome no policy has is an error at first use."""
+    return bundled_for(builtin_outcomes())

@@ -48,7 +48,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from . import catalogue
+from . import catalogue, registry
 from . import trust as trusts
 from .engine import Engine, EngineSettings
 from .expect import Case
@@ -382,7 +382,7 @@ def _catalogue_reply(
             f"{cls.name} has no outcome {outcome_id!r}; its outcomes are: " + ", ".join(known)
         )
     try:
-        return catalogue.bundled().entry_for(entry_id, cls.name, outcome_id).template
+        return registry.bundled().entry_for(entry_id, cls.name, outcome_id).template
     except catalogue.CatalogueError as exc:
         raise ScenarioError(where.at((*rpath, "entry"), str(exc))) from None
 

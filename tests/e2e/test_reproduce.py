@@ -21,8 +21,9 @@ import yaml
 
 from strictmx.receiver import cli, runner
 from strictmx.receiver import scenario as scenarios
-from strictmx.receiver.catalogue import Entry, bundled
+from strictmx.receiver.catalogue import Entry
 from strictmx.receiver.explain import Explainer
+from strictmx.receiver.registry import bundled
 from strictmx.receiver.reproduce import LOOPBACK_SOURCE, ReproduceError, reproduce
 from strictmx.receiver.server import Receiver, ReceiverThread, ServerOptions
 from tests.unit.test_catalogue import seed_replies

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -11,8 +12,9 @@ import yaml
 
 from strictmx.receiver import cli
 from strictmx.receiver import scenario as scenarios
-from strictmx.receiver.catalogue import Catalogue, CatalogueError, bundled, loads
-from strictmx.receiver.registry import builtin_policies
+from strictmx.receiver.catalogue import Catalogue, CatalogueError, loads
+from strictmx.receiver.outcome import HOST, IP
+from strictmx.receiver.registry import builtin_outcomes, builtin_policies, bundled
 from strictmx.receiver.verdict import Reply, Stage
 
 REGISTRY = builtin_policies()
@@ -34,8 +36,10 @@ def test_every_default_reply_is_in_the_catalogue_with_the_same_text(
     entry = CATALOGUE.default_for(policy, outcome.id)
     assert entry is not None, f"{policy}/{outcome.id} has no entry marked default: true"
     assert entry.template == outcome.default_reply()
-    info = CATALOGUE.outcomes[(policy, outcome.id)]
-    assert info.rfc_allows_refusal is outcome.rfc_allows
+    # What the policy declares, every entry of the outcome takes from it.
+    for each in CATALOGUE.for_outcome(policy, outcome.id):
+        assert each.rfc_allows_refusal is outcome.rfc_allows
+        assert each.fields == outcome.all_fields
 
 
 def test_every_entry_names_a_real_outcome_and_a_reply_its_policy_accepts() -> None:
@@ -165,8 +169,6 @@ OUTCOME = """
 outcomes:
   - policy: reverse_dns
     outcome: NO_PTR
-    stage: connect
-    rfc_allows_refusal: true
     rfc_note: local policy
     cause: no PTR
     fix: set a PTR
@@ -174,7 +176,7 @@ outcomes:
 
 
 def load(replies: str, outcomes: str = OUTCOME) -> Catalogue:
-    return loads(outcomes + "replies:\n" + replies, source="test.yaml")
+    return loads(outcomes + "replies:\n" + replies, source="test.yaml", outcomes=builtin_outcomes())
 
 
 def test_an_entry_is_looked_up_for_the_outcome_it_stands_for() -> None:
@@ -303,6 +305,71 @@ def test_an_incomplete_outcome_names_it() -> None:
 
 def test_not_yaml_and_not_a_mapping() -> None:
     with pytest.raises(CatalogueError, match="invalid YAML"):
-        loads("outcomes: [", source="test.yaml")
+        loads("outcomes: [", source="test.yaml", outcomes=builtin_outcomes())
     with pytest.raises(CatalogueError, match="must be a mapping"):
-        loads("- 1", source="test.yaml")
+        loads("- 1", source="test.yaml", outcomes=builtin_outcomes())
+
+
+# -- the catalogue and the policies cannot disagree -----------------------------------
+
+
+def test_what_the_policy_declares_is_not_written_twice() -> None:
+    # The stage and the RFC flag are the policy's: the catalogue may not state them.
+    for key, value in (("stage", "connect"), ("rfc_allows_refusal", "true")):
+        stated = OUTCOME.replace("    rfc_note:", f"    {key}: {value}\n    rfc_note:")
+        with pytest.raises(CatalogueError) as err:
+            load("  []", stated)
+        assert f"outcomes[0] (reverse_dns/NO_PTR) {key}: Extra inputs are not permitted" in str(
+            err.value
+        )
+
+
+def test_an_outcome_the_policy_does_not_have_is_an_error() -> None:
+    unknown = OUTCOME.replace("outcome: NO_PTR", "outcome: NO_SUCH")
+    with pytest.raises(CatalogueError) as err:
+        load("  []", unknown)
+    assert "test.yaml outcomes[0] (reverse_dns/NO_SUCH) outcome: policy reverse_dns has no " in (
+        str(err.value)
+    )
+    assert "its outcomes: NO_PTR, FCRDNS_FAILED" in str(err.value)
+    nobody = OUTCOME.replace("policy: reverse_dns", "policy: my_plugin")
+    with pytest.raises(CatalogueError, match=r"outcomes\[0\] \(my_plugin/NO_PTR\) outcome: no "):
+        load("  []", nobody)
+
+
+def test_a_reply_naming_a_field_its_outcome_lacks_is_an_error() -> None:
+    with pytest.raises(CatalogueError) as err:
+        load(
+            "  - {id: z, kind: project, policy: reverse_dns, outcome: NO_PTR, reply: '550 {zone}'}"
+        )
+    assert "test.yaml replies[0] (z) reply: reverse_dns/NO_PTR has no field {zone}" in str(
+        err.value
+    )
+    # The control: a field of the outcome, and a session field, are fine.
+    ok = load(
+        "  - {id: y, kind: project, policy: reverse_dns, outcome: FCRDNS_FAILED, "
+        "reply: '550 {ptr} [{ip}]'}",
+        OUTCOME.replace("outcome: NO_PTR", "outcome: FCRDNS_FAILED"),
+    )
+    assert ok.get("y").fields["ptr"] is HOST
+
+
+def test_entries_take_stage_flag_and_fields_from_the_policy() -> None:
+    reverse = REGISTRY["reverse_dns"]
+    no_ptr = next(o for o in reverse.outcomes if o.id == "NO_PTR")
+    entry = load(
+        "  - {id: x, kind: project, policy: reverse_dns, outcome: NO_PTR, reply: '550 x'}"
+    ).get("x")
+    assert entry.stage is no_ptr.decided_at is Stage.CONNECT
+    assert entry.rfc_allows_refusal is no_ptr.rfc_allows
+    assert entry.fields["ip"] is IP
+    # Checked against other outcomes, the same text says what those declare.
+    other = replace(no_ptr, stage=Stage.MAIL, rfc_allows=not no_ptr.rfc_allows)
+    moved = loads(
+        OUTCOME + "replies:\n  - {id: x, kind: project, policy: reverse_dns, outcome: NO_PTR,"
+        " reply: '550 x'}",
+        source="test.yaml",
+        outcomes={"reverse_dns": (other,)},
+    ).get("x")
+    assert moved.stage is Stage.MAIL
+    assert moved.rfc_allows_refusal is not no_ptr.rfc_allows

@@ -11,11 +11,10 @@ import pytest
 
 from strictmx.receiver import junit
 from strictmx.receiver import scenario as scenarios
-from strictmx.receiver.catalogue import bundled
 from strictmx.receiver.check import Envelope, evaluate
 from strictmx.receiver.expect import as_sent
 from strictmx.receiver.fixes import fix_for
-from strictmx.receiver.registry import load_registry
+from strictmx.receiver.registry import bundled, load_registry
 from strictmx.receiver.scenario import ScenarioError
 
 MESSAGE = as_sent(

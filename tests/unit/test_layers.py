@@ -42,7 +42,8 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.message": "data",
     "strictmx.receiver.session": "data",
     "strictmx.receiver.catalogue": "data",
-    "strictmx.receiver.fixes": "data",
+    "strictmx.receiver.outcome": "data",
+    "strictmx.receiver.reproduction": "data",
     "strictmx.receiver.finding": "data",
     "strictmx.receiver.world": "data",
     "strictmx.receiver.world.*": "data",
@@ -50,6 +51,7 @@ PLACES: dict[str, str] = {
     "strictmx.policies": "policies",
     "strictmx.policies.*": "policies",
     "strictmx.receiver.registry": "registry",
+    "strictmx.receiver.fixes": "registry",
     "strictmx.receiver.engine": "engine",
     "strictmx.receiver.expect": "scenario",
     "strictmx.receiver.scenario": "scenario",
@@ -79,26 +81,6 @@ PLACES: dict[str, str] = {
 #: from the cycle rule; an entry whose import is gone fails too, so the list empties as
 #: the branches are merged.
 PENDING: dict[tuple[str, str], str] = {
-    (
-        "strictmx.receiver.reproduce",
-        "strictmx.policies.helo_syntax",
-    ): "in a function; house-know moves recipes into the policies",
-    (
-        "strictmx.receiver.reproduce",
-        "strictmx.policies.dynamic_client",
-    ): "in a function; house-know moves recipes into the policies",
-    (
-        "strictmx.receiver.reproduce",
-        "strictmx.policies.sender_domain",
-    ): "in a function; house-know moves recipes into the policies",
-    (
-        "strictmx.receiver.reproduce",
-        "strictmx.receiver.world.suffixes",
-    ): "in a function; house-know moves recipes into the policies",
-    (
-        "strictmx.receiver.reproduce",
-        "strictmx.receiver.explain",
-    ): "in functions (also at the top); house-know",
     (
         "strictmx.receiver.world.callout",
         "strictmx.receiver.scenario",

@@ -1,0 +1,79 @@
+"""`strictmx explain`: from a customer's bounce to the cause, the fix and the reproduction.
+
+Input is whatever a support engineer has: a reply line (`550 5.7.1 ...`, with or without
+a `smtp;` prefix, one line or several), a DSN e-mail (multipart/report with a
+message/delivery-status part, RFC 3464), a Postfix log line (`status=bounced (host X
+said: 550 ... (in reply to RCPT TO command))`) or an Exim log line (`** addr ... SMTP
+error from remote mail server after RCPT TO:<...>: 550 ...`). `extract` finds the reply
+in it, with what the input says besides: the enhanced status code, the stage it answered,
+the recipient, the sender.
+
+Matching is a TF-IDF cosine over word unigrams and bigrams, blended with difflib's
+sequence ratio over the same tokens (word order matters in short replies), computed
+against every catalogue entry's template. Both sides are normalised first so provider
+noise does not count: addresses, IP addresses, host names, URLs, queue and session ids
+and numbers become class tokens (`addr`, `ip`, `host`, `url`, `id`, `num`), continuation
+codes inside joined lines go, `- gsmtp` style tags go. Words a customer's reply has that
+the catalogue never uses still weigh in the cosine, so unknown text scores low instead of
+matching on two shared words. The enhanced status code (RFC 3463) and the stage are
+signals on top: a detail code that only some families use (X.7.25 reverse DNS, X.7.23
+SPF, X.1.8 sender domain, ...) favours them, a code no catalogue entry uses (X.1.1 unknown
+user, X.2.2 mailbox full) counts against every match, and a reply given at a stage the
+outcome cannot be refused at counts against it.
+
+A match is reported only at `THRESHOLD` or above; below it the answer is "not
+recognised", with the nearest families and their scores, never a confident guess.
+
+The package, by job: `extract` finds the reply in the input, `normalise` turns reply texts
+into tokens, `match` scores them against the catalogue and says what it found, `command`
+is `strictmx explain` on the command line.
+"""
+
+from .command import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_RECOGNISED,
+    add_input_argument,
+    add_parser,
+    main,
+    read_input,
+)
+from .extract import MAX_INPUT, MAX_REPLY_TEXT, ExplainError, Extracted, decode, extract
+from .match import (
+    MAX_MATCHES,
+    NEAR,
+    THRESHOLD,
+    Explainer,
+    Explanation,
+    Match,
+    Matcher,
+    default_explainer,
+    explain,
+    reproduce_command,
+)
+from .normalise import tokens
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_NOT_RECOGNISED",
+    "MAX_INPUT",
+    "MAX_MATCHES",
+    "MAX_REPLY_TEXT",
+    "NEAR",
+    "THRESHOLD",
+    "ExplainError",
+    "Explainer",
+    "Explanation",
+    "Extracted",
+    "Match",
+    "Matcher",
+    "add_input_argument",
+    "add_parser",
+    "decode",
+    "default_explainer",
+    "explain",
+    "extract",
+    "main",
+    "read_input",
+    "reproduce_command",
+    "tokens",
+]

@@ -1,0 +1,67 @@
+"""`strictmx explain` on the command line: input from TEXT, a FILE or standard input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import Any
+
+from .extract import CODE, MAX_INPUT, ExplainError
+from .match import default_explainer
+
+EXIT_NOT_RECOGNISED = 1
+EXIT_BAD_INPUT = 2
+
+
+def read_input(given: str | None) -> bytes:
+    """TEXT, a FILE's contents, or standard input for '-' (or nothing, when piped)."""
+    if given is None or given == "-":
+        if given is None and sys.stdin.isatty():
+            raise ExplainError("give the bounce as TEXT, a FILE, or '-' to read standard input")
+        return sys.stdin.buffer.read(MAX_INPUT + 1)
+    if "\n" not in given and len(given) < 4096 and os.path.isfile(given):
+        try:
+            with open(given, "rb") as handle:
+                return handle.read(MAX_INPUT + 1)
+        except OSError as exc:
+            raise ExplainError(f"cannot read {given}: {exc.strerror or exc}") from None
+    if given and not any(ch.isspace() for ch in given) and not re.match(CODE, given):
+        # One word that is no reply: a file name with a typo, not a bounce.
+        raise ExplainError(f"{given}: no such file (give the bounce text, a file, or '-')")
+    return given.encode("utf-8", "surrogateescape")
+
+
+def add_input_argument(parser: Any) -> None:
+    parser.add_argument(
+        "input",
+        nargs="?",
+        metavar="TEXT|FILE|-",
+        help="a reply line, a DSN e-mail, or a Postfix/Exim log line: as text, in a file, "
+        "or on standard input ('-')",
+    )
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "explain",
+        help="explain a bounce (reply, DSN or log line): cause, fix, and how to reproduce it",
+    )
+    add_input_argument(parser)
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def main(args: Any) -> int:
+    """`strictmx explain`: exit 0 when recognised, 1 when not, 2 on unusable input."""
+    try:
+        explanation = default_explainer().explain_bytes(read_input(args.input))
+    except ExplainError as exc:
+        print(f"strictmx: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    given = args.input if args.input not in (None, "-") else None
+    if args.format == "json":
+        print(json.dumps(explanation.to_json(given or "-"), indent=2))
+    else:
+        print(explanation.render(given or "-"))
+    return 0 if explanation.recognised else EXIT_NOT_RECOGNISED
