@@ -12,17 +12,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from strictmx.policies import BUILTIN
-from strictmx.policies.headers import (
-    RFC5322_SINGULAR,
-    SIMPLE_MAILBOX,
-    Headers,
-    HeadersOptions,
-    message_id_problem,
-    parse_date,
-    strip_comments,
-)
+from strictmx.policies.headers import RFC5322_SINGULAR, Headers, HeadersOptions
 from strictmx.receiver.message import parse_header
 from strictmx.receiver.policy import ClientHistory, Context
+from strictmx.receiver.rfc5322 import SIMPLE_MAILBOX, message_id_problem, parse_date, strip_comments
 from strictmx.receiver.session import Client, Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 from strictmx.receiver.world import World, WorldConfig

@@ -40,6 +40,7 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.verdict": "data",
     "strictmx.receiver.trust": "data",
     "strictmx.receiver.message": "data",
+    "strictmx.receiver.rfc5322": "data",
     "strictmx.receiver.session": "data",
     "strictmx.receiver.catalogue": "data",
     "strictmx.receiver.outcome": "data",
