@@ -22,15 +22,12 @@ from typing import Any
 
 from . import junit
 from . import scenario as scenarios
-from .engine import Engine, EngineSettings
 from .expect import as_sent
 from .fixes import fix_for
-from .policy import ClientHistory, Context
+from .persona import Persona
 from .scenario import Scenario, ScenarioError
 from .session import Client, Session
 from .verdict import DELAYABLE_STAGES, Action, Stage, Verdict
-from .world import World
-from .world.callout import Callout
 
 EXIT_CLEAN, EXIT_OBJECTED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -96,18 +93,9 @@ class Report:
 
 async def evaluate(scenario: Scenario, envelope: Envelope) -> Report:
     """Run every stage's policies in warn_only and collect the objections."""
-    world = World.from_config(scenario.world)
-    settings = scenario.receiver
-    engine = Engine(
-        scenario.chains(),
-        EngineSettings(
-            delay_reject=settings.delay_reject, warn_only=True, soft_bounce=settings.soft_bounce
-        ),
-    )
-    callout = Callout.for_scenario(scenario, world)
-    ctx = Context(
-        world=world, hostname=settings.hostname, history=ClientHistory(), callout=callout
-    ).for_session()
+    persona = Persona.build(scenario, warn_only=True)
+    world, engine, callout = persona.world, persona.engine, persona.callout
+    ctx = persona.context.for_session()
     identity = world.clients.lookup(envelope.client_ip)
     client = Client(
         peer=envelope.client_ip,
