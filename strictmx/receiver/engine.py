@@ -54,10 +54,9 @@ class Decision:
     verdicts: list[Verdict] = field(default_factory=list)
     #: The verdict whose reply is sent now, if any.
     sent: Verdict | None = None
-
-    @property
-    def refused(self) -> bool:
-        return self.reply is not None and self.reply.code >= 400
+    #: warn_only: the stage each objection's reply would be sent at were the receiver to
+    #: refuse, by id(verdict) -- delay_reject and each entry's override applied.
+    would_reply_at: dict[int, Stage] = field(default_factory=dict)
 
 
 def is_always_accepted(rcpt: str | None) -> bool:
@@ -101,17 +100,14 @@ class Engine:
             if self.settings.warn_only:
                 if verdict.objection:
                     verdict.warned = True
+                    waits = self.delays(policy, verdict)
+                    decision.would_reply_at[id(verdict)] = Stage.RCPT if waits else stage
                 decision.verdicts.append(verdict)
                 continue
             decision.verdicts.append(verdict)
             if verdict.action is Action.PERMIT:
                 break
-            delay = policy.delay_reject
-            if (
-                (self.settings.delay_reject if delay is None else delay)
-                and stage in DELAYABLE_STAGES
-                and verdict.action is not Action.DISCONNECT
-            ):
+            if self.delays(policy, verdict):
                 # Journaled when a RCPT carries it (or at the end, as never sent).
                 decision.verdicts.remove(verdict)
                 session.delayed.setdefault(stage, verdict)
@@ -119,6 +115,15 @@ class Engine:
             self._send(decision, verdict, stage)
             break
         return decision
+
+    def delays(self, policy: Policy[PolicyOptions], verdict: Verdict) -> bool:
+        """Whether `verdict` waits for a RCPT (delay_reject, or the entry's own override)."""
+        delay = policy.delay_reject
+        return (
+            (self.settings.delay_reject if delay is None else delay)
+            and verdict.stage in DELAYABLE_STAGES
+            and verdict.action is not Action.DISCONNECT
+        )
 
     async def _check(
         self, policy: Policy[PolicyOptions], stage: Stage, session: Session, ctx: Context
