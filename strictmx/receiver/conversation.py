@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .engine import is_always_accepted
 from .session import Client, Session
 from .verdict import Reply, Stage, Verdict
 
@@ -57,10 +56,10 @@ class Step:
 
 PROCEED = Step()
 
-# Replies of the conversation's own (Postfix smtpd.c's texts; reference receivers.md).
+# Replies of the conversation's own (Postfix smtpd.c's texts; reference receivers.md);
+# the recipient limit is a verdict (strictmx/policies/smtpd.py).
 _OK_MAIL = Reply(250, "2.1.0", ("Ok",))
 _OK_RCPT = Reply(250, "2.1.5", ("Ok",))
-_TOO_MANY = Reply(452, "4.5.3", ("Error: too many recipients",))
 _QUEUE_ERROR = Reply(451, "4.3.0", ("Error: queue file write error",))
 # XCLIENT (Postfix smtpd.c xclient_cmd).
 _XCLIENT_DENIED = Reply(550, "5.7.0", ("Error: insufficient authorization",))
@@ -91,6 +90,7 @@ class Conversation:
     ) -> None:
         self.settings: ReceiverSettings = persona.settings
         self.engine: Engine = persona.engine
+        self.smtpd = persona.smtpd
         self.ctx = ctx
         #: Called once for every verdict to keep (the journal, check's report).
         self.record = record
@@ -217,21 +217,18 @@ class Conversation:
         state = self._state()
         state.rcpt = address
         state.counters.rcpts_tried += 1
-        if len(state.rcpts) >= self.settings.max_recipients:
-            state.counters.bad_rcpts += 1
-            return Step(_TOO_MANY)
-        decision = await self._run(Stage.RCPT)
+        decision = None
+        limit = self.settings.max_recipients
+        if len(state.rcpts) >= limit:
+            # Before the RCPT policies, as Postfix checks smtpd_recipient_limit.
+            reason = f"the transaction has {len(state.rcpts)} recipients; the limit is {limit}"
+            decision = self._refuse("TOO_MANY_RECIPIENTS", Stage.RCPT, reason)
+        if decision is None or decision.reply is None:
+            # Unknown users too: local_recipients ends the chain (persona.py).
+            decision = await self._run(Stage.RCPT)
         if decision.reply is not None:
             state.counters.bad_rcpts += 1
             return self._decided(decision)
-        if not is_always_accepted(address) and not self.settings.recipient_exists(address):
-            state.counters.bad_rcpts += 1
-            # Built, not parsed: a quoted local part may hold a CR or another line
-            # boundary of str.splitlines, which Reply.parse would take for a second line.
-            unknown = (
-                f"<{address}>: Recipient address rejected: User unknown in local recipient table"
-            )
-            return Step(Reply(550, "5.1.1", (unknown,)))
         state.rcpts.append(address)
         return Step(_OK_RCPT)
 
@@ -272,9 +269,10 @@ class Conversation:
         state.reset_transaction()
         return Step(Reply(250, "2.0.0", (f"Ok: queued as {queue_id}",)))
 
-    def queue_failed(self) -> Step:
-        """The message could not be kept: never claim it was taken."""
+    def queue_failed(self, reason: str) -> Step:
+        """The message could not be kept: never claim it was taken, warn_only or not."""
         self._state().reset_transaction()
+        self.note(f"message not kept: {reason}")
         return Step(_QUEUE_ERROR)
 
     # -- NOOP, VRFY, RSET, HELP ---------------------------------------------------------
@@ -402,6 +400,13 @@ class Conversation:
             self._record(verdict)
         if decision.would_reply_at:
             self.would_reply_at.update(decision.would_reply_at)
+        return decision
+
+    def _refuse(self, outcome: str, stage: Stage, reason: str) -> Decision:
+        decision = self.engine.refuse(self.smtpd, outcome, stage, self._state(), self.ctx, reason)
+        for verdict in decision.verdicts:
+            self._record(verdict)
+        self.would_reply_at.update(decision.would_reply_at)
         return decision
 
     def _record(self, verdict: Verdict) -> None:

@@ -116,6 +116,28 @@ class Engine:
             break
         return decision
 
+    def refuse(
+        self,
+        policy: Policy[PolicyOptions],
+        outcome_id: str,
+        stage: Stage,
+        session: Session,
+        ctx: Context,
+        reason: str,
+    ) -> Decision:
+        """A refusal the conversation decides itself (the `smtpd` policy's outcomes),
+        made like any verdict: the entry's reply, soft_bounce, warn_only."""
+        verdict = policy.verdict(outcome_id, stage, session, ctx, reason)
+        self._soften(verdict)
+        decision = Decision()
+        if self.settings.warn_only:
+            verdict.warned = True
+            decision.verdicts.append(verdict)
+            decision.would_reply_at[id(verdict)] = stage
+            return decision
+        self._send(decision, verdict, stage)
+        return decision
+
     def delays(self, policy: Policy[PolicyOptions], verdict: Verdict) -> bool:
         """Whether `verdict` waits for a RCPT (delay_reject, or the entry's own override)."""
         delay = policy.delay_reject
@@ -138,11 +160,15 @@ class Engine:
             if len(self._passes) >= PASSES_MAX:
                 self._passes.clear()
             self._passes.add(key)
-        if verdict is not None and verdict.reply is not None and self.settings.soft_bounce:
+        if verdict is not None:
+            self._soften(verdict)
+        return verdict
+
+    def _soften(self, verdict: Verdict) -> None:
+        if verdict.reply is not None and self.settings.soft_bounce:
             verdict.reply = verdict.reply.soft()
             if verdict.action is Action.REJECT:
                 verdict.action = Action.DEFER
-        return verdict
 
     @staticmethod
     def _send(decision: Decision, verdict: Verdict, stage: Stage) -> None:

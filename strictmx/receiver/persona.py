@@ -9,11 +9,16 @@ here, so the three cannot drift apart in how they assemble it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from strictmx.policies.local_recipients import LocalRecipients, LocalRecipientsOptions
+from strictmx.policies.smtpd import Smtpd
+
 from .engine import Engine, EngineSettings
-from .policy import ClientHistory, Context
+from .policy import ClientHistory, Context, Policy, PolicyOptions
 from .scenario import ReceiverSettings, Scenario
+from .verdict import Stage
 from .world import World
 from .world.callout import Callout
 
@@ -26,6 +31,8 @@ class Persona:
     #: None when no policy of the scenario calls out.
     callout: Callout | None
     context: Context
+    #: The server's own refusals (recipient limit, queue write), as the scenario words them.
+    smtpd: Smtpd
 
     @property
     def settings(self) -> ReceiverSettings:
@@ -55,8 +62,9 @@ class Persona:
         """
         world = World.from_config(scenario.world)
         settings = scenario.receiver
+        chains = scenario.chains()
         engine = Engine(
-            scenario.chains(),
+            _with_builtins(chains, settings),
             EngineSettings(
                 delay_reject=settings.delay_reject,
                 warn_only=settings.warn_only if warn_only is None else warn_only,
@@ -76,9 +84,32 @@ class Persona:
             history=history if history is not None else ClientHistory(),
             callout=callout,
         )
-        return cls(scenario, world, engine, callout, context)
+        smtpd = next((p for p in _listed(chains) if isinstance(p, Smtpd)), None)
+        return cls(scenario, world, engine, callout, context, smtpd or Smtpd(PolicyOptions()))
 
 
 def calls_out(scenario: Scenario) -> bool:
     """Whether some policy of `scenario` asks the callout client (`Policy.calls_out`)."""
     return any(entry.cls.calls_out for entry in scenario.entries)
+
+
+Chains = dict[Stage, list[Policy[PolicyOptions]]]
+
+
+def _with_builtins(chains: Chains, settings: ReceiverSettings) -> Chains:
+    """The chains with Postfix's implicit reject_unlisted_recipient: `local_recipients`
+    at the end of RCPT unless the scenario lists it where it wants it; every entry that
+    names no table of its own uses the receiver's `local_recipients`."""
+    rcpt = chains.setdefault(Stage.RCPT, [])
+    if not any(isinstance(p, LocalRecipients) for p in rcpt):
+        implicit: Policy[PolicyOptions] = LocalRecipients(LocalRecipientsOptions())  # type: ignore[assignment]
+        rcpt.append(implicit)
+    for policy in rcpt:
+        if isinstance(policy, LocalRecipients):
+            policy.use_table(settings.local_recipients)
+    return chains
+
+
+def _listed(chains: Chains) -> Iterator[Policy[PolicyOptions]]:
+    for chain in chains.values():
+        yield from chain

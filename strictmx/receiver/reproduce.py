@@ -836,6 +836,30 @@ def _session_limits(req: Request) -> Build:
     )
 
 
+def _local_recipients(req: Request) -> Build:
+    # Only postmaster@ exists (and is always accepted anyway): the customer's recipient is
+    # unknown, unless it is postmaster@ itself.
+    return Build(receiver={"local_recipients": ["postmaster@*"]}, at="rcpt")
+
+
+def _smtpd(req: Request) -> Build:
+    # TOO_MANY_RECIPIENTS: one recipient allowed, the customer's is the second.
+    ident = req.identity
+    return Build(
+        receiver={"max_recipients": 1},
+        case={
+            "script": [
+                f"EHLO {ident.helo}",
+                f"MAIL FROM:<{ident.mail_from}>",
+                f"RCPT TO:<first@{_domain(ident.rcpt)}>",
+                f"RCPT TO:<{ident.rcpt}>",
+            ]
+        },
+        at="rcpt",
+        swaks_cannot="swaks sends one recipient list; play the scenario's expect case",
+    )
+
+
 def _content_filter(req: Request) -> Build:
     ident = req.identity
     if req.entry.outcome == "MESSAGE_TOO_BIG":
@@ -864,6 +888,8 @@ RECIPES: dict[str, Callable[[Request], Build]] = {
     "headers": _headers_recipe,
     "session_limits": _session_limits,
     "content_filter": _content_filter,
+    "local_recipients": _local_recipients,
+    "smtpd": _smtpd,
 }
 
 #: Outcomes a policy can decide at stages other than its usual one, where a receiver does

@@ -190,11 +190,12 @@ class StrictSMTP(SMTP):
             raise
         if problem is not None:
             await self.push(problem.value)
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            self.envelope = Envelope()  # as after any DATA
             return
         envelope.content = envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        # The handler's DATA hook, called with the arguments aiosmtpd's own call passes.
+        status = await self.event_handler.handle_DATA(self, self.session, envelope)
+        self.envelope = Envelope()
         await self.push(status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -421,7 +422,7 @@ class StrictSMTP(SMTP):
         )
         self.note(f"internal error ({type(error).__name__}); answered 451")
         self.conv.failed()
-        self.envelope = self._create_envelope()
+        self.envelope = Envelope()
         return self._ok(_INTERNAL_ERROR)
 
     async def _greet(self, _aiosmtpd_greeting: str) -> None:
@@ -521,7 +522,8 @@ class StrictSMTP(SMTP):
             )
         except Exception as exc:  # the journal cannot keep it: never claim we took it
             log.error("journal refused message of session %s: %s", state.id, exc)
-            return await self._hook_reply(self.conv.queue_failed())
+            step = self.conv.queue_failed(f"the journal could not keep it ({type(exc).__name__})")
+            return await self._hook_reply(step)
         return await self._hook_reply(self.conv.queued(f"{state.id}-{n}"))
 
     async def _on_rset(self, method: Command, arg: str | None) -> None:
@@ -551,7 +553,7 @@ class StrictSMTP(SMTP):
         await self._junk(Stage.NOOP, method, arg)
 
     async def _on_starttls(self, method: Command, arg: str | None) -> None:
-        if self._tls_protocol is not None:
+        if self.state is not None and self.state.tls:
             # RFC 3207 §4.2: no second negotiation; aiosmtpd would say 220 and then fail
             # the handshake inside TLS. Postfix smtpd's reply (starttls_cmd).
             await self._write(self._ok("554 5.5.1 Error: TLS already active"))
@@ -586,7 +588,7 @@ class StrictSMTP(SMTP):
             return
         # A new identity: aiosmtpd forgets the HELO and envelope too, and greets again.
         self._conn().host_name = None
-        self.envelope = self._create_envelope()
+        self.envelope = Envelope()
         self._greeted = False
         await self.push("220")  # re-runs CONNECT and greets again
 

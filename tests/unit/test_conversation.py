@@ -82,7 +82,7 @@ async def test_delay_reject_answers_the_first_rcpt_and_postmaster_is_exempt() ->
 
 
 async def test_unknown_user_and_the_recipient_limit() -> None:
-    conv, _ = talk("receiver: {local_recipients: ['bob@*'], max_recipients: 1}\n")
+    conv, recorded = talk("receiver: {local_recipients: ['bob@*'], max_recipients: 1}\n")
     await conv.connect()
     await conv.hello("EHLO", "mail.example.net")
     conv.hello_done(True)
@@ -94,6 +94,53 @@ async def test_unknown_user_and_the_recipient_limit() -> None:
     assert wire(await conv.rcpt("bob@example.org")) == ["250 2.1.5 Ok"]
     assert wire(await conv.rcpt("bob@example.org")) == ["452 4.5.3 Error: too many recipients"]
     assert conv.session is not None and conv.session.counters.bad_rcpts == 2
+    # Both are verdicts, journaled with the stage that sent them.
+    assert [(v.policy, v.outcome, v.replied_at) for v in recorded] == [
+        ("local_recipients", "UNKNOWN_USER", Stage.RCPT),
+        ("smtpd", "TOO_MANY_RECIPIENTS", Stage.RCPT),
+    ]
+
+
+async def rcpt_replies(text: str, *rcpts: str) -> list[list[str]]:
+    conv, _ = talk(text)
+    await conv.connect()
+    await conv.hello("EHLO", "mail.example.net")
+    conv.hello_done(True)
+    await conv.mail("alice@example.net", [])
+    return [wire(await conv.rcpt(rcpt)) for rcpt in rcpts]
+
+
+async def test_soft_bounce_and_warn_only_apply_to_the_builtin_refusals() -> None:
+    table = "receiver: {local_recipients: ['bob@*'], max_recipients: 1"
+    assert await rcpt_replies(table + ", soft_bounce: true}\n", "carol@x.org", "bob@x.org") == [
+        [
+            "450 4.1.1 <carol@x.org>: Recipient address rejected: "
+            "User unknown in local recipient table"
+        ],
+        ["250 2.1.5 Ok"],
+    ]
+    # warn_only: recorded, nothing refused (the second recipient is over the limit).
+    assert await rcpt_replies(table + ", warn_only: true}\n", "carol@x.org", "bob@x.org") == [
+        ["250 2.1.5 Ok"],
+        ["250 2.1.5 Ok"],
+    ]
+
+
+async def test_a_persona_rewords_and_places_the_builtin_refusals() -> None:
+    text = (
+        "receiver: {local_recipients: ['bob@*'], max_recipients: 1}\n"
+        "policies:\n"
+        "  rcpt:\n"
+        "    - {policy: local_recipients, recipients: ['dave@*'], replies: "
+        "{UNKNOWN_USER: '550 5.1.1 The email account that you tried to reach does not exist.'}}\n"
+        "    - {policy: smtpd, replies: "
+        "{TOO_MANY_RECIPIENTS: '452 4.5.3 Your message has too many recipients.'}}\n"
+    )
+    assert await rcpt_replies(text, "bob@x.org", "dave@x.org", "dave@x.org") == [
+        ["550 5.1.1 The email account that you tried to reach does not exist."],
+        ["250 2.1.5 Ok"],
+        ["452 4.5.3 Your message has too many recipients."],
+    ]
 
 
 async def test_errors_are_counted_and_the_error_stage_closes() -> None:
@@ -121,7 +168,7 @@ async def test_the_unknown_stage_runs_only_after_an_unknown_command() -> None:
 
 
 async def test_a_message_is_queued_or_its_write_failure_deferred() -> None:
-    conv, _ = talk("")
+    conv, recorded = talk("")
     await conv.connect()
     await conv.hello("EHLO", "mail.example.net")
     conv.hello_done(True)
@@ -133,8 +180,13 @@ async def test_a_message_is_queued_or_its_write_failure_deferred() -> None:
     assert conv.session is not None and conv.session.counters.messages == 1
     assert conv.session.mail_from is None
     await conv.mail("alice@example.net", [])
-    assert wire(conv.queue_failed()) == ["451 4.3.0 Error: queue file write error"]
+    assert wire(conv.queue_failed("disk full")) == ["451 4.3.0 Error: queue file write error"]
     assert conv.session.mail_from is None and conv.session.counters.messages == 1
+    assert recorded == []
+    # Even in warn_only: a message that was not kept is never claimed.
+    warn, _ = talk("receiver: {warn_only: true}\n")
+    await warn.connect()
+    assert wire(warn.queue_failed("disk full")) == ["451 4.3.0 Error: queue file write error"]
 
 
 async def test_xclient_needs_trust_no_transaction_and_attributes() -> None:

@@ -80,3 +80,19 @@ async def test_receiver_swap_builds_a_new_persona_and_keeps_history() -> None:
     assert after is not before and after.name == "postfix-strict"
     assert receiver.scenario is after.scenario and receiver.engine is after.engine
     assert after.context.history is before.context.history is receiver.history
+
+
+def test_local_recipients_is_implicit_at_the_end_of_rcpt_unless_listed() -> None:
+    implicit = Persona.build(
+        scenarios.loads("policies: {rcpt: [{policy: session_limits}]}\n")
+    ).engine.policies_at(Stage.RCPT)
+    assert [p.name for p in implicit] == ["session_limits", "local_recipients"]
+    listed = Persona.build(
+        scenarios.loads(
+            "policies: {rcpt: [{policy: local_recipients}, {policy: session_limits}]}\n"
+        )
+    ).engine.policies_at(Stage.RCPT)
+    assert [p.name for p in listed] == ["local_recipients", "session_limits"]
+    # No RCPT list at all: still checked, as Postfix's reject_unlisted_recipient.
+    bare = Persona.build(scenarios.loads("receiver: {hostname: mx.example.org}\n"))
+    assert [p.name for p in bare.engine.policies_at(Stage.RCPT)] == ["local_recipients"]
