@@ -16,12 +16,12 @@ coroutines only because policies await the world (DNS, callouts).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .session import Client, Session
 from .verdict import Reply, Stage, Verdict
@@ -44,9 +44,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 Fields = dict[str, str | bool | None]
 
 
-@dataclass(frozen=True)
-class Step:
-    """What the transport does after an event."""
+class Step(NamedTuple):
+    """What the transport does after an event (a tuple: made for every command)."""
 
     #: The reply to send; None: the command's normal reply (the transport's own).
     reply: Reply | None = None
@@ -127,18 +126,20 @@ class Conversation:
         """CONNECT: the greeting, or the refusal that replaces it (RFC 5321 §3.1 lets a
         server answer 554 at connect). Refused without delay_reject, every later command
         but QUIT gets that reply too (`refusal`)."""
-        decision = await self._run(Stage.CONNECT)
+        state = self.session
+        assert state is not None, "open() first"
+        decision = self._took(await self.engine.run(Stage.CONNECT, state, self.ctx))
         if decision.reply is None:
-            banner = self.settings.banner.format(hostname=self.settings.hostname)
-            return Step(Reply(220, None, (banner,)))
+            return Step(_greeting(self.settings.banner, self.settings.hostname))
         if decision.close:
             return self._decided(decision)
-        self._state().refused = decision.sent
+        state.refused = decision.sent
         return Step(decision.reply)
 
     def command(self, verb: str) -> Reply | None:
         """A command is about to be handled: its reply if the session is refused."""
-        state = self._state()
+        state = self.session
+        assert state is not None, "open() first"
         state.command = verb
         refused = state.refused
         if refused is not None and verb != "QUIT":
@@ -147,7 +148,8 @@ class Conversation:
 
     def line(self, text: str, *, bare_lf: bool, known: bool) -> None:
         """A command line arrived (`known`: its verb is a command the transport has)."""
-        state = self._state()
+        state = self.session
+        assert state is not None, "open() first"
         if bare_lf:
             state.bare_lf = True
         if not known:
@@ -159,7 +161,9 @@ class Conversation:
         if not self._pending_unknown:
             return PROCEED
         self._pending_unknown = False
-        decision = await self._run(Stage.UNKNOWN)
+        state = self.session
+        assert state is not None, "open() first"
+        decision = self._took(await self.engine.run(Stage.UNKNOWN, state, self.ctx))
         return self._decided(decision) if decision.reply is not None else PROCEED
 
     def tls_started(self) -> None:
@@ -170,20 +174,22 @@ class Conversation:
     async def hello(self, verb: str, name: str | None) -> Step:
         """HELO/EHLO: policies see every earlier accepted name in helo_history, the new
         one in helo. PROCEED: the transport answers, then tells `hello_done`."""
-        state = self._state()
+        state = self.session
+        assert state is not None, "open() first"
         self._hello_before = (state.helo, state.helo_verb)
         if state.helo:
             state.helo_history.append(state.helo)
         state.helo, state.helo_verb = (name or "").strip(), verb
         self._hello_held = state.delayed.pop(Stage.HELO, None)
-        decision = await self._run(Stage.HELO)
+        decision = self._took(await self.engine.run(Stage.HELO, state, self.ctx))
         if decision.reply is None:
             return PROCEED
         self.hello_done(False)
         return self._decided(decision)
 
     def hello_done(self, accepted: bool) -> None:
-        state = self._state()
+        state = self.session
+        assert state is not None, "open() first"
         if accepted:
             self.helo_accepted = True
             state.esmtp = state.helo_verb == "EHLO"
@@ -201,12 +207,13 @@ class Conversation:
 
     # -- the envelope -------------------------------------------------------------------
     async def mail(self, address: str, options: list[str]) -> Step:
-        state = self._state()
+        state = self.session
+        assert state is not None, "open() first"
         state.reset_transaction()
         state.mail_from = "" if address == "<>" else address
         state.mail_options = options
         state.smtputf8 = "SMTPUTF8" in options
-        decision = await self._run(Stage.MAIL)
+        decision = self._took(await self.engine.run(Stage.MAIL, state, self.ctx))
         if decision.reply is not None:
             state.mail_from = None
             return self._decided(decision)
@@ -214,7 +221,8 @@ class Conversation:
         return Step(_OK_MAIL)
 
     async def rcpt(self, address: str) -> Step:
-        state = self._state()
+        state = self.session
+        assert state is not None, "open() first"
         state.rcpt = address
         state.counters.rcpts_tried += 1
         decision = None
@@ -225,7 +233,7 @@ class Conversation:
             decision = self._refuse("TOO_MANY_RECIPIENTS", Stage.RCPT, reason)
         if decision is None or decision.reply is None:
             # Unknown users too: local_recipients ends the chain (persona.py).
-            decision = await self._run(Stage.RCPT)
+            decision = self._took(await self.engine.run(Stage.RCPT, state, self.ctx))
         if decision.reply is not None:
             state.counters.bad_rcpts += 1
             return self._decided(decision)
@@ -235,18 +243,20 @@ class Conversation:
     async def data(self) -> Step:
         """DATA, before its 354: the DATA stage may refuse (PROCEED: the transport goes
         on with its own checks and the 354)."""
-        if not (self.helo_accepted and self._state().rcpts):
+        state = self.session
+        if not (self.helo_accepted and state is not None and state.rcpts):
             return PROCEED
-        decision = await self._run(Stage.DATA)
+        decision = self._took(await self.engine.run(Stage.DATA, state, self.ctx))
         return self._decided(decision) if decision.reply is not None else PROCEED
 
     async def message(self, raw: bytes) -> Step:
         """End of data. PROCEED: store `stored_form(raw)`, then `queued` or `queue_failed`."""
-        state = self._state()
+        state = self.session
+        assert state is not None, "open() first"
         state.message = raw
         state.bare_lf = state.bare_lf or _has_bare_lf(raw)
         self.note(f"message data: {len(raw)} octets" + (", bare LF" if state.bare_lf else ""))
-        decision = await self._run(Stage.EOD)
+        decision = self._took(await self.engine.run(Stage.EOD, state, self.ctx))
         if decision.reply is not None:
             state.reset_transaction()
             return self._decided(decision)
@@ -254,13 +264,15 @@ class Conversation:
 
     def stored_form(self, raw: bytes) -> bytes:
         """The message as kept: with the header lines policies added (Received-SPF, ...)."""
-        headers = self._state().add_headers
+        assert self.session is not None, "open() first"
+        headers = self.session.add_headers
         if not headers:
             return raw
         return "".join(f"{h}\r\n" for h in headers).encode() + raw
 
     def queued(self, queue_id: str) -> Step:
-        state = self._state()
+        state = self.session
+        assert state is not None, "open() first"
         state.counters.messages += 1
         # Postfix resets its error and junk counts once mail is delivered.
         state.counters.errors = 0
@@ -279,11 +291,12 @@ class Conversation:
     async def junk(self, stage: Stage) -> Step:
         """A non-mail command: counted, and its stage may object (PROCEED: the transport
         answers it; after RSET, `reset`)."""
-        state = self._state()
+        state = self.session
+        assert state is not None, "open() first"
         if stage is Stage.RSET:
             state.counters.rsets += 1
         state.counters.junk += 1
-        decision = await self._run(stage)
+        decision = self._took(await self.engine.run(stage, state, self.ctx))
         return self._decided(decision) if decision.reply is not None else PROCEED
 
     def reset(self) -> None:
@@ -294,7 +307,8 @@ class Conversation:
         """A reply's last line went out: count 4xx/5xx and let the ERROR stage answer."""
         if code < 400:
             return PROCEED
-        state = self._state()
+        state = self.session
+        assert state is not None, "open() first"
         state.counters.errors += 1
         if code >= 500:
             state.counters.rejections += 1
@@ -308,7 +322,7 @@ class Conversation:
         if self.closing:
             return PROCEED
         try:
-            decision = await self._run(Stage.ERROR)
+            decision = self._took(await self.engine.run(Stage.ERROR, state, self.ctx))
         except Exception:
             # The reply is out; a failing policy here must not end the session (this may
             # be the reply to an earlier failure: nothing would catch it).
@@ -329,7 +343,8 @@ class Conversation:
     async def xclient(self, arg: str | None, *, trusted: bool) -> Step:
         """XCLIENT: the refusal, or PROCEED from a `trusted` peer: the session has its new
         identity, and the transport greets again (`connect`: CONNECT runs again)."""
-        state = self._state()
+        state = self.session
+        assert state is not None, "open() first"
         if not trusted:
             return Step(_XCLIENT_DENIED)
         if state.mail_from is not None:
@@ -377,7 +392,8 @@ class Conversation:
     # -- the end ------------------------------------------------------------------------
     def end(self, *, in_data: bool, stopping: bool) -> str:
         """The line closed: record what was decided and never sent; the session's outcome."""
-        state = self._state()
+        state = self.session
+        assert state is not None, "open() first"
         cut = not self.quit and (in_data or state.mail_from is not None or stopping)
         if not self.quit:
             self.note("connection closed" if not cut else "connection lost: session aborted")
@@ -394,8 +410,8 @@ class Conversation:
         return "idle"
 
     # -- the engine ---------------------------------------------------------------------
-    async def _run(self, stage: Stage) -> Decision:
-        decision = await self.engine.run(stage, self._state(), self.ctx)
+    def _took(self, decision: Decision) -> Decision:
+        """Record what a stage decided (not a coroutine of its own: the hot path)."""
         for verdict in decision.verdicts:
             self._record(verdict)
         if decision.would_reply_at:
@@ -406,7 +422,8 @@ class Conversation:
         decision = self.engine.refuse(self.smtpd, outcome, stage, self._state(), self.ctx, reason)
         for verdict in decision.verdicts:
             self._record(verdict)
-        self.would_reply_at.update(decision.would_reply_at)
+        if decision.would_reply_at:
+            self.would_reply_at.update(decision.would_reply_at)
         return decision
 
     def _record(self, verdict: Verdict) -> None:
@@ -421,6 +438,11 @@ class Conversation:
         if decision.close:
             self.closing = True
         return Step(decision.reply, decision.close)
+
+
+@functools.lru_cache(maxsize=64)
+def _greeting(banner: str, hostname: str) -> Reply:
+    return Reply(220, None, (banner.format(hostname=hostname),))
 
 
 def _has_bare_lf(raw: bytes) -> bool:

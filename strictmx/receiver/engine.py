@@ -56,7 +56,12 @@ class Decision:
     sent: Verdict | None = None
     #: warn_only: the stage each objection's reply would be sent at were the receiver to
     #: refuse, by id(verdict) -- delay_reject and each entry's override applied.
-    would_reply_at: dict[int, Stage] = field(default_factory=dict)
+    would_reply_at: dict[int, Stage] | None = None  # made only in warn_only (hot path)
+
+    def would_reply(self, verdict: Verdict, stage: Stage) -> None:
+        if self.would_reply_at is None:
+            self.would_reply_at = {}
+        self.would_reply_at[id(verdict)] = stage
 
 
 def is_always_accepted(rcpt: str | None) -> bool:
@@ -101,7 +106,7 @@ class Engine:
                 if verdict.objection:
                     verdict.warned = True
                     waits = self.delays(policy, verdict)
-                    decision.would_reply_at[id(verdict)] = Stage.RCPT if waits else stage
+                    decision.would_reply(verdict, Stage.RCPT if waits else stage)
                 decision.verdicts.append(verdict)
                 continue
             decision.verdicts.append(verdict)
@@ -133,7 +138,7 @@ class Engine:
         if self.settings.warn_only:
             verdict.warned = True
             decision.verdicts.append(verdict)
-            decision.would_reply_at[id(verdict)] = stage
+            decision.would_reply(verdict, stage)
             return decision
         self._send(decision, verdict, stage)
         return decision

@@ -99,9 +99,12 @@ Chains = dict[Stage, list[Policy[PolicyOptions]]]
 def _with_builtins(chains: Chains, settings: ReceiverSettings) -> Chains:
     """The chains with Postfix's implicit reject_unlisted_recipient: `local_recipients`
     at the end of RCPT unless the scenario lists it where it wants it; every entry that
-    names no table of its own uses the receiver's `local_recipients`."""
-    rcpt = chains.setdefault(Stage.RCPT, [])
-    if not any(isinstance(p, LocalRecipients) for p in rcpt):
+    names no table of its own uses the receiver's `local_recipients`. A table of `*`
+    alone (the default) lets every address in: then there is nothing to add."""
+    rcpt = chains.get(Stage.RCPT, [])
+    listed = any(isinstance(p, LocalRecipients) for p in rcpt)
+    if not listed and list(settings.local_recipients) != ["*"]:
+        rcpt = chains.setdefault(Stage.RCPT, rcpt)
         implicit: Policy[PolicyOptions] = LocalRecipients(LocalRecipientsOptions())  # type: ignore[assignment]
         rcpt.append(implicit)
     for policy in rcpt:

@@ -278,11 +278,10 @@ class StrictSMTP(SMTP):
         text = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
         self._record("in", text)
         verb = text.split(" ", 1)[0].upper()
-        self.conv.line(
-            text,
-            bare_lf=not raw.endswith(b"\r\n") and raw.endswith(b"\n"),
-            known=not verb or verb in self._smtp_methods,
-        )
+        bare_lf = not raw.endswith(b"\r\n") and raw.endswith(b"\n")
+        known = not verb or verb in self._smtp_methods
+        if bare_lf or not known:  # an ordinary line changes nothing: no call (hot path)
+            self.conv.line(text, bare_lf=bare_lf, known=known)
 
     def note_in(self, text: str) -> None:
         if self.state is not None:
@@ -366,13 +365,13 @@ class StrictSMTP(SMTP):
         if state is None:
             return
         self._record("out", line)
-        if head and head.group(2) == " ":
+        if head and head.group(2) == " " and head.group(1)[0] in "45":
             step = await self.conv.sent(int(head.group(1)))
             if step.reply is not None:
                 await self._send_step(step)
 
     async def _send_reply(self, reply: Reply) -> None:
-        for line in reply.wire_lines(enhanced=self.settings.enhanced_status_codes):
+        for line in _wire_lines(reply, self.settings.enhanced_status_codes):
             await self._write(line)
 
     async def _send_step(self, step: Step) -> None:
@@ -573,7 +572,7 @@ class StrictSMTP(SMTP):
         """aiosmtpd pushes a hook's return value itself (one line): the lines before the
         last are written here; closing must wait for aiosmtpd's push."""
         assert step.reply is not None
-        lines = step.reply.wire_lines(enhanced=self.settings.enhanced_status_codes)
+        lines = _wire_lines(step.reply, self.settings.enhanced_status_codes)
         for line in lines[:-1]:
             await self._write(line)
         if step.close:
@@ -652,6 +651,12 @@ def _parse_path(arg: str, local_part_limit: int) -> tuple[str | None, str | None
     if local_part_limit and len(address.rpartition("@")[0]) > local_part_limit:
         return None, None
     return address, rest
+
+
+@functools.lru_cache(maxsize=1024)
+def _wire_lines(reply: Reply, enhanced: bool) -> tuple[str, ...]:
+    """A reply's wire lines; most replies are the same few values, rendered once."""
+    return tuple(reply.wire_lines(enhanced=enhanced))
 
 
 @functools.lru_cache(maxsize=256)

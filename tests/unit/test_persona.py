@@ -84,7 +84,10 @@ async def test_receiver_swap_builds_a_new_persona_and_keeps_history() -> None:
 
 def test_local_recipients_is_implicit_at_the_end_of_rcpt_unless_listed() -> None:
     implicit = Persona.build(
-        scenarios.loads("policies: {rcpt: [{policy: session_limits}]}\n")
+        scenarios.loads(
+            "receiver: {local_recipients: ['bob@*']}\n"
+            "policies: {rcpt: [{policy: session_limits}]}\n"
+        )
     ).engine.policies_at(Stage.RCPT)
     assert [p.name for p in implicit] == ["session_limits", "local_recipients"]
     listed = Persona.build(
@@ -93,6 +96,9 @@ def test_local_recipients_is_implicit_at_the_end_of_rcpt_unless_listed() -> None
         )
     ).engine.policies_at(Stage.RCPT)
     assert [p.name for p in listed] == ["local_recipients", "session_limits"]
-    # No RCPT list at all: still checked, as Postfix's reject_unlisted_recipient.
-    bare = Persona.build(scenarios.loads("receiver: {hostname: mx.example.org}\n"))
+    # No RCPT list at all: still checked, as Postfix's reject_unlisted_recipient...
+    bare = Persona.build(scenarios.loads("receiver: {local_recipients: ['bob@*']}\n"))
     assert [p.name for p in bare.engine.policies_at(Stage.RCPT)] == ["local_recipients"]
+    # ... unless the table lets every address in (the default): nothing to check.
+    everyone = Persona.build(scenarios.loads("receiver: {hostname: mx.example.org}\n"))
+    assert everyone.engine.policies_at(Stage.RCPT) == ()
