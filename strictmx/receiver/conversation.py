@@ -60,6 +60,8 @@ PROCEED = Step()
 _OK_MAIL = Reply(250, "2.1.0", ("Ok",))
 _OK_RCPT = Reply(250, "2.1.5", ("Ok",))
 _QUEUE_ERROR = Reply(451, "4.3.0", ("Error: queue file write error",))
+_STEP_OK_MAIL = Step(_OK_MAIL)
+_STEP_OK_RCPT = Step(_OK_RCPT)
 # XCLIENT (Postfix smtpd.c xclient_cmd).
 _XCLIENT_DENIED = Reply(550, "5.7.0", ("Error: insufficient authorization",))
 _XCLIENT_IN_MAIL = Reply(503, "5.5.1", ("Error: MAIL transaction in progress",))
@@ -218,7 +220,7 @@ class Conversation:
             state.mail_from = None
             return self._decided(decision)
         self.fields["mail_from"] = state.mail_from
-        return Step(_OK_MAIL)
+        return _STEP_OK_MAIL
 
     async def rcpt(self, address: str) -> Step:
         state = self.session
@@ -238,7 +240,7 @@ class Conversation:
             state.counters.bad_rcpts += 1
             return self._decided(decision)
         state.rcpts.append(address)
-        return Step(_OK_RCPT)
+        return _STEP_OK_RCPT
 
     async def data(self) -> Step:
         """DATA, before its 354: the DATA stage may refuse (PROCEED: the transport goes

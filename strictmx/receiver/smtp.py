@@ -376,7 +376,8 @@ class StrictSMTP(SMTP):
 
     async def _send_step(self, step: Step) -> None:
         assert step.reply is not None
-        await self._send_reply(step.reply)
+        for line in _wire_lines(step.reply, self.settings.enhanced_status_codes):
+            await self._write(line)
         if step.close:
             self._close()
 
@@ -523,7 +524,10 @@ class StrictSMTP(SMTP):
             log.error("journal refused message of session %s: %s", state.id, exc)
             step = self.conv.queue_failed(f"the journal could not keep it ({type(exc).__name__})")
             return await self._hook_reply(step)
-        return await self._hook_reply(self.conv.queued(f"{state.id}-{n}"))
+        queued = self.conv.queued(f"{state.id}-{n}").reply
+        assert queued is not None
+        # One line, new for every message: rendered here, not through the reply cache.
+        return queued.wire_lines(enhanced=self.settings.enhanced_status_codes)[-1]
 
     async def _on_rset(self, method: Command, arg: str | None) -> None:
         if await self._junk(Stage.RSET, method, arg):
