@@ -130,7 +130,9 @@ class Conversation:
         but QUIT gets that reply too (`refusal`)."""
         state = self.session
         assert state is not None, "open() first"
-        decision = self._took(await self.engine.run(Stage.CONNECT, state, self.ctx))
+        decision = await self.engine.run(Stage.CONNECT, state, self.ctx)
+        if decision.verdicts or decision.would_reply_at:
+            self._took(decision)
         if decision.reply is None:
             return Step(_greeting(self.settings.banner, self.settings.hostname))
         if decision.close:
@@ -165,7 +167,9 @@ class Conversation:
         self._pending_unknown = False
         state = self.session
         assert state is not None, "open() first"
-        decision = self._took(await self.engine.run(Stage.UNKNOWN, state, self.ctx))
+        decision = await self.engine.run(Stage.UNKNOWN, state, self.ctx)
+        if decision.verdicts or decision.would_reply_at:
+            self._took(decision)
         return self._decided(decision) if decision.reply is not None else PROCEED
 
     def tls_started(self) -> None:
@@ -183,7 +187,9 @@ class Conversation:
             state.helo_history.append(state.helo)
         state.helo, state.helo_verb = (name or "").strip(), verb
         self._hello_held = state.delayed.pop(Stage.HELO, None)
-        decision = self._took(await self.engine.run(Stage.HELO, state, self.ctx))
+        decision = await self.engine.run(Stage.HELO, state, self.ctx)
+        if decision.verdicts or decision.would_reply_at:
+            self._took(decision)
         if decision.reply is None:
             return PROCEED
         self.hello_done(False)
@@ -215,7 +221,9 @@ class Conversation:
         state.mail_from = "" if address == "<>" else address
         state.mail_options = options
         state.smtputf8 = "SMTPUTF8" in options
-        decision = self._took(await self.engine.run(Stage.MAIL, state, self.ctx))
+        decision = await self.engine.run(Stage.MAIL, state, self.ctx)
+        if decision.verdicts or decision.would_reply_at:
+            self._took(decision)
         if decision.reply is not None:
             state.mail_from = None
             return self._decided(decision)
@@ -235,7 +243,9 @@ class Conversation:
             decision = self._refuse("TOO_MANY_RECIPIENTS", Stage.RCPT, reason)
         if decision is None or decision.reply is None:
             # Unknown users too: local_recipients ends the chain (persona.py).
-            decision = self._took(await self.engine.run(Stage.RCPT, state, self.ctx))
+            decision = await self.engine.run(Stage.RCPT, state, self.ctx)
+            if decision.verdicts or decision.would_reply_at:
+                self._took(decision)
         if decision.reply is not None:
             state.counters.bad_rcpts += 1
             return self._decided(decision)
@@ -248,7 +258,9 @@ class Conversation:
         state = self.session
         if not (self.helo_accepted and state is not None and state.rcpts):
             return PROCEED
-        decision = self._took(await self.engine.run(Stage.DATA, state, self.ctx))
+        decision = await self.engine.run(Stage.DATA, state, self.ctx)
+        if decision.verdicts or decision.would_reply_at:
+            self._took(decision)
         return self._decided(decision) if decision.reply is not None else PROCEED
 
     async def message(self, raw: bytes) -> Step:
@@ -258,7 +270,9 @@ class Conversation:
         state.message = raw
         state.bare_lf = state.bare_lf or _has_bare_lf(raw)
         self.note(f"message data: {len(raw)} octets" + (", bare LF" if state.bare_lf else ""))
-        decision = self._took(await self.engine.run(Stage.EOD, state, self.ctx))
+        decision = await self.engine.run(Stage.EOD, state, self.ctx)
+        if decision.verdicts or decision.would_reply_at:
+            self._took(decision)
         if decision.reply is not None:
             state.reset_transaction()
             return self._decided(decision)
@@ -298,7 +312,9 @@ class Conversation:
         if stage is Stage.RSET:
             state.counters.rsets += 1
         state.counters.junk += 1
-        decision = self._took(await self.engine.run(stage, state, self.ctx))
+        decision = await self.engine.run(stage, state, self.ctx)
+        if decision.verdicts or decision.would_reply_at:
+            self._took(decision)
         return self._decided(decision) if decision.reply is not None else PROCEED
 
     def reset(self) -> None:
@@ -324,7 +340,9 @@ class Conversation:
         if self.closing:
             return PROCEED
         try:
-            decision = self._took(await self.engine.run(Stage.ERROR, state, self.ctx))
+            decision = await self.engine.run(Stage.ERROR, state, self.ctx)
+            if decision.verdicts or decision.would_reply_at:
+                self._took(decision)
         except Exception:
             # The reply is out; a failing policy here must not end the session (this may
             # be the reply to an earlier failure: nothing would catch it).

@@ -482,7 +482,8 @@ class StrictSMTP(SMTP):
         if step.reply is not None and step.reply.code < 300:
             self._env().mail_from = address
             self._env().mail_options.extend(options)
-        return await self._hook_reply(step)
+        line = self._one_line(step)
+        return line if line is not None else await self._hook_reply(step)
 
     async def on_rcpt(self, address: str, options: list[str]) -> str:
         self._rcpts.append(address)
@@ -490,7 +491,8 @@ class StrictSMTP(SMTP):
         if step.reply is not None and step.reply.code < 300:
             self._env().rcpt_tos.append(address)
             self._env().rcpt_options.extend(options)
-        return await self._hook_reply(step)
+        line = self._one_line(step)
+        return line if line is not None else await self._hook_reply(step)
 
     async def _on_data(self, method: Command, arg: str | None) -> None:
         if not arg:
@@ -509,7 +511,8 @@ class StrictSMTP(SMTP):
         assert state is not None
         step = await self.conv.message(raw)
         if step.reply is not None:
-            return await self._hook_reply(step)
+            line = self._one_line(step)
+            return line if line is not None else await self._hook_reply(step)
         raw = self.conv.stored_form(raw)
         self._flush()  # the transcript up to here is committed with the message
         try:
@@ -523,7 +526,8 @@ class StrictSMTP(SMTP):
         except Exception as exc:  # the journal cannot keep it: never claim we took it
             log.error("journal refused message of session %s: %s", state.id, exc)
             step = self.conv.queue_failed(f"the journal could not keep it ({type(exc).__name__})")
-            return await self._hook_reply(step)
+            line = self._one_line(step)
+            return line if line is not None else await self._hook_reply(step)
         queued = self.conv.queued(f"{state.id}-{n}").reply
         assert queued is not None
         # One line, new for every message: rendered here, not through the reply cache.
@@ -571,6 +575,13 @@ class StrictSMTP(SMTP):
     def _ok(self, line: str) -> str:
         """A reply of our own, with or without its enhanced code as the persona sends."""
         return _render(line, self.settings.enhanced_status_codes)
+
+    def _one_line(self, step: Step) -> str | None:
+        """A hook's reply when it is one line and does not close (an acceptance, most
+        refusals): aiosmtpd sends it, and no coroutine of `_hook_reply` is needed."""
+        assert step.reply is not None
+        lines = _wire_lines(step.reply, self.settings.enhanced_status_codes)
+        return lines[0] if len(lines) == 1 and not step.close else None
 
     async def _hook_reply(self, step: Step) -> str:
         """aiosmtpd pushes a hook's return value itself (one line): the lines before the
