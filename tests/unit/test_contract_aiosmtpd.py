@@ -40,7 +40,7 @@ PRIVATE = {
 _OWN = re.compile(
     r"_(write|send_step|send_reply|conn|env|record|hook_reply|held|greeted|proxied|protocol|"
     r"now|lines|junk|close|rcpts|ok|in_data|flush|ehlo|reply_open|may_xclient|hello|greet|"
-    r"ended|render|wire_lines|parse_path|on_[a-z]+|journal_verdict|end_session|command|begin_session|"
+    r"ended|render|wire_lines|one_line|parse_path|on_[a-z]+|journal_verdict|end_session|command|begin_session|"
     r"aiosmtpd_greeting|handlers|flush_lines|control|reply_head|hooks|commands|recording_reader|"
     r"internal_error(_close)?|aiosmtpd_names)"
 )
