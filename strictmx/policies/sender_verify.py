@@ -212,6 +212,7 @@ class SenderVerify(Policy[SenderVerifyOptions]):
     summary = "The envelope sender's own MX must accept it (SMTP callout)"
     stages = frozenset({Stage.MAIL, Stage.RCPT})
     Options = SenderVerifyOptions
+    calls_out = True
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(
             "SENDER_UNVERIFIED",

@@ -1,8 +1,9 @@
 """`strictmx check`: one envelope and message against a scenario, offline, in warn_only.
 
-No SMTP client and no listening socket: the engine runs stage by stage (CONNECT, HELO,
-MAIL, each RCPT, DATA, EOD) on a `Session` built from the arguments, with the scenario's
-world, so DNS, the clock and callouts answer as they would for `strictmx serve`.
+No SMTP client and no listening socket: the conversation `serve` runs goes stage by
+stage (CONNECT, HELO, MAIL, each RCPT, DATA, EOD) for a client built from the arguments,
+with the scenario's world, so DNS, the clock and callouts answer as they would for
+`strictmx serve`.
 warn_only makes every policy run and every objection count: one run lists everything a
 strict receiver would refuse, each with the reply it would send, the stage that reply
 would answer, and the fix.
@@ -15,6 +16,7 @@ import asyncio
 import ipaddress
 import json
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,15 +24,13 @@ from typing import Any
 
 from . import junit
 from . import scenario as scenarios
-from .engine import Engine, EngineSettings
+from .conversation import Conversation
 from .expect import as_sent
 from .fixes import fix_for
-from .policy import ClientHistory, Context
+from .persona import Persona
 from .scenario import Scenario, ScenarioError
-from .session import Client, Session
-from .verdict import DELAYABLE_STAGES, Action, Stage, Verdict
-from .world import World
-from .world.callout import Callout
+from .session import Client
+from .verdict import Stage, Verdict
 
 EXIT_CLEAN, EXIT_OBJECTED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -95,19 +95,13 @@ class Report:
 
 
 async def evaluate(scenario: Scenario, envelope: Envelope) -> Report:
-    """Run every stage's policies in warn_only and collect the objections."""
-    world = World.from_config(scenario.world)
-    settings = scenario.receiver
-    engine = Engine(
-        scenario.chains(),
-        EngineSettings(
-            delay_reject=settings.delay_reject, warn_only=True, soft_bounce=settings.soft_bounce
-        ),
-    )
-    callout = Callout.for_scenario(scenario, world)
-    ctx = Context(
-        world=world, hostname=settings.hostname, history=ClientHistory(), callout=callout
-    ).for_session()
+    """Run every stage's policies in warn_only and collect the objections.
+
+    The same `Conversation` as `serve` drives the session, so each objection's stage is
+    the one serve would answer with its reply (delay_reject and each entry's override).
+    """
+    persona = Persona.build(scenario, warn_only=True)
+    world, callout = persona.world, persona.callout
     identity = world.clients.lookup(envelope.client_ip)
     client = Client(
         peer=envelope.client_ip,
@@ -115,46 +109,43 @@ async def evaluate(scenario: Scenario, envelope: Envelope) -> Report:
         name=identity.name,
         via="world" if identity.address != envelope.client_ip or identity.name else "socket",
     )
-    session = Session(client, started=world.clock.now())
     report = Report(scenario, envelope, client)
     docs = {(e.cls.name, o.id): o.doc for e in scenario.entries for o in e.cls.outcomes}
+    decided: list[Verdict] = []
+    conv = Conversation(persona, persona.context.for_session(), record=decided.append)
+    conv.open(client, world.clock.now())
 
-    async def stage(at: Stage) -> None:
-        for policy in engine.policies_at(at):
+    async def stage(at: Stage, event: Awaitable[object]) -> None:
+        for policy in persona.engine.policies_at(at):
             if (at, policy.name) not in report.ran:
                 report.ran.append((at, policy.name))
-        decision = await engine.run(at, session, ctx)
-        for verdict in decision.verdicts:
+        await event
+        for verdict in decided:
             if verdict.objection:
-                _add(report, verdict, docs.get((verdict.policy, verdict.outcome), ""))
+                doc = docs.get((verdict.policy, verdict.outcome), "")
+                _add(report, verdict, doc, conv.would_reply_at.get(id(verdict), verdict.stage))
+        decided.clear()
 
     if callout is not None:
         await callout.start()
     try:
-        await stage(Stage.CONNECT)
-        session.helo = envelope.helo
-        session.helo_verb, session.esmtp = "EHLO", True
-        await stage(Stage.HELO)
-        session.mail_from = envelope.mail_from
-        session.mail_options = ["SMTPUTF8"] if envelope.smtputf8 else []
-        session.smtputf8 = envelope.smtputf8
-        await stage(Stage.MAIL)
+        await stage(Stage.CONNECT, conv.connect())
+        await stage(Stage.HELO, conv.hello("EHLO", envelope.helo))
+        conv.hello_done(True)  # warn_only: nothing is refused
+        options = ["SMTPUTF8"] if envelope.smtputf8 else []
+        await stage(Stage.MAIL, conv.mail(envelope.mail_from, options))
         for rcpt in envelope.rcpts:
-            session.rcpt = rcpt
-            session.counters.rcpts_tried += 1
-            await stage(Stage.RCPT)
-            session.rcpts.append(rcpt)
-        await stage(Stage.DATA)
+            await stage(Stage.RCPT, conv.rcpt(rcpt))
+        await stage(Stage.DATA, conv.data())
         if envelope.message is not None:
-            session.message = envelope.message
-            await stage(Stage.EOD)
+            await stage(Stage.EOD, conv.message(envelope.message))
     finally:
         if callout is not None:
             await callout.stop()
     return report
 
 
-def _add(report: Report, verdict: Verdict, doc: str) -> None:
+def _add(report: Report, verdict: Verdict, doc: str, replied_at: Stage) -> None:
     settings = report.scenario.receiver
     assert verdict.reply is not None  # an objection always carries its reply
     reply = verdict.reply.wire_lines(enhanced=settings.enhanced_status_codes)
@@ -165,12 +156,6 @@ def _add(report: Report, verdict: Verdict, doc: str) -> None:
         for o in report.objections
     ):
         return
-    delayed = (
-        settings.delay_reject
-        and verdict.stage in DELAYABLE_STAGES
-        and verdict.action is not Action.DISCONNECT
-    )
-    replied_at = Stage.RCPT if delayed else verdict.stage
     fix = fix_for(verdict.policy, verdict.outcome, doc)
     report.objections.append(Objection(verdict, reply, replied_at, fix))
 

@@ -54,10 +54,14 @@ class Decision:
     verdicts: list[Verdict] = field(default_factory=list)
     #: The verdict whose reply is sent now, if any.
     sent: Verdict | None = None
+    #: warn_only: the stage each objection's reply would be sent at were the receiver to
+    #: refuse, by id(verdict) -- delay_reject and each entry's override applied.
+    would_reply_at: dict[int, Stage] | None = None  # made only in warn_only (hot path)
 
-    @property
-    def refused(self) -> bool:
-        return self.reply is not None and self.reply.code >= 400
+    def would_reply(self, verdict: Verdict, stage: Stage) -> None:
+        if self.would_reply_at is None:
+            self.would_reply_at = {}
+        self.would_reply_at[id(verdict)] = stage
 
 
 def is_always_accepted(rcpt: str | None) -> bool:
@@ -101,17 +105,14 @@ class Engine:
             if self.settings.warn_only:
                 if verdict.objection:
                     verdict.warned = True
+                    waits = self.delays(policy, verdict)
+                    decision.would_reply(verdict, Stage.RCPT if waits else stage)
                 decision.verdicts.append(verdict)
                 continue
             decision.verdicts.append(verdict)
             if verdict.action is Action.PERMIT:
                 break
-            delay = policy.delay_reject
-            if (
-                (self.settings.delay_reject if delay is None else delay)
-                and stage in DELAYABLE_STAGES
-                and verdict.action is not Action.DISCONNECT
-            ):
+            if self.delays(policy, verdict):
                 # Journaled when a RCPT carries it (or at the end, as never sent).
                 decision.verdicts.remove(verdict)
                 session.delayed.setdefault(stage, verdict)
@@ -119,6 +120,37 @@ class Engine:
             self._send(decision, verdict, stage)
             break
         return decision
+
+    def refuse(
+        self,
+        policy: Policy[PolicyOptions],
+        outcome_id: str,
+        stage: Stage,
+        session: Session,
+        ctx: Context,
+        reason: str,
+    ) -> Decision:
+        """A refusal the conversation decides itself (the `smtpd` policy's outcomes),
+        made like any verdict: the entry's reply, soft_bounce, warn_only."""
+        verdict = policy.verdict(outcome_id, stage, session, ctx, reason)
+        self._soften(verdict)
+        decision = Decision()
+        if self.settings.warn_only:
+            verdict.warned = True
+            decision.verdicts.append(verdict)
+            decision.would_reply(verdict, stage)
+            return decision
+        self._send(decision, verdict, stage)
+        return decision
+
+    def delays(self, policy: Policy[PolicyOptions], verdict: Verdict) -> bool:
+        """Whether `verdict` waits for a RCPT (delay_reject, or the entry's own override)."""
+        delay = policy.delay_reject
+        return (
+            (self.settings.delay_reject if delay is None else delay)
+            and verdict.stage in DELAYABLE_STAGES
+            and verdict.action is not Action.DISCONNECT
+        )
 
     async def _check(
         self, policy: Policy[PolicyOptions], stage: Stage, session: Session, ctx: Context
@@ -133,11 +165,15 @@ class Engine:
             if len(self._passes) >= PASSES_MAX:
                 self._passes.clear()
             self._passes.add(key)
-        if verdict is not None and verdict.reply is not None and self.settings.soft_bounce:
+        if verdict is not None:
+            self._soften(verdict)
+        return verdict
+
+    def _soften(self, verdict: Verdict) -> None:
+        if verdict.reply is not None and self.settings.soft_bounce:
             verdict.reply = verdict.reply.soft()
             if verdict.action is Action.REJECT:
                 verdict.action = Action.DEFER
-        return verdict
 
     @staticmethod
     def _send(decision: Decision, verdict: Verdict, stage: Stage) -> None:

@@ -124,6 +124,10 @@ class Policy(Generic[OptionsT]):
     #: on the session. The engine then remembers a pass for the same inputs (see Engine).
     pure: ClassVar[bool] = False
 
+    #: Whether `check` asks `ctx.callout`: a persona running such a policy gets a callout
+    #: client (and simulated MX hosts); one without gets none (ctx.callout is None).
+    calls_out: ClassVar[bool] = False
+
     #: Per-entry override of the receiver's delay_reject (None: follow the receiver), so a
     #: persona can refuse one check at once and delay the others (Exim's built-in HELO
     #: syntax check versus its RCPT ACL).

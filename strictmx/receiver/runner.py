@@ -253,7 +253,9 @@ def run(scenario: Scenario, base: Path | None = None) -> list[Check]:
                 seen.add(newest[0]["id"])
                 session = running.call(receiver.journal.session(newest[0]["id"]))
             verdicts = session["verdicts"] if session else []
-            sent = next((v for v in verdicts if v.get("replied_at") == observed.at), None)
+            # The last: earlier commands of the case may have been refused at that stage
+            # too (unknown users before the bad-recipient limit), each its own verdict.
+            sent = next((v for v in reversed(verdicts) if v.get("replied_at") == observed.at), None)
             check = compare(case, observed, sent)
             check.session, check.seconds = session, seconds
             checks.append(check)

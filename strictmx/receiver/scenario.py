@@ -39,7 +39,6 @@ host (`PUT /api/v1/scenario`). So:
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.resources
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -116,10 +115,6 @@ class ReceiverSettings(BaseModel):
     smtputf8: bool = Field(True, description="Advertise SMTPUTF8 (RFC 6531).")
     helo_required: bool = Field(True, description="Refuse MAIL before HELO/EHLO.")
     timeout: float = Field(300.0, gt=0, description="Idle seconds before the session is closed.")
-
-    def recipient_exists(self, address: str) -> bool:
-        addr = address.lower()
-        return any(fnmatch.fnmatchcase(addr, p.lower()) for p in self.local_recipients)
 
 
 class ScenarioModel(BaseModel):

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from .engine import Engine
 from .journal import DEFAULT_MAX_STORED_MESSAGE_BYTES, Journal
+from .persona import Persona
 from .policy import ClientHistory, Context
 from .scenario import Scenario
 from .smtp import StrictSMTP
@@ -73,17 +75,11 @@ class Receiver:
     options: ServerOptions = field(default_factory=ServerOptions)
 
     def __post_init__(self) -> None:
-        self.world = World.from_config(self.scenario.world)
-        self.engine = self.scenario.engine()
         self.history = ClientHistory()
-        # Sender-verify callouts and the simulated MX hosts they call (world.mailboxes).
-        self.callout = Callout.for_scenario(self.scenario, self.world)
-        self.context = Context(
-            world=self.world,
-            hostname=self.scenario.receiver.hostname,
-            history=self.history,
-            callout=self.callout,
-        )
+        self.persona = Persona.build(self.scenario, history=self.history)
+        # Sender-verify callouts and the simulated MX hosts they call (world.mailboxes),
+        # kept across swaps: a started responder serves the next persona too.
+        self.callout = self.persona.callout
         self.journal = Journal(
             self.options.db, max_stored_message_bytes=self.options.max_stored_message_bytes
         )
@@ -98,6 +94,19 @@ class Receiver:
         self.services: list[Service] = []
         # Callout clients replaced by a scenario swap: sessions under way may still use them.
         self._retired_callouts: list[Callout] = []
+
+    # -- the running persona -----------------------------------------------------------
+    @property
+    def world(self) -> World:
+        return self.persona.world
+
+    @property
+    def engine(self) -> Engine:
+        return self.persona.engine
+
+    @property
+    def context(self) -> Context:
+        return self.persona.context
 
     # -- what the SMTP layer asks -------------------------------------------------------
     @property
@@ -134,17 +143,19 @@ class Receiver:
 
     def use_scenario(self, scenario: Scenario) -> None:
         """Swap the persona for new sessions; sessions under way keep the old one."""
-        self.scenario = scenario
-        self.world = World.from_config(scenario.world)
-        self.engine = scenario.engine()
-        if self.callout is not None:  # a started responder keeps running for the new world
-            self.callout.use_world(self.world)
-        self.context = Context(
-            world=self.world,
-            hostname=scenario.receiver.hostname,
-            history=self.history,
-            callout=self.callout,
-        )
+        self.use_persona(Persona.build(scenario, history=self.history, callout=self.callout))
+
+    def use_persona(self, persona: Persona) -> None:
+        self.scenario = persona.scenario
+        self.persona = persona
+        if persona.callout is None:
+            pass
+        elif persona.callout is self.callout:
+            persona.callout.use_world(persona.world)  # its responder serves the new world
+        else:
+            if self.callout is not None:
+                self._retired_callouts.append(self.callout)
+            self.callout = persona.callout
 
     async def switch_scenario(self, scenario: Scenario) -> None:
         """`use_scenario` for a running receiver, with the servers its world needs.
@@ -157,11 +168,7 @@ class Receiver:
         ValueError: the world cannot be built (nothing changed); OSError: its DNS cannot
         be served (the old DNS server is stopped, the scenario unchanged).
         """
-        wanted = Callout.for_scenario(scenario, World.from_config(scenario.world))
-        running = self.callout
-        replace = wanted is not None and (
-            running is None or (running.responder is None and wanted.responder is not None)
-        )
+        persona = Persona.build(scenario, history=self.history, callout=self.callout)
         listen = self._dns_listen(scenario)
         if self.dns_server is not None:
             if listen == (self.dns_server.host, self.dns_server.requested_port):
@@ -172,12 +179,9 @@ class Receiver:
             server = DnsServer.from_config(scenario.world.dns, *listen)
             await server.start()
             self.dns_server = server
-        if replace and wanted is not None:
-            await wanted.start()
-            if running is not None:
-                self._retired_callouts.append(running)
-            self.callout = wanted
-        self.use_scenario(scenario)
+        if persona.callout is not None and persona.callout is not self.callout:
+            await persona.callout.start()
+        self.use_persona(persona)
         self._freeze_heap()
 
     def _freeze_heap(self) -> None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as AioSession
 
-from .engine import Decision, is_always_accepted
+from .conversation import XCLIENT_ATTRIBUTES, Conversation, Step
 from .session import Client, Session
 from .smtp_data import read_message
 from .verdict import Reply, Stage, Verdict, wire_safe
@@ -39,11 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-XCLIENT_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
-_XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 #: Buffered transcript lines that force a hand-over to the journal (long sessions).
 _FLUSH_LINES = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _REPLY_HEAD = re.compile(r"^([2-5][0-9][0-9])([ -])")
 
 Command = Callable[[str | None], Awaitable[None]]
@@ -140,23 +137,21 @@ class StrictSMTP(SMTP):
         )
         self.receiver = receiver
         self.settings = settings
-        self.engine = receiver.engine
-        self.ctx = receiver.context.for_session()
         self.journal = receiver.journal
+        self.conv = Conversation(
+            receiver.persona,
+            receiver.context.for_session(),
+            record=self._journal_verdict,
+            note=self.note,
+        )
         self.state: Session | None = None
         self._greeted = False
-        self._pending_unknown = False
         self._reply_open = False  # inside a multi-line reply
-        self._in_error_stage = False
-        self._closing = False  # the reply being written is the last: the line closes after it
         self._in_data = False
-        self._quit = False
         self._ended = False
-        self._journaled: set[int] = set()
         # Journal writes buffered until the next message commit or the session's end.
         self._lines: list[tuple[float, str, str]] = []
         self._rcpts: list[str] = []
-        self._fields: dict[str, str | bool | None] = {}
         self._proxied: tuple[str, int] | None = None
         self._smtp_methods = _Commands(self, {**self._smtp_methods, "XCLIENT": self.xclient})
         self._ehlo = False  # the next final 250 closes an EHLO reply
@@ -195,11 +190,12 @@ class StrictSMTP(SMTP):
             raise
         if problem is not None:
             await self.push(problem.value)
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            self.envelope = Envelope()  # as after any DATA
             return
         envelope.content = envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        # The handler's DATA hook, called with the arguments aiosmtpd's own call passes.
+        status = await self.event_handler.handle_DATA(self, self.session, envelope)
+        self.envelope = Envelope()
         await self.push(status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -217,8 +213,7 @@ class StrictSMTP(SMTP):
         if first:
             self.receiver.session_opened(self)
         elif self.state is not None:  # STARTTLS finished: same session, now encrypted
-            self.state.tls = True
-            self._fields["tls"] = True
+            self.conv.tls_started()
             self.note("TLS established")
             if injected:
                 self.note(f"{injected} octets sent in plaintext after STARTTLS discarded")
@@ -243,23 +238,21 @@ class StrictSMTP(SMTP):
         peer = self._conn().peer
         host, port = (peer[0], int(peer[1])) if isinstance(peer, tuple) else ("0.0.0.0", 0)
         source, via = (self._proxied, "proxy") if self._proxied else ((host, port), "socket")
-        identity = self.ctx.world.clients.lookup(source[0])
+        identity = self.conv.ctx.world.clients.lookup(source[0])
         mapped = identity.address != source[0] or identity.name is not None
-        state = Session(
-            Client(
-                peer=host,
-                peer_port=port,
-                address=identity.address,
-                name=identity.name,
-                port=source[1],
-                via="world" if mapped else via,
-            )
+        client = Client(
+            peer=host,
+            peer_port=port,
+            address=identity.address,
+            name=identity.name,
+            port=source[1],
+            via="world" if mapped else via,
         )
-        state.started = _now()
-        self.state = state
+        started = _now()
+        state = self.state = self.conv.open(client, started)
         self.journal.session_started(
             state.id,
-            started=state.started,
+            started=started,
             peer=host,
             peer_port=port,
             client_address=state.client.address,
@@ -274,41 +267,21 @@ class StrictSMTP(SMTP):
         if self._ended or self.state is None:
             return
         self._ended = True
-        state = self.state
-        cut = not self._quit and (
-            self._in_data or state.mail_from is not None or self.receiver.stopping
-        )
-        if not self._quit:
-            self.note("connection closed" if not cut else "connection lost: session aborted")
-        for verdict in state.delayed.values():
-            self._journal_verdict(verdict)  # decided, never sent
+        outcome = self.conv.end(in_data=self._in_data, stopping=self.receiver.stopping)
         self._flush()
-        self.journal.session_ended(state.id, outcome=self._outcome(state, cut), ended=_now())
-
-    @staticmethod
-    def _outcome(state: Session, cut: bool) -> str:
-        if cut:
-            return "aborted"
-        if state.counters.messages:
-            return "accepted"
-        if state.counters.rejections:
-            return "rejected"
-        if state.counters.deferrals:
-            return "deferred"
-        return "idle"
+        self.journal.session_ended(self.state.id, outcome=outcome, ended=_now())
 
     # -- transcript and replies -------------------------------------------------------
     def command_line(self, raw: bytes) -> None:
         if self.state is None:
             return
-        if not raw.endswith(b"\r\n"):
-            self.state.bare_lf = raw.endswith(b"\n")
         text = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
         self._record("in", text)
         verb = text.split(" ", 1)[0].upper()
-        if verb and verb not in self._smtp_methods:
-            self.state.counters.unknown_commands += 1
-            self._pending_unknown = True
+        bare_lf = not raw.endswith(b"\r\n") and raw.endswith(b"\n")
+        known = not verb or verb in self._smtp_methods
+        if bare_lf or not known:  # an ordinary line changes nothing: no call (hot path)
+            self.conv.line(text, bare_lf=bare_lf, known=known)
 
     def note_in(self, text: str) -> None:
         if self.state is not None:
@@ -327,9 +300,9 @@ class StrictSMTP(SMTP):
         """Hand buffered transcript lines, recipients and fields to the journal at once."""
         assert self.state is not None
         session_id = self.state.id
-        if self._fields:
-            self.journal.session_updated(session_id, **self._fields)
-            self._fields = {}
+        if self.conv.fields:
+            self.journal.session_updated(session_id, **self.conv.fields)
+            self.conv.fields = {}
         self.journal.transcript_many(session_id, self._lines)
         self._lines = []
         self.journal.rcpts_tried(session_id, self._rcpts)
@@ -345,7 +318,7 @@ class StrictSMTP(SMTP):
                 # Before aiosmtpd's command loop (and its exception handler) runs: an
                 # unanswered connection would hang until the idle timeout.
                 log.exception("session %s: CONNECT failed", self.state and self.state.id)
-                self._closing = True
+                self.conv.closing = True
                 await self._write(_INTERNAL_ERROR_CLOSE)
                 self._close()
             return
@@ -357,11 +330,10 @@ class StrictSMTP(SMTP):
                 if line.startswith("250"):
                     for keyword in self.ehlo_keywords():
                         await self._write(f"250-{keyword}")
-        if self._pending_unknown and line.startswith("50"):
-            self._pending_unknown = False
-            decision = await self._run(Stage.UNKNOWN)
-            if decision.reply is not None:
-                await self._send_decision(decision)
+        if line.startswith("50"):
+            step = await self.conv.unknown()
+            if step.reply is not None:
+                await self._send_step(step)
                 return
         await self._write(line)
 
@@ -394,36 +366,19 @@ class StrictSMTP(SMTP):
             return
         self._record("out", line)
         if head and head.group(2) == " " and head.group(1)[0] in "45":
-            state.counters.errors += 1
-            if line.startswith("5"):
-                state.counters.rejections += 1
-            else:
-                state.counters.deferrals += 1
-            # The reply that closes the line ends the session: no further verdict (a
-            # second 421 from the error limit after the junk limit's 421, for one).
-            if not self._in_error_stage and not self._closing:
-                self._in_error_stage = True
-                try:
-                    decision = await self._run(Stage.ERROR)
-                    if decision.reply is not None:
-                        await self._send_decision(decision)
-                except Exception:
-                    # The reply is out; a failing policy here must not end the session
-                    # (this may be the reply to an earlier failure: nothing would catch it).
-                    log.exception("session %s: the ERROR stage failed", state.id)
-                    self.note("internal error in the error stage")
-                finally:
-                    self._in_error_stage = False
+            step = await self.conv.sent(int(head.group(1)))
+            if step.reply is not None:
+                await self._send_step(step)
 
     async def _send_reply(self, reply: Reply) -> None:
-        for line in reply.wire_lines(enhanced=self.settings.enhanced_status_codes):
+        for line in _wire_lines(reply, self.settings.enhanced_status_codes):
             await self._write(line)
 
-    async def _send_decision(self, decision: Decision) -> None:
-        assert decision.reply is not None
-        self._closing = self._closing or decision.close
-        await self._send_reply(decision.reply)
-        if decision.close:
+    async def _send_step(self, step: Step) -> None:
+        assert step.reply is not None
+        for line in _wire_lines(step.reply, self.settings.enhanced_status_codes):
+            await self._write(line)
+        if step.close:
             self._close()
 
     def _close(self) -> None:
@@ -466,40 +421,19 @@ class StrictSMTP(SMTP):
             exc_info=error,
         )
         self.note(f"internal error ({type(error).__name__}); answered 451")
-        if state is not None:
-            state.reset_transaction()
-        self.envelope = self._create_envelope()
+        self.conv.failed()
+        self.envelope = Envelope()
         return self._ok(_INTERNAL_ERROR)
 
     async def _greet(self, _aiosmtpd_greeting: str) -> None:
         # First greeting: a new session. After XCLIENT: the same session, new identity.
-        state = self.state or self._begin_session()
-        decision = await self._run(Stage.CONNECT)
-        if decision.reply is None:
-            banner = self.settings.banner.format(hostname=self.settings.hostname)
-            await self._write(f"220 {banner}")
-            return
-        if decision.close:
-            await self._send_decision(decision)
-            return
-        # Refused without delay_reject: the reply replaces the greeting, and every later
-        # command but QUIT gets it too (RFC 5321 §3.1 lets a server answer 554 at connect).
-        state.refused = decision.sent
-        await self._send_reply(decision.reply)
-
-    async def _run(self, stage: Stage) -> Decision:
-        assert self.state is not None
-        decision = await self.engine.run(stage, self.state, self.ctx)
-        for verdict in decision.verdicts:
-            self._journal_verdict(verdict)
-        return decision
+        if self.state is None:
+            self._begin_session()
+        step = await self.conv.connect()
+        await self._send_step(step)
 
     def _journal_verdict(self, verdict: Verdict) -> None:
         assert self.state is not None
-        if id(verdict) in self._journaled:
-            return
-        self._journaled.add(id(verdict))
-        self.state.verdicts.append(verdict)
         self.journal.verdict(self.state.id, verdict, _now())
 
     # -- commands ---------------------------------------------------------------------
@@ -509,10 +443,9 @@ class StrictSMTP(SMTP):
         if state is None:
             await method(arg)
             return
-        state.command = verb
-        if state.refused is not None and verb != "QUIT":
-            assert state.refused.reply is not None
-            await self._send_reply(state.refused.reply)
+        refusal = self.conv.command(verb)
+        if refusal is not None:
+            await self._send_reply(refusal)
             return
         handler = _HANDLERS.get(verb)
         if handler is None:
@@ -527,33 +460,13 @@ class StrictSMTP(SMTP):
         await self._hello("EHLO", method, arg)
 
     async def _hello(self, verb: str, method: Command, arg: str | None) -> None:
-        state = self.state
-        assert state is not None
-        before = (state.helo, state.helo_verb)
-        # Policies see every earlier accepted name in helo_history, the new one in helo.
-        if before[0]:
-            state.helo_history.append(before[0])
-        state.helo, state.helo_verb = (arg or "").strip(), verb
-        held = state.delayed.pop(Stage.HELO, None)
-        decision = await self._run(Stage.HELO)
-        accepted = decision.reply is None
-        if accepted:
-            self._ehlo = verb == "EHLO"
-            await method(arg)
-            accepted = bool(self._conn().host_name) and self._conn().host_name == arg
-        else:
-            await self._send_decision(decision)
-        if accepted:
-            state.esmtp = verb == "EHLO"
-            state.reset_transaction()
-            self._fields["helo"] = state.helo
+        step = await self.conv.hello(verb, arg)
+        if step.reply is not None:
+            await self._send_step(step)
             return
-        # RFC 5321 §4.1.4: a refused EHLO leaves the session as it was.
-        if before[0]:
-            state.helo_history.pop()
-        state.helo, state.helo_verb = before
-        if held is not None:
-            state.delayed.setdefault(Stage.HELO, held)
+        self._ehlo = verb == "EHLO"
+        await method(arg)
+        self.conv.hello_done(bool(self._conn().host_name) and self._conn().host_name == arg)
 
     def ehlo_keywords(self) -> list[str]:
         """What strictmx adds to aiosmtpd's EHLO keywords (before its final `250 HELP`)."""
@@ -565,56 +478,27 @@ class StrictSMTP(SMTP):
         return keywords
 
     async def on_mail(self, address: str, options: list[str]) -> str:
-        state = self.state
-        assert state is not None
-        state.reset_transaction()
-        state.mail_from = "" if address == "<>" else address
-        state.mail_options = options
-        state.smtputf8 = "SMTPUTF8" in options
-        decision = await self._run(Stage.MAIL)
-        if decision.reply is not None:
-            state.mail_from = None
-            return await self._hook_reply(decision)
-        self._env().mail_from = address
-        self._env().mail_options.extend(options)
-        self._fields["mail_from"] = state.mail_from
-        return self._ok("250 2.1.0 Ok")
+        step = await self.conv.mail(address, options)
+        if step.reply is not None and step.reply.code < 300:
+            self._env().mail_from = address
+            self._env().mail_options.extend(options)
+        line = self._one_line(step)
+        return line if line is not None else await self._hook_reply(step)
 
     async def on_rcpt(self, address: str, options: list[str]) -> str:
-        state = self.state
-        assert state is not None
-        state.rcpt = address
-        state.counters.rcpts_tried += 1
         self._rcpts.append(address)
-        if len(state.rcpts) >= self.settings.max_recipients:
-            state.counters.bad_rcpts += 1
-            return self._ok("452 4.5.3 Error: too many recipients")
-        decision = await self._run(Stage.RCPT)
-        if decision.reply is not None:
-            state.counters.bad_rcpts += 1
-            return await self._hook_reply(decision)
-        if not is_always_accepted(address) and not self.settings.recipient_exists(address):
-            state.counters.bad_rcpts += 1
-            # Built, not parsed: a quoted local part may hold a CR or another line
-            # boundary of str.splitlines, which Reply.parse would take for a second line.
-            unknown = (
-                f"<{address}>: Recipient address rejected: User unknown in local recipient table"
-            )
-            return Reply(550, "5.1.1", (unknown,)).render(
-                enhanced=self.settings.enhanced_status_codes
-            )
-        state.rcpts.append(address)
-        self._env().rcpt_tos.append(address)
-        self._env().rcpt_options.extend(options)
-        return self._ok("250 2.1.5 Ok")
+        step = await self.conv.rcpt(address)
+        if step.reply is not None and step.reply.code < 300:
+            self._env().rcpt_tos.append(address)
+            self._env().rcpt_options.extend(options)
+        line = self._one_line(step)
+        return line if line is not None else await self._hook_reply(step)
 
     async def _on_data(self, method: Command, arg: str | None) -> None:
-        state = self.state
-        assert state is not None
-        if self._conn().host_name and self._env().rcpt_tos and not arg:
-            decision = await self._run(Stage.DATA)
-            if decision.reply is not None:
-                await self._send_decision(decision)
+        if not arg:
+            step = await self.conv.data()
+            if step.reply is not None:
+                await self._send_step(step)
                 return
         self._in_data = True
         try:
@@ -625,15 +509,11 @@ class StrictSMTP(SMTP):
     async def on_message(self, raw: bytes) -> str:
         state = self.state
         assert state is not None
-        state.message = raw
-        state.bare_lf = state.bare_lf or _has_bare_lf(raw)
-        self.note(f"message data: {len(raw)} octets" + (", bare LF" if state.bare_lf else ""))
-        decision = await self._run(Stage.EOD)
-        if decision.reply is not None:
-            state.reset_transaction()
-            return await self._hook_reply(decision)
-        if state.add_headers:
-            raw = "".join(f"{h}\r\n" for h in state.add_headers).encode() + raw
+        step = await self.conv.message(raw)
+        if step.reply is not None:
+            line = self._one_line(step)
+            return line if line is not None else await self._hook_reply(step)
+        raw = self.conv.stored_form(raw)
         self._flush()  # the transcript up to here is committed with the message
         try:
             n = await self.journal.add_message(
@@ -645,22 +525,17 @@ class StrictSMTP(SMTP):
             )
         except Exception as exc:  # the journal cannot keep it: never claim we took it
             log.error("journal refused message of session %s: %s", state.id, exc)
-            state.reset_transaction()
-            return self._ok("451 4.3.0 Error: queue file write error")
-        state.counters.messages += 1
-        # Postfix resets its error and junk counts once mail is delivered.
-        state.counters.errors = 0
-        state.counters.junk = 0
-        state.tarpit = 0.0
-        state.reset_transaction()
-        status = "2.0.0 " if self.settings.enhanced_status_codes else ""
-        return f"250 {status}Ok: queued as {state.id}-{n}"
+            step = self.conv.queue_failed(f"the journal could not keep it ({type(exc).__name__})")
+            line = self._one_line(step)
+            return line if line is not None else await self._hook_reply(step)
+        queued = self.conv.queued(f"{state.id}-{n}").reply
+        assert queued is not None
+        # One line, new for every message: rendered here, not through the reply cache.
+        return queued.wire_lines(enhanced=self.settings.enhanced_status_codes)[-1]
 
     async def _on_rset(self, method: Command, arg: str | None) -> None:
-        assert self.state is not None
-        self.state.counters.rsets += 1
         if await self._junk(Stage.RSET, method, arg):
-            self.state.reset_transaction()
+            self.conv.reset()
 
     async def _on_noop(self, method: Command, arg: str | None) -> None:
         await self._junk(Stage.NOOP, method, arg)
@@ -670,11 +545,9 @@ class StrictSMTP(SMTP):
 
     async def _junk(self, stage: Stage, method: Command, arg: str | None) -> bool:
         """NOOP/VRFY/RSET: count, let the stage object, else run aiosmtpd's command."""
-        assert self.state is not None
-        self.state.counters.junk += 1
-        decision = await self._run(stage)
-        if decision.reply is not None:
-            await self._send_decision(decision)
+        step = await self.conv.junk(stage)
+        if step.reply is not None:
+            await self._send_step(step)
             return False
         await method(arg)
         return True
@@ -687,7 +560,7 @@ class StrictSMTP(SMTP):
         await self._junk(Stage.NOOP, method, arg)
 
     async def _on_starttls(self, method: Command, arg: str | None) -> None:
-        if self._tls_protocol is not None:
+        if self.state is not None and self.state.tls:
             # RFC 3207 §4.2: no second negotiation; aiosmtpd would say 220 and then fail
             # the handshake inside TLS. Postfix smtpd's reply (starttls_cmd).
             await self._write(self._ok("554 5.5.1 Error: TLS already active"))
@@ -696,76 +569,40 @@ class StrictSMTP(SMTP):
 
     async def _on_quit(self, method: Command, arg: str | None) -> None:
         if not arg:
-            self._quit = True
+            self.conv.quit = True
         await method(arg)
 
     def _ok(self, line: str) -> str:
         """A reply of our own, with or without its enhanced code as the persona sends."""
         return _render(line, self.settings.enhanced_status_codes)
 
-    async def _hook_reply(self, decision: Decision) -> str:
+    def _one_line(self, step: Step) -> str | None:
+        """A hook's reply when it is one line and does not close (an acceptance, most
+        refusals): aiosmtpd sends it, and no coroutine of `_hook_reply` is needed."""
+        assert step.reply is not None
+        lines = _wire_lines(step.reply, self.settings.enhanced_status_codes)
+        return lines[0] if len(lines) == 1 and not step.close else None
+
+    async def _hook_reply(self, step: Step) -> str:
         """aiosmtpd pushes a hook's return value itself (one line): the lines before the
         last are written here; closing must wait for aiosmtpd's push."""
-        assert decision.reply is not None
-        lines = decision.reply.wire_lines(enhanced=self.settings.enhanced_status_codes)
-        self._closing = self._closing or decision.close
+        assert step.reply is not None
+        lines = _wire_lines(step.reply, self.settings.enhanced_status_codes)
         for line in lines[:-1]:
             await self._write(line)
-        if decision.close:
+        if step.close:
             self.loop.call_soon(self._close)
         return lines[-1]
 
     # -- XCLIENT (Postfix XCLIENT_README) and PROXY -----------------------------------
     async def xclient(self, arg: str | None) -> None:
-        state = self.state
-        assert state is not None
-        if not self._may_xclient():
-            await self._write(self._ok("550 5.7.0 Error: insufficient authorization"))
+        step = await self.conv.xclient(arg, trusted=self._may_xclient())
+        if step.reply is not None:
+            await self._send_reply(step.reply)
             return
-        if self._env().mail_from:
-            await self._write(self._ok("503 5.5.1 Error: MAIL transaction in progress"))
-            return
-        if not arg:
-            await self._write(self._ok("501 5.5.4 Syntax: XCLIENT attribute=value..."))
-            return
-        try:
-            attrs, temporary = _parse_xclient(arg)
-        except ValueError as exc:
-            # The text quotes the client's value: built as one line, never parsed, so a
-            # CR LF in it is text for the printable check, not a reply of its own.
-            await self._send_reply(Reply(501, "5.5.4", (str(exc),)))
-            return
-        client = state.client
-        if "ADDR" in attrs:
-            client.address = attrs["ADDR"] or client.address
-            client.name, client.name_status = None, "lookup"
-        if "NAME" in attrs:
-            client.name = attrs["NAME"]
-            if client.name is not None:
-                client.name_status = "given"
-            else:
-                client.name_status = "tempunavail" if "NAME" in temporary else "unavailable"
-        if attrs.get("PORT"):
-            client.port = int(attrs["PORT"] or 0)
-        if "PROTO" in attrs:
-            client.proto = attrs["PROTO"]
-        client.via = "xclient"
-        self.note(
-            "XCLIENT: client is now "
-            + f"{client.address} name={client.name or _NAME_NOTE[client.name_status]}"
-            + (f" helo={attrs['HELO']}" if attrs.get("HELO") else "")
-        )
-        self._fields.update(client_address=client.address, client_name=client.name)
-        # The session starts over with the new identity: HELO forgotten (or as given),
-        # envelope and delayed verdicts dropped, CONNECT re-run, a new greeting sent.
-        state.delayed.clear()
-        state.reset_transaction()
-        state.helo = attrs.get("HELO")
-        state.helo_verb = None
-        state.helo_history.clear()  # a new identity, as if it had just connected
-        self._fields["helo"] = state.helo
+        # A new identity: aiosmtpd forgets the HELO and envelope too, and greets again.
         self._conn().host_name = None
-        self.envelope = self._create_envelope()
+        self.envelope = Envelope()
         self._greeted = False
         await self.push("220")  # re-runs CONNECT and greets again
 
@@ -831,66 +668,21 @@ def _parse_path(arg: str, local_part_limit: int) -> tuple[str | None, str | None
     return address, rest
 
 
+@functools.lru_cache(maxsize=1024)
+def _wire_lines(reply: Reply, enhanced: bool) -> tuple[str, ...]:
+    """A reply's wire lines; most replies are the same few values, rendered once."""
+    return tuple(reply.wire_lines(enhanced=enhanced))
+
+
 @functools.lru_cache(maxsize=256)
 def _render(line: str, enhanced: bool) -> str:
     return Reply.parse(line).render(enhanced=enhanced)
-
-
-def _has_bare_lf(raw: bytes) -> bool:
-    return raw.count(b"\n") != raw.count(b"\r\n")
 
 
 #: The reply to a command that failed inside strictmx (RFC 5321 §4.2.3's 451 text), and
 #: the one that closes a connection that cannot go on (RFC 5321 §3.8).
 _INTERNAL_ERROR = "451 4.3.0 Requested action aborted: local error in processing"
 _INTERNAL_ERROR_CLOSE = "421 4.3.0 Service not available, closing transmission channel"
-
-#: How the journal's XCLIENT note shows a client without a name.
-_NAME_NOTE = {
-    "lookup": "unknown",
-    "given": "unknown",
-    "unavailable": "[UNAVAILABLE]",
-    "tempunavail": "[TEMPUNAVAIL]",
-}
-
-
-def _parse_xclient(arg: str) -> tuple[dict[str, str | None], set[str]]:
-    """`NAME=x ADDR=y ...` with xtext values: the attributes, and which of them were
-    `[TEMPUNAVAIL]`. That and `[UNAVAILABLE]` give None (XCLIENT_README); a NAME keeps the
-    difference: a permanent or a temporary failure of the client's name lookup."""
-    attrs: dict[str, str | None] = {}
-    temporary: set[str] = set()
-    # The 501 texts are Postfix's (smtpd.c xclient_cmd): "Bad %s syntax: %s" for a value,
-    # "Bad XCLIENT attribute name: %s" for an attribute it does not know.
-    for item in arg.split():
-        name, eq, raw = item.partition("=")
-        name = name.upper()
-        if not eq or name not in XCLIENT_ATTRIBUTES:
-            raise ValueError(f"Bad XCLIENT attribute name: {name}")
-        value = _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), raw)
-        if _CONTROL.search(value):
-            # A name, HELO or login with a CR, LF or NUL in it is no name at all; it
-            # would also reach the journal and every later reply that quotes it.
-            raise ValueError(f"Bad {name} syntax: {value}")
-        if value.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]", "[TEMPORARY]"):
-            attrs[name] = None
-            if value.upper() != "[UNAVAILABLE]":
-                temporary.add(name)
-            continue
-        if name == "ADDR":
-            address = value[5:] if value.upper().startswith("IPV6:") else value
-            try:
-                value = str(ipaddress.ip_address(address))
-            except ValueError:
-                raise ValueError(f"Bad ADDR syntax: {value}") from None
-        elif name == "PORT" and not (value.isdigit() and int(value) < 65536):
-            raise ValueError(f"Bad PORT syntax: {value}")
-        elif name == "PROTO" and value.upper() not in ("SMTP", "ESMTP"):
-            raise ValueError(f"Bad PROTO syntax: {value}")
-        attrs[name] = value
-        temporary.discard(name)
-    return attrs, temporary
-
 
 #: Commands strictmx handles before (or instead of) aiosmtpd's own method.
 _HANDLERS: dict[str, Callable[[StrictSMTP, Command, str | None], Awaitable[None]]] = {

@@ -327,7 +327,11 @@ def test_too_many_bad_recipients_refuse_the_next_good_one(serve: Factory, postfi
     outcome(pf, queue_id, good, "bounced", said("550 Too many bad addresses"))
     session = rx.last()
     assert session["rcpts"] == [*unknown, good]
-    assert verdicts(session) == [("session_limits", "TOO_MANY_BAD_RCPTS")]
+    # Each unknown user is a verdict of its own now (local_recipients), then the limit.
+    assert verdicts(session) == [
+        *[("local_recipients", "UNKNOWN_USER")] * 3,
+        ("session_limits", "TOO_MANY_BAD_RCPTS"),
+    ]
 
 
 # -- a temporary failure, retried --------------------------------------------------------

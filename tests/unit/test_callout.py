@@ -626,31 +626,6 @@ async def test_responder_stop_closes_open_connections(responder: MailboxResponde
     writer.close()
 
 
-def test_callout_for_scenario() -> None:
-    def load(policies: str, mode: str) -> tuple[Callout | None, World]:
-        sc = scenarios.loads(
-            f"policies: {policies}\nworld: {{dns: {{mode: {mode}, nameservers: ['127.0.0.1:53']}}}}"
-        )
-        w = World.from_config(sc.world)
-        return Callout.for_scenario(sc, w), w
-
-    assert load("{mail: [{policy: sender_domain}]}", "hermetic")[0] is None
-    hermetic, _ = load("{mail: [{policy: sender_verify}]}", "hermetic")
-    assert hermetic is not None and hermetic.hermetic and hermetic.responder is not None
-    overlay, w = load("{rcpt: [{policy: sender_verify}]}", "overlay")
-    assert overlay is not None and not overlay.hermetic and overlay.responder is None
-    hermetic.use_world(w)
-    assert not hermetic.hermetic
-    sc = scenarios.loads(
-        "policies: {mail: [{policy: sender_verify}]}\n"
-        "world: {dns: {mode: system, nameservers: ['127.0.0.1:53']},"
-        " mailboxes: {example.net: {exists: [alice]}}}"
-    )
-    listed = Callout.for_scenario(sc, World.from_config(sc.world))
-    assert listed is not None and not listed.hermetic and listed.responder is not None
-    assert listed.simulates("example.net") and not listed.simulates("example.org")
-
-
 async def test_outside_hermetic_worlds_only_listed_domains_are_simulated(
     responder: MailboxResponder,
 ) -> None:

@@ -142,3 +142,23 @@ def test_junit_documents_parse_whatever_the_transcript_holds() -> None:
     failure = element.find("failure")
     assert failure is not None and failure.get("message") == "550 <x>?"
     assert element.findtext("system-out") == "C: EHLO ?[1m"
+
+
+async def test_replied_at_honours_each_entrys_delay_reject() -> None:
+    # The receiver delays (Postfix's default), but one entry refuses at once (as Exim's
+    # built-in HELO syntax check): check reports the stage serve would really answer.
+    def with_entry(delay: str) -> scenarios.Scenario:
+        return scenarios.loads(
+            "receiver: {delay_reject: true}\n"
+            f"policies: {{helo: [{{policy: helo_syntax{delay}}}]}}\n"
+        )
+
+    envelope = Envelope("127.0.0.11", "localhost", "alice@example.net", ["bob@example.org"])
+    at_once = await evaluate(with_entry(", delay_reject: false"), envelope)
+    assert [(o.verdict.outcome, o.replied_at.value) for o in at_once.objections] == [
+        ("HELO_NOT_FQDN", "helo")
+    ]
+    delayed = await evaluate(with_entry(""), envelope)  # the control: the receiver's setting
+    assert [(o.verdict.outcome, o.replied_at.value) for o in delayed.objections] == [
+        ("HELO_NOT_FQDN", "rcpt")
+    ]

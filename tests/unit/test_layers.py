@@ -81,12 +81,7 @@ PLACES: dict[str, str] = {
 #: (importer, imported) -> who and why. Exempt from the in-function and layer rules, never
 #: from the cycle rule; an entry whose import is gone fails too, so the list empties as
 #: the branches are merged.
-PENDING: dict[tuple[str, str], str] = {
-    (
-        "strictmx.receiver.world.callout",
-        "strictmx.receiver.scenario",
-    ): "world -> scenario under TYPE_CHECKING; house-conv decouples callout from Scenario",
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 
 def place(module: str, places: Mapping[str, str] = PLACES) -> str | None:

@@ -58,7 +58,6 @@ from .mailserver import MailboxResponder
 from .names import a_label
 
 if TYPE_CHECKING:
-    from ..scenario import Scenario
     from . import World
     from .dns import WorldDNS
 
@@ -70,9 +69,6 @@ log = logging.getLogger(__name__)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: NAT64's well-known prefix (RFC 6052): an IPv4 address inside an IPv6 one.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-#: The policy whose presence in a scenario makes a receiver run callouts.
-POLICY_NAME = "sender_verify"
 
 #: Cache entries kept; the oldest go first.
 MAX_ENTRIES = 100_000
@@ -169,16 +165,15 @@ class Callout:
         self._pending: dict[tuple[Probe, str], asyncio.Task[Result]] = {}
 
     @classmethod
-    def for_scenario(cls, scenario: Scenario, world: World) -> Callout | None:
-        """A client for a receiver running `scenario`; None if no policy calls out.
+    def for_world(cls, world: World) -> Callout:
+        """A client for `world`. Whether one is needed at all is the persona's question
+        (strictmx/receiver/persona.py: some policy of the scenario `calls_out`).
 
         The loopback responder is made when some MX is simulated: in a hermetic world, or
         when the world lists mailboxes.
         """
-        if not any(entry.cls.name == POLICY_NAME for entry in scenario.entries):
-            return None
         hermetic = world.dns.mode == "hermetic"
-        simulated = hermetic or bool(scenario.world.mailboxes)
+        simulated = hermetic or len(world.mailboxes) > 0
         return cls(MailboxResponder(world.mailboxes) if simulated else None, hermetic=hermetic)
 
     async def start(self) -> None:

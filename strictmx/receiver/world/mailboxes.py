@@ -60,6 +60,10 @@ class Mailboxes:
     def __init__(self, domains: Mapping[str, MailboxDomain] | None = None) -> None:
         self._domains = dict(domains or {})
 
+    def __len__(self) -> int:
+        """Domains listed: none means no MX is simulated outside a hermetic world."""
+        return len(self._domains)
+
     @classmethod
     def from_config(cls, cfg: Mapping[str, MailboxDomain]) -> Mailboxes:
         return cls(cfg)
