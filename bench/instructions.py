@@ -18,6 +18,7 @@ strictmx, so that more than 1 means strictmx does less per message). It needs va
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -29,6 +30,9 @@ from pathlib import Path
 import smtp_source as bench
 
 WARM_UP = 100  # messages before counting starts
+# Start-up under callgrind is some 50 times slower than without (imports, the TLS key),
+# and slower still on a busy machine: 20 s was not always enough on a shared 2-core VM.
+READY_TIMEOUT = 180.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,13 +88,17 @@ def count(name: str, smtp_source: str, args: argparse.Namespace, rundir: Path) -
     with log.open("wb") as output:
         server = subprocess.Popen(command, cwd=bench.REPO, env=env, stdout=output, stderr=output)
     try:
-        bench.wait_ready(server, port, log)
+        bench.wait_ready(server, port, log, READY_TIMEOUT)
         bench.load(smtp_source, port, _with(args, messages=WARM_UP))
         _instrument(server.pid, "on")
         bench.load(smtp_source, port, args)
         _instrument(server.pid, "off")
-    finally:
-        bench.stop(server, log)
+    except BaseException:
+        # Stopping a server that failed may fail too; the first error is the one to show.
+        with contextlib.suppress(bench.BenchError):
+            bench.stop(server, log)
+        raise
+    bench.stop(server, log)
     return _total(out)
 
 
