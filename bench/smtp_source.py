@@ -186,8 +186,10 @@ def free_port() -> int:
         return port
 
 
-def wait_ready(server: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
+def wait_ready(
+    server: subprocess.Popen[bytes], port: int, log: Path, timeout: float = READY_TIMEOUT
+) -> None:
+    deadline = time.monotonic() + timeout
     while True:
         if server.poll() is not None:
             raise BenchError(f"server exited with {server.returncode}:\n{_tail(log)}")
@@ -196,7 +198,7 @@ def wait_ready(server: subprocess.Popen[bytes], port: int, log: Path) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise BenchError(f"server not listening after {READY_TIMEOUT:.0f} s") from None
+                raise BenchError(f"server not listening after {timeout:.0f} s") from None
             time.sleep(0.05)
 
 

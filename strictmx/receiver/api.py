@@ -656,8 +656,8 @@ class _Busy(asyncio.Protocol):
     the client drop the 503 it has not read yet.
     """
 
-    def __init__(self, site: _CappedSite) -> None:
-        self._site = site
+    def __init__(self, listener: _CappedListener) -> None:
+        self._listener = listener
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -672,7 +672,7 @@ class _Busy(asyncio.Protocol):
         pass  # dropped
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._site.busy -= 1
+        self._listener.busy -= 1
         if self._timer is not None:
             self._timer.cancel()
 
@@ -686,11 +686,11 @@ class _Abort(asyncio.Protocol):
 
 
 class _Counted(asyncio.Protocol):
-    """aiohttp's protocol for one connection, counted in and out of the site's cap."""
+    """aiohttp's protocol for one connection, counted in and out of the listener's cap."""
 
-    def __init__(self, inner: asyncio.Protocol, site: _CappedSite) -> None:
+    def __init__(self, inner: asyncio.Protocol, listener: _CappedListener) -> None:
         self._inner = inner
-        self._site = site
+        self._listener = listener
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._inner.connection_made(transport)
@@ -708,29 +708,48 @@ class _Counted(asyncio.Protocol):
         self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._site.open -= 1
+        self._listener.open -= 1
         self._inner.connection_lost(exc)
 
 
-class _CappedSite(web.TCPSite):
-    """A TCP site with at most `cap` connections open; aiohttp has no such knob."""
+class _CappedListener:
+    """The API's listening socket, with at most `cap` connections open; aiohttp has no
+    such knob.
+
+    Not an aiohttp site: a site hands its listener to aiohttp through private attributes.
+    The runner's public protocol factory (`runner.server`, aiohttp's low-level server)
+    serves each counted connection, and the runner's cleanup still closes them.
+    """
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, cap: int) -> None:
-        super().__init__(runner, host, port)
+        self._runner = runner
+        self._host = host
+        self._port = port
+        self._listener: asyncio.Server | None = None
         self.cap = cap
         self.open = 0
         #: Connections being told 503 (each lingers at most BUSY_LINGER seconds).
         self.busy = 0
 
     async def start(self) -> None:
-        await web.BaseSite.start(self)  # registers the site with the runner
         server = self._runner.server
-        assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
+        assert server is not None  # the runner is set up
+        self._listener = await asyncio.get_running_loop().create_server(
             lambda: self._protocol(server), self._host, self._port, reuse_address=True
         )
-        if self._server.sockets:
-            self._bound_port = self._server.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        """Stop listening; open connections are the runner's to close."""
+        # Not wait_closed(): since Python 3.12 it also waits for every connection to
+        # end, and those end in the runner's cleanup, which comes after.
+        if self._listener is not None:
+            self._listener.close()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._listener is not None and self._listener.sockets
+        host, port = self._listener.sockets[0].getsockname()[:2]
+        return str(host), int(port)
 
     def _protocol(self, server: web.Server) -> asyncio.Protocol:
         if self.open < self.cap:
@@ -761,6 +780,7 @@ class Api:
         self.requested_port = port
         self.token_required = token is not None
         self.host_access = host_access
+        self._listener: _CappedListener | None = None
         self._runner = web.AppRunner(
             build_app(receiver, token, host_access),
             shutdown_timeout=SHUTDOWN_TIMEOUT,
@@ -771,21 +791,24 @@ class Api:
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = _CappedSite(self._runner, self.host, self.requested_port, MAX_CONNECTIONS)
+        listener = _CappedListener(self._runner, self.host, self.requested_port, MAX_CONNECTIONS)
         try:
-            await site.start()
+            await listener.start()
         except OSError as exc:
             await self._runner.cleanup()
             shown = f"[{self.host}]" if ":" in self.host else self.host
             raise OSError(exc.errno, exc.strerror, f"{shown}:{self.requested_port}") from None
+        self._listener = listener
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         await self._runner.cleanup()
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._runner.addresses[0][:2]
-        return str(host), int(port)
+        assert self._listener is not None, "the API is not started"
+        return self._listener.address
 
     @property
     def url(self) -> str:

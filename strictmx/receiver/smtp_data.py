@@ -14,8 +14,13 @@ What it returns is what aiosmtpd's loop gives for the same bytes however they ar
   is dropped as it arrives. The order within one line is aiosmtpd's: a line over the
   stream's limit is too long before its octets are counted, a shorter one after.
 
-It reads the StreamReader's buffer directly (`_buffer`, `_wait_for_data`,
-`_maybe_resume_transport`, `_eof`), as aiosmtpd itself does for STARTTLS.
+It reads through the StreamReader's public methods only. `readuntil` finds the end of the
+data in what is buffered; when that is more than the stream's limit (the command-line
+limit, which aiosmtpd shares), the LimitOverrunError says how many octets can be taken
+with `readexactly` without taking any part of an end: every end that begins in them is
+wholly buffered, and `readuntil` would have found it (tests/unit/test_contract_asyncio_aiohttp.py
+pins this). So a message arrives in whole buffers and nothing after its end is read:
+commands pipelined after the dot stay in the stream for the command loop.
 """
 
 from __future__ import annotations
@@ -25,11 +30,21 @@ from enum import Enum
 
 _CRLF = b"\r\n"
 _END = b"\r\n.\r\n"  # a line end, then the lone-dot line
+_DOT_LINE = len(b".\r\n")
+_END_STARTS = tuple(_END[:n] for n in range(len(_END) - 1, 0, -1))  # longest first
+# Octets read before the lines in them are looked at: what the data holds at once, at
+# most this much more than one line, before it is checked, kept or dropped.
+_BATCH = 1 << 16
 
 
 class Problem(Enum):
     TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
     TOO_MUCH = "552 Error: Too much mail data"
+
+
+# The stream's own search: a subclass (smtp.py's records command lines) may override
+# `readuntil` for commands, and message data must not pass through that.
+_readuntil = asyncio.StreamReader.readuntil
 
 
 async def read_message(
@@ -40,23 +55,35 @@ async def read_message(
     `line_limit` is also the stream's own limit (aiosmtpd makes them the same), so a line
     over it is one aiosmtpd's readuntil refuses. IncompleteReadError if the stream ends.
     """
-    buf: bytearray = reader._buffer  # type: ignore[attr-defined]
+    pending = bytearray()  # read, not yet taken: at most one line's start, then a read
     kept = bytearray()
     problem: Problem | None = None
     size = 0
-    in_line = False  # the buffer starts inside an overlong line whose start was dropped
-    while True:
-        last = buf.rfind(_CRLF)
-        done = False
-        if last >= 0:
-            end = last + 2  # buf[:end] holds whole lines (the first maybe a line's rest)
-            if not in_line and buf.startswith(b".\r\n"):
-                end, done = 0, True
-            else:
-                found = buf.find(_END, 0, end)
-                if found >= 0:
-                    end, done = found + 2, True
-            lines = buf[:end]
+    in_line = False  # `pending` starts inside an overlong line whose start was dropped
+    # An end may begin before the stream's next octet: the data can end at once (its
+    # "\r\n" is the DATA command's), and octets read a few at a time can hold an end's
+    # start. While one may, read only as many octets as would complete it.
+    tail = _CRLF
+    done = False
+    while not done:
+        if tail:
+            chunk = await reader.readexactly(len(_END) - _end_started(tail))
+            seen = tail + chunk
+            done = seen.endswith(_END)
+            tail = seen[-4:] if _end_started(seen) else b""  # b"": every end is in the stream
+        else:
+            try:
+                chunk = await _readuntil(reader, _END)
+                done = True
+            except asyncio.LimitOverrunError as exc:
+                chunk = await reader.readexactly(exc.consumed)
+        pending += chunk
+        if not done and len(pending) < _BATCH:
+            continue  # taken together: one pass over the lines costs less than many
+        # Whole lines: up to the lone-dot line, or to the last line end read so far.
+        end = len(pending) - _DOT_LINE if done else pending.rfind(_CRLF) + 2
+        if end > 1:  # (1: no line end at all)
+            lines = pending[:end]
             if in_line:  # the rest of an overlong line: already too long, nothing to keep
                 first = lines.find(_CRLF) + 2
                 size += first
@@ -64,28 +91,19 @@ async def read_message(
                 in_line = False
             if problem is None:
                 problem, size = _take(lines, kept, size, line_limit, size_limit)
-            del buf[: end + 3 if done else end]
+            del pending[:end]
         if problem is not None:
             kept.clear()
-        if done:
-            reader._maybe_resume_transport()  # type: ignore[attr-defined]
-            break
         # What is left is part of one line. Longer than the stream's limit, aiosmtpd's
-        # readuntil would refuse it: too long, and dropped (but the last octet, which
-        # may be the CR of its CRLF).
-        if len(buf) > line_limit + 1:
+        # readuntil would have refused it: too long, and dropped (but the last octet,
+        # which may be the CR of its CRLF).
+        if not done and len(pending) > line_limit + 1:
             if problem is None and not in_line:
                 problem = Problem.TOO_LONG
                 kept.clear()
-            size += len(buf) - 1
-            del buf[:-1]
+            size += len(pending) - 1
+            del pending[:-1]
             in_line = True
-        reader._maybe_resume_transport()  # type: ignore[attr-defined]
-        if reader._exception is not None:  # type: ignore[attr-defined]
-            raise reader._exception  # type: ignore[attr-defined]
-        if reader._eof:  # type: ignore[attr-defined]
-            raise asyncio.IncompleteReadError(bytes(kept), None)
-        await reader._wait_for_data("read_message")  # type: ignore[attr-defined]
     if problem is not None:
         return problem, b""
     content = bytes(kept)
@@ -94,14 +112,19 @@ async def read_message(
     return None, content.replace(b"\r\n.", _CRLF)
 
 
+def _end_started(tail: bytes) -> int:
+    """How many octets of an end `tail` ends with (0 to 4)."""
+    if not tail.endswith(_END_STARTS):
+        return 0
+    return next(len(start) for start in _END_STARTS if tail.endswith(start))
+
+
 def _take(
-    lines: bytearray, kept: bytearray, size: int, line_limit: int, size_limit: int | None
+    lines: bytes | bytearray, kept: bytearray, size: int, line_limit: int, size_limit: int | None
 ) -> tuple[Problem | None, int]:
     """Whole lines, in the nominal state: kept, or the first problem among them."""
     total = size + len(lines)
-    if (not size_limit or total <= size_limit) and (
-        not lines or max(map(len, lines.split(_CRLF))) + 2 <= line_limit
-    ):
+    if (not size_limit or total <= size_limit) and _lines_fit(lines, line_limit):
         kept += lines
         return None, total
     # Some line is too long or crosses the size limit: which comes first, line by line.
@@ -119,3 +142,16 @@ def _take(
         kept += lines[start:stop]
         start = stop
     return None, size
+
+
+def _lines_fit(lines: bytes | bytearray, line_limit: int) -> bool:
+    """Whether every line of `lines` (whole lines) is at most `line_limit` octets."""
+    # The last line end within `line_limit` octets of a line's start: every line before
+    # it fits. A window at a time rather than a line at a time.
+    start = 0
+    while start < len(lines):
+        last = lines.rfind(_CRLF, start, start + line_limit)
+        if last < 0:
+            return False
+        start = last + 2
+    return True

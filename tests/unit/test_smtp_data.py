@@ -15,6 +15,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from strictmx.receiver import smtp_data
 from strictmx.receiver.smtp import StrictSMTP
 
 LINE_LIMIT = 40  # small, so that overlong lines are easy to come by
@@ -40,7 +41,11 @@ class WholeBuffers(LineByLine):
     smtp_DATA = StrictSMTP.smtp_DATA
 
 
-async def converse(server_class: type[SMTP], chunks: list[bytes]) -> tuple[bytes, list[bytes]]:
+async def converse(
+    server_class: type[SMTP], chunks: list[bytes], framed: bool = True
+) -> tuple[bytes, list[bytes]]:
+    """Replies and contents for `chunks`, each sent once the server has read the last;
+    `framed`: after OPENING and before CLOSING, else the chunks are the whole session."""
     loop = asyncio.get_running_loop()
     recorder = Recorder()
     ours, theirs = socket.socketpair()
@@ -65,7 +70,7 @@ async def converse(server_class: type[SMTP], chunks: list[bytes]) -> tuple[bytes
 
     await settle()
     try:
-        for chunk in [OPENING, *chunks, CLOSING]:
+        for chunk in [OPENING, *chunks, CLOSING] if framed else chunks:
             await loop.sock_sendall(theirs, chunk)
             await settle()
         theirs.shutdown(socket.SHUT_WR)
@@ -106,6 +111,39 @@ def test_whole_buffers_answer_as_aiosmtpd_does_line_by_line(chunks: list[bytes])
     assert asyncio.run(converse(WholeBuffers, chunks)) == expected
 
 
+@st.composite
+def whole_sessions(draw: st.DrawFn) -> list[bytes]:
+    """A whole session cut anywhere: data in the DATA command's read, commands in the data's."""
+    data = OPENING + b"".join(draw(st.lists(PIECES, max_size=20))) + CLOSING
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunks=whole_sessions())
+@example(chunks=[OPENING + b".\r\nNOOP\r\n" + CLOSING])  # empty data, then a command, at once
+@example(chunks=[OPENING + b"\r\n\r\n.\r\n.\r\n" + CLOSING])
+def test_reads_stop_at_the_end_of_the_data_however_the_session_is_cut(chunks: list[bytes]) -> None:
+    expected = asyncio.run(converse(LineByLine, chunks, framed=False))
+    assert asyncio.run(converse(WholeBuffers, chunks, framed=False)) == expected
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunks=chunked(), batch=st.sampled_from([1, 7, LINE_LIMIT + 3]))
+@example(chunks=[b"v" * 45 + b"\r", b"\n.\r\n"], batch=1)
+def test_lines_taken_a_few_reads_at_a_time_answer_the_same(chunks: list[bytes], batch: int) -> None:
+    # Messages here are shorter than the octets strictmx reads before it looks at their
+    # lines (smtp_data._BATCH): a smaller batch takes the lines read by read, as a long
+    # message's are, with overlong lines begun in one read and ended in another.
+    expected = asyncio.run(converse(LineByLine, chunks))
+    saved, smtp_data._BATCH = smtp_data._BATCH, batch
+    try:
+        assert asyncio.run(converse(WholeBuffers, chunks)) == expected
+    finally:
+        smtp_data._BATCH = saved
+
+
 def converse_once(server_class: type[SMTP], *chunks: bytes) -> tuple[bytes, list[bytes]]:
     return asyncio.run(converse(server_class, list(chunks)))
 
@@ -127,3 +165,29 @@ def test_too_much_data_is_refused_after_the_end() -> None:
     replies, contents = converse_once(WholeBuffers, (b"y" * 30 + b"\r\n") * 11)
     assert b"552 Error: Too much mail data" in replies
     assert contents == []
+
+
+def test_commands_in_the_same_read_as_a_long_message_reach_the_command_loop() -> None:
+    # Longer than the stream's limit, so the data is taken in more than one read of the
+    # stream; the RSET and NOOP after the dot must be left for the command loop.
+    lines = b"".join(b"%02d" % n + b"y" * 30 + b"\r\n" for n in range(8))
+    replies, contents = converse_once(WholeBuffers, lines + b".\r\nRSET\r\nNOOP\r\n")
+    assert contents == [lines]
+    after_data = replies.split(b"354 ", 1)[1]
+    assert after_data.count(b"250 OK") == 4  # the message, RSET, NOOP, the closing NOOP
+    assert converse_once(LineByLine, lines + b".\r\nRSET\r\nNOOP\r\n") == (replies, contents)
+
+
+def test_a_message_of_blank_lines_sent_an_octet_at_a_time_ends_at_its_dot() -> None:
+    data = b"\r\n" * 6 + b".\r\n" + b"NOOP\r\n"
+    chunks = [data[i : i + 1] for i in range(len(data))]
+    replies, contents = converse_once(WholeBuffers, *chunks)
+    assert contents == [b"\r\n" * 6]
+    assert converse_once(LineByLine, *chunks) == (replies, contents)
+    # Control: the same octets, the dot line not alone (a dot then a space), do not end it.
+    data = b"\r\n" * 6 + b". \r\n"
+    chunks = [data[i : i + 1] for i in range(len(data))]
+    replies, contents = converse_once(WholeBuffers, *chunks)
+    # Ended by CLOSING's dot, after its empty line; the line's leading dot unstuffed.
+    assert contents == [b"\r\n" * 6 + b" \r\n\r\n"]
+    assert converse_once(LineByLine, *chunks) == (replies, contents)
