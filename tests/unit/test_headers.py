@@ -354,7 +354,8 @@ async def test_from_missing() -> None:
         ("", "holds no address"),
         ("   ", "holds no address"),
         ("alice", "addr-spec local part with no domain"),
-        ("alice@", "cannot be parsed"),  # the stdlib parser raises IndexError
+        # Python 3.11 and 3.12's parser raises IndexError here; 3.13's reports a defect.
+        ("alice@", ("cannot be parsed", "invalid address in address-list")),
         ("<>", "null addr-spec in angle-addr"),
         ("Alice <alice@example.net", "missing trailing '>'"),
         ("alice@example.net>", "invalid address"),
@@ -363,12 +364,13 @@ async def test_from_missing() -> None:
         ("undisclosed-recipients:;", "holds no address"),
     ],
 )
-async def test_from_invalid(value: str, reason: str) -> None:
+async def test_from_invalid(value: str, reason: str | tuple[str, ...]) -> None:
     verdict = await judge(compose(replace={"From": value}))
     assert verdict is not None
     assert verdict.outcome == "FROM_INVALID"
     assert not verdict.rfc_compliant
-    assert reason in verdict.reason
+    reasons = (reason,) if isinstance(reason, str) else reason
+    assert any(r in verdict.reason for r in reasons), verdict.reason
     assert verdict.details["value"] == value.strip()
     assert rendered(verdict) == (
         "550 5.7.1 Messages missing a valid address in the From: header, or having no "
