@@ -32,13 +32,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from datetime import UTC, datetime
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Protocol
 
 import dns.asyncquery
 import dns.exception
@@ -46,192 +44,47 @@ import dns.message
 import dns.resolver
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from pydantic import BaseModel, ValidationError
 
 from . import scenario as scenarios
 from . import trust as trusts
+from .api_contract import (
+    BODY_DEADLINE,
+    KEEPALIVE,
+    MAX_BODY,
+    MAX_BUFFERED,
+    MAX_CONNECTIONS,
+    PREFIX,
+    YAML_TYPES,
+    ClientInfo,
+    Envelope,
+    Error,
+    ErrorDetail,
+    Health,
+    MessageInfo,
+    ScenarioByName,
+    ScenarioInfo,
+    SessionDetail,
+    SessionInfo,
+    SessionPage,
+    SessionQuery,
+    TranscriptLine,
+    VerdictInfo,
+)
+from .api_listener import CappedListener
+from .api_openapi import openapi_document
 from .journal import Journal, JournalError
-from .scenario import ReceiverSettings, Scenario, ScenarioError
+from .scenario import Scenario, ScenarioError
 from .world.endpoints import split_nameserver
 
 log = logging.getLogger(__name__)
 
-PREFIX: Final = "/api/v1"
-#: Scenario YAML bodies can carry whole DNS zones; anything larger is a mistake.
-MAX_BODY: Final = scenarios.MAX_SCENARIO_BYTES
-#: Connections open at once; CI jobs use a handful, and each one is a file descriptor the
-#: SMTP side also needs.
-MAX_CONNECTIONS: Final = 32
-#: Seconds a request body may take to arrive in full (4 MiB over any link that CI uses
-#: takes well under a second).
-BODY_DEADLINE: Final = 10.0
-#: Bytes of request bodies held at once by all requests together.
-MAX_BUFFERED: Final = 4 * MAX_BODY
-#: Seconds an idle connection, or one that has not sent a whole request, stays open.
-KEEPALIVE: Final = 15.0
-#: Connections over MAX_CONNECTIONS that are answered 503 at once; beyond, they are reset.
-BUSY_CAP: Final = 4 * MAX_CONNECTIONS
-#: Seconds such an answered connection waits for the client to close.
-BUSY_LINGER: Final = 1.0
-YAML_TYPES: Final = frozenset(
-    {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
-)
 #: How long one real-DNS probe result stands, so a polling supervisor does not flood DNS.
 DNS_PROBE_CACHE: Final = 5.0
 #: Upper bound of a DNS probe; the scenario's own `world.dns.lifetime` is used if shorter.
 DNS_PROBE_TIMEOUT: Final = 2.0
 #: Seconds requests under way may finish when the receiver stops.
 SHUTDOWN_TIMEOUT: Final = 2.0
-
-
-# -- models: what the API sends and takes (the OpenAPI schemas come from these) ---------------
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ErrorDetail(_Model):
-    """One problem: a scenario's file, line and key path, or a request field (`path`)."""
-
-    file: str | None = None
-    line: int | None = None
-    path: str = ""
-    message: str
-
-
-class Error(_Model):
-    error: str
-    details: list[ErrorDetail] = Field(default_factory=list)
-
-
-class ClientInfo(_Model):
-    peer: str = Field(description="The socket's address as the receiver saw it.")
-    port: int = Field(description="The socket's source port.")
-    address: str = Field(
-        description="The address policies judged: the scenario's simulated address for the "
-        "peer, or an XCLIENT/PROXY override."
-    )
-    name: str | None = Field(
-        description="The client's host name given by the scenario's client map or XCLIENT "
-        "NAME; null when none was given (PTR lookups made by policies are in verdict details)."
-    )
-
-
-class Envelope(_Model):
-    mail_from: str | None = Field(description="The last MAIL FROM address ('' is <>).")
-    rcpts: list[str] = Field(description="Every RCPT TO tried, accepted or not.")
-
-
-class VerdictInfo(_Model):
-    policy: str
-    outcome: str = Field(description="The policy's outcome id, e.g. HELO_NOT_FQDN.")
-    action: str = Field(description="dunno, permit, reject, defer or disconnect.")
-    stage: str = Field(description="The stage the verdict was decided at.")
-    replied_at: str | None = Field(
-        description="The stage whose reply carried it (later with delay_reject); null if never "
-        "sent."
-    )
-    code: int | None
-    status: str | None = Field(description="The enhanced status code (x.y.z), if any.")
-    text: str | None
-    reason: str
-    rfc_compliant: bool = Field(description="Whether RFC 5321 allows this refusal.")
-    warned: bool = Field(description="Recorded only (warn_only): nothing was refused.")
-    delay: float
-    when: datetime
-    details: dict[str, Any]
-
-
-Outcome = Literal["accepted", "rejected", "deferred", "aborted", "idle"]
-
-
-class SessionInfo(_Model):
-    id: str
-    scenario: str
-    started: datetime
-    ended: datetime | None
-    outcome: Outcome | None = Field(description="null while the session is open.")
-    client: ClientInfo
-    helo: str | None
-    tls: bool
-    envelope: Envelope
-    verdicts: list[VerdictInfo]
-
-
-class SessionPage(_Model):
-    sessions: list[SessionInfo]
-    limit: int
-    offset: int
-
-
-class TranscriptLine(_Model):
-    when: datetime
-    direction: Literal["in", "out", "note"]
-    line: str
-
-
-class MessageInfo(_Model):
-    n: int
-    when: datetime
-    mail_from: str
-    rcpts: list[str]
-    size: int = Field(description="Octets received.")
-    truncated: bool = Field(
-        description="The message was larger than the receiver stores (its "
-        "max_stored_message_bytes, 10 MiB by default): only that many octets were kept. The "
-        "scenario's SIZE limit (receiver.max_message_size) decides what is accepted."
-    )
-    href: str = Field(description="Where the raw message is (message/rfc822).")
-
-
-class SessionDetail(SessionInfo):
-    transcript: list[TranscriptLine]
-    messages: list[MessageInfo]
-
-
-class ScenarioInfo(_Model):
-    name: str
-    description: str
-    source: str
-    receiver: ReceiverSettings
-    dns_mode: str
-    chains: dict[str, list[str]] = Field(description="Stage -> the policies run, in order.")
-
-
-class ScenarioByName(_Model):
-    name: str = Field(description="A bundled scenario (see `strictmx scenarios`).")
-
-
-class Health(_Model):
-    status: Literal["ready", "degraded"]
-    reasons: list[str]
-
-
-class SessionQuery(_Model):
-    """The filters and paging of `GET /sessions`."""
-
-    client: str | None = Field(
-        None, description="Simulated address, socket address or client name (exact)."
-    )
-    helo: str | None = Field(None, description="Part of the HELO/EHLO name.")
-    sender: str | None = Field(None, description="Part of a MAIL FROM address.")
-    rcpt: str | None = Field(None, description="Part of a RCPT TO address.")
-    outcome: Outcome | None = Field(None, description="How the session ended.")
-    policy: str | None = Field(None, description="A policy that gave any verdict.")
-    since: datetime | None = Field(
-        None, description="Sessions started at or after this ISO 8601 time (UTC if no zone)."
-    )
-    limit: int = Field(50, ge=1, le=1000, description="At most this many sessions.")
-    offset: int = Field(0, ge=0, description="Skip this many (newest first).")
-
-    @field_validator("since")
-    @classmethod
-    def _utc_if_naive(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -623,144 +476,6 @@ def _scenario_info(scenario: Scenario) -> ScenarioInfo:
     )
 
 
-# -- serving -------------------------------------------------------------------------------
-
-
-def exposed(host: str) -> bool:
-    """Whether listening on `host` reaches beyond this machine's loopback."""
-    try:
-        return not ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return host != "localhost"
-
-
-def _busy_answer() -> bytes:
-    body = Error(
-        error=f"too many API connections (at most {MAX_CONNECTIONS}); retry later"
-    ).model_dump_json()
-    head = (
-        "HTTP/1.1 503 Service Unavailable\r\n"
-        "Content-Type: application/json; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Retry-After: 1\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return (head + body).encode()
-
-
-class _Busy(asyncio.Protocol):
-    """A connection over the cap: one 503, then closed.
-
-    What the client sends is read and dropped until it closes or BUSY_LINGER passes:
-    closing a socket with unread data makes the kernel send a reset, and a reset makes
-    the client drop the 503 it has not read yet.
-    """
-
-    def __init__(self, listener: _CappedListener) -> None:
-        self._listener = listener
-        self._timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(_busy_answer())
-        if transport.can_write_eof():
-            transport.write_eof()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(BUSY_LINGER, transport.close)
-
-    def data_received(self, data: bytes) -> None:
-        pass  # dropped
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._listener.busy -= 1
-        if self._timer is not None:
-            self._timer.cancel()
-
-
-class _Abort(asyncio.Protocol):
-    """Over the cap and over the busy answers' cap too: closed without a word."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.abort()
-
-
-class _Counted(asyncio.Protocol):
-    """aiohttp's protocol for one connection, counted in and out of the listener's cap."""
-
-    def __init__(self, inner: asyncio.Protocol, listener: _CappedListener) -> None:
-        self._inner = inner
-        self._listener = listener
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._listener.open -= 1
-        self._inner.connection_lost(exc)
-
-
-class _CappedListener:
-    """The API's listening socket, with at most `cap` connections open; aiohttp has no
-    such knob.
-
-    Not an aiohttp site: a site hands its listener to aiohttp through private attributes.
-    The runner's public protocol factory (`runner.server`, aiohttp's low-level server)
-    serves each counted connection, and the runner's cleanup still closes them.
-    """
-
-    def __init__(self, runner: web.AppRunner, host: str, port: int, cap: int) -> None:
-        self._runner = runner
-        self._host = host
-        self._port = port
-        self._listener: asyncio.Server | None = None
-        self.cap = cap
-        self.open = 0
-        #: Connections being told 503 (each lingers at most BUSY_LINGER seconds).
-        self.busy = 0
-
-    async def start(self) -> None:
-        server = self._runner.server
-        assert server is not None  # the runner is set up
-        self._listener = await asyncio.get_running_loop().create_server(
-            lambda: self._protocol(server), self._host, self._port, reuse_address=True
-        )
-
-    def close(self) -> None:
-        """Stop listening; open connections are the runner's to close."""
-        # Not wait_closed(): since Python 3.12 it also waits for every connection to
-        # end, and those end in the runner's cleanup, which comes after.
-        if self._listener is not None:
-            self._listener.close()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        assert self._listener is not None and self._listener.sockets
-        host, port = self._listener.sockets[0].getsockname()[:2]
-        return str(host), int(port)
-
-    def _protocol(self, server: web.Server) -> asyncio.Protocol:
-        if self.open < self.cap:
-            self.open += 1
-            return _Counted(server(), self)
-        if self.busy < BUSY_CAP:
-            self.busy += 1
-            return _Busy(self)
-        return _Abort()
-
-
 class Api:
     """The API on one address, in the running event loop.
 
@@ -780,7 +495,7 @@ class Api:
         self.requested_port = port
         self.token_required = token is not None
         self.host_access = host_access
-        self._listener: _CappedListener | None = None
+        self._listener: CappedListener | None = None
         self._runner = web.AppRunner(
             build_app(receiver, token, host_access),
             shutdown_timeout=SHUTDOWN_TIMEOUT,
@@ -791,7 +506,7 @@ class Api:
 
     async def start(self) -> None:
         await self._runner.setup()
-        listener = _CappedListener(self._runner, self.host, self.requested_port, MAX_CONNECTIONS)
+        listener = CappedListener(self._runner, self.host, self.requested_port, MAX_CONNECTIONS)
         try:
             await listener.start()
         except OSError as exc:
@@ -816,177 +531,3 @@ class Api:
         host, port = self.address
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}{PREFIX}"
-
-
-# -- the OpenAPI document ------------------------------------------------------------------
-
-_RESPONSES: Final = (SessionPage, SessionDetail, ScenarioInfo, Health, Error)
-
-
-def openapi_document(*, auth: bool) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of this API; `auth` adds the bearer-token scheme."""
-    refs: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "serialization") for m in _RESPONSES]
-    refs.append((ScenarioByName, "validation"))
-    _, top = models_json_schema(refs, ref_template="#/components/schemas/{model}")
-    schemas: dict[str, Any] = top["$defs"]
-
-    def ref(name: str) -> dict[str, str]:
-        return {"$ref": f"#/components/schemas/{name}"}
-
-    def json_body(name: str, description: str) -> dict[str, Any]:
-        return {"description": description, "content": {"application/json": {"schema": ref(name)}}}
-
-    def errors(*codes: int) -> dict[str, Any]:
-        reasons = {
-            400: "Malformed request",
-            401: "Missing or wrong bearer token",
-            404: "No such session or message",
-            405: "Method not allowed",
-            408: f"Body not received within {BODY_DEADLINE:g}s (the connection is closed)",
-            413: "Body too large",
-            415: "Unsupported Content-Type",
-            422: "Scenario rejected (file, line and key path in details)",
-            500: "Unexpected error (logged by the server)",
-            503: "Journal unavailable, or the server busy (too many connections or bodies "
-            "at once; retry after Retry-After seconds)",
-        }
-        chosen = (*codes, *((401,) if auth else ()), 405, 500)
-        return {str(code): json_body("Error", reasons[code]) for code in sorted(set(chosen))}
-
-    query = SessionQuery.model_json_schema()["properties"]
-    session_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-    paths: dict[str, Any] = {
-        "/sessions": {
-            "get": {
-                "operationId": "listSessions",
-                "summary": "Sessions, newest first, with their verdicts",
-                "parameters": [
-                    {
-                        "name": name,
-                        "in": "query",
-                        "required": False,
-                        "description": spec.get("description", ""),
-                        "schema": _without_null(spec),
-                    }
-                    for name, spec in query.items()
-                ],
-                "responses": {
-                    "200": json_body("SessionPage", "A page of sessions"),
-                    **errors(400, 503),
-                },
-            },
-            "delete": {
-                "operationId": "clearSessions",
-                "summary": "Empty the journal",
-                "responses": {"204": {"description": "Emptied"}, **errors(503)},
-            },
-        },
-        "/sessions/{id}": {
-            "get": {
-                "operationId": "getSession",
-                "summary": "One session with its transcript and messages",
-                "parameters": [session_id],
-                "responses": {
-                    "200": json_body("SessionDetail", "The session"),
-                    **errors(404, 503),
-                },
-            }
-        },
-        "/sessions/{id}/messages/{n}": {
-            "get": {
-                "operationId": "getMessage",
-                "summary": "A stored message as received",
-                "parameters": [
-                    session_id,
-                    {
-                        "name": "n",
-                        "in": "path",
-                        "required": True,
-                        "description": "The message's number in the session, from 1.",
-                        "schema": {"type": "integer", "minimum": 1},
-                    },
-                ],
-                "responses": {
-                    "200": {
-                        "description": "The raw message",
-                        "content": {
-                            "message/rfc822": {
-                                "schema": {"type": "string", "contentMediaType": "message/rfc822"}
-                            }
-                        },
-                    },
-                    **errors(400, 404, 503),
-                },
-            }
-        },
-        "/scenario": {
-            "get": {
-                "operationId": "getScenario",
-                "summary": "The running scenario",
-                "responses": {"200": json_body("ScenarioInfo", "The scenario")},
-            },
-            "put": {
-                "operationId": "putScenario",
-                "summary": "Swap the scenario for new sessions",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {"schema": ref("ScenarioByName")},
-                        **{
-                            kind: {"schema": {"type": "string", "description": "Scenario YAML"}}
-                            for kind in ("application/yaml", "text/yaml")
-                        },
-                    },
-                },
-                "responses": {
-                    "200": json_body("ScenarioInfo", "The scenario now running"),
-                    **errors(400, 408, 413, 415, 422, 503),
-                },
-            },
-        },
-        "/health": {
-            "get": {
-                "operationId": "health",
-                "summary": "ready, or degraded with the reasons",
-                "responses": {"200": json_body("Health", "The receiver's health")},
-                **({"security": []} if auth else {}),
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document",
-                "responses": {
-                    "200": {
-                        "description": "The OpenAPI document",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    }
-                },
-            }
-        },
-    }
-    document: dict[str, Any] = {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "strictmx",
-            "version": "1",
-            "description": "The journal and the running scenario of a strictmx receiver.",
-        },
-        "servers": [{"url": PREFIX}],
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }
-    if auth:
-        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        document["security"] = [{"bearer": []}]
-    return document
-
-
-def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
-    """A query parameter's schema: an absent parameter, not null, means 'no filter'."""
-    (kind,) = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
-    merged = {**kind, **schema}
-    kept = {k: v for k, v in merged.items() if k not in ("anyOf", "title", "description")}
-    if kept.get("default") is None:
-        kept.pop("default", None)
-    return kept

@@ -17,11 +17,13 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from . import api, check, registry, runner
+from . import check, registry, runner
 from . import explain as explaining
 from . import reproduce as reproducing
 from . import scenario as scenarios
-from .api import Api, exposed
+from .api import Api
+from .api_contract import BODY_DEADLINE, MAX_BODY, MAX_BUFFERED, MAX_CONNECTIONS
+from .api_listener import exposed
 from .policy import PolicyClass
 from .registry import load_registry
 from .scenario import ScenarioError
@@ -56,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve a scenario over SMTP",
         description="Serve a scenario over SMTP, and optionally its DNS and the HTTP API.",
-        epilog=f"The API holds at most {api.MAX_CONNECTIONS} connections, bodies of"
-        f" {api.MAX_BODY // 2**20} MiB that arrive within {api.BODY_DEADLINE:g}s, and"
-        f" {api.MAX_BUFFERED // 2**20} MiB of bodies at once. A scenario uploaded through it"
+        epilog=f"The API holds at most {MAX_CONNECTIONS} connections, bodies of"
+        f" {MAX_BODY // 2**20} MiB that arrive within {BODY_DEADLINE:g}s, and"
+        f" {MAX_BUFFERED // 2**20} MiB of bodies at once. A scenario uploaded through it"
         " may not name files, modules, URLs, listen addresses or real DNS unless"
         " --api-allow-host-access is given.",
     )

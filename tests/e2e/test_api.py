@@ -29,7 +29,9 @@ from openapi_schema_validator import validate as validate_schema
 from openapi_spec_validator import validate as validate_openapi
 
 from strictmx.receiver import scenario as scenarios
-from strictmx.receiver.api import PREFIX, build_app, openapi_document
+from strictmx.receiver.api import build_app
+from strictmx.receiver.api_contract import PREFIX
+from strictmx.receiver.api_openapi import openapi_document
 from strictmx.receiver.server import Receiver, ServerOptions
 
 from .conftest import Factory, Running

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from strictmx.receiver.api import BODY_DEADLINE, KEEPALIVE, MAX_BODY, MAX_BUFFERED, MAX_CONNECTIONS
+from strictmx.receiver.api_contract import (
+    BODY_DEADLINE,
+    KEEPALIVE,
+    MAX_BODY,
+    MAX_BUFFERED,
+    MAX_CONNECTIONS,
+)
 
 from ._scenario import Answer, Serve, banner_seconds, read_answer, request
 from .conftest import Tally

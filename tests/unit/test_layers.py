@@ -66,6 +66,9 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.journal_writer": "io",
     "strictmx.receiver.server": "io",
     "strictmx.receiver.api": "surfaces",
+    "strictmx.receiver.api_contract": "surfaces",
+    "strictmx.receiver.api_listener": "surfaces",
+    "strictmx.receiver.api_openapi": "surfaces",
     "strictmx.receiver.cli": "surfaces",
     "strictmx.receiver.pytest_plugin": "surfaces",
     "strictmx.receiver.runner": "surfaces",
@@ -222,6 +225,9 @@ SMALL_PLACES = {
     "strictmx.policies.*": "policies",
     "strictmx.receiver.server": "io",
     "strictmx.receiver.api": "surfaces",
+    "strictmx.receiver.api_contract": "surfaces",
+    "strictmx.receiver.api_listener": "surfaces",
+    "strictmx.receiver.api_openapi": "surfaces",
 }
 
 
