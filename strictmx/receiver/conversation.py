@@ -21,18 +21,15 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from datetime import datetime
+from typing import NamedTuple
 
+from .engine import Decision, Engine
+from .persona import Persona
+from .policy import Context
+from .scenario import ReceiverSettings
 from .session import Client, Session
 from .verdict import Reply, Stage, Verdict
-
-if TYPE_CHECKING:
-    from datetime import datetime
-
-    from .engine import Decision, Engine
-    from .persona import Persona
-    from .policy import Context
-    from .scenario import ReceiverSettings
 
 log = logging.getLogger(__name__)
 

@@ -49,17 +49,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import aiosmtplib
 
-from .dns import TempFail
+from . import World
+from .dns import TempFail, WorldDNS
 from .mailserver import MailboxResponder
 from .names import a_label
-
-if TYPE_CHECKING:
-    from . import World
-    from .dns import WorldDNS
 
 Style = Literal["postfix", "exim"]
 
