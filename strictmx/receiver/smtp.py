@@ -7,7 +7,9 @@ and on RSET/NOOP/VRFY/unknown commands; this class adds those points:
 - every reply goes through `push`, so the greeting is where CONNECT runs, and every
   4xx/5xx the client receives (aiosmtpd's own 500/501/503 included) is counted and fed
   to the ERROR stage;
-- every command goes through a wrapper around aiosmtpd's `smtp_*` methods;
+- the command loop is strictmx's own (`_handle_client`): it reads every line, answers
+  the lines no command sees, and hands each known command to strictmx's handler and
+  the conversation before (or instead of) aiosmtpd's `smtp_*` method;
 - every line read or written is in the session's transcript.
 
 The policies themselves never see this module: they get the sans-IO `Session`.
@@ -21,11 +23,12 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from typing import TYPE_CHECKING, Any
 
+from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as AioSession
 
@@ -50,28 +53,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class _RecordingReader(asyncio.StreamReader):
-    """A StreamReader that hands every command line it reads to the protocol."""
-
-    def __init__(self, protocol: StrictSMTP, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._protocol = protocol
-
-    def readuntil(self, separator: bytes = b"\n") -> Coroutine[Any, Any, bytes]:  # type: ignore[override]
-        # Only command lines come this way: message data is taken from the buffer by
-        # strictmx/receiver/smtp_data.py and goes to the message, not the transcript.
-        return self._command(super().readuntil(separator))
-
-    async def _command(self, read: Coroutine[Any, Any, bytes]) -> bytes:
-        try:
-            line = await read
-        except asyncio.LimitOverrunError:
-            self._protocol.note_in("<command line over the length limit>")
-            raise
-        self._protocol.command_line(line)
-        return line
-
-
 class _Hooks:
     """aiosmtpd handler hooks, forwarded to the protocol instance that called them."""
 
@@ -81,7 +62,7 @@ class _Hooks:
     def __dir__(self) -> list[str]:
         # aiosmtpd walks dir(handler) twice per connection (AUTH mechanisms, hooks): the
         # hooks alone keep the walk short, as StrictSMTP.__dir__ does for the protocol.
-        return ["handle_DATA", "handle_MAIL", "handle_PROXY", "handle_RCPT"]
+        return ["handle_DATA", "handle_MAIL", "handle_RCPT"]
 
     async def handle_MAIL(
         self, server: StrictSMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -96,16 +77,18 @@ class _Hooks:
     async def handle_DATA(self, server: StrictSMTP, session: Any, envelope: Any) -> str:
         return await server.on_message(envelope.original_content or b"")
 
-    async def handle_PROXY(
-        self, server: StrictSMTP, session: Any, envelope: Any, proxy: Any
-    ) -> bool:
-        return server.on_proxy(proxy)
-
 
 HOOKS = _Hooks()
 
 
 _AIOSMTPD_NAMES = [n for n in dir(SMTP) if n.startswith(("smtp_", "auth_"))]
+
+#: The commands strictmx knows, each with the method that answers it (aiosmtpd's smtp_*,
+#: some wrapped by a handler in `_HANDLERS`; XCLIENT is strictmx's own).
+_METHODS = {n[5:]: n for n in _AIOSMTPD_NAMES if n.startswith("smtp_")} | {"XCLIENT": ""}
+
+#: Unknown commands in a session before the goodbye (aiosmtpd's BOGUS_LIMIT).
+_UNKNOWN_LIMIT = 5
 
 
 class StrictSMTP(SMTP):
@@ -128,13 +111,6 @@ class StrictSMTP(SMTP):
             proxy_protocol_timeout=receiver.proxy_timeout,
             loop=receiver.loop,
         )
-        # Swap in the recording reader before any connection exists.
-        asyncio.StreamReaderProtocol.__init__(
-            self,
-            _RecordingReader(self, limit=self.line_length_limit, loop=self.loop),
-            client_connected_cb=self._cb_client_connected,
-            loop=self.loop,
-        )
         self.receiver = receiver
         self.settings = settings
         self.journal = receiver.journal
@@ -153,7 +129,6 @@ class StrictSMTP(SMTP):
         self._lines: list[tuple[float, str, str]] = []
         self._rcpts: list[str] = []
         self._proxied: tuple[str, int] | None = None
-        self._smtp_methods = _Commands(self, {**self._smtp_methods, "XCLIENT": self.xclient})
         self._ehlo = False  # the next final 250 closes an EHLO reply
         self._held: list[str] = []  # continuation lines of the reply being written
 
@@ -202,6 +177,110 @@ class StrictSMTP(SMTP):
         # aiosmtpd's own version defines a typing.Protocol class on every call (a class
         # per MAIL and RCPT command); the same parse, with results remembered.
         return _parse_path(arg, self.local_part_limit)
+
+    # -- the command loop ---------------------------------------------------------------
+    async def _handle_client(self) -> None:
+        """strictmx's command loop, run by aiosmtpd's connection_made in place of its own.
+
+        aiosmtpd stays the transport (the connection, STARTTLS's handshake, the idle
+        timer); every line is read, recorded and answered here. The replies to lines no
+        command sees keep aiosmtpd 1.4's texts (aiosmtpd/smtp.py, SMTP._handle_client),
+        which clients and the tests know.
+        """
+        if self.receiver.proxy_timeout is not None:
+            # The PROXY header first, within its own time (aiosmtpd/proxy_protocol.py).
+            self._reset_timeout(self.receiver.proxy_timeout)
+            proxy = await get_proxy(self._reader)
+            self._conn().proxy_data = proxy
+            if not proxy or not self.on_proxy(proxy):
+                self._close()
+                return
+            self._reset_timeout()
+        await self.push("220")  # the greeting: CONNECT runs first (see `push`)
+        if self.state is None:  # no session could open: push has closed the line
+            return
+        unknown_left = _UNKNOWN_LIMIT
+        while self.transport is not None:
+            try:
+                try:
+                    raw = await self._reader.readuntil()
+                except asyncio.LimitOverrunError as error:
+                    self.note_in("<command line over the length limit>")
+                    await self._skip_line(error.consumed)
+                    await self._refuse_line("500 Command line too long")
+                    continue
+                self._command_line(raw)
+                line = raw.rstrip(b"\r\n")
+                if not line:
+                    await self._refuse_line("500 Error: bad syntax")
+                    continue
+                verb_bytes, _, arg_bytes = line.partition(b" ")
+                try:
+                    verb = verb_bytes.upper().decode("ascii")
+                except UnicodeDecodeError:  # RFC 5321 §2.4: verbs are ASCII
+                    await self._refuse_line("500 Error: bad syntax")
+                    continue
+                try:
+                    arg = self._argument(arg_bytes)
+                except UnicodeDecodeError:  # 8-bit without SMTPUTF8 (RFC 6531 §3.2)
+                    await self._refuse_line("500 Error: strict ASCII mode")
+                    continue
+                limit = (
+                    self.command_size_limits[verb]
+                    if self._conn().extended_smtp
+                    else self.command_size_limit
+                )
+                if len(line) > limit:
+                    await self._refuse_line("500 Command line too long")
+                    continue
+                if verb not in _METHODS:
+                    unknown_left -= 1
+                    if unknown_left < 1:
+                        await self._refuse_line(
+                            "502 5.5.1 Too many unrecognized commands, goodbye."
+                        )
+                        self._close()
+                        continue
+                    await self._refuse_line(f'500 Error: command "{verb}" not recognized')
+                    continue
+                self._reset_timeout()  # a whole, known command: the client is alive
+                await self._run(verb, arg)
+            except (asyncio.CancelledError, ConnectionResetError):
+                self._writer.close()  # the connection went away mid-command
+                raise
+            except Exception as error:
+                try:
+                    status = await self.handle_exception(error)
+                except Exception:
+                    log.exception(
+                        "session %s: handling an error failed", self.state and self.state.id
+                    )
+                    status = _INTERNAL_ERROR
+                if isinstance(error, TLSSetupException):
+                    # As aiosmtpd does: the handshake failed, the line cannot go on.
+                    self._close()
+                    self.connection_lost(error)
+                else:
+                    await self.push(status)
+
+    async def _skip_line(self, consumed: int) -> None:
+        """Discard the rest of an over-long line, however long, up to its end."""
+        await self._reader.read(consumed)
+        while True:
+            try:
+                await self._reader.readuntil()
+                return
+            except asyncio.LimitOverrunError as error:
+                await self._reader.read(error.consumed)
+
+    def _argument(self, arg_bytes: bytes) -> str | None:
+        """A command's argument as aiosmtpd decodes it: None when absent; non-UTF-8
+        bytes kept (surrogateescape) under SMTPUTF8, else UnicodeDecodeError."""
+        if not arg_bytes:
+            return None
+        if self.enable_SMTPUTF8:
+            return str(arg_bytes.strip(), encoding="utf-8", errors="surrogateescape")
+        return str(arg_bytes.strip(), encoding="ascii", errors="strict")
 
     # -- connection life --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -272,16 +351,24 @@ class StrictSMTP(SMTP):
         self.journal.session_ended(self.state.id, outcome=outcome, ended=_now())
 
     # -- transcript and replies -------------------------------------------------------
-    def command_line(self, raw: bytes) -> None:
-        if self.state is None:
-            return
+    def _command_line(self, raw: bytes) -> None:
+        """Record a command line as received and tell the conversation what it is."""
         text = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
         self._record("in", text)
         verb = text.split(" ", 1)[0].upper()
         bare_lf = not raw.endswith(b"\r\n") and raw.endswith(b"\n")
-        known = not verb or verb in self._smtp_methods
+        known = not verb or verb in _METHODS
         if bare_lf or not known:  # an ordinary line changes nothing: no call (hot path)
             self.conv.line(text, bare_lf=bare_lf, known=known)
+
+    async def _refuse_line(self, line: str) -> None:
+        """A reply to a line no command gets to see (too long, bad syntax, unknown verb):
+        the UNKNOWN stage may replace it when the verb was not a command."""
+        step = await self.conv.unknown()
+        if step.reply is not None:
+            await self._send_step(step)
+        else:
+            await self._write(line)
 
     def note_in(self, text: str) -> None:
         if self.state is not None:
@@ -330,11 +417,6 @@ class StrictSMTP(SMTP):
                 if line.startswith("250"):
                     for keyword in self.ehlo_keywords():
                         await self._write(f"250-{keyword}")
-        if line.startswith("50"):
-            step = await self.conv.unknown()
-            if step.reply is not None:
-                await self._send_step(step)
-                return
         await self._write(line)
 
     async def _write(self, line: str) -> None:
@@ -437,16 +519,17 @@ class StrictSMTP(SMTP):
         self.journal.verdict(self.state.id, verdict, _now())
 
     # -- commands ---------------------------------------------------------------------
-    async def dispatch(self, verb: str, method: Command, arg: str | None) -> None:
-        """Every command aiosmtpd recognises comes here first (see `_Commands`)."""
-        state = self.state
-        if state is None:
-            await method(arg)
-            return
+    async def _run(self, verb: str, arg: str | None) -> None:
+        """A known command: the conversation may refuse it outright (a CONNECT refusal
+        answers everything); else strictmx's handler, or aiosmtpd's method alone."""
         refusal = self.conv.command(verb)
         if refusal is not None:
             await self._send_reply(refusal)
             return
+        if verb == "XCLIENT":
+            await self.xclient(arg)
+            return
+        method: Command = getattr(self, _METHODS[verb])
         handler = _HANDLERS.get(verb)
         if handler is None:
             await method(arg)
@@ -625,24 +708,6 @@ class StrictSMTP(SMTP):
             return False
         self._proxied = (address, int(getattr(proxy, "src_port", 0) or 0))
         return True
-
-
-class _Commands(dict[str, Command]):
-    """aiosmtpd's command table, each command routed through `StrictSMTP.dispatch`.
-
-    aiosmtpd looks commands up with `.get`; the routing is bound at that moment, so a
-    connection costs no wrapper per command it never sends.
-    """
-
-    def __init__(self, protocol: StrictSMTP, methods: dict[str, Command]) -> None:
-        super().__init__(methods)
-        self._protocol = protocol
-
-    def get(self, verb: str, default: Any = None) -> Any:
-        method = super().get(verb)
-        if method is None:
-            return default
-        return functools.partial(self._protocol.dispatch, verb, method)
 
 
 @functools.lru_cache(maxsize=4096)
