@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable
+from email._header_value_parser import get_addr_spec, get_angle_addr
 from typing import TYPE_CHECKING, NamedTuple
 
 from .session import Client, Session
@@ -505,3 +506,130 @@ def parse_xclient(arg: str) -> tuple[dict[str, str | None], set[str]]:
         attrs[name] = value
         temporary.discard(name)
     return attrs, temporary
+
+
+# -- MAIL, RCPT and VRFY arguments ----------------------------------------------------------
+# The checks and their reply texts are aiosmtpd 1.4's (aiosmtpd/smtp.py: smtp_MAIL,
+# smtp_RCPT, smtp_VRFY, _getaddr, _getparams), in the same order, so the wire is as it
+# was when aiosmtpd answered these commands itself; strictmx's own replies (the
+# policies', `_OK_MAIL`, ...) come after the argument is understood.
+
+
+class Envelope(NamedTuple):
+    """A MAIL or RCPT argument understood: the path and its parameters (upper case)."""
+
+    address: str
+    options: list[str]
+    smtputf8: bool = False
+
+
+def mail_argument(
+    arg: str | None, *, extended: bool, nested: bool, smtputf8: bool, size_limit: int | None
+) -> Envelope | str:
+    """`FROM:<path> [params]`: the envelope, or the reply line refusing it."""
+    syntax_error = "501 Syntax: MAIL FROM: <address>" + (
+        " [SP <mail-parameters>]" if extended else ""
+    )
+    parsed = _path_argument(arg, "FROM:", extended, syntax_error)
+    if isinstance(parsed, str):
+        return parsed
+    address, options = parsed
+    if nested:
+        return "503 Error: nested MAIL command"
+    params = _params(options)
+    if params is None:
+        return syntax_error
+    if params.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):
+        return "501 Error: BODY can only be one of 7BIT, 8BITMIME"
+    utf8 = params.pop("SMTPUTF8", False)
+    if not isinstance(utf8, bool):
+        return "501 Error: SMTPUTF8 takes no arguments"
+    if utf8 and not smtputf8:
+        return "501 Error: SMTPUTF8 disabled"
+    size = params.pop("SIZE", None)
+    if size:
+        if isinstance(size, bool) or not size.isdigit():
+            return syntax_error
+        if size_limit and int(size) > size_limit:
+            return "552 Error: message size exceeds fixed maximum message size"
+    if params:
+        return "555 MAIL FROM parameters not recognized or not implemented"
+    return Envelope(address, options, utf8)
+
+
+def rcpt_argument(arg: str | None, *, extended: bool) -> Envelope | str:
+    """`TO:<path> [params]`: the envelope, or the reply line refusing it (no RCPT
+    parameter is known)."""
+    syntax_error = "501 Syntax: RCPT TO: <address>" + (
+        " [SP <mail-parameters>]" if extended else ""
+    )
+    parsed = _path_argument(arg, "TO:", extended, syntax_error)
+    if isinstance(parsed, str):
+        return parsed
+    address, options = parsed
+    params = _params(options)
+    if params is None:
+        return syntax_error
+    if params:
+        return "555 RCPT TO parameters not recognized or not implemented"
+    return Envelope(address, options)
+
+
+def vrfy_reply(arg: str | None) -> str:
+    """VRFY's reply: no address is ever confirmed (RFC 5321 §3.5.3's 252)."""
+    if not arg:
+        return "501 Syntax: VRFY <address>"
+    if parse_path(arg)[0] is None:
+        return "502 Could not VRFY " + arg
+    return "252 Cannot VRFY user, but will accept message and attempt delivery"
+
+
+def _path_argument(
+    arg: str | None, keyword: str, extended: bool, syntax_error: str
+) -> tuple[str, list[str]] | str:
+    if arg is None or arg[: len(keyword)].upper() != keyword:
+        return syntax_error
+    address, rest = parse_path(arg[len(keyword) :].strip())
+    if address is None:
+        return "553 5.1.3 Error: malformed address"
+    if not address or (rest and not extended):
+        return syntax_error
+    return address, (rest or "").upper().split()
+
+
+def _params(options: list[str]) -> dict[str, str | bool] | None:
+    """RFC 1869 `keyword[=value]` parameters; None when one is malformed."""
+    params: dict[str, str | bool] = {}
+    for option in options:
+        name, eq, value = option.partition("=")
+        if not name.isalnum() or (eq and not value):
+            return None
+        params[name] = value if eq else True
+    return params
+
+
+#: The longest local part a path may have (RFC 5321 §4.5.3.1.1; aiosmtpd's
+#: local_part_limit, which strictmx leaves at its default: no limit).
+LOCAL_PART_LIMIT = 0
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_path(arg: str, local_part_limit: int = LOCAL_PART_LIMIT) -> tuple[str | None, str | None]:
+    """MAIL/RCPT's `<path> params` as aiosmtpd parses it: (address, rest), (None, None)
+    when unparsable or the local part is over the limit (0: no limit).
+
+    The email package's parser is not total: on some truncated paths (`<@`, `"`, `0@[`,
+    `0@[<TAB>`) it raises IndexError, AttributeError or UnboundLocalError. It is a pure
+    function of the text, so here any exception it raises means a malformed address.
+    """
+    if not arg:
+        return "", ""
+    try:
+        parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
+        token, rest = parse(arg)
+        address: str = token.addr_spec
+    except Exception:  # HeaderParseError, and the parser's own bugs (see above)
+        return None, None
+    if local_part_limit and len(address.rpartition("@")[0]) > local_part_limit:
+        return None, None
+    return address, rest

@@ -25,14 +25,20 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from email._header_value_parser import get_addr_spec, get_angle_addr
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as AioSession
 
-from .conversation import XCLIENT_ATTRIBUTES, Conversation, Step
+from .conversation import (
+    XCLIENT_ATTRIBUTES,
+    Conversation,
+    Step,
+    mail_argument,
+    rcpt_argument,
+    vrfy_reply,
+)
 from .session import Client, Session
 from .smtp_data import read_message
 from .verdict import Reply, Stage, Verdict, wire_safe
@@ -54,25 +60,13 @@ def _now() -> datetime:
 
 
 class _Hooks:
-    """aiosmtpd handler hooks, forwarded to the protocol instance that called them."""
-
-    # No handle_EHLO: aiosmtpd inspects that hook's signature on every connection; the
-    # EHLO keywords are adjusted in StrictSMTP.push instead.
+    """aiosmtpd's handler: the DATA hook alone. strictmx's command loop answers every
+    other command itself (MAIL and RCPT through the conversation)."""
 
     def __dir__(self) -> list[str]:
         # aiosmtpd walks dir(handler) twice per connection (AUTH mechanisms, hooks): the
-        # hooks alone keep the walk short, as StrictSMTP.__dir__ does for the protocol.
-        return ["handle_DATA", "handle_MAIL", "handle_RCPT"]
-
-    async def handle_MAIL(
-        self, server: StrictSMTP, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        return await server.on_mail(address, options)
-
-    async def handle_RCPT(
-        self, server: StrictSMTP, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        return await server.on_rcpt(address, options)
+        # hook alone keeps the walk short, as StrictSMTP.__dir__ does for the protocol.
+        return ["handle_DATA"]
 
     async def handle_DATA(self, server: StrictSMTP, session: Any, envelope: Any) -> str:
         return await server.on_message(envelope.original_content or b"")
@@ -168,15 +162,11 @@ class StrictSMTP(SMTP):
             self.envelope = Envelope()  # as after any DATA
             return
         envelope.content = envelope.original_content = content
-        # The handler's DATA hook, called with the arguments aiosmtpd's own call passes.
+        # The handler's DATA hook, called with the arguments aiosmtpd's own call passes
+        # (tests/unit/test_smtp_data.py runs this method in a plain aiosmtpd SMTP).
         status = await self.event_handler.handle_DATA(self, self.session, envelope)
         self.envelope = Envelope()
         await self.push(status)
-
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd's own version defines a typing.Protocol class on every call (a class
-        # per MAIL and RCPT command); the same parse, with results remembered.
-        return _parse_path(arg, self.local_part_limit)
 
     # -- the command loop ---------------------------------------------------------------
     async def _handle_client(self) -> None:
@@ -560,6 +550,37 @@ class StrictSMTP(SMTP):
             keywords.append("XCLIENT " + " ".join(XCLIENT_ATTRIBUTES))
         return keywords
 
+    async def _on_mail(self, method: Command, arg: str | None) -> None:
+        if await self.check_helo_needed():
+            return
+        envelope = self._env()
+        parsed = mail_argument(
+            arg,
+            extended=self._conn().extended_smtp,
+            nested=bool(envelope.mail_from),
+            smtputf8=self.enable_SMTPUTF8,
+            size_limit=self.data_size_limit,
+        )
+        if isinstance(parsed, str):
+            await self.push(parsed)
+            return
+        reply = await self.on_mail(parsed.address, parsed.options)
+        if envelope.mail_from:
+            envelope.smtp_utf8 = parsed.smtputf8
+        await self.push(reply)
+
+    async def _on_rcpt(self, method: Command, arg: str | None) -> None:
+        if await self.check_helo_needed():
+            return
+        if not self._env().mail_from:
+            await self.push("503 Error: need MAIL command")
+            return
+        parsed = rcpt_argument(arg, extended=self._conn().extended_smtp)
+        if isinstance(parsed, str):
+            await self.push(parsed)
+            return
+        await self.push(await self.on_rcpt(parsed.address, parsed.options))
+
     async def on_mail(self, address: str, options: list[str]) -> str:
         step = await self.conv.mail(address, options)
         if step.reply is not None and step.reply.code < 300:
@@ -624,7 +645,10 @@ class StrictSMTP(SMTP):
         await self._junk(Stage.NOOP, method, arg)
 
     async def _on_vrfy(self, method: Command, arg: str | None) -> None:
-        await self._junk(Stage.VRFY, method, arg)
+        await self._junk(Stage.VRFY, self._vrfy, arg)
+
+    async def _vrfy(self, arg: str | None) -> None:
+        await self.push(vrfy_reply(arg))
 
     async def _junk(self, stage: Stage, method: Command, arg: str | None) -> bool:
         """NOOP/VRFY/RSET: count, let the stage object, else run aiosmtpd's command."""
@@ -710,29 +734,6 @@ class StrictSMTP(SMTP):
         return True
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse_path(arg: str, local_part_limit: int) -> tuple[str | None, str | None]:
-    """MAIL/RCPT's `<path> params` as aiosmtpd parses it: (address, rest), (None, None)
-    when unparsable or the local part is over the limit (0: no limit).
-
-    The email package's parser is not total: on some truncated paths (`<@`, `"`, `0@[`,
-    `0@[<TAB>`) it raises IndexError, AttributeError or UnboundLocalError, which aiosmtpd
-    answers with a 500 naming the exception. It is a pure function of the text, so here
-    any exception it raises means a malformed address.
-    """
-    if not arg:
-        return "", ""
-    try:
-        parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
-        token, rest = parse(arg)
-        address: str = token.addr_spec
-    except Exception:  # HeaderParseError, and the parser's own bugs (see above)
-        return None, None
-    if local_part_limit and len(address.rpartition("@")[0]) > local_part_limit:
-        return None, None
-    return address, rest
-
-
 @functools.lru_cache(maxsize=1024)
 def _wire_lines(reply: Reply, enhanced: bool) -> tuple[str, ...]:
     """A reply's wire lines; most replies are the same few values, rendered once."""
@@ -752,6 +753,8 @@ _INTERNAL_ERROR_CLOSE = "421 4.3.0 Service not available, closing transmission c
 #: Commands strictmx handles before (or instead of) aiosmtpd's own method.
 _HANDLERS: dict[str, Callable[[StrictSMTP, Command, str | None], Awaitable[None]]] = {
     "HELO": StrictSMTP._on_helo,
+    "MAIL": StrictSMTP._on_mail,
+    "RCPT": StrictSMTP._on_rcpt,
     "EHLO": StrictSMTP._on_ehlo,
     "DATA": StrictSMTP._on_data,
     "RSET": StrictSMTP._on_rset,

@@ -19,7 +19,8 @@ import aiosmtpd
 from aiosmtpd.smtp import SMTP, Envelope
 
 from strictmx.receiver import smtp as strict_smtp
-from strictmx.receiver.smtp import StrictSMTP, _parse_path
+from strictmx.receiver.conversation import parse_path
+from strictmx.receiver.smtp import StrictSMTP
 
 #: Every private name of aiosmtpd, asyncio or the email package that smtp.py uses, and why.
 PRIVATE = {
@@ -29,11 +30,8 @@ PRIVATE = {
     "_writer": "written directly by the timeout reply, before aiosmtpd closes",
     "_reset_timeout": "restarts the idle timer (PROXY's own time, then each command)",
     "_timeout_cb": "overridden: Postfix's 421 timeout reply before the close",
-    "_getaddr": "overridden: the same MAIL/RCPT path parse, remembered",
     # asyncio.StreamReader
     "_buffer": "plaintext left in the reader when STARTTLS completes (RFC 3207 §4.2)",
-    # the email package
-    "_header_value_parser": "get_angle_addr/get_addr_spec, aiosmtpd's own path parser",
 }
 
 #: Names smtp.py defines itself (its own helpers and attributes): not internals of others.
@@ -42,7 +40,7 @@ _OWN = re.compile(
     r"now|lines|junk|close|rcpts|ok|in_data|flush|ehlo|reply_open|may_xclient|hello|greet|"
     r"ended|render|wire_lines|one_line|parse_path|on_[a-z]+|journal_verdict|end_session|command|begin_session|"
     r"aiosmtpd_greeting|handlers|flush_lines|control|reply_head|hooks|commands|command_line|"
-    r"internal_error(_close)?|aiosmtpd_names|argument|refuse_line|run|skip_line)"
+    r"internal_error(_close)?|aiosmtpd_names|argument|refuse_line|run|skip_line|vrfy)"
 )
 
 
@@ -114,13 +112,12 @@ def test_the_timeout_callback_takes_nothing_and_closes_the_transport() -> None:
     assert StrictSMTP._timeout_cb is not SMTP._timeout_cb
 
 
-def test_getaddr_is_what_mail_and_rcpt_parse_paths_with_and_ours_agrees() -> None:
-    assert list(inspect.signature(SMTP._getaddr).parameters) == ["self", "arg"]
-    assert "self._getaddr(" in inspect.getsource(SMTP.smtp_MAIL)
-    assert "self._getaddr(" in inspect.getsource(SMTP.smtp_RCPT)
+def test_our_path_parse_agrees_with_aiosmtpds() -> None:
+    # MAIL and RCPT paths are parsed by strictmx (conversation.parse_path), with
+    # aiosmtpd's rules and replies: where aiosmtpd's parser answers, ours answers alike.
     server = SMTP(object())
     for arg in ("<a@example.org>", "<a@example.org> SIZE=10", "a@example.org", "<>", "<@", '"'):
-        ours = _parse_path(arg, server.local_part_limit)
+        ours = parse_path(arg, server.local_part_limit)
         try:
             theirs = server._getaddr(arg)
         except Exception:  # aiosmtpd's parser is not total: it answers 500 with the error
@@ -140,6 +137,7 @@ def test_a_stream_readers_unread_bytes_are_a_bytearray_named_buffer() -> None:
 
 
 def test_the_email_parsers_aiosmtpd_uses_are_there() -> None:
+    # conversation.parse_path uses them as aiosmtpd does: a private module of the stdlib.
     from email._header_value_parser import get_addr_spec, get_angle_addr
 
     token, rest = get_angle_addr("<a@example.org> SIZE=1")
