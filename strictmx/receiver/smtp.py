@@ -97,7 +97,7 @@ class StrictSMTP(SMTP):
         super().__init__(
             HOOKS,
             hostname=settings.hostname,
-            ident="ESMTP",  # the greeting itself is written by `_greet` from the banner
+            ident="ESMTP",  # unused: the greeting is written by `_greet` from the banner
             data_size_limit=settings.max_message_size,
             enable_SMTPUTF8=settings.smtputf8,
             tls_context=receiver.tls_context,
@@ -123,7 +123,6 @@ class StrictSMTP(SMTP):
         self._lines: list[tuple[float, str, str]] = []
         self._rcpts: list[str] = []
         self._proxied: tuple[str, int] | None = None
-        self._ehlo = False  # the next final 250 closes an EHLO reply
         self._held: list[str] = []  # continuation lines of the reply being written
 
     # Methods, not properties: aiosmtpd's __init__ inspects every attribute.
@@ -186,7 +185,7 @@ class StrictSMTP(SMTP):
                 self._close()
                 return
             self._reset_timeout()
-        await self.push("220")  # the greeting: CONNECT runs first (see `push`)
+        await self._greet()
         if self.state is None:  # no session could open: push has closed the line
             return
         unknown_left = _UNKNOWN_LIMIT
@@ -387,26 +386,6 @@ class StrictSMTP(SMTP):
 
     async def push(self, status: str | bytes) -> None:
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
-        if not self._greeted:
-            self._greeted = True
-            try:
-                await self._greet(line)
-            except Exception:
-                # Before aiosmtpd's command loop (and its exception handler) runs: an
-                # unanswered connection would hang until the idle timeout.
-                log.exception("session %s: CONNECT failed", self.state and self.state.id)
-                self.conv.closing = True
-                await self._write(_INTERNAL_ERROR_CLOSE)
-                self._close()
-            return
-        if self._ehlo:
-            if line.startswith("250-AUTH"):
-                return  # strictmx offers no AUTH
-            if line[3:4] == " ":
-                self._ehlo = False
-                if line.startswith("250"):
-                    for keyword in self.ehlo_keywords():
-                        await self._write(f"250-{keyword}")
         await self._write(line)
 
     async def _write(self, line: str) -> None:
@@ -497,12 +476,22 @@ class StrictSMTP(SMTP):
         self.envelope = Envelope()
         return self._ok(_INTERNAL_ERROR)
 
-    async def _greet(self, _aiosmtpd_greeting: str) -> None:
-        # First greeting: a new session. After XCLIENT: the same session, new identity.
-        if self.state is None:
-            self._begin_session()
-        step = await self.conv.connect()
-        await self._send_step(step)
+    async def _greet(self) -> None:
+        """The greeting, CONNECT's decision. First: a new session. After XCLIENT: the
+        same session, new identity."""
+        self._greeted = True
+        try:
+            if self.state is None:
+                self._begin_session()
+            step = await self.conv.connect()
+            await self._send_step(step)
+        except Exception:
+            # Outside the command loop's exception handler: an unanswered connection
+            # would hang until the idle timeout.
+            log.exception("session %s: CONNECT failed", self.state and self.state.id)
+            self.conv.closing = True
+            await self._write(_INTERNAL_ERROR_CLOSE)
+            self._close()
 
     def _journal_verdict(self, verdict: Verdict) -> None:
         assert self.state is not None
@@ -537,12 +526,43 @@ class StrictSMTP(SMTP):
         if step.reply is not None:
             await self._send_step(step)
             return
-        self._ehlo = verb == "EHLO"
-        await method(arg)
+        if verb == "EHLO":
+            await self._ehlo_reply(arg)
+        else:
+            await method(arg)
         self.conv.hello_done(bool(self._conn().host_name) and self._conn().host_name == arg)
 
+    async def _ehlo_reply(self, name: str | None) -> None:
+        """EHLO's reply: aiosmtpd 1.4's smtp_EHLO (its keywords and their order, the
+        MAIL line-length allowances RFC 1870 §3 and RFC 6531 §3.4 add), without its
+        AUTH (strictmx offers none), with strictmx's keywords before the last line."""
+        if not name:
+            await self._write("501 Syntax: EHLO hostname")
+            return
+        conn = self._conn()
+        self.envelope = Envelope()  # a new EHLO resets the transaction (RFC 5321 §4.1.4)
+        conn.extended_smtp = True
+        lines = [f"250-{self.hostname}"]
+        if self.data_size_limit:
+            lines.append(f"250-SIZE {self.data_size_limit}")
+            self.command_size_limits["MAIL"] += 26
+        lines.append("250-8BITMIME")
+        if self.enable_SMTPUTF8:
+            lines.append("250-SMTPUTF8")
+            self.command_size_limits["MAIL"] += 10
+        if self.tls_context is not None and not self._state_tls():
+            lines.append("250-STARTTLS")
+        conn.host_name = name
+        lines += [f"250-{keyword}" for keyword in self.ehlo_keywords()]
+        lines.append("250 HELP")
+        for line in lines:
+            await self._write(line)
+
+    def _state_tls(self) -> bool:
+        return self.state is not None and self.state.tls
+
     def ehlo_keywords(self) -> list[str]:
-        """What strictmx adds to aiosmtpd's EHLO keywords (before its final `250 HELP`)."""
+        """What strictmx adds to the EHLO keywords."""
         keywords = ["PIPELINING"]
         if self.settings.enhanced_status_codes:
             keywords.append("ENHANCEDSTATUSCODES")
@@ -710,8 +730,7 @@ class StrictSMTP(SMTP):
         # A new identity: aiosmtpd forgets the HELO and envelope too, and greets again.
         self._conn().host_name = None
         self.envelope = Envelope()
-        self._greeted = False
-        await self.push("220")  # re-runs CONNECT and greets again
+        await self._greet()  # re-runs CONNECT and greets again
 
     def _may_xclient(self) -> bool:
         # Behind a PROXY header the client is the proxied one, not the trusted proxy.

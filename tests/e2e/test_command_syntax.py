@@ -120,3 +120,22 @@ def test_without_smtputf8_an_8bit_argument_and_the_parameter_are_refused(
     assert probe(rx.host, rx.port, ehlo, SENDER + " SMTPUTF8") == ["501 Error: SMTPUTF8 disabled"]
     assert probe(rx.host, rx.port, ehlo, "NOOP \u00e9") == ["500 Error: strict ASCII mode"]
     assert probe(rx.host, rx.port, ehlo, "NOOP e") == ["250 OK"]  # the control
+
+
+def test_the_ehlo_reply_lists_aiosmtpds_keywords_then_strictmxs(serve: Factory) -> None:
+    rx = serve("default")
+    with Wire(rx.host, rx.port) as wire:
+        hostname = wire.greeting[0].split()[1]
+        reply = wire.command("EHLO mail.example.net")
+        assert reply == [
+            f"250-{hostname}",
+            f"250-SIZE {SIZE}",
+            "250-8BITMIME",
+            "250-SMTPUTF8",
+            "250-PIPELINING",
+            "250-ENHANCEDSTATUSCODES",
+            "250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT",  # loopback: trusted
+            "250 HELP",
+        ]
+        # The control: a second EHLO is answered alike, and no AUTH is ever offered.
+        assert wire.command("EHLO mail.example.net") == reply

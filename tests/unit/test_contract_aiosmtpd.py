@@ -11,6 +11,7 @@ starts using a private name that is not listed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import re
 from pathlib import Path
@@ -38,7 +39,7 @@ PRIVATE = {
 _OWN = re.compile(
     r"_(write|send_step|send_reply|conn|env|record|hook_reply|held|greeted|proxied|protocol|"
     r"now|lines|junk|close|rcpts|ok|in_data|flush|ehlo|reply_open|may_xclient|hello|greet|"
-    r"ended|render|wire_lines|one_line|parse_path|on_[a-z]+|journal_verdict|end_session|command|begin_session|"
+    r"ended|render|wire_lines|one_line|parse_path|ehlo_reply|state_tls|on_[a-z]+|journal_verdict|end_session|command|begin_session|"
     r"aiosmtpd_greeting|handlers|flush_lines|control|reply_head|hooks|commands|command_line|"
     r"internal_error(_close)?|aiosmtpd_names|argument|refuse_line|run|skip_line|vrfy)"
 )
@@ -146,10 +147,16 @@ def test_the_email_parsers_aiosmtpd_uses_are_there() -> None:
     assert token.addr_spec == "a@example.org" and rest == ""
 
 
-def test_the_replies_smtp_py_recognises_by_their_text() -> None:
-    # push() adds strictmx's EHLO keywords before aiosmtpd's last line and drops its
-    # AUTH line.
-    ehlo = inspect.getsource(SMTP.smtp_EHLO)
-    assert "'250 HELP'" in ehlo and '"250-AUTH "' in ehlo
-    # Envelope() is what a fresh transaction starts from (after XCLIENT, an error).
+def test_a_fresh_envelope_is_an_empty_transaction() -> None:
+    # Envelope() is what a fresh transaction starts from (after EHLO, XCLIENT, an error).
     assert Envelope().rcpt_tos == [] and Envelope().mail_from is None
+
+
+def test_the_mail_line_allowances_are_a_shared_table_strictmx_adds_to_as_aiosmtpd_does() -> None:
+    # smtp.py's EHLO reply raises MAIL's line limit for SIZE and SMTPUTF8 the way
+    # aiosmtpd's smtp_EHLO does, on the same table its loop reads the limit from.
+    assert "self.command_size_limits['MAIL'] += 26" in inspect.getsource(SMTP.smtp_EHLO)
+    assert "self.command_size_limits[command]" in inspect.getsource(SMTP._handle_client)
+    table = SMTP.command_size_limits
+    assert isinstance(table, collections.defaultdict)
+    assert table.default_factory is not None and table.default_factory() == SMTP.command_size_limit
