@@ -154,7 +154,7 @@ class StrictSMTP(SMTP):
                 self._reader, self.line_length_limit, self.data_size_limit
             )
         except asyncio.CancelledError:  # the connection went away during DATA
-            self._writer.close()
+            self._close()
             raise
         if problem is not None:
             await self.push(problem.value)
@@ -235,7 +235,7 @@ class StrictSMTP(SMTP):
                 self._reset_timeout()  # a whole, known command: the client is alive
                 await self._run(verb, arg)
             except (asyncio.CancelledError, ConnectionResetError):
-                self._writer.close()  # the connection went away mid-command
+                self._close()  # the connection went away mid-command
                 raise
             except Exception as error:
                 try:
@@ -441,10 +441,14 @@ class StrictSMTP(SMTP):
         # too) without a word; Postfix says why first (smtpd_timeout; reference
         # receivers.md §4.1). Not before the greeting: a PROXY header is still awaited.
         transport = self.transport
-        if self._greeted and transport is not None and not transport.is_closing():
+        if (
+            self._greeted
+            and isinstance(transport, asyncio.WriteTransport)
+            and not transport.is_closing()
+        ):
             hostname = self.settings.hostname
             line = wire_safe(self._ok(f"421 4.4.2 {hostname} Error: timeout exceeded"))
-            self._writer.write(line.encode("ascii") + b"\r\n")
+            transport.write(line.encode("ascii") + b"\r\n")  # the close flushes it first
             if self.state is not None:
                 self._record("out", line)
         super()._timeout_cb()  # type: ignore[no-untyped-call]

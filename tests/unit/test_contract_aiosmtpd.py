@@ -28,7 +28,6 @@ PRIVATE = {
     # aiosmtpd.smtp.SMTP
     "_handle_client": "overridden: strictmx's own command loop, started by connection_made",
     "_reader": "the StreamReader command lines and DATA are read from",
-    "_writer": "written directly by the timeout reply, before aiosmtpd closes",
     "_reset_timeout": "restarts the idle timer (PROXY's own time, then each command)",
     "_timeout_cb": "overridden: Postfix's 421 timeout reply before the close",
     # asyncio.StreamReader
