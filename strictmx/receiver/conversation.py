@@ -508,6 +508,43 @@ def parse_xclient(arg: str) -> tuple[dict[str, str | None], set[str]]:
     return attrs, temporary
 
 
+# -- command lines ---------------------------------------------------------------------
+# What the command loop (strictmx/receiver/smtp.py) answers to a line no command sees:
+# aiosmtpd 1.4's texts (aiosmtpd/smtp.py, SMTP._handle_client), which clients and the
+# tests know.
+LINE_TOO_LONG = "500 Command line too long"
+BAD_SYNTAX = "500 Error: bad syntax"
+NOT_ASCII = "500 Error: strict ASCII mode"
+TOO_MANY_UNKNOWN = "502 5.5.1 Too many unrecognized commands, goodbye."
+#: Unknown commands in a connection before TOO_MANY_UNKNOWN (aiosmtpd's BOGUS_LIMIT).
+UNKNOWN_LIMIT = 5
+
+
+def unknown_command(verb: str) -> str:
+    return f'500 Error: command "{verb}" not recognized'
+
+
+def split_command(line: bytes, *, smtputf8: bool) -> tuple[str, str | None] | str:
+    """A command line without its end: (VERB, argument or None), or the reply refusing
+    it. Verbs are ASCII (RFC 5321 §2.4); an argument is UTF-8 under SMTPUTF8, its
+    undecodable bytes kept (surrogateescape), else ASCII (RFC 6531 §3.2)."""
+    if not line:
+        return BAD_SYNTAX
+    verb_bytes, _, arg_bytes = line.partition(b" ")
+    try:
+        verb = verb_bytes.upper().decode("ascii")
+    except UnicodeDecodeError:
+        return BAD_SYNTAX
+    if not arg_bytes:
+        return verb, None
+    if smtputf8:
+        return verb, str(arg_bytes.strip(), encoding="utf-8", errors="surrogateescape")
+    try:
+        return verb, str(arg_bytes.strip(), encoding="ascii", errors="strict")
+    except UnicodeDecodeError:
+        return NOT_ASCII
+
+
 # -- MAIL, RCPT and VRFY arguments ----------------------------------------------------------
 # The checks and their reply texts are aiosmtpd 1.4's (aiosmtpd/smtp.py: smtp_MAIL,
 # smtp_RCPT, smtp_VRFY, _getaddr, _getparams), in the same order, so the wire is as it

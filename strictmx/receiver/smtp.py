@@ -32,11 +32,16 @@ from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as AioSession
 
 from .conversation import (
+    LINE_TOO_LONG,
+    TOO_MANY_UNKNOWN,
+    UNKNOWN_LIMIT,
     XCLIENT_ATTRIBUTES,
     Conversation,
     Step,
     mail_argument,
     rcpt_argument,
+    split_command,
+    unknown_command,
     vrfy_reply,
 )
 from .session import Client, Session
@@ -80,9 +85,6 @@ _AIOSMTPD_NAMES = [n for n in dir(SMTP) if n.startswith(("smtp_", "auth_"))]
 #: The commands strictmx knows, each with the method that answers it (aiosmtpd's smtp_*,
 #: some wrapped by a handler in `_HANDLERS`; XCLIENT is strictmx's own).
 _METHODS = {n[5:]: n for n in _AIOSMTPD_NAMES if n.startswith("smtp_")} | {"XCLIENT": ""}
-
-#: Unknown commands in a session before the goodbye (aiosmtpd's BOGUS_LIMIT).
-_UNKNOWN_LIMIT = 5
 
 
 class StrictSMTP(SMTP):
@@ -172,9 +174,8 @@ class StrictSMTP(SMTP):
         """strictmx's command loop, run by aiosmtpd's connection_made in place of its own.
 
         aiosmtpd stays the transport (the connection, STARTTLS's handshake, the idle
-        timer); every line is read, recorded and answered here. The replies to lines no
-        command sees keep aiosmtpd 1.4's texts (aiosmtpd/smtp.py, SMTP._handle_client),
-        which clients and the tests know.
+        timer); every line is read, recorded and answered here: the conversation splits
+        it and has the replies to lines no command sees (aiosmtpd 1.4's texts).
         """
         if self.receiver.proxy_timeout is not None:
             # The PROXY header first, within its own time (aiosmtpd/proxy_protocol.py).
@@ -186,9 +187,9 @@ class StrictSMTP(SMTP):
                 return
             self._reset_timeout()
         await self._greet()
-        if self.state is None:  # no session could open: push has closed the line
+        if self.state is None:  # no session could open: _greet has closed the line
             return
-        unknown_left = _UNKNOWN_LIMIT
+        unknown_left = UNKNOWN_LIMIT
         while self.transport is not None:
             try:
                 try:
@@ -196,41 +197,30 @@ class StrictSMTP(SMTP):
                 except asyncio.LimitOverrunError as error:
                     self.note_in("<command line over the length limit>")
                     await self._skip_line(error.consumed)
-                    await self._refuse_line("500 Command line too long")
+                    await self._refuse_line(LINE_TOO_LONG)
                     continue
                 self._command_line(raw)
                 line = raw.rstrip(b"\r\n")
-                if not line:
-                    await self._refuse_line("500 Error: bad syntax")
+                command = split_command(line, smtputf8=self.enable_SMTPUTF8)
+                if isinstance(command, str):
+                    await self._refuse_line(command)
                     continue
-                verb_bytes, _, arg_bytes = line.partition(b" ")
-                try:
-                    verb = verb_bytes.upper().decode("ascii")
-                except UnicodeDecodeError:  # RFC 5321 §2.4: verbs are ASCII
-                    await self._refuse_line("500 Error: bad syntax")
-                    continue
-                try:
-                    arg = self._argument(arg_bytes)
-                except UnicodeDecodeError:  # 8-bit without SMTPUTF8 (RFC 6531 §3.2)
-                    await self._refuse_line("500 Error: strict ASCII mode")
-                    continue
+                verb, arg = command
                 limit = (
                     self.command_size_limits[verb]
                     if self._conn().extended_smtp
                     else self.command_size_limit
                 )
                 if len(line) > limit:
-                    await self._refuse_line("500 Command line too long")
+                    await self._refuse_line(LINE_TOO_LONG)
                     continue
                 if verb not in _METHODS:
                     unknown_left -= 1
                     if unknown_left < 1:
-                        await self._refuse_line(
-                            "502 5.5.1 Too many unrecognized commands, goodbye."
-                        )
+                        await self._refuse_line(TOO_MANY_UNKNOWN)
                         self._close()
                         continue
-                    await self._refuse_line(f'500 Error: command "{verb}" not recognized')
+                    await self._refuse_line(unknown_command(verb))
                     continue
                 self._reset_timeout()  # a whole, known command: the client is alive
                 await self._run(verb, arg)
@@ -261,15 +251,6 @@ class StrictSMTP(SMTP):
                 return
             except asyncio.LimitOverrunError as error:
                 await self._reader.read(error.consumed)
-
-    def _argument(self, arg_bytes: bytes) -> str | None:
-        """A command's argument as aiosmtpd decodes it: None when absent; non-UTF-8
-        bytes kept (surrogateescape) under SMTPUTF8, else UnicodeDecodeError."""
-        if not arg_bytes:
-            return None
-        if self.enable_SMTPUTF8:
-            return str(arg_bytes.strip(), encoding="utf-8", errors="surrogateescape")
-        return str(arg_bytes.strip(), encoding="ascii", errors="strict")
 
     # -- connection life --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
