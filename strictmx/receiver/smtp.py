@@ -31,19 +31,17 @@ from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as AioSession
 
-from .conversation import (
+from .command_syntax import (
     LINE_TOO_LONG,
     TOO_MANY_UNKNOWN,
     UNKNOWN_LIMIT,
-    XCLIENT_ATTRIBUTES,
-    Conversation,
-    Step,
     mail_argument,
     rcpt_argument,
     split_command,
     unknown_command,
     vrfy_reply,
 )
+from .conversation import XCLIENT_ATTRIBUTES, Conversation, Step
 from .session import Client, Session
 from .smtp_data import read_message
 from .verdict import Reply, Stage, Verdict, wire_safe
@@ -174,8 +172,8 @@ class StrictSMTP(SMTP):
         """strictmx's command loop, run by aiosmtpd's connection_made in place of its own.
 
         aiosmtpd stays the transport (the connection, STARTTLS's handshake, the idle
-        timer); every line is read, recorded and answered here: the conversation splits
-        it and has the replies to lines no command sees (aiosmtpd 1.4's texts).
+        timer); every line is read, recorded and answered here: command_syntax.py
+        splits it and has the replies to lines no command sees (aiosmtpd 1.4's texts).
         """
         if self.receiver.proxy_timeout is not None:
             # The PROXY header first, within its own time (aiosmtpd/proxy_protocol.py).

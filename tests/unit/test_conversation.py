@@ -236,18 +236,3 @@ def test_the_conversation_imports_no_io() -> None:
     }
     forbidden = {"asyncio", "socket", "aiosmtpd", "aiohttp", "journal", "api", "smtp"}
     assert not {m for m in imported if m.lstrip(".").split(".")[0] in forbidden}, imported
-
-
-def test_a_command_line_is_split_or_refused_with_aiosmtpds_texts() -> None:
-    split_command = conversation.split_command
-    # Controls: an ordinary line, one without argument, 8-bit kept under SMTPUTF8.
-    assert split_command(b"mail FROM:<a@example.net> ", smtputf8=False) == (
-        "MAIL",
-        "FROM:<a@example.net>",
-    )
-    assert split_command(b"NOOP", smtputf8=False) == ("NOOP", None)
-    assert split_command(b"NOOP \xc3\xa9\xff", smtputf8=True) == ("NOOP", "\u00e9\udcff")
-    # Triggers.
-    assert split_command(b"", smtputf8=True) == "500 Error: bad syntax"
-    assert split_command(b"\xff\xfe garbage", smtputf8=True) == "500 Error: bad syntax"
-    assert split_command(b"NOOP \xc3\xa9", smtputf8=False) == "500 Error: strict ASCII mode"
