@@ -7,7 +7,9 @@ and on RSET/NOOP/VRFY/unknown commands; this class adds those points:
 - every reply goes through `push`, so the greeting is where CONNECT runs, and every
   4xx/5xx the client receives (aiosmtpd's own 500/501/503 included) is counted and fed
   to the ERROR stage;
-- every command goes through a wrapper around aiosmtpd's `smtp_*` methods;
+- the command loop is strictmx's own (`_handle_client`): it reads every line, answers
+  the lines no command sees, and hands each known command to strictmx's handler and
+  the conversation before (or instead of) aiosmtpd's `smtp_*` method;
 - every line read or written is in the session's transcript.
 
 The policies themselves never see this module: they get the sans-IO `Session`.
@@ -21,14 +23,24 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from email._header_value_parser import get_addr_spec, get_angle_addr
 from typing import TYPE_CHECKING, Any
 
+from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as AioSession
 
+from .command_syntax import (
+    LINE_TOO_LONG,
+    TOO_MANY_UNKNOWN,
+    UNKNOWN_LIMIT,
+    mail_argument,
+    rcpt_argument,
+    split_command,
+    unknown_command,
+    vrfy_reply,
+)
 from .conversation import XCLIENT_ATTRIBUTES, Conversation, Step
 from .session import Client, Session
 from .smtp_data import read_message
@@ -50,62 +62,27 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class _RecordingReader(asyncio.StreamReader):
-    """A StreamReader that hands every command line it reads to the protocol."""
-
-    def __init__(self, protocol: StrictSMTP, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._protocol = protocol
-
-    def readuntil(self, separator: bytes = b"\n") -> Coroutine[Any, Any, bytes]:  # type: ignore[override]
-        # Only command lines come this way: message data is taken from the buffer by
-        # strictmx/receiver/smtp_data.py and goes to the message, not the transcript.
-        return self._command(super().readuntil(separator))
-
-    async def _command(self, read: Coroutine[Any, Any, bytes]) -> bytes:
-        try:
-            line = await read
-        except asyncio.LimitOverrunError:
-            self._protocol.note_in("<command line over the length limit>")
-            raise
-        self._protocol.command_line(line)
-        return line
-
-
 class _Hooks:
-    """aiosmtpd handler hooks, forwarded to the protocol instance that called them."""
-
-    # No handle_EHLO: aiosmtpd inspects that hook's signature on every connection; the
-    # EHLO keywords are adjusted in StrictSMTP.push instead.
+    """aiosmtpd's handler: the DATA hook alone. strictmx's command loop answers every
+    other command itself (MAIL and RCPT through the conversation)."""
 
     def __dir__(self) -> list[str]:
         # aiosmtpd walks dir(handler) twice per connection (AUTH mechanisms, hooks): the
-        # hooks alone keep the walk short, as StrictSMTP.__dir__ does for the protocol.
-        return ["handle_DATA", "handle_MAIL", "handle_PROXY", "handle_RCPT"]
-
-    async def handle_MAIL(
-        self, server: StrictSMTP, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        return await server.on_mail(address, options)
-
-    async def handle_RCPT(
-        self, server: StrictSMTP, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        return await server.on_rcpt(address, options)
+        # hook alone keeps the walk short, as StrictSMTP.__dir__ does for the protocol.
+        return ["handle_DATA"]
 
     async def handle_DATA(self, server: StrictSMTP, session: Any, envelope: Any) -> str:
         return await server.on_message(envelope.original_content or b"")
-
-    async def handle_PROXY(
-        self, server: StrictSMTP, session: Any, envelope: Any, proxy: Any
-    ) -> bool:
-        return server.on_proxy(proxy)
 
 
 HOOKS = _Hooks()
 
 
 _AIOSMTPD_NAMES = [n for n in dir(SMTP) if n.startswith(("smtp_", "auth_"))]
+
+#: The commands strictmx knows, each with the method that answers it (aiosmtpd's smtp_*,
+#: some wrapped by a handler in `_HANDLERS`; XCLIENT is strictmx's own).
+_METHODS = {n[5:]: n for n in _AIOSMTPD_NAMES if n.startswith("smtp_")} | {"XCLIENT": ""}
 
 
 class StrictSMTP(SMTP):
@@ -120,20 +97,13 @@ class StrictSMTP(SMTP):
         super().__init__(
             HOOKS,
             hostname=settings.hostname,
-            ident="ESMTP",  # the greeting itself is written by `_greet` from the banner
+            ident="ESMTP",  # unused: the greeting is written by `_greet` from the banner
             data_size_limit=settings.max_message_size,
             enable_SMTPUTF8=settings.smtputf8,
             tls_context=receiver.tls_context,
             timeout=settings.timeout,
             proxy_protocol_timeout=receiver.proxy_timeout,
             loop=receiver.loop,
-        )
-        # Swap in the recording reader before any connection exists.
-        asyncio.StreamReaderProtocol.__init__(
-            self,
-            _RecordingReader(self, limit=self.line_length_limit, loop=self.loop),
-            client_connected_cb=self._cb_client_connected,
-            loop=self.loop,
         )
         self.receiver = receiver
         self.settings = settings
@@ -153,8 +123,6 @@ class StrictSMTP(SMTP):
         self._lines: list[tuple[float, str, str]] = []
         self._rcpts: list[str] = []
         self._proxied: tuple[str, int] | None = None
-        self._smtp_methods = _Commands(self, {**self._smtp_methods, "XCLIENT": self.xclient})
-        self._ehlo = False  # the next final 250 closes an EHLO reply
         self._held: list[str] = []  # continuation lines of the reply being written
 
     # Methods, not properties: aiosmtpd's __init__ inspects every attribute.
@@ -186,22 +154,101 @@ class StrictSMTP(SMTP):
                 self._reader, self.line_length_limit, self.data_size_limit
             )
         except asyncio.CancelledError:  # the connection went away during DATA
-            self._writer.close()
+            self._close()
             raise
         if problem is not None:
             await self.push(problem.value)
             self.envelope = Envelope()  # as after any DATA
             return
         envelope.content = envelope.original_content = content
-        # The handler's DATA hook, called with the arguments aiosmtpd's own call passes.
+        # The handler's DATA hook, called with the arguments aiosmtpd's own call passes
+        # (tests/unit/test_smtp_data.py runs this method in a plain aiosmtpd SMTP).
         status = await self.event_handler.handle_DATA(self, self.session, envelope)
         self.envelope = Envelope()
         await self.push(status)
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd's own version defines a typing.Protocol class on every call (a class
-        # per MAIL and RCPT command); the same parse, with results remembered.
-        return _parse_path(arg, self.local_part_limit)
+    # -- the command loop ---------------------------------------------------------------
+    async def _handle_client(self) -> None:
+        """strictmx's command loop, run by aiosmtpd's connection_made in place of its own.
+
+        aiosmtpd stays the transport (the connection, STARTTLS's handshake, the idle
+        timer); every line is read, recorded and answered here: command_syntax.py
+        splits it and has the replies to lines no command sees (aiosmtpd 1.4's texts).
+        """
+        if self.receiver.proxy_timeout is not None:
+            # The PROXY header first, within its own time (aiosmtpd/proxy_protocol.py).
+            self._reset_timeout(self.receiver.proxy_timeout)
+            proxy = await get_proxy(self._reader)
+            self._conn().proxy_data = proxy
+            if not proxy or not self.on_proxy(proxy):
+                self._close()
+                return
+            self._reset_timeout()
+        await self._greet()
+        if self.state is None:  # no session could open: _greet has closed the line
+            return
+        unknown_left = UNKNOWN_LIMIT
+        while self.transport is not None:
+            try:
+                try:
+                    raw = await self._reader.readuntil()
+                except asyncio.LimitOverrunError as error:
+                    self.note_in("<command line over the length limit>")
+                    await self._skip_line(error.consumed)
+                    await self._refuse_line(LINE_TOO_LONG)
+                    continue
+                self._command_line(raw)
+                line = raw.rstrip(b"\r\n")
+                command = split_command(line, smtputf8=self.enable_SMTPUTF8)
+                if isinstance(command, str):
+                    await self._refuse_line(command)
+                    continue
+                verb, arg = command
+                limit = (
+                    self.command_size_limits[verb]
+                    if self._conn().extended_smtp
+                    else self.command_size_limit
+                )
+                if len(line) > limit:
+                    await self._refuse_line(LINE_TOO_LONG)
+                    continue
+                if verb not in _METHODS:
+                    unknown_left -= 1
+                    if unknown_left < 1:
+                        await self._refuse_line(TOO_MANY_UNKNOWN)
+                        self._close()
+                        continue
+                    await self._refuse_line(unknown_command(verb))
+                    continue
+                self._reset_timeout()  # a whole, known command: the client is alive
+                await self._run(verb, arg)
+            except (asyncio.CancelledError, ConnectionResetError):
+                self._close()  # the connection went away mid-command
+                raise
+            except Exception as error:
+                try:
+                    status = await self.handle_exception(error)
+                except Exception:
+                    log.exception(
+                        "session %s: handling an error failed", self.state and self.state.id
+                    )
+                    status = _INTERNAL_ERROR
+                if isinstance(error, TLSSetupException):
+                    # As aiosmtpd does: the handshake failed, the line cannot go on.
+                    self._close()
+                    self.connection_lost(error)
+                else:
+                    await self.push(status)
+
+    async def _skip_line(self, consumed: int) -> None:
+        """Discard the rest of an over-long line, however long, up to its end."""
+        await self._reader.read(consumed)
+        while True:
+            try:
+                await self._reader.readuntil()
+                return
+            except asyncio.LimitOverrunError as error:
+                await self._reader.read(error.consumed)
 
     # -- connection life --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -272,16 +319,24 @@ class StrictSMTP(SMTP):
         self.journal.session_ended(self.state.id, outcome=outcome, ended=_now())
 
     # -- transcript and replies -------------------------------------------------------
-    def command_line(self, raw: bytes) -> None:
-        if self.state is None:
-            return
+    def _command_line(self, raw: bytes) -> None:
+        """Record a command line as received and tell the conversation what it is."""
         text = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
         self._record("in", text)
         verb = text.split(" ", 1)[0].upper()
         bare_lf = not raw.endswith(b"\r\n") and raw.endswith(b"\n")
-        known = not verb or verb in self._smtp_methods
+        known = not verb or verb in _METHODS
         if bare_lf or not known:  # an ordinary line changes nothing: no call (hot path)
             self.conv.line(text, bare_lf=bare_lf, known=known)
+
+    async def _refuse_line(self, line: str) -> None:
+        """A reply to a line no command gets to see (too long, bad syntax, unknown verb):
+        the UNKNOWN stage may replace it when the verb was not a command."""
+        step = await self.conv.unknown()
+        if step.reply is not None:
+            await self._send_step(step)
+        else:
+            await self._write(line)
 
     def note_in(self, text: str) -> None:
         if self.state is not None:
@@ -310,31 +365,6 @@ class StrictSMTP(SMTP):
 
     async def push(self, status: str | bytes) -> None:
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
-        if not self._greeted:
-            self._greeted = True
-            try:
-                await self._greet(line)
-            except Exception:
-                # Before aiosmtpd's command loop (and its exception handler) runs: an
-                # unanswered connection would hang until the idle timeout.
-                log.exception("session %s: CONNECT failed", self.state and self.state.id)
-                self.conv.closing = True
-                await self._write(_INTERNAL_ERROR_CLOSE)
-                self._close()
-            return
-        if self._ehlo:
-            if line.startswith("250-AUTH"):
-                return  # strictmx offers no AUTH
-            if line[3:4] == " ":
-                self._ehlo = False
-                if line.startswith("250"):
-                    for keyword in self.ehlo_keywords():
-                        await self._write(f"250-{keyword}")
-        if line.startswith("50"):
-            step = await self.conv.unknown()
-            if step.reply is not None:
-                await self._send_step(step)
-                return
         await self._write(line)
 
     async def _write(self, line: str) -> None:
@@ -390,10 +420,14 @@ class StrictSMTP(SMTP):
         # too) without a word; Postfix says why first (smtpd_timeout; reference
         # receivers.md §4.1). Not before the greeting: a PROXY header is still awaited.
         transport = self.transport
-        if self._greeted and transport is not None and not transport.is_closing():
+        if (
+            self._greeted
+            and isinstance(transport, asyncio.WriteTransport)
+            and not transport.is_closing()
+        ):
             hostname = self.settings.hostname
             line = wire_safe(self._ok(f"421 4.4.2 {hostname} Error: timeout exceeded"))
-            self._writer.write(line.encode("ascii") + b"\r\n")
+            transport.write(line.encode("ascii") + b"\r\n")  # the close flushes it first
             if self.state is not None:
                 self._record("out", line)
         super()._timeout_cb()  # type: ignore[no-untyped-call]
@@ -425,28 +459,39 @@ class StrictSMTP(SMTP):
         self.envelope = Envelope()
         return self._ok(_INTERNAL_ERROR)
 
-    async def _greet(self, _aiosmtpd_greeting: str) -> None:
-        # First greeting: a new session. After XCLIENT: the same session, new identity.
-        if self.state is None:
-            self._begin_session()
-        step = await self.conv.connect()
-        await self._send_step(step)
+    async def _greet(self) -> None:
+        """The greeting, CONNECT's decision. First: a new session. After XCLIENT: the
+        same session, new identity."""
+        self._greeted = True
+        try:
+            if self.state is None:
+                self._begin_session()
+            step = await self.conv.connect()
+            await self._send_step(step)
+        except Exception:
+            # Outside the command loop's exception handler: an unanswered connection
+            # would hang until the idle timeout.
+            log.exception("session %s: CONNECT failed", self.state and self.state.id)
+            self.conv.closing = True
+            await self._write(_INTERNAL_ERROR_CLOSE)
+            self._close()
 
     def _journal_verdict(self, verdict: Verdict) -> None:
         assert self.state is not None
         self.journal.verdict(self.state.id, verdict, _now())
 
     # -- commands ---------------------------------------------------------------------
-    async def dispatch(self, verb: str, method: Command, arg: str | None) -> None:
-        """Every command aiosmtpd recognises comes here first (see `_Commands`)."""
-        state = self.state
-        if state is None:
-            await method(arg)
-            return
+    async def _run(self, verb: str, arg: str | None) -> None:
+        """A known command: the conversation may refuse it outright (a CONNECT refusal
+        answers everything); else strictmx's handler, or aiosmtpd's method alone."""
         refusal = self.conv.command(verb)
         if refusal is not None:
             await self._send_reply(refusal)
             return
+        if verb == "XCLIENT":
+            await self.xclient(arg)
+            return
+        method: Command = getattr(self, _METHODS[verb])
         handler = _HANDLERS.get(verb)
         if handler is None:
             await method(arg)
@@ -464,18 +509,80 @@ class StrictSMTP(SMTP):
         if step.reply is not None:
             await self._send_step(step)
             return
-        self._ehlo = verb == "EHLO"
-        await method(arg)
+        if verb == "EHLO":
+            await self._ehlo_reply(arg)
+        else:
+            await method(arg)
         self.conv.hello_done(bool(self._conn().host_name) and self._conn().host_name == arg)
 
+    async def _ehlo_reply(self, name: str | None) -> None:
+        """EHLO's reply: aiosmtpd 1.4's smtp_EHLO (its keywords and their order, the
+        MAIL line-length allowances RFC 1870 §3 and RFC 6531 §3.4 add), without its
+        AUTH (strictmx offers none), with strictmx's keywords before the last line."""
+        if not name:
+            await self._write("501 Syntax: EHLO hostname")
+            return
+        conn = self._conn()
+        self.envelope = Envelope()  # a new EHLO resets the transaction (RFC 5321 §4.1.4)
+        conn.extended_smtp = True
+        lines = [f"250-{self.hostname}"]
+        if self.data_size_limit:
+            lines.append(f"250-SIZE {self.data_size_limit}")
+            self.command_size_limits["MAIL"] += 26
+        lines.append("250-8BITMIME")
+        if self.enable_SMTPUTF8:
+            lines.append("250-SMTPUTF8")
+            self.command_size_limits["MAIL"] += 10
+        if self.tls_context is not None and not self._state_tls():
+            lines.append("250-STARTTLS")
+        conn.host_name = name
+        lines += [f"250-{keyword}" for keyword in self.ehlo_keywords()]
+        lines.append("250 HELP")
+        for line in lines:
+            await self._write(line)
+
+    def _state_tls(self) -> bool:
+        return self.state is not None and self.state.tls
+
     def ehlo_keywords(self) -> list[str]:
-        """What strictmx adds to aiosmtpd's EHLO keywords (before its final `250 HELP`)."""
+        """What strictmx adds to the EHLO keywords."""
         keywords = ["PIPELINING"]
         if self.settings.enhanced_status_codes:
             keywords.append("ENHANCEDSTATUSCODES")
         if self._may_xclient():
             keywords.append("XCLIENT " + " ".join(XCLIENT_ATTRIBUTES))
         return keywords
+
+    async def _on_mail(self, method: Command, arg: str | None) -> None:
+        if await self.check_helo_needed():
+            return
+        envelope = self._env()
+        parsed = mail_argument(
+            arg,
+            extended=self._conn().extended_smtp,
+            nested=bool(envelope.mail_from),
+            smtputf8=self.enable_SMTPUTF8,
+            size_limit=self.data_size_limit,
+        )
+        if isinstance(parsed, str):
+            await self.push(parsed)
+            return
+        reply = await self.on_mail(parsed.address, parsed.options)
+        if envelope.mail_from:
+            envelope.smtp_utf8 = parsed.smtputf8
+        await self.push(reply)
+
+    async def _on_rcpt(self, method: Command, arg: str | None) -> None:
+        if await self.check_helo_needed():
+            return
+        if not self._env().mail_from:
+            await self.push("503 Error: need MAIL command")
+            return
+        parsed = rcpt_argument(arg, extended=self._conn().extended_smtp)
+        if isinstance(parsed, str):
+            await self.push(parsed)
+            return
+        await self.push(await self.on_rcpt(parsed.address, parsed.options))
 
     async def on_mail(self, address: str, options: list[str]) -> str:
         step = await self.conv.mail(address, options)
@@ -541,7 +648,10 @@ class StrictSMTP(SMTP):
         await self._junk(Stage.NOOP, method, arg)
 
     async def _on_vrfy(self, method: Command, arg: str | None) -> None:
-        await self._junk(Stage.VRFY, method, arg)
+        await self._junk(Stage.VRFY, self._vrfy, arg)
+
+    async def _vrfy(self, arg: str | None) -> None:
+        await self.push(vrfy_reply(arg))
 
     async def _junk(self, stage: Stage, method: Command, arg: str | None) -> bool:
         """NOOP/VRFY/RSET: count, let the stage object, else run aiosmtpd's command."""
@@ -603,8 +713,7 @@ class StrictSMTP(SMTP):
         # A new identity: aiosmtpd forgets the HELO and envelope too, and greets again.
         self._conn().host_name = None
         self.envelope = Envelope()
-        self._greeted = False
-        await self.push("220")  # re-runs CONNECT and greets again
+        await self._greet()  # re-runs CONNECT and greets again
 
     def _may_xclient(self) -> bool:
         # Behind a PROXY header the client is the proxied one, not the trusted proxy.
@@ -627,47 +736,6 @@ class StrictSMTP(SMTP):
         return True
 
 
-class _Commands(dict[str, Command]):
-    """aiosmtpd's command table, each command routed through `StrictSMTP.dispatch`.
-
-    aiosmtpd looks commands up with `.get`; the routing is bound at that moment, so a
-    connection costs no wrapper per command it never sends.
-    """
-
-    def __init__(self, protocol: StrictSMTP, methods: dict[str, Command]) -> None:
-        super().__init__(methods)
-        self._protocol = protocol
-
-    def get(self, verb: str, default: Any = None) -> Any:
-        method = super().get(verb)
-        if method is None:
-            return default
-        return functools.partial(self._protocol.dispatch, verb, method)
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_path(arg: str, local_part_limit: int) -> tuple[str | None, str | None]:
-    """MAIL/RCPT's `<path> params` as aiosmtpd parses it: (address, rest), (None, None)
-    when unparsable or the local part is over the limit (0: no limit).
-
-    The email package's parser is not total: on some truncated paths (`<@`, `"`, `0@[`,
-    `0@[<TAB>`) it raises IndexError, AttributeError or UnboundLocalError, which aiosmtpd
-    answers with a 500 naming the exception. It is a pure function of the text, so here
-    any exception it raises means a malformed address.
-    """
-    if not arg:
-        return "", ""
-    try:
-        parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
-        token, rest = parse(arg)
-        address: str = token.addr_spec
-    except Exception:  # HeaderParseError, and the parser's own bugs (see above)
-        return None, None
-    if local_part_limit and len(address.rpartition("@")[0]) > local_part_limit:
-        return None, None
-    return address, rest
-
-
 @functools.lru_cache(maxsize=1024)
 def _wire_lines(reply: Reply, enhanced: bool) -> tuple[str, ...]:
     """A reply's wire lines; most replies are the same few values, rendered once."""
@@ -687,6 +755,8 @@ _INTERNAL_ERROR_CLOSE = "421 4.3.0 Service not available, closing transmission c
 #: Commands strictmx handles before (or instead of) aiosmtpd's own method.
 _HANDLERS: dict[str, Callable[[StrictSMTP, Command, str | None], Awaitable[None]]] = {
     "HELO": StrictSMTP._on_helo,
+    "MAIL": StrictSMTP._on_mail,
+    "RCPT": StrictSMTP._on_rcpt,
     "EHLO": StrictSMTP._on_ehlo,
     "DATA": StrictSMTP._on_data,
     "RSET": StrictSMTP._on_rset,

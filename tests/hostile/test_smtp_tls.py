@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 
 import pytest
 
@@ -142,3 +143,27 @@ def test_garbage_instead_of_a_handshake(rx: StrictmxReceiver, tally: Tally, garb
     session = rx.last()
     assert session["tls"] is False
     tally.assert_clean()
+
+
+def test_an_idle_line_inside_tls_hears_the_timeout_reply_encrypted(
+    strictmx: StrictmxFactory,
+) -> None:
+    # The 421 is written to the transport the session has then: after STARTTLS, TLS's.
+    rx = strictmx(
+        {"name": "tls-idle", "receiver": {"timeout": 2.0}},
+        tls_context=self_signed_context("mx.strictmx.test"),
+    )
+    peer = Peer(rx, timeout=10)
+    try:
+        peer.reply()
+        peer.command(b"EHLO mail.example.net")
+        assert peer.command(b"STARTTLS") == [b"220 Ready to start TLS"]
+        into_tls(peer)
+        assert peer.command(b"NOOP") == [b"250 OK"]  # the control: a live line is answered
+        started = time.monotonic()
+        assert peer.reply() == [b"421 4.4.2 mx.strictmx.test Error: timeout exceeded"]
+        assert time.monotonic() - started < 8
+    finally:
+        peer.close()
+    transcript = [(t["direction"], t["line"]) for t in rx.last()["transcript"]]
+    assert ("out", "421 4.4.2 mx.strictmx.test Error: timeout exceeded") in transcript

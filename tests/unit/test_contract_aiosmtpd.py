@@ -11,6 +11,7 @@ starts using a private name that is not listed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import re
 from pathlib import Path
@@ -19,30 +20,27 @@ import aiosmtpd
 from aiosmtpd.smtp import SMTP, Envelope
 
 from strictmx.receiver import smtp as strict_smtp
-from strictmx.receiver.smtp import StrictSMTP, _parse_path
+from strictmx.receiver.command_syntax import parse_path
+from strictmx.receiver.smtp import StrictSMTP
 
 #: Every private name of aiosmtpd, asyncio or the email package that smtp.py uses, and why.
 PRIVATE = {
     # aiosmtpd.smtp.SMTP
-    "_smtp_methods": "the command table: wrapped to route every command (and XCLIENT)",
-    "_cb_client_connected": "passed on when the recording StreamReader is swapped in",
-    "_reader": "the StreamReader DATA is read from (smtp_data.read_message)",
-    "_writer": "written directly by the timeout reply, before aiosmtpd closes",
+    "_handle_client": "overridden: strictmx's own command loop, started by connection_made",
+    "_reader": "the StreamReader command lines and DATA are read from",
+    "_reset_timeout": "restarts the idle timer (PROXY's own time, then each command)",
     "_timeout_cb": "overridden: Postfix's 421 timeout reply before the close",
-    "_getaddr": "overridden: the same MAIL/RCPT path parse, remembered",
     # asyncio.StreamReader
     "_buffer": "plaintext left in the reader when STARTTLS completes (RFC 3207 §4.2)",
-    # the email package
-    "_header_value_parser": "get_angle_addr/get_addr_spec, aiosmtpd's own path parser",
 }
 
 #: Names smtp.py defines itself (its own helpers and attributes): not internals of others.
 _OWN = re.compile(
     r"_(write|send_step|send_reply|conn|env|record|hook_reply|held|greeted|proxied|protocol|"
     r"now|lines|junk|close|rcpts|ok|in_data|flush|ehlo|reply_open|may_xclient|hello|greet|"
-    r"ended|render|wire_lines|one_line|parse_path|on_[a-z]+|journal_verdict|end_session|command|begin_session|"
-    r"aiosmtpd_greeting|handlers|flush_lines|control|reply_head|hooks|commands|recording_reader|"
-    r"internal_error(_close)?|aiosmtpd_names)"
+    r"ended|render|wire_lines|one_line|parse_path|ehlo_reply|state_tls|on_[a-z]+|journal_verdict|end_session|command|begin_session|"
+    r"aiosmtpd_greeting|handlers|flush_lines|control|reply_head|hooks|commands|command_line|"
+    r"internal_error(_close)?|aiosmtpd_names|refuse_line|run|skip_line|vrfy)"
 )
 
 
@@ -59,24 +57,53 @@ def test_the_aiosmtpd_release_is_one_these_contracts_were_written_for() -> None:
     assert aiosmtpd.__version__.startswith("1.4."), aiosmtpd.__version__
 
 
-def test_the_command_table_is_a_dict_looked_up_with_get() -> None:
-    server = SMTP(object())
-    table = server._smtp_methods
-    assert isinstance(table, dict)
-    assert {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY"} <= set(table)
-    assert all(callable(method) for method in table.values())
-    # StrictSMTP's `_Commands` routes through `.get`: that is how the loop looks commands up.
-    assert "self._smtp_methods.get(" in inspect.getsource(SMTP._handle_client)
+class _Probe(SMTP):
+    """aiosmtpd's SMTP with the two internals strictmx overrides replaced by probes."""
+
+    def __init__(self, started: asyncio.Event, timed_out: asyncio.Event) -> None:
+        super().__init__(object())
+        self.started, self.timed_out = started, timed_out
+        self.streams: tuple[object, object] | None = None
+
+    async def _handle_client(self) -> None:
+        self.streams = (self._reader, self._writer)
+        self._reset_timeout(0.05)  # the idle timer, restarted with a duration of our own
+        self.started.set()
+
+    def _timeout_cb(self) -> None:
+        self.timed_out.set()
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
 
-def test_the_reader_and_writer_come_from_the_client_connected_callback() -> None:
-    params = list(inspect.signature(SMTP._cb_client_connected).parameters)
-    assert params == ["self", "reader", "writer"]
-    source = inspect.getsource(SMTP._cb_client_connected)
-    assert "self._reader = reader" in source and "self._writer = writer" in source
-    # The command loop reads its lines from that reader with readuntil (the recording
-    # reader hooks exactly that call).
-    assert "await self._reader.readuntil()" in inspect.getsource(SMTP._handle_client)
+def test_a_connection_runs_the_overridden_command_loop_with_reader_writer_and_timer() -> None:
+    async def connect() -> _Probe:
+        started, timed_out = asyncio.Event(), asyncio.Event()
+        probe = _Probe(started, timed_out)
+        server = await asyncio.get_running_loop().create_server(lambda: probe, "127.0.0.1", 0)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            # connection_made starts `_handle_client` as the loop's task ...
+            await asyncio.wait_for(started.wait(), 10)
+            # ... and `_reset_timeout(duration)` schedules `_timeout_cb` after it.
+            await asyncio.wait_for(timed_out.wait(), 10)
+            writer.close()
+        finally:
+            server.close()
+        return probe
+
+    probe = asyncio.run(connect())
+    assert probe.streams is not None
+    reader, writer = probe.streams
+    assert isinstance(reader, asyncio.StreamReader) and isinstance(writer, asyncio.StreamWriter)
+
+
+def test_the_loop_and_timer_keep_the_signatures_strictmx_calls() -> None:
+    assert list(inspect.signature(SMTP._handle_client).parameters) == ["self"]
+    assert inspect.iscoroutinefunction(SMTP._handle_client)
+    assert list(inspect.signature(SMTP._reset_timeout).parameters) == ["self", "duration"]
+    assert "self._handle_client()" in inspect.getsource(SMTP.connection_made)
+    assert StrictSMTP._handle_client is not SMTP._handle_client
 
 
 def test_the_timeout_callback_takes_nothing_and_closes_the_transport() -> None:
@@ -85,13 +112,12 @@ def test_the_timeout_callback_takes_nothing_and_closes_the_transport() -> None:
     assert StrictSMTP._timeout_cb is not SMTP._timeout_cb
 
 
-def test_getaddr_is_what_mail_and_rcpt_parse_paths_with_and_ours_agrees() -> None:
-    assert list(inspect.signature(SMTP._getaddr).parameters) == ["self", "arg"]
-    assert "self._getaddr(" in inspect.getsource(SMTP.smtp_MAIL)
-    assert "self._getaddr(" in inspect.getsource(SMTP.smtp_RCPT)
+def test_our_path_parse_agrees_with_aiosmtpds() -> None:
+    # MAIL and RCPT paths are parsed by strictmx (command_syntax.parse_path), with
+    # aiosmtpd's rules and replies: where aiosmtpd's parser answers, ours answers alike.
     server = SMTP(object())
     for arg in ("<a@example.org>", "<a@example.org> SIZE=10", "a@example.org", "<>", "<@", '"'):
-        ours = _parse_path(arg, server.local_part_limit)
+        ours = parse_path(arg, server.local_part_limit)
         try:
             theirs = server._getaddr(arg)
         except Exception:  # aiosmtpd's parser is not total: it answers 500 with the error
@@ -111,6 +137,7 @@ def test_a_stream_readers_unread_bytes_are_a_bytearray_named_buffer() -> None:
 
 
 def test_the_email_parsers_aiosmtpd_uses_are_there() -> None:
+    # command_syntax.parse_path uses them as aiosmtpd does: a private module of the stdlib.
     from email._header_value_parser import get_addr_spec, get_angle_addr
 
     token, rest = get_angle_addr("<a@example.org> SIZE=1")
@@ -119,11 +146,16 @@ def test_the_email_parsers_aiosmtpd_uses_are_there() -> None:
     assert token.addr_spec == "a@example.org" and rest == ""
 
 
-def test_the_replies_smtp_py_recognises_by_their_text() -> None:
-    # push() adds strictmx's EHLO keywords before aiosmtpd's last line, drops its AUTH
-    # line, and runs the UNKNOWN stage on the reply to an unknown command (a 500).
-    ehlo = inspect.getsource(SMTP.smtp_EHLO)
-    assert "'250 HELP'" in ehlo and '"250-AUTH "' in ehlo
-    assert "500 Error: command" in inspect.getsource(SMTP._handle_client)
-    # Envelope() is what a fresh transaction starts from (after XCLIENT, an error).
+def test_a_fresh_envelope_is_an_empty_transaction() -> None:
+    # Envelope() is what a fresh transaction starts from (after EHLO, XCLIENT, an error).
     assert Envelope().rcpt_tos == [] and Envelope().mail_from is None
+
+
+def test_the_mail_line_allowances_are_a_shared_table_strictmx_adds_to_as_aiosmtpd_does() -> None:
+    # smtp.py's EHLO reply raises MAIL's line limit for SIZE and SMTPUTF8 the way
+    # aiosmtpd's smtp_EHLO does, on the same table its loop reads the limit from.
+    assert "self.command_size_limits['MAIL'] += 26" in inspect.getsource(SMTP.smtp_EHLO)
+    assert "self.command_size_limits[command]" in inspect.getsource(SMTP._handle_client)
+    table = SMTP.command_size_limits
+    assert isinstance(table, collections.defaultdict)
+    assert table.default_factory is not None and table.default_factory() == SMTP.command_size_limit
