@@ -22,10 +22,11 @@ import functools
 import ipaddress
 import logging
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
@@ -42,12 +43,13 @@ from .command_syntax import (
     vrfy_reply,
 )
 from .conversation import XCLIENT_ATTRIBUTES, Conversation, Step
+from .journal import Journal
+from .persona import Persona
+from .policy import Context
+from .scenario import Scenario
 from .session import Client, Session
 from .smtp_data import read_message
 from .verdict import Reply, Stage, Verdict, wire_safe
-
-if TYPE_CHECKING:
-    from .server import Receiver
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,32 @@ _AIOSMTPD_NAMES = [n for n in dir(SMTP) if n.startswith(("smtp_", "auth_"))]
 _METHODS = {n[5:]: n for n in _AIOSMTPD_NAMES if n.startswith("smtp_")} | {"XCLIENT": ""}
 
 
+class Host(Protocol):
+    """What a session needs from the receiver that accepted its connection (the Receiver of
+    strictmx/receiver/server.py, which imports this module: so it is named here by shape)."""
+
+    scenario: Scenario
+    persona: Persona
+    journal: Journal
+    stopping: bool
+    loop: asyncio.AbstractEventLoop | None
+
+    @property
+    def context(self) -> Context: ...
+
+    @property
+    def tls_context(self) -> ssl.SSLContext | None: ...
+
+    @property
+    def proxy_timeout(self) -> float | None: ...
+
+    def trusts(self, peer: Any) -> bool: ...
+
+    def session_opened(self, protocol: StrictSMTP) -> None: ...
+
+    def session_closed(self, protocol: StrictSMTP) -> None: ...
+
+
 class StrictSMTP(SMTP):
     def __dir__(self) -> list[str]:
         # aiosmtpd finds commands (smtp_*) and AUTH mechanisms (auth_*) by walking
@@ -92,7 +120,7 @@ class StrictSMTP(SMTP):
         # names keeps that walk -- a large share of per-connection cost -- short.
         return list(_AIOSMTPD_NAMES)
 
-    def __init__(self, receiver: Receiver) -> None:
+    def __init__(self, receiver: Host) -> None:
         settings = receiver.scenario.receiver
         super().__init__(
             HOOKS,

@@ -59,6 +59,7 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.scenario_yaml": "scenario",
     "strictmx.receiver.persona": "conversation",
     "strictmx.receiver.conversation": "conversation",
+    "strictmx.receiver.command_syntax": "conversation",
     "strictmx.receiver.smtp": "io",
     "strictmx.receiver.smtp_data": "io",
     "strictmx.receiver.tls": "io",
