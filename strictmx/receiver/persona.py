@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from strictmx.policies.local_recipients import LocalRecipients, LocalRecipientsOptions
 from strictmx.policies.smtpd import Smtpd
 
+from .dialect import Dialect
 from .engine import Engine, EngineSettings
 from .policy import ClientHistory, Context, Policy, PolicyOptions
 from .scenario import ReceiverSettings, Scenario
@@ -33,6 +34,8 @@ class Persona:
     context: Context
     #: The server's own refusals (recipient limit, queue write), as the scenario words them.
     smtpd: Smtpd
+    #: The scenario's dialect with the receiver's hostname filled in.
+    dialect: Dialect
 
     @property
     def settings(self) -> ReceiverSettings:
@@ -85,7 +88,15 @@ class Persona:
             callout=callout,
         )
         smtpd = next((p for p in _listed(chains) if isinstance(p, Smtpd)), None)
-        return cls(scenario, world, engine, callout, context, smtpd or Smtpd(PolicyOptions()))
+        return cls(
+            scenario,
+            world,
+            engine,
+            callout,
+            context,
+            smtpd or Smtpd(PolicyOptions()),
+            scenario.dialect.for_host(settings.hostname),
+        )
 
 
 def calls_out(scenario: Scenario) -> bool:

@@ -48,7 +48,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import catalogue, registry
+from . import dialect as dialects
 from . import trust as trusts
+from .dialect import Dialect
 from .engine import Engine, EngineSettings
 from .expect import Case
 from .policy import Policy, PolicyClass, PolicyOptions
@@ -114,6 +116,13 @@ class ReceiverSettings(BaseModel):
     )
     smtputf8: bool = Field(True, description="Advertise SMTPUTF8 (RFC 6531).")
     helo_required: bool = Field(True, description="Refuse MAIL before HELO/EHLO.")
+    dialect: str = Field(
+        dialects.DEFAULT,
+        min_length=1,
+        max_length=100,
+        description="The protocol dialect (strictmx/receiver/data/dialects/NAME.yaml): every "
+        "reply outside the policies' and what the receiver accepts at the protocol level.",
+    )
     timeout: float = Field(300.0, gt=0, description="Idle seconds before the session is closed.")
 
 
@@ -127,6 +136,8 @@ class ScenarioModel(BaseModel):
     policies: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     world: WorldConfig = Field(default_factory=WorldConfig)
     expect: list[Case] = Field(default_factory=list)
+    #: Overrides of the named dialect's keys, merged over it (strictmx/receiver/dialect.py).
+    dialect: dict[str, Any] | None = None
 
 
 @dataclass
@@ -155,6 +166,7 @@ class Scenario:
     world: WorldConfig
     entries: list[PolicyEntry] = field(default_factory=list)
     expect: list[Case] = field(default_factory=list)
+    dialect: Dialect = field(default_factory=lambda: dialects.load(dialects.DEFAULT))
 
     def chains(self) -> dict[Stage, list[Policy[PolicyOptions]]]:
         """Per stage: `session:` policies that handle it first, then the stage's own list."""
@@ -290,15 +302,39 @@ def from_dict(
             )
         for index, item in enumerate(items):
             entries.append(_entry(item, key, ("policies", key, index), registry, where, context))
+    dialect = _dialect(model, where)
+    receiver = model.receiver
+    if "enhanced_status_codes" not in receiver.model_fields_set:
+        # The dialect's habit, unless the scenario says otherwise (Exim sends none).
+        receiver = receiver.model_copy(
+            update={"enhanced_status_codes": dialect.enhanced_status_codes}
+        )
     return Scenario(
         name=model.name or default_name,
         description=model.description,
         source=source,
-        receiver=model.receiver,
+        receiver=receiver,
         world=model.world,
         entries=entries,
         expect=model.expect,
+        dialect=dialect,
     )
+
+
+def _dialect(model: ScenarioModel, where: LineMap) -> Dialect:
+    """The named dialect with the scenario's `dialect:` overrides merged over it."""
+    name = model.receiver.dialect
+    if name not in dialects.bundled_dialects():
+        raise ScenarioError(
+            where.at(
+                ("receiver", "dialect"),
+                f"no dialect named {name!r}; dialects: {', '.join(dialects.bundled_dialects())}",
+            )
+        )
+    base = dialects.load(name)
+    if model.dialect is None:
+        return base
+    return base.override(model.dialect, where, ("dialect",))
 
 
 def _entry(

@@ -1,0 +1,306 @@
+"""Dialects: what a persona family says and accepts at the protocol level.
+
+A dialect is data, one YAML file per family in strictmx/receiver/data/dialects/ (`aiosmtpd`,
+`postfix`, ...): the reply to every protocol situation (sequence errors, QUIT, NOOP,
+unknown commands, limits, junk), each with the source it was taken from; the commands it
+knows; the EHLO keywords it offers, in order; its line and unknown-command limits; its
+address grammar (strictmx/receiver/command_syntax.py); what it does with forbidden
+commands, header lines sent as commands and a bare LF in a command.
+
+A scenario names one (`receiver.dialect: postfix`; `aiosmtpd` by default, the wire
+strictmx always had) and may override any part of it in a top-level `dialect:` section,
+merged over the named file. Both are validated at load; every error names the file, line
+and key path (`postfix.yaml:40 replies.quit.reply: ...`), as scenario errors do.
+
+Every dialect file defines every key of REPLY_KEYS: a dialect that has no such situation
+still says what it would answer, so no reply is ever missing at run time.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .scenario_yaml import KeyPath, LineMap, ScenarioError
+from .verdict import Reply, ReplyError, placeholders, printable
+
+Grammar = Literal["aiosmtpd", "postfix", "rfc5321", "exim"]
+
+#: The situations every dialect answers (the key of each reply in a dialect file).
+REPLY_KEYS: tuple[str, ...] = (
+    "greeting_default",
+    "helo_ok",
+    "ehlo_ok",
+    "helo_syntax",
+    "ehlo_syntax",
+    "helo_first",
+    "mail_ok",
+    "mail_syntax",
+    "mail_syntax_esmtp",
+    "mail_nested",
+    "mail_bad_address",
+    "rcpt_ok",
+    "rcpt_syntax",
+    "rcpt_syntax_esmtp",
+    "rcpt_need_mail",
+    "rcpt_bad_address",
+    "data_ok",
+    "data_syntax",
+    "data_need_rcpt",
+    "data_no_valid_rcpt",
+    "queued",
+    "message_too_big",
+    "size_too_big",
+    "size_syntax",
+    "body_syntax",
+    "smtputf8_disabled",
+    "smtputf8_syntax",
+    "param_unknown",
+    "rcpt_param_unknown",
+    "param_syntax",
+    "dsn_ret_syntax",
+    "dsn_envid_syntax",
+    "dsn_notify_syntax",
+    "dsn_orcpt_syntax",
+    "rset_ok",
+    "rset_syntax",
+    "noop_ok",
+    "noop_arg",
+    "quit",
+    "quit_syntax",
+    "unknown_command",
+    "bad_syntax",
+    "not_ascii",
+    "too_many_unknown",
+    "line_too_long",
+    "data_line_too_long",
+    "vrfy_disabled",
+    "vrfy_syntax",
+    "vrfy_bad_address",
+    "vrfy_ok",
+    "expn",
+    "help",
+    "etrn_helo_first",
+    "etrn_syntax",
+    "etrn_reply",
+    "bdat_syntax",
+    "bdat_need_rcpt",
+    "bdat_ok",
+    "bdat_queued",
+    "bdat_too_big",
+    "bdat_discarded",
+    "starttls_ready",
+    "starttls_unavailable",
+    "starttls_active",
+    "starttls_syntax",
+    "auth_unavailable",
+    "forbidden_command",
+    "bare_lf",
+    "timeout",
+    "queue_error",
+    "internal_error",
+    "internal_error_close",
+)
+
+#: The placeholders a reply template may use; the caller fills them (made printable).
+PLACEHOLDERS = frozenset(
+    {"hostname", "verb", "arg", "address", "param", "size", "queue_id", "helo", "commands"}
+)
+
+DEFAULT = "aiosmtpd"
+#: A reply line as a dialect writes it: the code, then a space (or nothing).
+_REPLY_LINE = re.compile(r"[2-5][0-9][0-9]( |$)")
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reply: str = Field(min_length=1, description="One `code [x.y.z] text` line; \\n: next line.")
+    source: str = Field(min_length=1, description="Where the text was taken from.")
+
+
+class _Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command_line: int | None = Field(
+        ge=1, description="Octets of a command line before line_too_long; null: none."
+    )
+    data_line: int | None = Field(
+        ge=1, description="Octets of a message line before data_line_too_long; null: none."
+    )
+    unknown_commands: int | None = Field(
+        ge=1, description="Unknown verbs before too_many_unknown and the close; null: none."
+    )
+
+
+class _File(BaseModel):
+    """A dialect file, and a dialect merged with a scenario's overrides: every key given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field(max_length=2000)
+    enhanced_status_codes: bool
+    commands: list[str]
+    ehlo_keywords: list[str]
+    limits: _Limits
+    address_grammar: Grammar
+    forbidden_commands: list[str]
+    header_commands_forbidden: bool
+    bare_lf: Literal["accept", "reject"]
+    vrfy: bool
+    replies: dict[str, _Entry]
+
+
+@dataclass(frozen=True, eq=False)
+class Dialect:
+    """A dialect made runnable: replies parsed once, lists made sets."""
+
+    name: str
+    description: str
+    enhanced_status_codes: bool
+    commands: frozenset[str]
+    ehlo_keywords: tuple[str, ...]
+    command_line: int | None
+    data_line: int | None
+    unknown_commands: int | None
+    address_grammar: Grammar
+    forbidden_commands: frozenset[str]
+    header_commands_forbidden: bool
+    bare_lf: Literal["accept", "reject"]
+    vrfy: bool
+    replies: Mapping[str, Reply]
+    sources: Mapping[str, str]
+    #: The data it was built from, for merging a scenario's overrides over it.
+    data: Mapping[str, Any]
+
+    def reply(self, key: str, **fields: object) -> Reply:
+        """The reply for situation `key`, its placeholders filled with `fields` made
+        printable (client text quoted in a reply can never end a line)."""
+        reply = self.replies[key]
+        if not fields:
+            return reply
+        return reply.format({k: printable(str(v)) for k, v in fields.items()})
+
+    def for_host(self, hostname: str) -> Dialect:
+        """This dialect with `{hostname}` filled in once (the receiver's own name)."""
+        return _for_host(self, hostname)
+
+    def override(self, data: Any, where: LineMap, path: KeyPath) -> Dialect:
+        """This dialect with a scenario's `dialect:` section merged over it; errors name
+        the scenario's file, line and key path under `path`."""
+        if not isinstance(data, Mapping):
+            raise ScenarioError(where.at(path, "the dialect section must be a mapping"))
+        replies = data.get("replies")
+        if isinstance(replies, Mapping):
+            # An override of a text need not repeat where the base text came from; it
+            # is the scenario's own text then.
+            data = dict(data)
+            data["replies"] = {
+                k: ({"source": "scenario override", **v} if isinstance(v, Mapping) else v)
+                for k, v in replies.items()
+            }
+        return _build(_merge(self.data, data), where, path)
+
+
+@functools.lru_cache(maxsize=64)
+def _for_host(dialect: Dialect, hostname: str) -> Dialect:
+    fields = {"hostname": hostname}
+    replies = {k: r.format(fields) for k, r in dialect.replies.items()}
+    return replace(dialect, replies=replies)
+
+
+def bundled_dialects() -> list[str]:
+    return sorted(p.name[:-5] for p in _dir().iterdir() if p.name.endswith(".yaml"))
+
+
+@functools.lru_cache(maxsize=32)
+def load(name: str) -> Dialect:
+    """A bundled dialect by name (ScenarioError if there is none)."""
+    if name not in bundled_dialects():
+        raise ScenarioError(
+            f"no dialect named {name!r}; bundled dialects: {', '.join(bundled_dialects())}"
+        )
+    text = (_dir() / f"{name}.yaml").read_text(encoding="utf-8")
+    return loads(text, source=f"dialects/{name}.yaml")
+
+
+def loads(text: str, *, source: str = "<dialect>") -> Dialect:
+    """A dialect from YAML text; every key must be there."""
+    lines = LineMap.parse(text, source)
+    return _build(lines.data, lines, ())
+
+
+def _dir() -> Any:
+    return importlib.resources.files("strictmx.receiver") / "data" / "dialects"
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        old = merged.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            merged[key] = _merge(old, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build(data: Any, where: LineMap, path: KeyPath) -> Dialect:
+    if not isinstance(data, Mapping):
+        raise ScenarioError(where.at(path, "a dialect must be a mapping"))
+    try:
+        model = _File.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(where.describe_validation(exc, path)) from None
+    missing = [k for k in REPLY_KEYS if k not in model.replies]
+    if missing:
+        raise ScenarioError(where.at((*path, "replies"), "missing replies: " + ", ".join(missing)))
+    replies: dict[str, Reply] = {}
+    for key, entry in model.replies.items():
+        at = (*path, "replies", key)
+        if key not in REPLY_KEYS:
+            raise ScenarioError(
+                where.at(at, f"unknown reply key; keys are: {', '.join(REPLY_KEYS)}")
+            )
+        try:
+            if not _REPLY_LINE.match(entry.reply):
+                raise ReplyError(f"a reply must start with a code and a space: {entry.reply!r}")
+            reply = Reply.parse(entry.reply.replace("\\n", "\n"))
+            unknown = placeholders(reply) - PLACEHOLDERS
+        except ReplyError as exc:
+            raise ScenarioError(where.at((*at, "reply"), str(exc))) from None
+        if unknown:
+            raise ScenarioError(
+                where.at(
+                    (*at, "reply"),
+                    f"unknown placeholder {{{sorted(unknown)[0]}}}; placeholders are: "
+                    + ", ".join(sorted(PLACEHOLDERS)),
+                )
+            )
+        replies[key] = reply
+    limits = model.limits
+    return Dialect(
+        name=model.name,
+        description=model.description,
+        enhanced_status_codes=model.enhanced_status_codes,
+        commands=frozenset(c.upper() for c in model.commands),
+        ehlo_keywords=tuple(model.ehlo_keywords),
+        command_line=limits.command_line,
+        data_line=limits.data_line,
+        unknown_commands=limits.unknown_commands,
+        address_grammar=model.address_grammar,
+        forbidden_commands=frozenset(c.upper() for c in model.forbidden_commands),
+        header_commands_forbidden=model.header_commands_forbidden,
+        bare_lf=model.bare_lf,
+        vrfy=model.vrfy,
+        replies=replies,
+        sources={k: e.source for k, e in model.replies.items()},
+        data=dict(data),
+    )
