@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import NamedTuple
 
+from .dialect import Dialect
 from .engine import Decision, Engine
 from .persona import Persona
 from .policy import Context
@@ -52,13 +53,9 @@ class Step(NamedTuple):
 
 PROCEED = Step()
 
-# Replies of the conversation's own (Postfix smtpd.c's texts; reference receivers.md);
-# the recipient limit is a verdict (strictmx/policies/smtpd.py).
-_OK_MAIL = Reply(250, "2.1.0", ("Ok",))
-_OK_RCPT = Reply(250, "2.1.5", ("Ok",))
-_QUEUE_ERROR = Reply(451, "4.3.0", ("Error: queue file write error",))
-_STEP_OK_MAIL = Step(_OK_MAIL)
-_STEP_OK_RCPT = Step(_OK_RCPT)
+# The conversation's own replies (MAIL and RCPT accepted, queued, the greeting) are the
+# persona's dialect's (strictmx/receiver/dialect.py); the recipient limit is a verdict
+# (strictmx/policies/smtpd.py).
 # XCLIENT (Postfix smtpd.c xclient_cmd).
 _XCLIENT_DENIED = Reply(550, "5.7.0", ("Error: insufficient authorization",))
 _XCLIENT_IN_MAIL = Reply(503, "5.5.1", ("Error: MAIL transaction in progress",))
@@ -89,6 +86,9 @@ class Conversation:
         self.settings: ReceiverSettings = persona.settings
         self.engine: Engine = persona.engine
         self.smtpd = persona.smtpd
+        self.dialect = dialect = persona.dialect
+        self._ok_mail = Step(dialect.replies["mail_ok"])
+        self._ok_rcpt = Step(dialect.replies["rcpt_ok"])
         self.ctx = ctx
         #: Called once for every verdict to keep (the journal, check's report).
         self.record = record
@@ -131,7 +131,9 @@ class Conversation:
         if decision.verdicts or decision.would_reply_at:
             self._took(decision)
         if decision.reply is None:
-            return Step(_greeting(self.settings.banner, self.settings.hostname))
+            settings = self.settings
+            banner = settings.banner if "banner" in settings.model_fields_set else None
+            return Step(_greeting(banner, settings.hostname, self.dialect))
         if decision.close:
             return self._decided(decision)
         state.refused = decision.sent
@@ -225,7 +227,7 @@ class Conversation:
             state.mail_from = None
             return self._decided(decision)
         self.fields["mail_from"] = state.mail_from
-        return _STEP_OK_MAIL
+        return self._ok_mail
 
     async def rcpt(self, address: str) -> Step:
         state = self.session
@@ -247,7 +249,7 @@ class Conversation:
             state.counters.bad_rcpts += 1
             return self._decided(decision)
         state.rcpts.append(address)
-        return _STEP_OK_RCPT
+        return self._ok_rcpt
 
     async def data(self) -> Step:
         """DATA, before its 354: the DATA stage may refuse (PROCEED: the transport goes
@@ -292,13 +294,13 @@ class Conversation:
         state.counters.junk = 0
         state.tarpit = 0.0
         state.reset_transaction()
-        return Step(Reply(250, "2.0.0", (f"Ok: queued as {queue_id}",)))
+        return Step(self.dialect.reply("queued", queue_id=queue_id))
 
     def queue_failed(self, reason: str) -> Step:
         """The message could not be kept: never claim it was taken, warn_only or not."""
         self._state().reset_transaction()
         self.note(f"message not kept: {reason}")
-        return Step(_QUEUE_ERROR)
+        return Step(self.dialect.replies["queue_error"])
 
     # -- NOOP, VRFY, RSET, HELP ---------------------------------------------------------
     async def junk(self, stage: Stage) -> Step:
@@ -458,7 +460,10 @@ class Conversation:
 
 
 @functools.lru_cache(maxsize=64)
-def _greeting(banner: str, hostname: str) -> Reply:
+def _greeting(banner: str | None, hostname: str, dialect: Dialect) -> Reply:
+    """The scenario's banner if it has one (None: not), else the dialect's greeting."""
+    if banner is None:
+        return dialect.replies["greeting_default"]
     return Reply(220, None, (banner.format(hostname=hostname),))
 
 

@@ -1,15 +1,19 @@
 """The aiosmtpd SMTP subclass: stages, transcript, error counting, XCLIENT and PROXY.
 
+Every reply it sends is the persona's: its dialect's (strictmx/receiver/dialect.py) for
+the protocol -- syntax and sequence errors, QUIT, NOOP, limits, junk -- and the policies'
+verdicts for the rest. aiosmtpd is the transport alone: the connection, STARTTLS's
+handshake, PROXY and the idle timer; none of its replies or limits reaches the wire.
+
 aiosmtpd gives hooks for MAIL, RCPT and end of data. Strict receivers also decide at
 connect time (before the greeting), at HELO before any syntax check, before DATA's 354,
 and on RSET/NOOP/VRFY/unknown commands; this class adds those points:
 
-- every reply goes through `push`, so the greeting is where CONNECT runs, and every
-  4xx/5xx the client receives (aiosmtpd's own 500/501/503 included) is counted and fed
-  to the ERROR stage;
+- every reply goes through `_write`, so the greeting is where CONNECT runs, and every
+  4xx/5xx the client receives is counted and fed to the ERROR stage;
 - the command loop is strictmx's own (`_handle_client`): it reads every line, answers
-  the lines no command sees, and hands each known command to strictmx's handler and
-  the conversation before (or instead of) aiosmtpd's `smtp_*` method;
+  the lines no command sees, and hands each command the dialect knows to its handler
+  here and to the conversation;
 - every line read or written is in the session's transcript.
 
 The policies themselves never see this module: they get the sans-IO `Session`.
@@ -18,8 +22,8 @@ The policies themselves never see this module: they get the sans-IO `Session`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
-import ipaddress
 import logging
 import re
 import ssl
@@ -32,23 +36,17 @@ from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as AioSession
 
-from .command_syntax import (
-    LINE_TOO_LONG,
-    TOO_MANY_UNKNOWN,
-    UNKNOWN_LIMIT,
-    mail_argument,
-    rcpt_argument,
-    split_command,
-    unknown_command,
-    vrfy_reply,
-)
-from .conversation import XCLIENT_ATTRIBUTES, Conversation, Step
+from . import dialect as dialects
+from . import smtp_commands as commands
+from .conversation import Conversation, Step
 from .journal import Journal
 from .persona import Persona
 from .policy import Context
 from .scenario import Scenario
 from .session import Client, Session
-from .smtp_data import read_message
+from .smtp_commands import data_lines, ehlo_lines, proxy_source
+from .smtp_data import Problem, read_message
+from .syntax_keys import Refusal, mail_argument, rcpt_argument, split_command
 from .verdict import Reply, Stage, Verdict, wire_safe
 
 log = logging.getLogger(__name__)
@@ -56,8 +54,12 @@ log = logging.getLogger(__name__)
 #: Buffered transcript lines that force a hand-over to the journal (long sessions).
 _FLUSH_LINES = 200
 _REPLY_HEAD = re.compile(r"^([2-5][0-9][0-9])([ -])")
-
-Command = Callable[[str | None], Awaitable[None]]
+#: A header line sent as a command (`Subject: x`): a field name, then a colon (RFC 5322
+#: §2.2), which Postfix takes for a client talking mail at an SMTP server.
+_HEADER = re.compile(r"[!-9;-~]+:")
+#: Where a command line is cut when the dialect refuses none for its length: Postfix's
+#: line_length_limit (a longer line is cut there and the rest discarded).
+_CUT = 2048
 
 
 def _now() -> datetime:
@@ -81,10 +83,6 @@ HOOKS = _Hooks()
 
 
 _AIOSMTPD_NAMES = [n for n in dir(SMTP) if n.startswith(("smtp_", "auth_"))]
-
-#: The commands strictmx knows, each with the method that answers it (aiosmtpd's smtp_*,
-#: some wrapped by a handler in `_HANDLERS`; XCLIENT is strictmx's own).
-_METHODS = {n[5:]: n for n in _AIOSMTPD_NAMES if n.startswith("smtp_")} | {"XCLIENT": ""}
 
 
 class Host(Protocol):
@@ -120,8 +118,18 @@ class StrictSMTP(SMTP):
         # names keeps that walk -- a large share of per-connection cost -- short.
         return list(_AIOSMTPD_NAMES)
 
+    #: DATA's replies by situation, as sent (`smtp_DATA` runs in a plain aiosmtpd SMTP
+    #: too: tests/unit/test_smtp_data.py); each session has its dialect's.
+    data_lines: dict[str, str]
+    #: Octets a message line may have (None: no limit of its own; the size limit holds).
+    data_line_limit: int | None
+
     def __init__(self, receiver: Host) -> None:
         settings = receiver.scenario.receiver
+        dialect = receiver.persona.dialect
+        # The stream's limit: a message line's (aiosmtpd's line_length_limit), or where
+        # an over-long command line is cut when the dialect has no limit for either.
+        self.line_length_limit = dialect.data_line or _CUT
         super().__init__(
             HOOKS,
             hostname=settings.hostname,
@@ -136,6 +144,19 @@ class StrictSMTP(SMTP):
         self.receiver = receiver
         self.settings = settings
         self.journal = receiver.journal
+        self.dialect = dialect
+        self._enhanced = settings.enhanced_status_codes
+        self._known = _known(dialect.commands)
+        self.data_lines = data_lines(dialect, self._enhanced)
+        self.data_line_limit = dialect.data_line
+        if dialect.command_line is not None:
+            self.command_size_limit = limit = dialect.command_line
+            self.command_size_limits = collections.defaultdict(lambda: limit)
+        self._push_as: str | None = None  # what the next push says instead (STARTTLS)
+        # RFC 3461 parameters are taken where the persona offers DSN.
+        self._dsn = "DSN" in dialect.ehlo_keywords
+        self.chunks: bytearray | None = None  # a message in BDAT chunks (RFC 3030)
+        self.chunks_failed = False
         self.conv = Conversation(
             receiver.persona,
             receiver.context.for_session(),
@@ -165,27 +186,36 @@ class StrictSMTP(SMTP):
 
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's DATA command, the message read in whole buffers (smtp_data.py)
-        # rather than a coroutine per line; the same checks, replies and limits.
-        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+        # rather than a coroutine per line; the same checks and limits, the dialect's
+        # replies (`data_lines`).
+        lines = self.data_lines
+        assert self.session is not None
+        if not self.session.host_name:
+            await self.push(lines["helo_first"])
             return
         envelope = self.envelope
         assert envelope is not None
         if not envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            # After MAIL, every recipient refused (or none given): Postfix says so.
+            await self.push(lines["no_valid_rcpt" if envelope.mail_from else "need_rcpt"])
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push(lines["syntax"])
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self.push(lines["ok"])
+        limit = self.data_line_limit
         try:
             problem, content = await read_message(
-                self._reader, self.line_length_limit, self.data_size_limit
+                self._reader, limit or self.data_size_limit or _CUT, self.data_size_limit
             )
         except asyncio.CancelledError:  # the connection went away during DATA
             self._close()
             raise
         if problem is not None:
-            await self.push(problem.value)
+            # With no line limit of its own, a line longer than the message may be is
+            # a message too big.
+            too_long = "too_long" if limit else "too_much"
+            await self.push(lines[too_long if problem is Problem.TOO_LONG else "too_much"])
             self.envelope = Envelope()  # as after any DATA
             return
         envelope.content = envelope.original_content = content
@@ -200,8 +230,8 @@ class StrictSMTP(SMTP):
         """strictmx's command loop, run by aiosmtpd's connection_made in place of its own.
 
         aiosmtpd stays the transport (the connection, STARTTLS's handshake, the idle
-        timer); every line is read, recorded and answered here: command_syntax.py
-        splits it and has the replies to lines no command sees (aiosmtpd 1.4's texts).
+        timer); every line is read, recorded and answered here, in the dialect's words:
+        its limits, its forbidden commands, its handling of a bare LF.
         """
         if self.receiver.proxy_timeout is not None:
             # The PROXY header first, within its own time (aiosmtpd/proxy_protocol.py).
@@ -215,38 +245,49 @@ class StrictSMTP(SMTP):
         await self._greet()
         if self.state is None:  # no session could open: _greet has closed the line
             return
-        unknown_left = UNKNOWN_LIMIT
+        dialect = self.dialect
+        unknown_left = dialect.unknown_commands
         while self.transport is not None:
             try:
                 try:
                     raw = await self._reader.readuntil()
                 except asyncio.LimitOverrunError as error:
-                    self.note_in("<command line over the length limit>")
-                    await self._skip_line(error.consumed)
-                    await self._refuse_line(LINE_TOO_LONG)
+                    if dialect.command_line is not None:
+                        self.note_in("<command line over the length limit>")
+                        await self._skip_line(error.consumed)
+                        await self._refuse_line(Refusal("line_too_long"))
+                        continue
+                    # No limit: the line is cut where the stream's limit is (Postfix).
+                    raw = await self._skip_line(error.consumed)
+                if self._command_line(raw) and dialect.bare_lf == "reject":
+                    await self._say(Refusal("bare_lf", close=True))
                     continue
-                self._command_line(raw)
                 line = raw.rstrip(b"\r\n")
                 command = split_command(line, smtputf8=self.enable_SMTPUTF8)
-                if isinstance(command, str):
+                if isinstance(command, Refusal):
                     await self._refuse_line(command)
                     continue
                 verb, arg = command
-                limit = (
+                if verb in dialect.forbidden_commands or (
+                    dialect.header_commands_forbidden and _HEADER.match(verb)
+                ):
+                    await self._say(Refusal("forbidden_command", {"verb": verb}, close=True))
+                    continue
+                if dialect.command_line is not None and len(line) > (
                     self.command_size_limits[verb]
                     if self._conn().extended_smtp
                     else self.command_size_limit
-                )
-                if len(line) > limit:
-                    await self._refuse_line(LINE_TOO_LONG)
+                ):
+                    await self._refuse_line(Refusal("line_too_long"))
                     continue
-                if verb not in _METHODS:
-                    unknown_left -= 1
-                    if unknown_left < 1:
-                        await self._refuse_line(TOO_MANY_UNKNOWN)
-                        self._close()
-                        continue
-                    await self._refuse_line(unknown_command(verb))
+                if verb not in self._known:
+                    if unknown_left is not None:
+                        unknown_left -= 1
+                        if unknown_left < 1:
+                            await self._refuse_line(Refusal("too_many_unknown"))
+                            self._close()
+                            continue
+                    await self._refuse_line(Refusal("unknown_command", {"verb": verb}))
                     continue
                 self._reset_timeout()  # a whole, known command: the client is alive
                 await self._run(verb, arg)
@@ -260,7 +301,7 @@ class StrictSMTP(SMTP):
                     log.exception(
                         "session %s: handling an error failed", self.state and self.state.id
                     )
-                    status = _INTERNAL_ERROR
+                    status = self._line("internal_error")
                 if isinstance(error, TLSSetupException):
                     # As aiosmtpd does: the handshake failed, the line cannot go on.
                     self._close()
@@ -268,13 +309,14 @@ class StrictSMTP(SMTP):
                 else:
                     await self.push(status)
 
-    async def _skip_line(self, consumed: int) -> None:
-        """Discard the rest of an over-long line, however long, up to its end."""
-        await self._reader.read(consumed)
+    async def _skip_line(self, consumed: int) -> bytes:
+        """Discard the rest of an over-long line, however long, up to its end: its
+        first `consumed` octets, as a line of their own (CRLF-ended)."""
+        head = await self._reader.read(consumed)
         while True:
             try:
                 await self._reader.readuntil()
-                return
+                return head.rstrip(b"\r") + b"\r\n"
             except asyncio.LimitOverrunError as error:
                 await self._reader.read(error.consumed)
 
@@ -347,24 +389,40 @@ class StrictSMTP(SMTP):
         self.journal.session_ended(self.state.id, outcome=outcome, ended=_now())
 
     # -- transcript and replies -------------------------------------------------------
-    def _command_line(self, raw: bytes) -> None:
-        """Record a command line as received and tell the conversation what it is."""
+    def _command_line(self, raw: bytes) -> bool:
+        """Record a command line as received and tell the conversation what it is;
+        whether it ended in a bare LF."""
         text = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
         self._record("in", text)
         verb = text.split(" ", 1)[0].upper()
         bare_lf = not raw.endswith(b"\r\n") and raw.endswith(b"\n")
-        known = not verb or verb in _METHODS
+        known = not verb or verb in self._known
         if bare_lf or not known:  # an ordinary line changes nothing: no call (hot path)
             self.conv.line(text, bare_lf=bare_lf, known=known)
+        return bare_lf
 
-    async def _refuse_line(self, line: str) -> None:
+    async def _refuse_line(self, refusal: Refusal) -> None:
         """A reply to a line no command gets to see (too long, bad syntax, unknown verb):
         the UNKNOWN stage may replace it when the verb was not a command."""
         step = await self.conv.unknown()
         if step.reply is not None:
             await self._send_step(step)
         else:
+            await self._say(refusal)
+
+    async def _say(self, refusal: Refusal) -> None:
+        """The dialect's reply for a situation; the line closes after it if it says so."""
+        if refusal.close:
+            self.conv.closing = True  # the reply that closes: no ERROR stage after it
+        reply = self.dialect.reply(refusal.key, **refusal.fields)
+        for line in _wire_lines(reply, self._enhanced):
             await self._write(line)
+        if refusal.close:
+            self._close()
+
+    def _line(self, key: str) -> str:
+        """The dialect's one-line reply for `key`, as sent."""
+        return _wire_lines(self.dialect.replies[key], self._enhanced)[-1]
 
     def note_in(self, text: str) -> None:
         if self.state is not None:
@@ -393,6 +451,8 @@ class StrictSMTP(SMTP):
 
     async def push(self, status: str | bytes) -> None:
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        if self._push_as is not None:  # aiosmtpd's STARTTLS reply, in the dialect's words
+            line, self._push_as = self._push_as, None
         await self._write(line)
 
     async def _write(self, line: str) -> None:
@@ -453,8 +513,7 @@ class StrictSMTP(SMTP):
             and isinstance(transport, asyncio.WriteTransport)
             and not transport.is_closing()
         ):
-            hostname = self.settings.hostname
-            line = wire_safe(self._ok(f"421 4.4.2 {hostname} Error: timeout exceeded"))
+            line = wire_safe(self._line("timeout"))
             transport.write(line.encode("ascii") + b"\r\n")  # the close flushes it first
             if self.state is not None:
                 self._record("out", line)
@@ -472,10 +531,10 @@ class StrictSMTP(SMTP):
         if isinstance(error, TLSSetupException):  # aiosmtpd closes without a reply
             log.info("session %s: TLS handshake failed: %r", state and state.id, error)
             self.note("TLS handshake failed")
-            return _INTERNAL_ERROR
+            return self._line("internal_error")
         if isinstance(error, ConnectionError | asyncio.IncompleteReadError):
             self._close()  # the peer went away: nobody to answer
-            return _INTERNAL_ERROR
+            return self._line("internal_error")
         log.error(
             "session %s: %s command failed",
             state and state.id,
@@ -485,7 +544,7 @@ class StrictSMTP(SMTP):
         self.note(f"internal error ({type(error).__name__}); answered 451")
         self.conv.failed()
         self.envelope = Envelope()
-        return self._ok(_INTERNAL_ERROR)
+        return self._line("internal_error")
 
     async def _greet(self) -> None:
         """The greeting, CONNECT's decision. First: a new session. After XCLIENT: the
@@ -501,7 +560,7 @@ class StrictSMTP(SMTP):
             # would hang until the idle timeout.
             log.exception("session %s: CONNECT failed", self.state and self.state.id)
             self.conv.closing = True
-            await self._write(_INTERNAL_ERROR_CLOSE)
+            await self._write(self._line("internal_error_close"))
             self._close()
 
     def _journal_verdict(self, verdict: Verdict) -> None:
@@ -510,105 +569,78 @@ class StrictSMTP(SMTP):
 
     # -- commands ---------------------------------------------------------------------
     async def _run(self, verb: str, arg: str | None) -> None:
-        """A known command: the conversation may refuse it outright (a CONNECT refusal
-        answers everything); else strictmx's handler, or aiosmtpd's method alone."""
+        """A command the dialect knows: the conversation may refuse it outright (a CONNECT
+        refusal answers everything); else its handler here."""
         refusal = self.conv.command(verb)
         if refusal is not None:
             await self._send_reply(refusal)
             return
-        if verb == "XCLIENT":
-            await self.xclient(arg)
-            return
-        method: Command = getattr(self, _METHODS[verb])
-        handler = _HANDLERS.get(verb)
-        if handler is None:
-            await method(arg)
-        else:
-            await handler(self, method, arg)
+        await _HANDLERS[verb](self, arg)
 
-    async def _on_helo(self, method: Command, arg: str | None) -> None:
-        await self._hello("HELO", method, arg)
+    def _need_helo(self) -> Refusal | None:
+        return None if self._conn().host_name else _HELO_FIRST
 
-    async def _on_ehlo(self, method: Command, arg: str | None) -> None:
-        await self._hello("EHLO", method, arg)
+    def _has_helo(self) -> bool:
+        return bool(self._conn().host_name)
 
-    async def _hello(self, verb: str, method: Command, arg: str | None) -> None:
+    def _first_lines(self, key: str) -> tuple[str, ...]:
+        return _wire_lines(self.dialect.replies[key], self._enhanced)
+
+    async def _on_helo(self, arg: str | None) -> None:
+        await self._hello("HELO", arg)
+
+    async def _on_ehlo(self, arg: str | None) -> None:
+        await self._hello("EHLO", arg)
+
+    async def _hello(self, verb: str, arg: str | None) -> None:
         step = await self.conv.hello(verb, arg)
         if step.reply is not None:
             await self._send_step(step)
             return
-        if verb == "EHLO":
-            await self._ehlo_reply(arg)
-        else:
-            await method(arg)
-        self.conv.hello_done(bool(self._conn().host_name) and self._conn().host_name == arg)
-
-    async def _ehlo_reply(self, name: str | None) -> None:
-        """EHLO's reply: aiosmtpd 1.4's smtp_EHLO (its keywords and their order, the
-        MAIL line-length allowances RFC 1870 §3 and RFC 6531 §3.4 add), without its
-        AUTH (strictmx offers none), with strictmx's keywords before the last line."""
-        if not name:
-            await self._write("501 Syntax: EHLO hostname")
+        if not arg:
+            await self._say(Refusal("ehlo_syntax" if verb == "EHLO" else "helo_syntax"))
+            self.conv.hello_done(False)
             return
         conn = self._conn()
-        self.envelope = Envelope()  # a new EHLO resets the transaction (RFC 5321 §4.1.4)
-        conn.extended_smtp = True
-        lines = [f"250-{self.hostname}"]
-        if self.data_size_limit:
-            lines.append(f"250-SIZE {self.data_size_limit}")
-            self.command_size_limits["MAIL"] += 26
-        lines.append("250-8BITMIME")
-        if self.enable_SMTPUTF8:
-            lines.append("250-SMTPUTF8")
-            self.command_size_limits["MAIL"] += 10
-        if self.tls_context is not None and not self._state_tls():
-            lines.append("250-STARTTLS")
-        conn.host_name = name
-        lines += [f"250-{keyword}" for keyword in self.ehlo_keywords()]
-        lines.append("250 HELP")
-        for line in lines:
-            await self._write(line)
+        self.envelope = Envelope()  # a new HELO/EHLO resets the transaction (RFC 5321 §4.1.4)
+        conn.extended_smtp = verb == "EHLO"
+        conn.host_name = arg
+        if verb == "EHLO":
+            for line in ehlo_lines(self):
+                await self._write(line)
+        else:
+            await self._write(self._line("helo_ok"))
+        self.conv.hello_done(True)
 
     def _state_tls(self) -> bool:
         return self.state is not None and self.state.tls
 
-    def ehlo_keywords(self) -> list[str]:
-        """What strictmx adds to the EHLO keywords."""
-        keywords = ["PIPELINING"]
-        if self.settings.enhanced_status_codes:
-            keywords.append("ENHANCEDSTATUSCODES")
-        if self._may_xclient():
-            keywords.append("XCLIENT " + " ".join(XCLIENT_ATTRIBUTES))
-        return keywords
-
-    async def _on_mail(self, method: Command, arg: str | None) -> None:
-        if await self.check_helo_needed():
-            return
+    async def _on_mail(self, arg: str | None) -> None:
         envelope = self._env()
-        parsed = mail_argument(
+        parsed = self._need_helo() or mail_argument(
             arg,
             extended=self._conn().extended_smtp,
             nested=bool(envelope.mail_from),
             smtputf8=self.enable_SMTPUTF8,
             size_limit=self.data_size_limit,
+            dsn=self._dsn,
         )
-        if isinstance(parsed, str):
-            await self.push(parsed)
+        if isinstance(parsed, Refusal):
+            await self._say(parsed)
             return
         reply = await self.on_mail(parsed.address, parsed.options)
         if envelope.mail_from:
             envelope.smtp_utf8 = parsed.smtputf8
         await self.push(reply)
 
-    async def _on_rcpt(self, method: Command, arg: str | None) -> None:
-        if await self.check_helo_needed():
-            return
-        if not self._env().mail_from:
-            await self.push("503 Error: need MAIL command")
-            return
-        parsed = rcpt_argument(arg, extended=self._conn().extended_smtp)
-        if isinstance(parsed, str):
-            await self.push(parsed)
+    async def _on_rcpt(self, arg: str | None) -> None:
+        parsed = (
+            (None if self._has_helo() else _RCPT_NO_HELO)
+            or (None if self._env().mail_from else Refusal("rcpt_need_mail"))
+            or rcpt_argument(arg, extended=self._conn().extended_smtp, dsn=self._dsn)
+        )
+        if isinstance(parsed, Refusal):
+            await self._say(parsed)
             return
         await self.push(await self.on_rcpt(parsed.address, parsed.options))
 
@@ -629,7 +661,7 @@ class StrictSMTP(SMTP):
         line = self._one_line(step)
         return line if line is not None else await self._hook_reply(step)
 
-    async def _on_data(self, method: Command, arg: str | None) -> None:
+    async def _on_data(self, arg: str | None) -> None:
         if not arg:
             step = await self.conv.data()
             if step.reply is not None:
@@ -637,11 +669,12 @@ class StrictSMTP(SMTP):
                 return
         self._in_data = True
         try:
-            await method(arg)
+            await self.smtp_DATA(arg or "")
         finally:
             self._in_data = False
 
-    async def on_message(self, raw: bytes) -> str:
+    async def on_message(self, raw: bytes, *, chunked: int | None = None) -> str:
+        """End of data (`chunked`: of BDAT's chunks, that many octets): the reply."""
         state = self.state
         assert state is not None
         step = await self.conv.message(raw)
@@ -663,56 +696,21 @@ class StrictSMTP(SMTP):
             step = self.conv.queue_failed(f"the journal could not keep it ({type(exc).__name__})")
             line = self._one_line(step)
             return line if line is not None else await self._hook_reply(step)
-        queued = self.conv.queued(f"{state.id}-{n}").reply
+        queue_id = f"{state.id}-{n}"
+        queued = self.conv.queued(queue_id).reply
         assert queued is not None
+        if chunked is not None:
+            queued = self.dialect.reply("bdat_queued", size=chunked, queue_id=queue_id)
         # One line, new for every message: rendered here, not through the reply cache.
-        return queued.wire_lines(enhanced=self.settings.enhanced_status_codes)[-1]
+        return queued.wire_lines(enhanced=self._enhanced)[-1]
 
-    async def _on_rset(self, method: Command, arg: str | None) -> None:
-        if await self._junk(Stage.RSET, method, arg):
-            self.conv.reset()
-
-    async def _on_noop(self, method: Command, arg: str | None) -> None:
-        await self._junk(Stage.NOOP, method, arg)
-
-    async def _on_vrfy(self, method: Command, arg: str | None) -> None:
-        await self._junk(Stage.VRFY, self._vrfy, arg)
-
-    async def _vrfy(self, arg: str | None) -> None:
-        await self.push(vrfy_reply(arg))
-
-    async def _junk(self, stage: Stage, method: Command, arg: str | None) -> bool:
-        """NOOP/VRFY/RSET: count, let the stage object, else run aiosmtpd's command."""
+    async def _junk(self, stage: Stage) -> bool:
+        """NOOP/VRFY/RSET/HELP: count, let the stage object; whether to answer it."""
         step = await self.conv.junk(stage)
         if step.reply is not None:
             await self._send_step(step)
             return False
-        await method(arg)
         return True
-
-    async def _on_help(self, method: Command, arg: str | None) -> None:
-        # HELP is a non-mail command like NOOP: counted as junk and judged by the NOOP
-        # stage, so session_limits' junk limit ends a flood of them (Exim counts HELP
-        # among its nonmail commands, smtp_accept_max_nonmail; Postfix has no HELP and
-        # counts it as an error; shared reference receivers.md §4).
-        await self._junk(Stage.NOOP, method, arg)
-
-    async def _on_starttls(self, method: Command, arg: str | None) -> None:
-        if self.state is not None and self.state.tls:
-            # RFC 3207 §4.2: no second negotiation; aiosmtpd would say 220 and then fail
-            # the handshake inside TLS. Postfix smtpd's reply (starttls_cmd).
-            await self._write(self._ok("554 5.5.1 Error: TLS already active"))
-            return
-        await method(arg)
-
-    async def _on_quit(self, method: Command, arg: str | None) -> None:
-        if not arg:
-            self.conv.quit = True
-        await method(arg)
-
-    def _ok(self, line: str) -> str:
-        """A reply of our own, with or without its enhanced code as the persona sends."""
-        return _render(line, self.settings.enhanced_status_codes)
 
     def _one_line(self, step: Step) -> str | None:
         """A hook's reply when it is one line and does not close (an acceptance, most
@@ -752,16 +750,8 @@ class StrictSMTP(SMTP):
         if not self.receiver.trusts(peer):
             log.warning("PROXY header from untrusted %s refused", peer)
             return False
-        src = getattr(proxy, "src_addr", None)
-        if src is None:  # PROXY ... UNKNOWN / LOCAL: keep the socket's address
-            return bool(getattr(proxy, "valid", False))
-        address = str(src)
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        self._proxied = (address, int(getattr(proxy, "src_port", 0) or 0))
-        return True
+        valid, self._proxied = proxy_source(proxy)
+        return valid
 
 
 @functools.lru_cache(maxsize=1024)
@@ -770,27 +760,35 @@ def _wire_lines(reply: Reply, enhanced: bool) -> tuple[str, ...]:
     return tuple(reply.wire_lines(enhanced=enhanced))
 
 
-@functools.lru_cache(maxsize=256)
-def _render(line: str, enhanced: bool) -> str:
-    return Reply.parse(line).render(enhanced=enhanced)
+@functools.lru_cache(maxsize=64)
+def _known(commands: frozenset[str]) -> frozenset[str]:
+    """The dialect's commands strictmx can answer: any other verb is an unknown command."""
+    return commands & _HANDLERS.keys()
 
 
-#: The reply to a command that failed inside strictmx (RFC 5321 §4.2.3's 451 text), and
-#: the one that closes a connection that cannot go on (RFC 5321 §3.8).
-_INTERNAL_ERROR = "451 4.3.0 Requested action aborted: local error in processing"
-_INTERNAL_ERROR_CLOSE = "421 4.3.0 Service not available, closing transmission channel"
+_HELO_FIRST = Refusal("helo_first")
+_RCPT_NO_HELO = Refusal("rcpt_no_helo")
 
-#: Commands strictmx handles before (or instead of) aiosmtpd's own method.
-_HANDLERS: dict[str, Callable[[StrictSMTP, Command, str | None], Awaitable[None]]] = {
+#: Every command strictmx answers, and its handler; a dialect knows some of them.
+_HANDLERS: dict[str, Callable[[StrictSMTP, str | None], Awaitable[None]]] = {
     "HELO": StrictSMTP._on_helo,
     "MAIL": StrictSMTP._on_mail,
     "RCPT": StrictSMTP._on_rcpt,
     "EHLO": StrictSMTP._on_ehlo,
     "DATA": StrictSMTP._on_data,
-    "RSET": StrictSMTP._on_rset,
-    "NOOP": StrictSMTP._on_noop,
-    "VRFY": StrictSMTP._on_vrfy,
-    "QUIT": StrictSMTP._on_quit,
-    "HELP": StrictSMTP._on_help,
-    "STARTTLS": StrictSMTP._on_starttls,
+    "RSET": commands.rset,
+    "NOOP": commands.noop,
+    "VRFY": commands.vrfy,
+    "QUIT": commands.quit_,
+    "HELP": commands.help_,
+    "STARTTLS": commands.starttls,
+    "EXPN": commands.expn,
+    "AUTH": commands.auth,
+    "ETRN": commands.etrn,
+    "BDAT": commands.bdat,
+    "XCLIENT": StrictSMTP.xclient,
 }
+
+#: The data lines of a plain aiosmtpd SMTP running `smtp_DATA` (tests/unit/test_smtp_data.py).
+StrictSMTP.data_lines = data_lines(dialects.load(dialects.DEFAULT), True)
+StrictSMTP.data_line_limit = SMTP.line_length_limit

@@ -20,6 +20,7 @@ import aiosmtpd
 from aiosmtpd.smtp import SMTP, Envelope
 
 from strictmx.receiver import smtp as strict_smtp
+from strictmx.receiver import smtp_commands as strict_commands
 from strictmx.receiver.command_syntax import parse_path
 from strictmx.receiver.smtp import StrictSMTP
 
@@ -40,12 +41,15 @@ _OWN = re.compile(
     r"now|lines|junk|close|rcpts|ok|in_data|flush|ehlo|reply_open|may_xclient|hello|greet|"
     r"ended|render|wire_lines|one_line|parse_path|ehlo_reply|state_tls|on_[a-z]+|journal_verdict|end_session|command|begin_session|"
     r"aiosmtpd_greeting|handlers|flush_lines|control|reply_head|hooks|commands|command_line|"
-    r"internal_error(_close)?|aiosmtpd_names|refuse_line|run|skip_line|vrfy)"
+    r"internal_error(_close)?|aiosmtpd_names|refuse_line|run|skip_line|vrfy|"
+    r"data_lines|dsn|enhanced|first_lines|has_helo|known|line|need_helo|push_as|say|"
+    r"helo_first|header|cut|offers|piece)"
 )
 
 
 def test_every_private_name_smtp_py_uses_is_listed() -> None:
-    source = Path(strict_smtp.__file__).read_text()
+    # smtp_commands.py holds the transport's smaller commands: its names count too.
+    source = Path(strict_smtp.__file__).read_text() + Path(strict_commands.__file__).read_text()
     used = {m for m in re.findall(r"\b(_[a-z][a-z_]*)\b", source) if not _OWN.fullmatch(m)}
     assert used == set(PRIVATE), (
         f"unlisted: {sorted(used - set(PRIVATE))}; no longer used: {sorted(set(PRIVATE) - used)}"

@@ -39,6 +39,8 @@ class LineByLine(SMTP):
 
 class WholeBuffers(LineByLine):
     smtp_DATA = StrictSMTP.smtp_DATA
+    data_lines = StrictSMTP.data_lines  # aiosmtpd's replies: the default dialect's
+    data_line_limit = LINE_LIMIT
 
 
 async def converse(

@@ -1,0 +1,261 @@
+"""The protocol's small commands, answered in the persona's dialect.
+
+RSET, NOOP, VRFY, HELP, EXPN, AUTH, ETRN, STARTTLS, QUIT and BDAT, and EHLO's keyword
+list: what each says is the dialect's (strictmx/receiver/dialect.py), so the same session
+hears aiosmtpd's words from an aiosmtpd persona and Postfix's from a Postfix one. They
+are functions of the SMTP session (strictmx/receiver/smtp.py's StrictSMTP, named here by
+its shape, `Speaker`), kept apart so the transport stays readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import ssl
+from typing import Any, Protocol
+
+from aiosmtpd.smtp import Envelope
+
+from .conversation import XCLIENT_ATTRIBUTES, Conversation
+from .dialect import Dialect
+from .syntax_keys import Refusal, vrfy_argument
+from .verdict import Stage
+
+#: BDAT chunks are read and dropped in pieces of at most this many octets, so a chunk
+#: that cannot be kept never sits in memory whole.
+_PIECE = 1 << 16
+
+
+class Speaker(Protocol):
+    """What these commands need from the SMTP session."""
+
+    dialect: Dialect
+    conv: Conversation
+    envelope: Envelope | None
+    tls_context: ssl.SSLContext | None
+    data_size_limit: int | None
+    enable_SMTPUTF8: bool
+    command_size_limits: dict[str, int]
+    _enhanced: bool
+    _push_as: str | None
+    _reader: asyncio.StreamReader
+    #: The message being sent in BDAT chunks (None: no BDAT transaction).
+    chunks: bytearray | None
+    #: A chunk failed: the rest of the transaction's chunks are discarded.
+    chunks_failed: bool
+
+    async def _say(self, refusal: Refusal) -> None: ...
+    async def _write(self, line: str) -> None: ...
+    def _line(self, key: str) -> str: ...
+    def _first_lines(self, key: str) -> tuple[str, ...]: ...
+    async def _junk(self, stage: Stage) -> bool: ...
+    def _has_helo(self) -> bool: ...
+    def _state_tls(self) -> bool: ...
+    def _may_xclient(self) -> bool: ...
+    async def smtp_STARTTLS(self, arg: str) -> None: ...
+    async def on_message(self, raw: bytes, *, chunked: int | None = None) -> str: ...
+    async def push(self, status: str | bytes) -> None: ...
+
+
+@functools.lru_cache(maxsize=64)
+def data_lines(dialect: Dialect, enhanced: bool) -> dict[str, str]:
+    """DATA's replies in `dialect`, as sent (StrictSMTP.data_lines), by situation."""
+    keys = {
+        "helo_first": "data_no_helo",
+        "need_rcpt": "data_need_rcpt",
+        "no_valid_rcpt": "data_no_valid_rcpt",
+        "syntax": "data_syntax",
+        "ok": "data_ok",
+        "too_long": "data_line_too_long",
+        "too_much": "message_too_big",
+    }
+    return {k: dialect.replies[v].wire_lines(enhanced=enhanced)[-1] for k, v in keys.items()}
+
+
+def proxy_source(proxy: Any) -> tuple[bool, tuple[str, int] | None]:
+    """A PROXY header from a trusted peer: whether it is valid, and the client's address
+    and port it names (None: PROXY ... UNKNOWN / LOCAL, the socket's address stands)."""
+    src = getattr(proxy, "src_addr", None)
+    if src is None:
+        return bool(getattr(proxy, "valid", False)), None
+    address = str(src)
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False, None
+    return True, (address, int(getattr(proxy, "src_port", 0) or 0))
+
+
+def ehlo_lines(server: Speaker) -> list[str]:
+    """EHLO's reply: the dialect's first line and keywords in its order, those that depend
+    on the session kept or dropped (STARTTLS, VRFY, ...), and the MAIL line-length
+    allowances RFC 1870 §3 and RFC 6531 §3.4 add (aiosmtpd's)."""
+    offered = []
+    for keyword in server.dialect.ehlo_keywords:
+        name = keyword.split(" ", 1)[0]
+        if name == "SIZE":
+            if not server.data_size_limit:
+                continue
+            keyword = keyword.format(size=server.data_size_limit)
+            server.command_size_limits["MAIL"] += 26
+        elif name == "SMTPUTF8":
+            if not server.enable_SMTPUTF8:
+                continue
+            server.command_size_limits["MAIL"] += 10
+        elif not _offers(server, name):
+            continue
+        elif name == "XCLIENT":
+            keyword = "XCLIENT " + " ".join(XCLIENT_ATTRIBUTES)
+        offered.append(keyword)
+    first = server._first_lines("ehlo_ok")
+    lines = [*first, *(f"{first[-1][:3]} {k}" for k in offered)]
+    return [f"{line[:3]}-{line[4:]}" for line in lines[:-1]] + lines[-1:]
+
+
+def _offers(server: Speaker, keyword: str) -> bool:
+    """Whether this session is offered `keyword` (the dialect lists it)."""
+    if keyword == "STARTTLS":
+        return server.tls_context is not None and not server._state_tls()
+    if keyword == "VRFY":
+        return server.dialect.vrfy
+    if keyword == "ENHANCEDSTATUSCODES":
+        return server._enhanced
+    if keyword == "XCLIENT":
+        return server._may_xclient()
+    return keyword != "AUTH"  # strictmx offers no AUTH mechanism
+
+
+async def rset(server: Speaker, arg: str | None) -> None:
+    if await server._junk(Stage.RSET):
+        if arg:
+            await server._say(Refusal("rset_syntax"))
+            return
+        server.envelope = Envelope()
+        server.chunks, server.chunks_failed = None, False
+        server.conv.reset()
+        await server._write(server._line("rset_ok"))
+
+
+async def noop(server: Speaker, arg: str | None) -> None:
+    if await server._junk(Stage.NOOP):
+        await server._write(server._line("noop_arg" if arg else "noop_ok"))
+
+
+async def vrfy(server: Speaker, arg: str | None) -> None:
+    if not await server._junk(Stage.VRFY):
+        return
+    if not server.dialect.vrfy:
+        await server._say(Refusal("vrfy_disabled"))
+        return
+    address = vrfy_argument(arg)
+    if not isinstance(address, Refusal):
+        address = Refusal("vrfy_ok", {"address": address})
+    await server._say(address)
+
+
+async def help_(server: Speaker, arg: str | None) -> None:
+    # HELP is a non-mail command like NOOP: counted as junk and judged by the NOOP stage,
+    # so session_limits' junk limit ends a flood of them (Exim counts HELP among its
+    # nonmail commands, smtp_accept_max_nonmail; Postfix has no HELP and counts it as an
+    # error; shared reference receivers.md §4).
+    if await server._junk(Stage.NOOP):
+        await server._say(Refusal("help"))
+
+
+async def expn(server: Speaker, arg: str | None) -> None:
+    await server._say(Refusal("expn"))
+
+
+async def auth(server: Speaker, arg: str | None) -> None:
+    await server._say(Refusal("auth_unavailable" if server._has_helo() else "helo_first"))
+
+
+async def etrn(server: Speaker, arg: str | None) -> None:
+    if not server._has_helo():
+        await server._say(Refusal("etrn_helo_first"))
+    elif not arg:
+        await server._say(Refusal("etrn_syntax"))
+    elif server.envelope is not None and server.envelope.mail_from:
+        await server._say(Refusal("etrn_in_mail"))
+    else:  # no queue to flush for anyone (Postfix without fast_flush_domains)
+        await server._say(Refusal("etrn_reply", {"arg": arg}))
+
+
+async def starttls(server: Speaker, arg: str | None) -> None:
+    if arg:
+        await server._say(Refusal("starttls_syntax"))
+    elif server.tls_context is None:
+        await server._say(Refusal("starttls_unavailable"))
+    elif server._state_tls():
+        # RFC 3207 §4.2: no second negotiation; aiosmtpd would say 220 and then fail the
+        # handshake inside TLS.
+        await server._say(Refusal("starttls_active"))
+    else:  # aiosmtpd's handshake, its 220 in the dialect's words
+        server._push_as = server._line("starttls_ready")
+        await server.smtp_STARTTLS("")
+
+
+async def quit_(server: Speaker, arg: str | None) -> None:
+    key = "quit_syntax" if arg else "quit"
+    closes = server.dialect.replies[key].code == 221  # Postfix: QUIT with words is QUIT
+    server.conv.quit = closes
+    await server._say(Refusal(key, close=closes))
+
+
+def bdat_arguments(arg: str | None) -> tuple[int, bool] | None:
+    """`BDAT size [LAST]` (RFC 3030 §2): the chunk's size and whether it is the last."""
+    words = (arg or "").split(" ")
+    if not words[0].isdigit() or len(words) > 2 or words[1:] not in ([], ["LAST"]):
+        return None
+    return int(words[0]), len(words) == 2
+
+
+async def bdat(server: Speaker, arg: str | None) -> None:
+    """BDAT (RFC 3030): the chunk is read whatever the answer, since it is on its way. A
+    chunk that would make the message too big fails the transaction: later chunks are
+    read and discarded up to the last, as Postfix does."""
+    parsed = bdat_arguments(arg)
+    if parsed is None:
+        await server._say(Refusal("bdat_syntax", close=True))
+        return
+    size, last = parsed
+    envelope = server.envelope
+    if envelope is not None and envelope.rcpt_tos and server.chunks is None:
+        server.chunks = bytearray()
+    chunks = server.chunks
+    limit = server.data_size_limit
+    failed = server.chunks_failed
+    too_big = chunks is not None and not failed and bool(limit and len(chunks) + size > limit)
+    keep = chunks is not None and not failed and not too_big
+    left = size
+    while left:  # read even when dropped: the octets are not commands
+        piece = await server._reader.readexactly(min(left, _PIECE))
+        if keep and chunks is not None:
+            chunks += piece
+        left -= len(piece)
+    if chunks is None:
+        await server._say(Refusal("bdat_need_rcpt"))
+        return
+    if not keep:
+        server.chunks_failed = not last
+        if last:
+            server.chunks, server.envelope = None, Envelope()
+            server.conv.reset()
+        else:
+            chunks.clear()
+        if too_big:
+            await server._say(Refusal("bdat_too_big"))
+        else:
+            await server._say(Refusal("bdat_discarded", {"size": str(size)}))
+        return
+    if not last:
+        await server._say(Refusal("bdat_ok", {"size": str(size)}))
+        return
+    raw = bytes(chunks)
+    server.chunks = None
+    # Postfix counts the CRLF it adds to a message that does not end in one.
+    counted = len(raw) + (0 if raw.endswith(b"\r\n") else 2)
+    status = await server.on_message(raw, chunked=counted)
+    server.envelope = Envelope()
+    await server.push(status)
