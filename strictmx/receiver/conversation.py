@@ -87,8 +87,7 @@ class Conversation:
         self.engine: Engine = persona.engine
         self.smtpd = persona.smtpd
         self.dialect = dialect = persona.dialect
-        self._ok_mail = Step(dialect.replies["mail_ok"])
-        self._ok_rcpt = Step(dialect.replies["rcpt_ok"])
+        self._greeting, self._ok_mail, self._ok_rcpt = _steps(dialect)
         self.ctx = ctx
         #: Called once for every verdict to keep (the journal, check's report).
         self.record = record
@@ -131,9 +130,7 @@ class Conversation:
         if decision.verdicts or decision.would_reply_at:
             self._took(decision)
         if decision.reply is None:
-            settings = self.settings
-            banner = settings.banner if "banner" in settings.model_fields_set else None
-            return Step(_greeting(banner, settings.hostname, self.dialect))
+            return self._greeting
         if decision.close:
             return self._decided(decision)
         state.refused = decision.sent
@@ -294,7 +291,10 @@ class Conversation:
         state.counters.junk = 0
         state.tarpit = 0.0
         state.reset_transaction()
-        return Step(self.dialect.reply("queued", queue_id=queue_id))
+        # Not through Reply.format: one per message, and the id is strictmx's own.
+        queued = self.dialect.replies["queued"]
+        lines = tuple(line.replace("{queue_id}", queue_id) for line in queued.lines)
+        return Step(Reply(queued.code, queued.status, lines))
 
     def queue_failed(self, reason: str) -> Step:
         """The message could not be kept: never claim it was taken, warn_only or not."""
@@ -460,11 +460,10 @@ class Conversation:
 
 
 @functools.lru_cache(maxsize=64)
-def _greeting(banner: str | None, hostname: str, dialect: Dialect) -> Reply:
-    """The scenario's banner if it has one (None: not), else the dialect's greeting."""
-    if banner is None:
-        return dialect.replies["greeting_default"]
-    return Reply(220, None, (banner.format(hostname=hostname),))
+def _steps(dialect: Dialect) -> tuple[Step, Step, Step]:
+    """The steps every session takes alike: the greeting, MAIL and RCPT accepted."""
+    replies = dialect.replies
+    return Step(replies["greeting_default"]), Step(replies["mail_ok"]), Step(replies["rcpt_ok"])
 
 
 def _has_bare_lf(raw: bytes) -> bool:

@@ -102,6 +102,7 @@ REPLY_KEYS: tuple[str, ...] = (
     "starttls_unavailable",
     "starttls_active",
     "starttls_syntax",
+    "starttls_active_syntax",
     "auth_unavailable",
     "forbidden_command",
     "bare_lf",

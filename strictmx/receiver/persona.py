@@ -10,7 +10,7 @@ here, so the three cannot drift apart in how they assemble it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from strictmx.policies.local_recipients import LocalRecipients, LocalRecipientsOptions
 from strictmx.policies.smtpd import Smtpd
@@ -19,7 +19,7 @@ from .dialect import Dialect
 from .engine import Engine, EngineSettings
 from .policy import ClientHistory, Context, Policy, PolicyOptions
 from .scenario import ReceiverSettings, Scenario
-from .verdict import Stage
+from .verdict import Reply, Stage
 from .world import World
 from .world.callout import Callout
 
@@ -34,7 +34,8 @@ class Persona:
     context: Context
     #: The server's own refusals (recipient limit, queue write), as the scenario words them.
     smtpd: Smtpd
-    #: The scenario's dialect with the receiver's hostname filled in.
+    #: The scenario's dialect with the receiver's hostname filled in, and its greeting
+    #: the scenario's banner if it sets one.
     dialect: Dialect
 
     @property
@@ -95,8 +96,16 @@ class Persona:
             callout,
             context,
             smtpd or Smtpd(PolicyOptions()),
-            scenario.dialect.for_host(settings.hostname),
+            _resolved(scenario.dialect, settings),
         )
+
+
+def _resolved(dialect: Dialect, settings: ReceiverSettings) -> Dialect:
+    dialect = dialect.for_host(settings.hostname)
+    if "banner" not in settings.model_fields_set:
+        return dialect
+    banner = Reply(220, None, (settings.banner.format(hostname=settings.hostname),))
+    return replace(dialect, replies={**dialect.replies, "greeting_default": banner})
 
 
 def calls_out(scenario: Scenario) -> bool:

@@ -38,6 +38,7 @@ from aiosmtpd.smtp import Session as AioSession
 
 from . import dialect as dialects
 from . import smtp_commands as commands
+from .command_syntax import split_command
 from .conversation import Conversation, Step
 from .journal import Journal
 from .persona import Persona
@@ -46,7 +47,7 @@ from .scenario import Scenario
 from .session import Client, Session
 from .smtp_commands import data_lines, ehlo_lines, proxy_source
 from .smtp_data import Problem, read_message
-from .syntax_keys import Refusal, mail_argument, rcpt_argument, split_command
+from .syntax_keys import LINE_KEYS, Refusal, mail_argument, rcpt_argument
 from .verdict import Reply, Stage, Verdict, wire_safe
 
 log = logging.getLogger(__name__)
@@ -149,8 +150,9 @@ class StrictSMTP(SMTP):
         self._known = _known(dialect.commands)
         self.data_lines = data_lines(dialect, self._enhanced)
         self.data_line_limit = dialect.data_line
-        if dialect.command_line is not None:
-            self.command_size_limit = limit = dialect.command_line
+        limit = dialect.command_line
+        if limit is not None and limit != self.command_size_limit:  # aiosmtpd's is 512
+            self.command_size_limit = limit
             self.command_size_limits = collections.defaultdict(lambda: limit)
         self._push_as: str | None = None  # what the next push says instead (STARTTLS)
         # RFC 3461 parameters are taken where the persona offers DSN.
@@ -247,7 +249,7 @@ class StrictSMTP(SMTP):
             return
         dialect = self.dialect
         unknown_left = dialect.unknown_commands
-        while self.transport is not None:
+        while self.transport is not None and not self.transport.is_closing():
             try:
                 try:
                     raw = await self._reader.readuntil()
@@ -264,8 +266,8 @@ class StrictSMTP(SMTP):
                     continue
                 line = raw.rstrip(b"\r\n")
                 command = split_command(line, smtputf8=self.enable_SMTPUTF8)
-                if isinstance(command, Refusal):
-                    await self._refuse_line(command)
+                if isinstance(command, str):
+                    await self._refuse_line(Refusal(LINE_KEYS[command]))
                     continue
                 verb, arg = command
                 if verb in dialect.forbidden_commands or (

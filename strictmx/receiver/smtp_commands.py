@@ -87,43 +87,62 @@ def proxy_source(proxy: Any) -> tuple[bool, tuple[str, int] | None]:
     return True, (address, int(getattr(proxy, "src_port", 0) or 0))
 
 
-def ehlo_lines(server: Speaker) -> list[str]:
+def ehlo_lines(server: Speaker) -> tuple[str, ...]:
     """EHLO's reply: the dialect's first line and keywords in its order, those that depend
-    on the session kept or dropped (STARTTLS, VRFY, ...), and the MAIL line-length
-    allowances RFC 1870 §3 and RFC 6531 §3.4 add (aiosmtpd's)."""
+    on the session kept or dropped (STARTTLS, VRFY, ...); and the MAIL line-length
+    allowances RFC 1870 §3 and RFC 6531 §3.4 add (aiosmtpd's) for SIZE and SMTPUTF8."""
+    dialect = server.dialect
+    lines, size, utf8 = _ehlo(
+        dialect,
+        server._first_lines("ehlo_ok"),
+        server.data_size_limit,
+        server.enable_SMTPUTF8,
+        server.tls_context is not None and not server._state_tls(),
+        "XCLIENT" in dialect.ehlo_keywords and server._may_xclient(),
+        server._enhanced,
+    )
+    if size:
+        server.command_size_limits["MAIL"] += 26
+    if utf8:
+        server.command_size_limits["MAIL"] += 10
+    return lines
+
+
+@functools.lru_cache(maxsize=256)
+def _ehlo(
+    dialect: Dialect,
+    first: tuple[str, ...],
+    size: int | None,
+    smtputf8: bool,
+    starttls: bool,
+    xclient: bool,
+    enhanced: bool,
+) -> tuple[tuple[str, ...], bool, bool]:
+    """EHLO's lines for one combination of what a session is offered (a handful per
+    persona: computed once each), and whether SIZE and SMTPUTF8 are among them."""
+    session = {
+        "SIZE": bool(size),
+        "SMTPUTF8": smtputf8,
+        "STARTTLS": starttls,
+        "VRFY": dialect.vrfy,
+        "ENHANCEDSTATUSCODES": enhanced,
+        "XCLIENT": xclient,
+        "AUTH": False,  # strictmx offers no AUTH mechanism
+    }
     offered = []
-    for keyword in server.dialect.ehlo_keywords:
+    for keyword in dialect.ehlo_keywords:
         name = keyword.split(" ", 1)[0]
-        if name == "SIZE":
-            if not server.data_size_limit:
-                continue
-            keyword = keyword.format(size=server.data_size_limit)
-            server.command_size_limits["MAIL"] += 26
-        elif name == "SMTPUTF8":
-            if not server.enable_SMTPUTF8:
-                continue
-            server.command_size_limits["MAIL"] += 10
-        elif not _offers(server, name):
+        if not session.get(name, True):
             continue
+        if name == "SIZE":
+            keyword = keyword.format(size=size)
         elif name == "XCLIENT":
             keyword = "XCLIENT " + " ".join(XCLIENT_ATTRIBUTES)
         offered.append(keyword)
-    first = server._first_lines("ehlo_ok")
     lines = [*first, *(f"{first[-1][:3]} {k}" for k in offered)]
-    return [f"{line[:3]}-{line[4:]}" for line in lines[:-1]] + lines[-1:]
-
-
-def _offers(server: Speaker, keyword: str) -> bool:
-    """Whether this session is offered `keyword` (the dialect lists it)."""
-    if keyword == "STARTTLS":
-        return server.tls_context is not None and not server._state_tls()
-    if keyword == "VRFY":
-        return server.dialect.vrfy
-    if keyword == "ENHANCEDSTATUSCODES":
-        return server._enhanced
-    if keyword == "XCLIENT":
-        return server._may_xclient()
-    return keyword != "AUTH"  # strictmx offers no AUTH mechanism
+    wire = (*(f"{line[:3]}-{line[4:]}" for line in lines[:-1]), lines[-1])
+    names = {k.split(" ", 1)[0] for k in offered}
+    return wire, "SIZE" in names, "SMTPUTF8" in names
 
 
 async def rset(server: Speaker, arg: str | None) -> None:
@@ -183,14 +202,14 @@ async def etrn(server: Speaker, arg: str | None) -> None:
 
 
 async def starttls(server: Speaker, arg: str | None) -> None:
-    if arg:
+    if server._state_tls():
+        # RFC 3207 §4.2: no second negotiation; aiosmtpd would say 220 and then fail the
+        # handshake inside TLS. Postfix checks the syntax first: its own key says so.
+        await server._say(Refusal("starttls_active_syntax" if arg else "starttls_active"))
+    elif arg:
         await server._say(Refusal("starttls_syntax"))
     elif server.tls_context is None:
         await server._say(Refusal("starttls_unavailable"))
-    elif server._state_tls():
-        # RFC 3207 §4.2: no second negotiation; aiosmtpd would say 220 and then fail the
-        # handshake inside TLS.
-        await server._say(Refusal("starttls_active"))
     else:  # aiosmtpd's handshake, its 220 in the dialect's words
         server._push_as = server._line("starttls_ready")
         await server.smtp_STARTTLS("")

@@ -46,6 +46,10 @@ _KEYS = {
     "501 Syntax: VRFY <address>": "vrfy_syntax",
     "252 Cannot VRFY user, but will accept message and attempt delivery": "vrfy_ok",
 }
+#: command_syntax.split_command's refusals (texts) -> their keys; the transport calls it
+#: itself, since it runs for every line.
+LINE_KEYS = {syntax.LINE_TOO_LONG: "line_too_long", syntax.BAD_SYNTAX: "bad_syntax"}
+LINE_KEYS[syntax.NOT_ASCII] = "not_ascii"
 #: MAIL and RCPT parameters today's parser knows; the first other one is the unknown one.
 _KNOWN_PARAMS = ("SIZE", "BODY", "SMTPUTF8")
 #: Refusals about one parameter, which they quote (`{param}`).
@@ -55,11 +59,6 @@ _QUOTING = frozenset(
 #: DSN parameters (RFC 3461 §4): accepted, not interpreted, where the persona offers DSN.
 _DSN_MAIL = ("RET=", "ENVID=")
 _DSN_RCPT = ("NOTIFY=", "ORCPT=")
-
-
-def split_command(line: bytes, *, smtputf8: bool) -> tuple[str, str | None] | Refusal:
-    parsed = syntax.split_command(line, smtputf8=smtputf8)
-    return Refusal(_KEYS[parsed]) if isinstance(parsed, str) else parsed
 
 
 def mail_argument(
