@@ -45,7 +45,7 @@ from .persona import Persona
 from .policy import Context
 from .scenario import Scenario
 from .session import Client, Session
-from .smtp_commands import data_lines, ehlo_lines, proxy_source
+from .smtp_commands import data_lines, ehlo_lines, proxy_source, skip_line
 from .smtp_data import Problem, read_message
 from .syntax_keys import LINE_KEYS, Refusal, mail_argument, rcpt_argument
 from .verdict import Reply, Stage, Verdict, wire_safe
@@ -124,6 +124,8 @@ class StrictSMTP(SMTP):
     data_lines: dict[str, str]
     #: Octets a message line may have (None: no limit of its own; the size limit holds).
     data_line_limit: int | None
+    #: MAIL, RCPT and DATA need a HELO/EHLO first (receiver.helo_required).
+    helo_required = True
 
     def __init__(self, receiver: Host) -> None:
         settings = receiver.scenario.receiver
@@ -150,6 +152,7 @@ class StrictSMTP(SMTP):
         self._known = _known(dialect.commands)
         self.data_lines = data_lines(dialect, self._enhanced)
         self.data_line_limit = dialect.data_line
+        self.helo_required = settings.helo_required
         limit = dialect.command_line
         if limit is not None and limit != self.command_size_limit:  # aiosmtpd's is 512
             self.command_size_limit = limit
@@ -192,7 +195,7 @@ class StrictSMTP(SMTP):
         # replies (`data_lines`).
         lines = self.data_lines
         assert self.session is not None
-        if not self.session.host_name:
+        if not self.session.host_name and self.helo_required:
             await self.push(lines["helo_first"])
             return
         envelope = self.envelope
@@ -256,11 +259,11 @@ class StrictSMTP(SMTP):
                 except asyncio.LimitOverrunError as error:
                     if dialect.command_line is not None:
                         self.note_in("<command line over the length limit>")
-                        await self._skip_line(error.consumed)
+                        await skip_line(self._reader, error.consumed)
                         await self._refuse_line(Refusal("line_too_long"))
                         continue
                     # No limit: the line is cut where the stream's limit is (Postfix).
-                    raw = await self._skip_line(error.consumed)
+                    raw = await skip_line(self._reader, error.consumed)
                 if self._command_line(raw) and dialect.bare_lf == "reject":
                     await self._say(Refusal("bare_lf", close=True))
                     continue
@@ -310,17 +313,6 @@ class StrictSMTP(SMTP):
                     self.connection_lost(error)
                 else:
                     await self.push(status)
-
-    async def _skip_line(self, consumed: int) -> bytes:
-        """Discard the rest of an over-long line, however long, up to its end: its
-        first `consumed` octets, as a line of their own (CRLF-ended)."""
-        head = await self._reader.read(consumed)
-        while True:
-            try:
-                await self._reader.readuntil()
-                return head.rstrip(b"\r") + b"\r\n"
-            except asyncio.LimitOverrunError as error:
-                await self._reader.read(error.consumed)
 
     # -- connection life --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -580,7 +572,7 @@ class StrictSMTP(SMTP):
         await _HANDLERS[verb](self, arg)
 
     def _need_helo(self) -> Refusal | None:
-        return None if self._conn().host_name else _HELO_FIRST
+        return None if self._conn().host_name or not self.helo_required else _HELO_FIRST
 
     def _has_helo(self) -> bool:
         return bool(self._conn().host_name)
@@ -637,8 +629,9 @@ class StrictSMTP(SMTP):
 
     async def _on_rcpt(self, arg: str | None) -> None:
         parsed = (
-            (None if self._has_helo() else _RCPT_NO_HELO)
+            (None if self._has_helo() or not self.helo_required else _RCPT_NO_HELO)
             or (None if self._env().mail_from else Refusal("rcpt_need_mail"))
+            or (None if self.chunks is None else Refusal("rcpt_after_bdat"))
             or rcpt_argument(arg, extended=self._conn().extended_smtp, dsn=self._dsn)
         )
         if isinstance(parsed, Refusal):
@@ -664,6 +657,9 @@ class StrictSMTP(SMTP):
         return line if line is not None else await self._hook_reply(step)
 
     async def _on_data(self, arg: str | None) -> None:
+        if self.chunks is not None:
+            await self._say(Refusal("data_after_bdat"))
+            return
         if not arg:
             step = await self.conv.data()
             if step.reply is not None:
@@ -788,6 +784,7 @@ _HANDLERS: dict[str, Callable[[StrictSMTP, str | None], Awaitable[None]]] = {
     "AUTH": commands.auth,
     "ETRN": commands.etrn,
     "BDAT": commands.bdat,
+    "XFORWARD": commands.xforward,
     "XCLIENT": StrictSMTP.xclient,
 }
 

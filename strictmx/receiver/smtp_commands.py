@@ -87,6 +87,18 @@ def proxy_source(proxy: Any) -> tuple[bool, tuple[str, int] | None]:
     return True, (address, int(getattr(proxy, "src_port", 0) or 0))
 
 
+async def skip_line(reader: asyncio.StreamReader, consumed: int) -> bytes:
+    """Discard the rest of an over-long command line, however long, up to its end: its
+    first `consumed` octets, as a line of their own (CRLF-ended)."""
+    head = await reader.read(consumed)
+    while True:
+        try:
+            await reader.readuntil()
+            return head.rstrip(b"\r") + b"\r\n"
+        except asyncio.LimitOverrunError as error:
+            await reader.read(error.consumed)
+
+
 def ehlo_lines(server: Speaker) -> tuple[str, ...]:
     """EHLO's reply: the dialect's first line and keywords in its order, those that depend
     on the session kept or dropped (STARTTLS, VRFY, ...); and the MAIL line-length
@@ -198,7 +210,14 @@ async def etrn(server: Speaker, arg: str | None) -> None:
     elif server.envelope is not None and server.envelope.mail_from:
         await server._say(Refusal("etrn_in_mail"))
     else:  # no queue to flush for anyone (Postfix without fast_flush_domains)
-        await server._say(Refusal("etrn_reply", {"arg": arg}))
+        domain = arg[1:] if arg[:1] in ("@", "#") else arg  # Postfix quotes the domain alone
+        await server._say(Refusal("etrn_reply", {"arg": domain}))
+
+
+async def xforward(server: Speaker, arg: str | None) -> None:
+    # strictmx trusts no client to forward another's attributes (Postfix's default
+    # smtpd_authorized_xforward_hosts is empty); the syntax is checked first.
+    await server._say(Refusal("xforward_denied" if arg else "xforward_syntax"))
 
 
 async def starttls(server: Speaker, arg: str | None) -> None:
@@ -253,8 +272,9 @@ async def bdat(server: Speaker, arg: str | None) -> None:
         if keep and chunks is not None:
             chunks += piece
         left -= len(piece)
-    if chunks is None:
-        await server._say(Refusal("bdat_need_rcpt"))
+    if chunks is None:  # after MAIL, every recipient refused: as DATA (Postfix)
+        no_rcpt = envelope is not None and envelope.mail_from
+        await server._say(Refusal("data_no_valid_rcpt" if no_rcpt else "bdat_need_rcpt"))
         return
     if not keep:
         server.chunks_failed = not last

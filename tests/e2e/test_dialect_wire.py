@@ -297,3 +297,41 @@ def test_message_too_big_in_postfixs_words(serve: Factory) -> None:
         peer.command("DATA")
         peer.send(b"x" * 2000 + b"\r\n.\r\n")
         assert peer.reply() == ["552 5.3.4 Error: message file too big"]
+
+
+def test_bdat_then_rcpt_or_data_is_refused(postfix: Running) -> None:
+    with wire(postfix) as peer:
+        peer.command(EHLO)
+        peer.command(SENDER)
+        assert peer.command("RCPT TO:<nobody@example.org>")[0].startswith("550 ")
+        peer.send(b"BDAT 2 LAST\r\nab")  # every recipient refused: as DATA
+        assert peer.reply() == ["554 5.5.1 Error: no valid recipients"]
+        assert peer.command(RCPT) == ["250 2.1.5 Ok"]
+        peer.send(b"BDAT 2\r\nab")
+        assert peer.reply() == ["250 2.0.0 Ok: 2 bytes"]
+        assert peer.command(RCPT) == ["503 5.5.1 Error: RCPT after BDAT"]
+        assert peer.command("DATA") == ["503 5.5.1 Error: DATA after BDAT"]
+        assert peer.command("RSET") == ["250 2.0.0 Ok"]
+        assert peer.command(SENDER) == ["250 2.1.0 Ok"]  # the control: a new transaction
+
+
+def test_xforward_and_etrn_domains(postfix: Running) -> None:
+    with wire(postfix) as peer:
+        peer.command(EHLO)
+        assert peer.command("XFORWARD") == ["501 5.5.4 Syntax: XFORWARD attribute=value..."]
+        assert peer.command("XFORWARD NAME=x") == ["550 5.7.0 Error: insufficient authorization"]
+        assert peer.command("ETRN @strictmx.test") == ["459 <strictmx.test>: service unavailable"]
+        assert peer.command("ETRN #x.example") == ["459 <x.example>: service unavailable"]
+
+
+def test_helo_required_off_lets_mail_come_first(serve: Factory, postfix: Running) -> None:
+    receiver = {**scenario()["receiver"], "helo_required": False}
+    rx = serve({**scenario(), "receiver": receiver}, trusted=TRUSTED)
+    with wire(rx) as peer:
+        assert peer.command(SENDER) == ["250 2.1.0 Ok"]
+        assert peer.command(RCPT) == ["250 2.1.5 Ok"]
+        assert peer.command("DATA")[0].startswith("354 ")
+        peer.send(b"Subject: no helo\r\n\r\nbody\r\n.\r\n")
+        assert peer.reply()[0].startswith("250 2.0.0 Ok: queued as ")
+    with wire(postfix) as peer:  # the control: required
+        assert peer.command(SENDER) == ["503 5.5.1 Error: send HELO/EHLO first"]

@@ -41,6 +41,7 @@ class WholeBuffers(LineByLine):
     smtp_DATA = StrictSMTP.smtp_DATA
     data_lines = StrictSMTP.data_lines  # aiosmtpd's replies: the default dialect's
     data_line_limit = LINE_LIMIT
+    helo_required = True
 
 
 async def converse(
