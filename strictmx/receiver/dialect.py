@@ -86,6 +86,7 @@ REPLY_KEYS: tuple[str, ...] = (
     "data_line_too_long",
     "vrfy_disabled",
     "vrfy_syntax",
+    "vrfy_syntax_smtputf8",
     "vrfy_bad_address",
     "vrfy_ok",
     "expn",

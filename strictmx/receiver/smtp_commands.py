@@ -25,6 +25,7 @@ from .verdict import Stage
 #: BDAT chunks are read and dropped in pieces of at most this many octets, so a chunk
 #: that cannot be kept never sits in memory whole.
 _PIECE = 1 << 16
+_VRFY_SYNTAX = Refusal("vrfy_syntax")
 
 
 class Speaker(Protocol):
@@ -180,7 +181,9 @@ async def vrfy(server: Speaker, arg: str | None) -> None:
         await server._say(Refusal("vrfy_disabled"))
         return
     address = vrfy_argument(arg)
-    if not isinstance(address, Refusal):
+    if address == _VRFY_SYNTAX and server.enable_SMTPUTF8:  # Postfix names the option
+        address = Refusal("vrfy_syntax_smtputf8")
+    elif not isinstance(address, Refusal):
         address = Refusal("vrfy_ok", {"address": address})
     await server._say(address)
 

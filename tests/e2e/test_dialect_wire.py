@@ -199,6 +199,7 @@ def test_vrfy_follows_the_dialects_switch(serve: Factory) -> None:
     with wire(rx) as peer:
         assert "250-VRFY" in peer.command(EHLO)
         assert peer.command("VRFY <bob@strictmx.test>") == ["252 2.0.0 <bob@strictmx.test>"]
+        assert peer.command("VRFY") == ["501 5.5.4 Syntax: VRFY address [SMTPUTF8]"]
 
 
 @pytest.mark.parametrize(
