@@ -52,7 +52,7 @@ class RecipientSyntax(Policy[RecipientSyntaxOptions]):
     @classmethod
     def reproduce(cls, req: Request) -> Build:
         # The customer's recipient if it is not qualified, else its local part alone.
-        rcpt = req.identity.rcpt
+        rcpt = req.fields.get("rcpt") or req.identity.rcpt
         if not_fqdn(rcpt) is None:
             rcpt = rcpt.rpartition("@")[0] or "bob"
         return Build(case={"rcpt": [rcpt]}, at="rcpt")

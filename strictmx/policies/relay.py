@@ -86,7 +86,7 @@ class Relay(Policy[RelayOptions]):
     @classmethod
     def reproduce(cls, req: Request) -> Build:
         # The receiver's own domain is one the customer's recipient is not in.
-        rcpt = req.identity.rcpt
+        rcpt = req.fields.get("rcpt") or req.identity.rcpt
         domain = rcpt.rpartition("@")[2].lower()
         own = "strictmx.test" if not domain.endswith("strictmx.test") else "local.example"
         return Build(options={"domains": [own]}, case={"rcpt": [rcpt]}, at="rcpt")
