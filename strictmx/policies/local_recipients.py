@@ -10,8 +10,11 @@ Postfix applies it implicitly, after smtpd_recipient_restrictions, whether or no
 listed ("smtpd_reject_unlisted_recipient = yes"); so does strictmx: a scenario that does
 not list it gets it at the end of its RCPT chain (strictmx/receiver/persona.py), and one
 that lists it decides where it runs and may override its reply, e.g. with Exim's or a
-large provider's text. postmaster@ and abuse@ are always accepted (the engine's
-exemption, RFC 5321 §4.5.1), so they are never unknown. As a policy it is journaled as a
+large provider's text. The recipients of `receiver.always_accepted` (by default
+postmaster@ and abuse@, RFC 5321 §4.5.1) are accepted by the engine before any RCPT
+policy, so they are never unknown. In a receiver that has domains of its own, list
+`relay` before it: a recipient in another domain is then "Relay access denied", and
+this policy judges the local domains' users alone. As a policy it is journaled as a
 verdict, warned in warn_only, and turned into 450 by soft_bounce, like any refusal.
 
 RFC 5321 §3.3 allows refusing a recipient the server does not know (550).

@@ -243,6 +243,23 @@ class SenderDomain(Policy[SenderDomainOptions]):
 def parse(sender: str, options: SenderDomainOptions, *, smtputf8: bool) -> Parsed:
     """Split and judge a non-null sender; sans-IO, the part of the check before DNS."""
     local, at, domain = sender.rpartition("@")
+    # The SMTP layer keeps bytes that are not UTF-8 as lone surrogates (surrogateescape);
+    # no check below could encode them, and no DNS name holds them.
+    stray = _not_utf8(sender)
+    if stray is not None:
+        if options.check_syntax:
+            return _fail("SENDER_INVALID", f"<{_shown(sender)}> has {stray}, not UTF-8")
+        stray = _not_utf8(domain)
+        if stray is not None:
+            return Parsed(
+                None,
+                Finding(
+                    "SENDER_DOMAIN_NOT_FOUND",
+                    f"the sender domain {_shown(domain)} has {stray}, not UTF-8: no DNS name"
+                    " holds it",
+                    {"domain": domain},
+                ),
+            )
     if not at:
         if options.require_fqdn:
             return _fail("SENDER_NOT_FQDN", f"{sender!r} has no domain part")
@@ -264,6 +281,26 @@ def parse(sender: str, options: SenderDomainOptions, *, smtputf8: bool) -> Parse
     if options.require_fqdn and "." not in domain.rstrip("."):
         return _fail("SENDER_NOT_FQDN", f"domain {domain!r} has no dot: it is not fully qualified")
     return Parsed(ascii_domain)
+
+
+def _not_utf8(text: str) -> str | None:
+    """The first character of `text` that no UTF-8 input decodes to, written `\\xNN` for
+    the byte it stands for; None when there is none."""
+    for ch in text:
+        if "\udc80" <= ch <= "\udcff":
+            return f"\\x{ord(ch) - 0xDC00:02x}"
+        if "\ud800" <= ch <= "\udfff":
+            return f"\\u{ord(ch):04x}"
+    return None
+
+
+def _shown(text: str) -> str:
+    """`text` with its undecodable bytes written `\\xNN` (as the journal shows them)."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no byte decoded to (text from JSON, say)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _fail(outcome: str, reason: str) -> Parsed:

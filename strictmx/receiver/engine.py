@@ -8,6 +8,8 @@ Sans-IO: given the session and the world (through `Context`), it returns a `Deci
 - delay_reject: a REJECT/DEFER at CONNECT, HELO or MAIL is remembered and given in reply
   to each RCPT instead, so postmaster@ and abuse@ can still be reached (RFC 5321 §4.5.1
   requires postmaster; abuse@ by RFC 2142 convention) and the wire matches real receivers;
+  which recipients are exempt is the scenario's (`receiver.always_accepted`): by default
+  postmaster and abuse at any domain, for Postfix the bare `<postmaster>` alone;
 - warn_only: every policy runs, every objection is recorded as warned, nothing is refused;
 - soft_bounce: every 5xx becomes 4xx (Postfix's soft_bounce).
 
@@ -20,6 +22,7 @@ pass that rested on a real lookup or a scripted DNS failure is not kept.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +36,9 @@ log = logging.getLogger(__name__)
 #: Passes remembered at most; a flood of new clients starts the memory over.
 PASSES_MAX = 65_536
 
-#: Recipients accepted whatever the other stages decided.
-ALWAYS_ACCEPTED = ("postmaster", "abuse")
+#: Recipients accepted whatever the other stages decided, unless the scenario says
+#: otherwise (receiver.always_accepted): postmaster and abuse at any domain or none.
+ALWAYS_ACCEPTED = ("postmaster", "abuse", "postmaster@*", "abuse@*")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class EngineSettings:
     delay_reject: bool = True
     warn_only: bool = False
     soft_bounce: bool = False
+    #: Glob patterns (lower case) of recipients the RCPT stage accepts without asking a
+    #: policy; a pattern without '@' matches an address without a domain.
+    always_accepted: tuple[str, ...] = ALWAYS_ACCEPTED
 
 
 @dataclass
@@ -64,11 +71,11 @@ class Decision:
         self.would_reply_at[id(verdict)] = stage
 
 
-def is_always_accepted(rcpt: str | None) -> bool:
-    if not rcpt:
+def is_always_accepted(rcpt: str | None, patterns: Sequence[str] = ALWAYS_ACCEPTED) -> bool:
+    if not rcpt or not patterns:
         return False
-    local = rcpt.rsplit("@", 1)[0].lower()
-    return local in ALWAYS_ACCEPTED
+    address = rcpt.lower()
+    return any(fnmatch.fnmatchcase(address, p) for p in patterns)
 
 
 class Engine:
@@ -86,7 +93,7 @@ class Engine:
 
     async def run(self, stage: Stage, session: Session, ctx: Context) -> Decision:
         decision = Decision()
-        if stage is Stage.RCPT and is_always_accepted(session.rcpt):
+        if stage is Stage.RCPT and is_always_accepted(session.rcpt, self.settings.always_accepted):
             return decision
         if stage is Stage.RCPT and session.delayed and not self.settings.warn_only:
             delayed = _first_delayed(session)

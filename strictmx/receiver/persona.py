@@ -73,6 +73,7 @@ class Persona:
                 delay_reject=settings.delay_reject,
                 warn_only=settings.warn_only if warn_only is None else warn_only,
                 soft_bounce=settings.soft_bounce,
+                always_accepted=tuple(settings.always_accepted),
             ),
         )
         if not calls_out(scenario):

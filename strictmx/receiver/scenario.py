@@ -45,13 +45,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import catalogue, registry
 from . import dialect as dialects
 from . import trust as trusts
 from .dialect import Dialect
-from .engine import Engine, EngineSettings
+from .engine import ALWAYS_ACCEPTED, Engine, EngineSettings
 from .expect import Case
 from .policy import Policy, PolicyClass, PolicyOptions
 from .registry import load_registry
@@ -124,6 +124,20 @@ class ReceiverSettings(BaseModel):
         "reply outside the policies' and what the receiver accepts at the protocol level.",
     )
     timeout: float = Field(300.0, gt=0, description="Idle seconds before the session is closed.")
+    always_accepted: list[str] = Field(
+        default_factory=lambda: list(ALWAYS_ACCEPTED),
+        description="Glob patterns of recipients accepted whatever any stage decided "
+        "(RFC 5321 §4.5.1 postmaster, RFC 2142 abuse); a pattern without '@' matches an "
+        "address without a domain. [] exempts no one; Postfix exempts <postmaster> alone.",
+    )
+
+    @field_validator("always_accepted")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern or any(ch.isspace() for ch in pattern):
+                raise ValueError(f"a recipient pattern is one word, got {pattern!r}")
+        return [p.lower() for p in value]
 
 
 class ScenarioModel(BaseModel):
@@ -186,6 +200,7 @@ class Scenario:
             delay_reject=self.receiver.delay_reject,
             warn_only=self.receiver.warn_only,
             soft_bounce=self.receiver.soft_bounce,
+            always_accepted=tuple(self.receiver.always_accepted),
         )
         return Engine(self.chains(), settings)
 

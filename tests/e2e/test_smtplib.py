@@ -76,8 +76,10 @@ def test_postfix_delays_the_helo_rejection_to_rcpt(strictmx_receiver: StrictmxRe
         code, text = client.rcpt("bob@example.org")
         assert code == 504
         assert text == b"5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"
-        assert client.rcpt("postmaster@strictmx.test")[0] == 250, "postmaster is always reachable"
-        assert client.rcpt("abuse@strictmx.test")[0] == 250
+        # Postfix exempts the bare <postmaster> alone (RFC 5321 §4.5.1), not its domain's.
+        assert client.rcpt("postmaster")[0] == 250, "postmaster is always reachable"
+        assert client.rcpt("postmaster@strictmx.test")[0] == 504
+        assert client.rcpt("abuse@strictmx.test")[0] == 504
         assert client.data(MESSAGE)[0] == 250
     session = rx.last()
     (verdict,) = session["verdicts"]

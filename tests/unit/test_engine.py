@@ -124,6 +124,36 @@ async def test_control_other_recipients_still_get_the_delayed_reply(
     assert decision.reply is not None and decision.reply.code == 550
 
 
+@pytest.mark.parametrize(
+    ("patterns", "rcpt", "exempt"),
+    [
+        # Postfix: the bare <postmaster> alone (RFC 5321 §4.5.1), not postmaster@domain.
+        (("postmaster",), "Postmaster", True),
+        (("postmaster",), "postmaster@example.com", False),
+        (("postmaster",), "abuse", False),
+        # A persona that exempts no one.
+        ((), "postmaster", False),
+        ((), "postmaster@example.com", False),
+        # Its own table: one domain's postmaster.
+        (("postmaster@example.com",), "POSTMASTER@example.com", True),
+        (("postmaster@example.com",), "postmaster@example.org", False),
+    ],
+)
+async def test_the_exemption_is_the_scenarios(
+    ctx: Context, session: Session, patterns: tuple[str, ...], rcpt: str, exempt: bool
+) -> None:
+    rcpt_policy = fixed("reject", "rcpt")
+    engine = Engine(
+        {Stage.CONNECT: [fixed("reject", "c")], Stage.RCPT: [rcpt_policy]},
+        EngineSettings(always_accepted=patterns),
+    )
+    await engine.run(Stage.CONNECT, session, ctx)
+    session.rcpt = rcpt
+    decision = await engine.run(Stage.RCPT, session, ctx)
+    assert (decision.reply is None) is exempt, decision.reply
+    assert rcpt_policy.calls == 0  # exempt: never asked; else the delayed reply came first
+
+
 async def test_without_delay_reject_the_stage_itself_refuses(
     ctx: Context, session: Session
 ) -> None:

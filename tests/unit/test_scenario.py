@@ -56,6 +56,19 @@ policies:
     ), message
 
 
+def test_always_accepted_patterns_are_checked_at_load(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "receiver:\n  always_accepted: [postmaster, 'a b']\n")
+    assert "x.yaml:2 receiver.always_accepted: " in message, message
+    assert "a recipient pattern is one word, got 'a b'" in message
+    # The control: patterns load lower-cased; [] exempts no one.
+    loaded = scenarios.load(write(tmp_path, "receiver:\n  always_accepted: [PostMaster]\n"))
+    assert loaded.receiver.always_accepted == ["postmaster"]
+    nobody = scenarios.load(write(tmp_path, "receiver: {always_accepted: []}\n"))
+    assert nobody.engine().settings.always_accepted == ()
+    default = scenarios.load(write(tmp_path, "name: d\n")).engine().settings.always_accepted
+    assert default == ("postmaster", "abuse", "postmaster@*", "abuse@*")
+
+
 def test_unknown_policy_lists_the_known_ones(tmp_path: Path) -> None:
     message = error_of(tmp_path, "policies:\n  helo:\n    - policy: helo_sintax\n")
     assert "x.yaml:3 policies.helo[0].policy: unknown policy 'helo_sintax'" in message

@@ -377,3 +377,37 @@ async def test_a_label_idna_2008_refuses_is_invalid() -> None:
     verdict = await at_mail("alice@a\u200db.example", smtputf8=True)
     assert verdict is not None and verdict.outcome == INV
     assert "which is not valid IDNA" in verdict.reason
+
+
+# -- bytes that are not UTF-8 ------------------------------------------------------------------
+# The SMTP layer decodes 8-bit input with surrogateescape: "\udcff" stands for the byte 0xFF.
+
+
+@pytest.mark.parametrize("smtputf8", [False, True])
+@pytest.mark.parametrize(
+    ("sender", "shown"),
+    [
+        ("\udcff@example.net", "\\xff"),
+        ("a\udc80b@example.net", "\\x80"),
+        ("\udced\udca0\udc80@example.net", "\\xed"),  # a surrogate's UTF-8 form
+        ("alice@ex\udcffample.net", "\\xff"),
+    ],
+)
+async def test_a_byte_that_is_not_utf8_is_invalid_syntax(
+    sender: str, shown: str, smtputf8: bool
+) -> None:
+    verdict = await at_mail(sender, smtputf8=smtputf8)
+    assert verdict is not None
+    assert verdict.outcome == INV, verdict.reason
+    assert f"has {shown}, not UTF-8" in verdict.reason
+    assert wire(verdict) == "501 5.1.7 Bad sender address syntax"
+
+
+async def test_without_the_syntax_check_an_8bit_domain_is_not_found() -> None:
+    verdict = await at_mail("alice@ex\udcffample.net", check_syntax=False)
+    assert verdict is not None and verdict.outcome == NOT_FOUND, verdict
+    assert wire(verdict) == (
+        "450 4.1.8 <alice@ex?ample.net>: Sender address rejected: Domain not found"
+    )
+    # The control: an 8-bit local part leaves the domain to DNS, which knows it.
+    assert await at_mail("\udcff@example.net", check_syntax=False) is None

@@ -526,7 +526,7 @@ class _Conversation:
         self.sent = line
         self.doing = "sending " + _verb(line)
         try:
-            return await self.smtp.execute_command(line.encode("utf-8"))
+            return await self.smtp.execute_command(_wire(line))
         except aiosmtplib.SMTPException as exc:
             raise self._lost(exc) from None
 
@@ -574,3 +574,13 @@ def _verb(line: str) -> str:
 
 def _text(code: int, message: str) -> str:
     return f"{code} " + " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _wire(line: str) -> bytes:
+    """A command line as sent: the address's bytes as the client gave them. The SMTP layer
+    keeps bytes that are not UTF-8 as lone surrogates (surrogateescape); a callout repeats
+    them as they came rather than failing on them."""
+    try:
+        return line.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no byte decoded to (text from the API, say)
+        return line.encode("utf-8", "surrogatepass")

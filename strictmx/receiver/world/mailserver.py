@@ -32,6 +32,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as AioSession
 
+from ..verdict import printable
 from .mailboxes import Mailboxes
 
 Peer = tuple[str, int]
@@ -130,6 +131,9 @@ class MailboxResponder:
             return "501 5.1.3 Bad recipient address syntax"
         if state == "exists":
             return "250 2.1.5 Ok"
+        # Quoted as a reply may hold it (8-bit bytes of the probe's address as '?'), as
+        # Postfix quotes the address it refuses.
+        address = printable(address)
         if state == "tempfail":
             return f"451 4.3.0 <{address}>: Temporary lookup failure"
         if state == "no_domain":
