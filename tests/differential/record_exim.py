@@ -25,6 +25,8 @@ from pathlib import Path
 
 from tests.differential.exim import Exim
 
+RECORDING_PATH = Path(__file__).with_name("exim-recording.txt")
+
 #: How long a step waits for its reply; Exim answers loopback in milliseconds, and a step
 #: that gets no reply (a message line) says so in the table.
 REPLY_TIMEOUT = 3.0
@@ -428,6 +430,9 @@ def _compact(lines: list[str], seen: dict[str, str], name: str) -> list[str]:
                 index = end + 1
                 continue
             seen[block] = name
+            out += lines[index : end + 1]
+            index = end + 1
+            continue
         out.append(lines[index])
         index += 1
     return out
@@ -479,7 +484,7 @@ def record(probes: Sequence[Probe] = PROBES) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    target = Path(argv[0]) if argv else Path(__file__).with_name("exim-recording.txt")
+    target = Path(argv[0]) if argv else RECORDING_PATH
     target.write_text(record())
     print(f"{len(PROBES)} probes -> {target}")
     return 0
