@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 PACKAGES = ("exim4-daemon-light", "exim4-base", "libidn12")
 APT_GET = shutil.which("apt-get")
@@ -125,6 +126,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+#: The user Debian's exim4 binary was built to run as; it looks the name up before -C.
+EXIM_USER = "Debian-exim"
 HOSTNAME = "mx.strictmx.test"
 LOCAL_DOMAIN = "strictmx.test"
 LOCAL_USERS = ("postmaster", "abuse", "alice", "bob")
@@ -208,20 +211,25 @@ spool_only:
 """
 
 
-def _private_accounts(root: Path) -> tuple[Path, Path]:
-    """Copies of /etc/passwd and /etc/group that also name Exim's compiled-in user."""
+def _private_accounts(root: Path) -> tuple[Path, Path, int, int]:
+    """Copies of /etc/passwd and /etc/group that also name Exim's compiled-in user, and
+    that user's uid and gid (a free id when the system has no such user)."""
     passwd = Path("/etc/passwd").read_text()
     group = Path("/etc/group").read_text()
     try:
-        pwd.getpwnam("Debian-exim")
+        entry = pwd.getpwnam(EXIM_USER)
+        uid, gid = entry.pw_uid, entry.pw_gid
     except KeyError:
+        taken = {int(line.split(":")[2]) for line in passwd.splitlines() if line.count(":") >= 3}
+        taken |= {int(line.split(":")[2]) for line in group.splitlines() if line.count(":") >= 3}
+        uid = gid = next(n for n in range(64000, 65000) if n not in taken)
         passwd += (
-            "Debian-exim:x:64000:64000:Exim for strictmx tests:/nonexistent:/usr/sbin/nologin\n"
+            f"{EXIM_USER}:x:{uid}:{gid}:Exim for strictmx tests:/nonexistent:/usr/sbin/nologin\n"
         )
-        group += "Debian-exim:x:64000:\n"
+        group += f"{EXIM_USER}:x:{gid}:\n"
     (root / "passwd").write_text(passwd)
     (root / "group").write_text(group)
-    return root / "passwd", root / "group"
+    return root / "passwd", root / "group", uid, gid
 
 
 class Exim:
@@ -232,6 +240,8 @@ class Exim:
         self.port = free_port()
         self.settings = {**DEFAULTS, **(settings or {})}
         self.process: subprocess.Popen[bytes] | None = None
+        self.version = ""
+        self._stderr: IO[bytes] | None = None
 
     @property
     def configure(self) -> Path:
@@ -242,7 +252,7 @@ class Exim:
         binary = packages / "usr" / "sbin" / "exim4"
         for sub in ("spool", "log"):
             (self.root / sub).mkdir()
-        passwd, group = _private_accounts(self.root)
+        passwd, group, uid, gid = _private_accounts(self.root)
         main = "\n".join(f"{key} = {value}" for key, value in self.settings.items())
         self.configure.write_text(
             _CONFIGURE.format(
@@ -254,12 +264,6 @@ class Exim:
             )
         )
         # Exim's user owns its spool and logs once the daemon drops privileges.
-        uid, gid = 64000, 64000
-        try:
-            uid = pwd.getpwnam("Debian-exim").pw_uid
-            gid = pwd.getpwnam("Debian-exim").pw_gid
-        except KeyError:
-            pass
         for sub in ("spool", "log"):
             os.chown(self.root / sub, uid, gid)
         self.root.chmod(0o755)
@@ -298,11 +302,12 @@ class Exim:
             )
         self.version = checked.stdout.splitlines()[0] if checked.stdout else ""
         # -bdf: the daemon stays in the foreground, a child of this process.
+        self._stderr = (self.root / "stderr").open("wb")
         self.process = subprocess.Popen(
             [*self._prefix, "-bdf", "-oX", str(self.port)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.root / "stderr", "wb"),  # noqa: SIM115 - closed with the process
+            stderr=self._stderr,
             env=self._env,
         )
         self._wait_ready()
@@ -345,6 +350,9 @@ class Exim:
                     self.process.wait(STOP_TIMEOUT)
         finally:
             self.process = None
+            if self._stderr is not None:
+                self._stderr.close()
+                self._stderr = None
             shutil.rmtree(self.root, ignore_errors=True)
 
     def mainlog(self) -> str:

@@ -30,6 +30,9 @@ RECORDING_PATH = Path(__file__).with_name("exim-recording.txt")
 #: How long a step waits for its reply; Exim answers loopback in milliseconds, and a step
 #: that gets no reply (a message line) says so in the table.
 REPLY_TIMEOUT = 3.0
+#: After the last step: how long to wait for more, and for how many more replies at most.
+LINGER = 0.3
+MAX_TRAILING = 20
 _LAST_LINE = re.compile(rb"^\d{3}(?: |$)")
 
 E = "EHLO mail.example.net"
@@ -343,7 +346,8 @@ def _shown(step: str | bytes) -> str:
     return repr(text)[1:-1]
 
 
-def play(port: int, probe: Probe) -> list[str]:
+def play(port: int, probe: Probe, linger: float = LINGER) -> list[str]:
+    """One probe's session: what was sent (`C:`) and answered (`S:`), and who closed."""
     out: list[str] = []
     buffer = bytearray()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
@@ -378,8 +382,13 @@ def play(port: int, probe: Probe) -> list[str]:
         if probe.name == "timeout":
             reply, closed = _read_reply(sock, buffer, 10.0)
             out += [f"S: {ln}" for ln in reply]
-        if not closed:
-            reply, closed = _read_reply(sock, buffer, 0.3)
+        # What else Exim says unasked (pipelined replies, a close), within `linger`.
+        for _ in range(MAX_TRAILING):
+            if closed:
+                break
+            reply, closed = _read_reply(sock, buffer, linger)
+            if not reply:
+                break
             out += [f"S: {ln}" for ln in reply]
         out.append("-- closed by Exim" if closed else "-- open (probe hung up)")
     return out
