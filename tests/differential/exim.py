@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -314,7 +315,7 @@ class Exim:
         return self
 
     def _wait_ready(self) -> None:
-        """Until the daemon greets: a connection that reads the 220, then QUIT."""
+        """Until the daemon answers a connection (its greeting), then QUIT."""
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             assert self.process is not None
@@ -327,15 +328,15 @@ class Exim:
                     greeting = sock.recv(512)
                     sock.sendall(b"QUIT\r\n")
                     sock.recv(512)
-                if greeting.startswith(b"220"):
+                # Any reply means the daemon is serving (a connect ACL may refuse at once).
+                if re.match(rb"[2-5][0-9][0-9][ -]", greeting):
                     return
             except OSError:
                 pass
             if time.monotonic() > deadline:
+                logs = self.excerpt()
                 self.stop()
-                raise RuntimeError(
-                    f"Exim did not greet within {START_TIMEOUT:.0f}s\n{self.excerpt()}"
-                )
+                raise RuntimeError(f"Exim did not greet within {START_TIMEOUT:.0f}s\n{logs}")
             time.sleep(POLL)
 
     def stop(self) -> None:

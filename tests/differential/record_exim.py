@@ -81,6 +81,8 @@ PROBES: list[Probe] = [
     # Sequence
     Probe("mail-before-helo", [MAIL]),
     Probe("rcpt-before-mail", [E, RCPT]),
+    Probe("rcpt-before-helo", [RCPT]),
+    Probe("data-before-helo", ["DATA"]),
     Probe("data-before-mail", [E, "DATA"]),
     Probe("data-before-rcpt", [E, MAIL, "DATA"]),
     Probe("mail-nested", [E, MAIL, MAIL]),
@@ -91,6 +93,7 @@ PROBES: list[Probe] = [
     Probe("mail-no-arg", [E, "MAIL"]),
     Probe("mail-from-only", [E, "MAIL FROM:"]),
     Probe("mail-no-colon", [E, "MAIL FROM <a@example.net>"]),
+    Probe("mail-from-only-helo", ["HELO mail.example.net", "MAIL FROM:"]),
     Probe("mail-space-local", [E, "MAIL FROM:<a b@example.net>"]),
     Probe("mail-unclosed", [E, "MAIL FROM:<a@example.net"]),
     Probe("mail-no-brackets", [E, "MAIL FROM:a@example.net"]),
@@ -169,6 +172,8 @@ PROBES: list[Probe] = [
     Probe("rcpt-relay", [E, MAIL, "RCPT TO:<x@example.org>"]),
     Probe("rcpt-no-arg", [E, MAIL, "RCPT"]),
     Probe("rcpt-to-only", [E, MAIL, "RCPT TO:"]),
+    Probe("rcpt-to-only-helo", ["HELO mail.example.net", MAIL, "RCPT TO:"]),
+    Probe("rcpt-param-unknown", [E, MAIL, "RCPT TO:<alice@strictmx.test> FOO=x"]),
     Probe("rcpt-null", [E, MAIL, "RCPT TO:<>"]),
     Probe("rcpt-space-local", [E, MAIL, "RCPT TO:<a b@strictmx.test>"]),
     Probe("rcpt-unqualified", [E, MAIL, "RCPT TO:<bob>"]),
@@ -218,6 +223,11 @@ PROBES: list[Probe] = [
     ),
     Probe("bdat-bad-last", [E, MAIL, RCPT, "BDAT 5 FIRST"]),
     Probe("bdat-syntax", [E, MAIL, RCPT, "BDAT x"]),
+    Probe(
+        "bdat-too-big",
+        [E, MAIL, RCPT, b"BDAT 2000\r\n" + b"z" * 2000, b"BDAT 3 LAST\r\nabc"],
+        {"message_size_limit": "1K"},
+    ),
     Probe("bdat-no-arg", [E, MAIL, RCPT, "BDAT"]),
     Probe("bdat-before-mail", [E, b"BDAT 5 LAST\r\nhello"]),
     Probe("bdat-before-rcpt", [E, MAIL, b"BDAT 5 LAST\r\nhello"]),
@@ -237,6 +247,8 @@ PROBES: list[Probe] = [
     Probe("vrfy", [E, "VRFY alice"]),
     Probe("vrfy-address", [E, "VRFY <alice@strictmx.test>"]),
     Probe("vrfy-empty", [E, "VRFY"]),
+    Probe("vrfy-bad", [E, "VRFY <a b@strictmx.test>"]),
+    Probe("vrfy-bad-open", [E, "VRFY <@"]),
     Probe("vrfy-allowed", [E, "VRFY <alice@strictmx.test>"], {"acl_smtp_vrfy": "acl_accept"}),
     Probe(
         "vrfy-allowed-unknown", [E, "VRFY <carol@strictmx.test>"], {"acl_smtp_vrfy": "acl_accept"}
@@ -250,6 +262,9 @@ PROBES: list[Probe] = [
     Probe("help-arg", [E, "HELP MAIL"]),
     Probe("etrn", [E, "ETRN example.net"]),
     Probe("etrn-empty", [E, "ETRN"]),
+    Probe("etrn-before-helo", ["ETRN #example.net"]),
+    Probe("etrn-in-mail", [E, MAIL, "ETRN #example.net"]),
+    Probe("etrn-in-mail-allowed", [E, MAIL, "ETRN #example.net"], {"acl_smtp_etrn": "acl_accept"}),
     Probe("starttls", [E, "STARTTLS"]),
     Probe("starttls-arg", [E, "STARTTLS now"]),
     Probe("starttls-offered", [E, "STARTTLS", TLS, E, "STARTTLS"], TLS_SETTINGS),
@@ -311,6 +326,7 @@ PROBES: list[Probe] = [
     ),
     Probe("queue-error", [E, MAIL, RCPT, "DATA", MESSAGE.encode()], breaks="spool"),
     Probe("internal-error", [E, MAIL, RCPT], {"acl_smtp_rcpt": "acl_broken"}),
+    Probe("internal-error-connect", [E], {"acl_smtp_connect": "acl_broken"}),
 ]
 
 
