@@ -151,7 +151,8 @@ DEFAULTS: dict[str, str] = {
     "tls_advertise_hosts": ":",
     "dsn_advertise_hosts": ":",
     "smtputf8_advertise_hosts": "*",
-    "message_size_limit": "50M",
+    # strictmx's default max_message_size, which exim-strict keeps (Exim's own is 50M).
+    "message_size_limit": "10M",
     # No DNS and no ident: the persona's DNS checks are strictmx's simulated world.
     "host_lookup": ":",
     "rfc1413_hosts": ":",
