@@ -244,6 +244,9 @@ class Exim:
         self.process: subprocess.Popen[bytes] | None = None
         self.version = ""
         self._stderr: IO[bytes] | None = None
+        # The command that runs the unpacked exim4 in its namespace, and its environment.
+        self._prefix: list[str] = []
+        self._env: dict[str, str] = {}
 
     @property
     def configure(self) -> Path:
