@@ -253,6 +253,15 @@ class Exim:
         return self.root / "configure"
 
     def start(self) -> Exim:
+        """Fetch Exim if need be, write the configuration, start the daemon and wait until
+        it greets; on any failure nothing is left behind (no process, no directory)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Exim:
         packages = fetch()
         binary = packages / "usr" / "sbin" / "exim4"
         for sub in ("spool", "log"):
@@ -338,9 +347,9 @@ class Exim:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                logs = self.excerpt()
-                self.stop()
-                raise RuntimeError(f"Exim did not greet within {START_TIMEOUT:.0f}s\n{logs}")
+                raise RuntimeError(
+                    f"Exim did not greet within {START_TIMEOUT:.0f}s\n{self.excerpt()}"
+                )
             time.sleep(POLL)
 
     def stop(self) -> None:

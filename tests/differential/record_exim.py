@@ -232,6 +232,7 @@ PROBES: list[Probe] = [
     Probe("bdat-before-mail", [E, b"BDAT 5 LAST\r\nhello"]),
     Probe("bdat-before-rcpt", [E, MAIL, b"BDAT 5 LAST\r\nhello"]),
     Probe("bdat-then-data", [E, MAIL, RCPT, b"BDAT 5\r\nhello", "DATA"]),
+    Probe("bdat-then-rcpt", [E, MAIL, RCPT, b"BDAT 5\r\nhello", "RCPT TO:<bob@strictmx.test>"]),
     Probe("bdat-after-helo", ["HELO mail.example.net", MAIL, RCPT, b"BDAT 5 LAST\r\nhello"]),
     Probe(
         "bdat-not-offered",
@@ -269,10 +270,13 @@ PROBES: list[Probe] = [
     Probe("starttls-arg", [E, "STARTTLS now"]),
     Probe("starttls-offered", [E, "STARTTLS", TLS, E, "STARTTLS"], TLS_SETTINGS),
     Probe("starttls-offered-arg", [E, "STARTTLS now"], TLS_SETTINGS),
+    Probe("starttls-active-arg", [E, "STARTTLS", TLS, E, "STARTTLS now"], TLS_SETTINGS),
     Probe("starttls-before-ehlo", ["STARTTLS"], TLS_SETTINGS),
     Probe("auth", [E, "AUTH PLAIN AGFAAGI="]),
     Probe("auth-empty", [E, "AUTH"]),
     Probe("xclient", [E, "XCLIENT ADDR=192.0.2.1"]),
+    Probe("xforward", [E, "XFORWARD"]),
+    Probe("xforward-name", [E, "XFORWARD NAME=x.example.net"]),
     # Unknown commands, junk, limits
     Probe("unknown", [E, "FOO"]),
     Probe("unknown-before-helo", ["FOO"]),
@@ -318,6 +322,7 @@ PROBES: list[Probe] = [
         "pipelined-after-ehlo",
         [E, b"MAIL FROM:<a@example.net>\r\nRCPT TO:<alice@strictmx.test>\r\nDATA\r\n"],
     ),
+    Probe("pipelined-rset-noop", [E, b"RSET\r\nNOOP\r\nQUIT\r\n"]),
     Probe("timeout", [E], {"smtp_receive_timeout": "2s"}),
     Probe(
         "timeout-in-data",

@@ -97,3 +97,12 @@ def test_stop_ends_the_daemon_it_started() -> None:
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", instance.port), timeout=5).close()
     assert not instance.root.exists()
+
+
+def test_a_bad_configuration_is_refused_and_leaves_nothing() -> None:
+    """Exim's own check (-bV) names the bad option; no daemon, no directory is left."""
+    instance = Exim(settings={"no_such_option": "1"})
+    with pytest.raises(RuntimeError, match="no_such_option"):
+        instance.start()
+    assert instance.process is None
+    assert not instance.root.exists()
