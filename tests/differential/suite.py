@@ -1,0 +1,306 @@
+"""The differential suite's parts: its sessions, both servers, the comparison, the report.
+
+Used by the pytest test (test_postfix_dialect.py, through conftest.py's session fixtures)
+and by `python -m tests.differential`, which prints the agreement table.
+
+A reply is compared at three levels, each including the one before: the reply code, the
+enhanced status code of every line, and the full text of every line. Only two things are
+normalised: the queue id in "queued as ..." (each server makes its own) and the
+receiver's host name (each side's own, configured alike). How each session ended (closed
+by the server, or by the client after its last step) is compared at every level too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.server import Receiver, ReceiverThread, ServerOptions
+
+from . import reference
+from .player import Played, Turn, play
+
+HERE = Path(__file__).resolve().parent
+SESSIONS = HERE / "sessions.yaml"
+DIFFERENCES = HERE / "differences.yaml"
+SCENARIO = "postfix-strict"
+
+LEVELS = ("code", "code + enhanced code", "full text")
+
+_QUEUED = re.compile(r"(queued as )\S+")
+_CODES = re.compile(r"^(\d{3})[ -](?:([245]\.\d{1,3}\.\d{1,3})(?: |$))?")
+
+
+# -- sessions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Session:
+    name: str
+    group: str
+    steps: tuple[Any, ...]
+
+
+def load_sessions(path: Path = SESSIONS) -> list[Session]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    found: list[Session] = []
+    seen: set[str] = set()
+    for index, item in enumerate(data["sessions"]):
+        name = item.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+            raise ValueError(f"{path}: sessions[{index}]: a name is lowercase words and dashes")
+        if name in seen:
+            raise ValueError(f"{path}: sessions[{index}]: {name!r} appears twice")
+        seen.add(name)
+        found.append(Session(name, str(item["group"]), tuple(item["steps"])))
+    return found
+
+
+# -- the two servers -----------------------------------------------------------------------
+
+
+def record_reference(sessions: Sequence[Session]) -> dict[str, Played]:
+    """Every session played once against a fresh reference Postfix, which is then stopped."""
+    postfix = reference.start()
+    try:
+        return {
+            s.name: play("127.0.0.1", postfix.smtpd_port, s.steps, source=reference.CLIENT)
+            for s in sessions
+        }
+    finally:
+        postfix.stop()
+
+
+def strictmx_scenario() -> scenarios.Scenario:
+    """postfix-strict as bundled, but for its error sleep, which the suite sets to 0 on
+    both sides (see reference.py): the sleep delays replies, it does not change them."""
+    path = scenarios.resolve(SCENARIO)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for entries in data.get("policies", {}).values():
+        for entry in entries:
+            if entry.get("policy") == "session_limits":
+                entry["error_sleep_time"] = 0
+    return scenarios.from_dict(data, source=str(path), default_name=SCENARIO)
+
+
+@contextmanager
+def strictmx_receiver() -> Iterator[ReceiverThread]:
+    """strictmx serving postfix-strict on a free loopback port.
+
+    No peer may send XCLIENT or PROXY headers (`trusted` is empty), as the reference has
+    no smtpd_authorized_xclient_hosts: otherwise strictmx would offer XCLIENT to the
+    loopback client the sessions come from.
+    """
+    options = ServerOptions(host="127.0.0.1", port=0, db=":memory:", trusted=())
+    thread = ReceiverThread(Receiver(strictmx_scenario(), options)).start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+def play_strictmx(thread: ReceiverThread, session: Session) -> Played:
+    return play("127.0.0.1", thread.port, session.steps, source=reference.CLIENT)
+
+
+# -- comparison ----------------------------------------------------------------------------
+
+
+def normalise(line: str, hostname: str) -> str:
+    line = _QUEUED.sub(r"\1QUEUE-ID", line)
+    return line.replace(hostname, "HOSTNAME") if hostname else line
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One reply as compared: None lines mean the server had closed instead."""
+
+    lines: tuple[str, ...] | None
+
+    @property
+    def code(self) -> str:
+        if self.lines is None:
+            return "(closed)"
+        return self.lines[-1][:3]
+
+    @property
+    def enhanced(self) -> tuple[str | None, ...]:
+        if self.lines is None:
+            return ()
+        return tuple(m[2] if (m := _CODES.match(line)) else None for line in self.lines)
+
+    def agrees(self, other: Seen, level: int) -> bool:
+        if self.code != other.code:
+            return False
+        if level >= 1 and self.enhanced != other.enhanced:
+            return False
+        return level < 2 or self.lines == other.lines
+
+    def text(self) -> str:
+        return "(closed by the server)" if self.lines is None else "\n".join(self.lines)
+
+
+def seen(turn: Turn | None, hostname: str) -> Seen:
+    if turn is None or turn.reply is None:
+        return Seen(None)
+    return Seen(tuple(normalise(line, hostname) for line in turn.reply))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A deliberate difference: at `turn` (0 = the greeting, "end" = how the session
+    ended) strictmx says `strictmx` where Postfix says `postfix`, for `reason`."""
+
+    session: str
+    turn: int | str
+    postfix: str
+    strictmx: str
+    reason: str
+
+
+def load_differences(sessions: Sequence[Session], path: Path = DIFFERENCES) -> list[Difference]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    names = {s.name for s in sessions}
+    found: list[Difference] = []
+    seen_keys: set[tuple[str, int | str]] = set()
+    for index, item in enumerate(data.get("differences") or []):
+        where = f"{path}: differences[{index}]"
+        missing = {"session", "turn", "postfix", "strictmx", "reason"} - set(item)
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(sorted(missing))}")
+        if item["session"] not in names:
+            raise ValueError(f"{where}: no session named {item['session']!r}")
+        turn = item["turn"]
+        if not (isinstance(turn, int) and turn >= 0) and turn != "end":
+            raise ValueError(f"{where}: turn is a reply's index (0: greeting) or 'end'")
+        if not str(item["reason"]).strip():
+            raise ValueError(f"{where}: a deliberate difference says why")
+        key = (item["session"], turn)
+        if key in seen_keys:
+            raise ValueError(f"{where}: {key} is listed twice")
+        seen_keys.add(key)
+        found.append(
+            Difference(
+                item["session"],
+                turn,
+                str(item["postfix"]).rstrip("\n"),
+                str(item["strictmx"]).rstrip("\n"),
+                str(item["reason"]).strip(),
+            )
+        )
+    return found
+
+
+@dataclass
+class Outcome:
+    """One session compared: per turn, whether the two replies agree at each level."""
+
+    session: Session
+    rows: list[tuple[int, str, Seen, Seen]] = field(default_factory=list)
+    ended: tuple[str, str] = ("", "")
+    problems: list[str] = field(default_factory=list)
+    documented: int = 0
+
+    def turn_agrees(self, index: int, level: int) -> bool:
+        _, _, theirs, ours = self.rows[index]
+        return theirs.agrees(ours, level)
+
+    def agrees(self, level: int) -> bool:
+        return self.ended[0] == self.ended[1] and all(
+            self.turn_agrees(i, level) for i in range(len(self.rows))
+        )
+
+
+def compare(
+    session: Session,
+    theirs: Played,
+    ours: Played,
+    differences: Iterable[Difference],
+    *,
+    postfix_hostname: str,
+    strictmx_hostname: str,
+) -> Outcome:
+    """Postfix's and strictmx's replies side by side; `problems` lists each reply that
+    differs in full text and is not a documented difference (whose both sides must then
+    be exactly as documented)."""
+    outcome = Outcome(session, ended=(theirs.ended, ours.ended))
+    documented = {d.turn: d for d in differences if d.session == session.name}
+    for index in range(max(len(theirs.turns), len(ours.turns))):
+        a = theirs.turns[index] if index < len(theirs.turns) else None
+        b = ours.turns[index] if index < len(ours.turns) else None
+        sent = (a or b or Turn(-1, "", None)).sent
+        left, right = seen(a, postfix_hostname), seen(b, strictmx_hostname)
+        outcome.rows.append((index, sent, left, right))
+        expected = documented.pop(index, None)
+        if expected is not None:
+            outcome.documented += 1
+            if (left.text(), right.text()) != (expected.postfix, expected.strictmx):
+                outcome.problems.append(
+                    f"turn {index} ({sent}) is a documented difference, but no longer as "
+                    f"documented:\n  Postfix:  {left.text()!r} (documented {expected.postfix!r})"
+                    f"\n  strictmx: {right.text()!r} (documented {expected.strictmx!r})"
+                )
+        elif not left.agrees(right, 2):
+            outcome.problems.append(
+                f"turn {index} after C: {sent}\n"
+                f"  Postfix:  {left.text()!r}\n  strictmx: {right.text()!r}"
+            )
+    expected = documented.pop("end", None)
+    if expected is not None:
+        outcome.documented += 1
+        if outcome.ended != (expected.postfix, expected.strictmx):
+            outcome.problems.append(
+                f"the end is a documented difference, but no longer as documented: "
+                f"{outcome.ended} (documented {(expected.postfix, expected.strictmx)})"
+            )
+    elif outcome.ended[0] != outcome.ended[1]:
+        outcome.problems.append(
+            f"the session ended differently: Postfix's by the {outcome.ended[0]}, "
+            f"strictmx's by the {outcome.ended[1]}"
+        )
+    for turn in documented:
+        outcome.problems.append(f"differences.yaml names turn {turn}, which the session lacks")
+    return outcome
+
+
+# -- reports -------------------------------------------------------------------------------
+
+
+def transcript(session: Session, played: Played) -> str:
+    """One session as the recording file shows it."""
+    out = [f"== {session.name} ({session.group})"]
+    for number, turn in enumerate(played.turns):
+        out.append(f"  [{number}] C: {turn.sent}")
+        if turn.reply is None:
+            out.append("      S: (closed by the server)")
+            continue
+        out.extend(f"      {'S:' if i == 0 else '  '} {line}" for i, line in enumerate(turn.reply))
+    if played.trailing:
+        out.extend(f"  S: (unasked) {line}" for line in played.trailing)
+    out.append(f"  -- ended by the {played.ended}")
+    return "\n".join(out)
+
+
+def table(outcomes: Sequence[Outcome], title: str) -> str:
+    sessions = len(outcomes)
+    replies = sum(len(o.rows) for o in outcomes)
+    lines = [title, f"{'':22}{'sessions':>18}{'replies':>20}"]
+    for level, name in enumerate(LEVELS):
+        s = sum(o.agrees(level) for o in outcomes)
+        r = sum(o.turn_agrees(i, level) for o in outcomes for i in range(len(o.rows)))
+        lines.append(f"{name:22}{_ratio(s, sessions):>18}{_ratio(r, replies):>20}")
+    documented = sum(o.documented for o in outcomes)
+    lines.append(f"documented deliberate differences: {documented} (differences.yaml)")
+    return "\n".join(lines)
+
+
+def _ratio(part: int, whole: int) -> str:
+    percent = 100 * part / whole if whole else 100.0
+    return f"{part}/{whole} ({percent:.1f}%)"
