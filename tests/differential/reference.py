@@ -8,7 +8,8 @@ addresses), so Postfix's DNS-based restrictions (reject_unknown_helo_hostname,
 reject_unknown_sender_domain, reject_unknown_*client_hostname, the RBL and RHSBL checks,
 SPF) would judge the real Internet instead. The sessions keep to names and clients that pass
 those checks on strictmx's side (client 127.0.0.10 = 203.0.113.10, HELO mail.example.net,
-senders @example.net), so leaving them out changes no reply.
+senders @example.net, and the few names suite.EXTRA_RECORDS adds to strictmx's world), so
+leaving them out changes no reply.
 
 smtpd_error_sleep_time is 0 here and on strictmx's side (the test overrides the
 scenario's session_limits error_sleep_time): the sleep changes when a reply comes, not
