@@ -7,7 +7,8 @@ A reply is compared at three levels, each including the one before: the reply co
 enhanced status code of every line, and the full text of every line. Only two things are
 normalised: the queue id in "queued as ..." (each server makes its own) and the
 receiver's host name (each side's own, configured alike). How each session ended (closed
-by the server, or by the client after its last step) is compared at every level too.
+by the server, or by the client after its last step) and anything sent unasked after the
+last step are compared at every level too.
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ class Outcome:
     session: Session
     rows: list[tuple[int, str, Seen, Seen]] = field(default_factory=list)
     ended: tuple[str, str] = ("", "")
+    #: Lines each server sent unasked after the last step (normally none on either side).
+    trailing: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     problems: list[str] = field(default_factory=list)
     documented: int = 0
 
@@ -227,9 +230,8 @@ class Outcome:
         return theirs.agrees(ours, level)
 
     def agrees(self, level: int) -> bool:
-        return self.ended[0] == self.ended[1] and all(
-            self.turn_agrees(i, level) for i in range(len(self.rows))
-        )
+        same_end = self.ended[0] == self.ended[1] and self.trailing[0] == self.trailing[1]
+        return same_end and all(self.turn_agrees(i, level) for i in range(len(self.rows)))
 
 
 def compare(
@@ -244,7 +246,14 @@ def compare(
     """Postfix's and strictmx's replies side by side; `problems` lists each reply that
     differs in full text and is not a documented difference (whose both sides must then
     be exactly as documented)."""
-    outcome = Outcome(session, ended=(theirs.ended, ours.ended))
+    outcome = Outcome(
+        session,
+        ended=(theirs.ended, ours.ended),
+        trailing=(
+            tuple(normalise(line, postfix_hostname) for line in theirs.trailing),
+            tuple(normalise(line, strictmx_hostname) for line in ours.trailing),
+        ),
+    )
     documented = {d.turn: d for d in differences if d.session == session.name}
     for index in range(max(len(theirs.turns), len(ours.turns))):
         a = theirs.turns[index] if index < len(theirs.turns) else None
@@ -278,6 +287,11 @@ def compare(
         outcome.problems.append(
             f"the session ended differently: Postfix's by the {outcome.ended[0]}, "
             f"strictmx's by the {outcome.ended[1]}"
+        )
+    if outcome.trailing[0] != outcome.trailing[1]:
+        outcome.problems.append(
+            f"after the last step, Postfix sent {outcome.trailing[0]!r}, "
+            f"strictmx {outcome.trailing[1]!r}"
         )
     for turn in documented:
         outcome.problems.append(f"differences.yaml names turn {turn}, which the session lacks")
