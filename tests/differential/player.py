@@ -18,7 +18,7 @@ A session is a list of steps (see sessions.yaml):
 `{{N*x}}` inside any text stands for N copies of `x` (long lines without a long file).
 
 Deterministic by construction: replies are read in full (multi-line aware) before the
-next step is sent; after a 221 or 421, whose meaning is "closing", the player waits for
+next step is sent; after a 221, 421 or 521, whose meaning is "closing", the player waits for
 the server's close and sends nothing more; a server that closes at any other point shows
 as a turn whose reply is None, and nothing more is sent; a server that does not answer
 within TIMEOUT shows as the reply SILENT, and the client closes. Every read is bounded by
@@ -45,6 +45,9 @@ SILENT = f"(no reply within {TIMEOUT:.0f} s)"
 _FILL = re.compile(r"\{\{(\d+)\*(.+?)\}\}")
 
 Ended = Literal["server", "client"]
+#: Codes that mean "closing the connection": 221 (RFC 5321 4.2.2), 421 (RFC 5321 3.8),
+#: 521 (RFC 7504 section 3).
+CLOSING = ("221", "421", "521")
 STEP_KINDS = ("send", "raw", "pipeline", "data", "bdat", "pause", "close")
 
 
@@ -165,7 +168,7 @@ class _Conn:
 
 
 def _closing(reply: tuple[str, ...] | None) -> bool:
-    return reply is None or reply == (SILENT,) or reply[-1][:3] in ("221", "421")
+    return reply is None or reply == (SILENT,) or reply[-1][:3] in CLOSING
 
 
 def _step_kind(step: Any) -> str:
