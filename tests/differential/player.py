@@ -9,7 +9,8 @@ A session is a list of steps (see sessions.yaml):
 - `pipeline: [..]`  several command lines in one write, then one reply per line
                     (`repeat: N` sends the list N times over);
 - `data: BODY`      the message body (lines split on "\\n", each sent with CRLF) and the
-                    closing "."; one reply. A mapping `{body:, repeat:}` repeats the body;
+                    closing "."; one reply. `{body:, repeat: N}` sends the body N times.
+                    Sent only after a 354, as a client would; else the turn is NOT_SENT;
 - `bdat: OCTETS`    one RFC 3030 chunk (octets as in `raw`), sent as "BDAT <size>" and the
                     chunk, or "BDAT <size> LAST" with `last: true`; one reply;
 - `pause: SECONDS`  nothing sent for that long (at most MAX_PAUSE);
@@ -18,8 +19,8 @@ A session is a list of steps (see sessions.yaml):
 `{{N*x}}` inside any text stands for N copies of `x` (long lines without a long file).
 
 Deterministic by construction: replies are read in full (multi-line aware) before the
-next step is sent; after a 221, 421 or 521, whose meaning is "closing", the player waits for
-the server's close and sends nothing more; a server that closes at any other point shows
+next step is sent; after a 221, 421 or 521, whose meaning is "closing", the player waits
+for the server's close and sends nothing more; a server that closes at any other point shows
 as a turn whose reply is None, and nothing more is sent; a server that does not answer
 within TIMEOUT shows as the reply SILENT, and the client closes. Every read is bounded by
 TIMEOUT, so a server that stops answering makes the session fail, not hang.
@@ -41,6 +42,9 @@ MAX_REPLY_LINES = 200  # a reply longer than this is a server gone wrong, not SM
 
 #: The reply recorded when none came within TIMEOUT; the player stops there.
 SILENT = f"(no reply within {TIMEOUT:.0f} s)"
+
+#: The reply recorded for a `data` step whose DATA was not answered with 354.
+NOT_SENT = "(not sent: DATA was not answered with 354)"
 
 _FILL = re.compile(r"\{\{(\d+)\*(.+?)\}\}")
 
@@ -218,11 +222,17 @@ def play(host: str, port: int, steps: Sequence[Any], *, source: str) -> Played:
                 lines = list(step["pipeline"]) * int(step.get("repeat", 1))
                 wire = [expand(str(line)).encode("utf-8") + b"\r\n" for line in lines]
             elif kind == "data":
+                # As a real client: the body follows a 354, else it would be read as
+                # commands and every later reply would answer the wrong line.
+                answer = played.turns[-1].reply
+                if answer is None or not answer[-1].startswith("354"):
+                    played.turns.append(Turn(index, "(the body: not sent)", (NOT_SENT,)))
+                    continue
                 wire = [_data_octets(step["data"])]
             elif kind == "bdat":
                 chunk = octets(str(step["bdat"]))
-                last = " LAST" if step.get("last", False) else ""
-                wire = [f"BDAT {len(chunk)}{last}\r\n".encode() + chunk]
+                flag = " LAST" if step.get("last", False) else ""
+                wire = [f"BDAT {len(chunk)}{flag}\r\n".encode() + chunk]
             else:
                 data = octets(str(step["raw"]))
                 count = int(step.get("replies", data.count(b"\n")))
