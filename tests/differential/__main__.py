@@ -46,19 +46,26 @@ def main(argv: list[str] | None = None) -> int:
         body = "\n\n".join(suite.transcript(s, theirs[s.name]) for s in sessions)
         args.record.write_text(header + body + "\n", encoding="utf-8")
 
-    with suite.strictmx_receiver() as rx:
-        hostname = rx.receiver.scenario.receiver.hostname
-        outcomes = [
-            suite.compare(
-                s,
-                theirs[s.name],
-                suite.play_strictmx(rx, s),
-                differences,
-                postfix_hostname=reference.HOSTNAME,
-                strictmx_hostname=hostname,
-            )
-            for s in sessions
-        ]
+    receivers = suite.Receivers(suite.load_configs())
+    outcomes = []
+    try:
+        for s in sessions:
+            try:
+                rx = receivers.get(s.config)
+            except AssertionError as exc:
+                outcome = suite.Outcome(s, problems=[str(exc)])
+            else:
+                outcome = suite.compare(
+                    s,
+                    theirs[s.name],
+                    suite.play_strictmx(rx, s),
+                    differences,
+                    postfix_hostname=reference.HOSTNAME,
+                    strictmx_hostname=rx.receiver.scenario.receiver.hostname,
+                )
+            outcomes.append(outcome)
+    finally:
+        receivers.close()
     elapsed = time.monotonic() - started
 
     print(suite.table(outcomes, f"{suite.SCENARIO} vs Postfix {version} (reference)"))

@@ -1,8 +1,9 @@
 """The differential suite's two servers, each started once per pytest run.
 
-The reference Postfix plays every session once, at the first test that asks, and is
-stopped at once: its replies are all the tests need. strictmx serves postfix-strict for
-the whole run; each test plays its own session against it.
+The reference Postfix (one instance per configuration in sessions.yaml) plays every
+session once, at the first test that asks, and is stopped at once: its replies are all
+the tests need. strictmx serves postfix-strict for
+the whole run (one receiver per configuration); each test plays its own session.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from strictmx.receiver.server import ReceiverThread
 from tests.e2e.postfix import UNAVAILABLE
 
 from . import suite
@@ -28,6 +28,10 @@ def postfix_replies() -> dict[str, Played]:
 
 
 @pytest.fixture(scope="session")
-def strictmx_postfix_strict() -> Iterator[ReceiverThread]:
-    with suite.strictmx_receiver() as rx:
-        yield rx
+def strictmx_receivers() -> Iterator[suite.Receivers]:
+    """strictmx serving postfix-strict, one receiver per configuration the tests use."""
+    receivers = suite.Receivers(suite.load_configs())
+    try:
+        yield receivers
+    finally:
+        receivers.close()

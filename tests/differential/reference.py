@@ -66,10 +66,11 @@ SETTINGS: Mapping[str, str] = {
 }
 
 
-def start() -> Postfix:
-    """A started reference receiver on a free loopback port (`.smtpd_port`); `.stop()` it."""
+def start(overrides: Mapping[str, str] | None = None) -> Postfix:
+    """A started reference receiver on a free loopback port (`.smtpd_port`), with a
+    per-case configuration's `overrides` of SETTINGS; `.stop()` it."""
     # The relay is never used: nothing is forwarded, accepted mail is discarded.
-    return Postfix(("127.0.0.1", 9), settings=SETTINGS).start()
+    return Postfix(("127.0.0.1", 9), settings={**SETTINGS, **(overrides or {})}).start()
 
 
 def version() -> str:

@@ -14,8 +14,9 @@ last step are compared at every level too.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import yaml
 
 from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.server import Receiver, ReceiverThread, ServerOptions
+from tests.e2e.postfix import Postfix
 
 from . import reference
 from .player import Played, Turn, play
@@ -47,10 +49,39 @@ class Session:
     name: str
     group: str
     steps: tuple[Any, ...]
+    #: The configuration both servers run for it (sessions.yaml `configs:`).
+    config: str = "reference"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A per-case configuration: main.cf settings over the reference's, and the same
+    change said in strictmx's terms, merged over postfix-strict (mappings key by key)."""
+
+    name: str
+    postfix: Mapping[str, str] = field(default_factory=dict)
+    strictmx: Mapping[str, Any] = field(default_factory=dict)
+
+
+REFERENCE = Config("reference")
+
+
+def load_configs(path: Path = SESSIONS) -> dict[str, Config]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    found = {REFERENCE.name: REFERENCE}
+    for name, item in (data.get("configs") or {}).items():
+        if name in found or set(item) - {"postfix", "strictmx"}:
+            raise ValueError(f"{path}: configs.{name}: a new name, with postfix: and strictmx:")
+        postfix = {str(k): str(v) for k, v in (item.get("postfix") or {}).items()}
+        if not all(re.fullmatch(r"[a-z][a-z0-9_]*", key) for key in postfix):
+            raise ValueError(f"{path}: configs.{name}.postfix: main.cf names only")
+        found[name] = Config(name, postfix, dict(item.get("strictmx") or {}))
+    return found
 
 
 def load_sessions(path: Path = SESSIONS) -> list[Session]:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    configs = load_configs(path)
     found: list[Session] = []
     seen: set[str] = set()
     for index, item in enumerate(data["sessions"]):
@@ -59,22 +90,50 @@ def load_sessions(path: Path = SESSIONS) -> list[Session]:
             raise ValueError(f"{path}: sessions[{index}]: a name is lowercase words and dashes")
         if name in seen:
             raise ValueError(f"{path}: sessions[{index}]: {name!r} appears twice")
+        config = str(item.get("config", REFERENCE.name))
+        if config not in configs:
+            raise ValueError(f"{path}: sessions[{index}]: no configuration named {config!r}")
         seen.add(name)
-        found.append(Session(name, str(item["group"]), tuple(item["steps"])))
+        found.append(Session(name, str(item["group"]), tuple(item["steps"]), config))
     return found
 
 
 # -- the two servers -----------------------------------------------------------------------
 
 
-def record_reference(sessions: Sequence[Session]) -> dict[str, Played]:
-    """Every session played once against a fresh reference Postfix, which is then stopped."""
-    postfix = reference.start()
-    try:
+def record_reference(
+    sessions: Sequence[Session], configs: Mapping[str, Config] | None = None
+) -> dict[str, Played]:
+    """Every session played once against Postfix: one fresh instance per configuration
+    the sessions use (started side by side: a start is mostly waiting), all stopped once
+    the sessions are played."""
+    configs = configs if configs is not None else load_configs()
+    names = list(dict.fromkeys(s.config for s in sessions))
+    with ExitStack() as stack, ThreadPoolExecutor(max_workers=4) as pool:
+        starting = {name: pool.submit(reference.start, configs[name].postfix) for name in names}
+        instances: dict[str, Postfix] = {}
+        failed: BaseException | None = None
+        for name, future in starting.items():
+            # Every instance that started is stopped, even when another one failed.
+            error = future.exception()
+            if error is None:
+                instances[name] = stack.enter_context(_stopping(future.result()))
+            else:
+                failed = failed or error
+        if failed is not None:
+            raise failed
         return {
-            s.name: play("127.0.0.1", postfix.smtpd_port, s.steps, source=reference.CLIENT)
+            s.name: play(
+                "127.0.0.1", instances[s.config].smtpd_port, s.steps, source=reference.CLIENT
+            )
             for s in sessions
         }
+
+
+@contextmanager
+def _stopping(postfix: Postfix) -> Iterator[Postfix]:
+    try:
+        yield postfix
     finally:
         postfix.stop()
 
@@ -89,9 +148,20 @@ EXTRA_RECORDS: dict[str, dict[str, str]] = {
 }
 
 
-def strictmx_scenario() -> scenarios.Scenario:
-    """postfix-strict as bundled but for two things: its error sleep is 0, as on the
-    reference (the sleep delays replies, it does not change them), and EXTRA_RECORDS."""
+def merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` on `base`: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def strictmx_scenario(config: Config = REFERENCE) -> scenarios.Scenario:
+    """postfix-strict as bundled but for its error sleep, 0 as on the reference (the sleep
+    delays replies, it does not change them), EXTRA_RECORDS and the configuration's own."""
     path = scenarios.resolve(SCENARIO)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     for entries in data.get("policies", {}).values():
@@ -102,23 +172,48 @@ def strictmx_scenario() -> scenarios.Scenario:
     for name, answers in EXTRA_RECORDS.items():
         assert name not in records, f"{SCENARIO} now has {name}: drop it from EXTRA_RECORDS"
         records[name] = answers
-    return scenarios.from_dict(data, source=str(path), default_name=SCENARIO)
+    data = merged(data, config.strictmx)
+    return scenarios.from_dict(data, source=f"{path} ({config.name})", default_name=SCENARIO)
 
 
 @contextmanager
-def strictmx_receiver() -> Iterator[ReceiverThread]:
-    """strictmx serving postfix-strict on a free loopback port.
+def strictmx_receiver(config: Config = REFERENCE) -> Iterator[ReceiverThread]:
+    """strictmx serving postfix-strict (with `config`) on a free loopback port.
 
     No peer may send XCLIENT or PROXY headers (`trusted` is empty), as the reference has
     no smtpd_authorized_xclient_hosts: otherwise strictmx would offer XCLIENT to the
     loopback client the sessions come from.
     """
     options = ServerOptions(host="127.0.0.1", port=0, db=":memory:", trusted=())
-    thread = ReceiverThread(Receiver(strictmx_scenario(), options)).start()
+    thread = ReceiverThread(Receiver(strictmx_scenario(config), options)).start()
     try:
         yield thread
     finally:
         thread.stop()
+
+
+class Receivers:
+    """strictmx receivers by configuration, each started at first use, all stopped at
+    `close()`; a configuration strictmx cannot serve is remembered with its error."""
+
+    def __init__(self, configs: Mapping[str, Config]) -> None:
+        self.configs = configs
+        self.stack = ExitStack()
+        self.running: dict[str, ReceiverThread | Exception] = {}
+
+    def get(self, name: str) -> ReceiverThread:
+        if name not in self.running:
+            try:
+                self.running[name] = self.stack.enter_context(strictmx_receiver(self.configs[name]))
+            except scenarios.ScenarioError as exc:
+                self.running[name] = exc
+        found = self.running[name]
+        if isinstance(found, Exception):
+            raise AssertionError(f"strictmx cannot serve configuration {name!r}: {found}")
+        return found
+
+    def close(self) -> None:
+        self.stack.close()
 
 
 def play_strictmx(thread: ReceiverThread, session: Session) -> Played:
@@ -230,6 +325,8 @@ class Outcome:
         return theirs.agrees(ours, level)
 
     def agrees(self, level: int) -> bool:
+        if not self.rows:  # not played at all (strictmx could not serve its configuration)
+            return False
         same_end = self.ended[0] == self.ended[1] and self.trailing[0] == self.trailing[1]
         return same_end and all(self.turn_agrees(i, level) for i in range(len(self.rows)))
 

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from strictmx.receiver.server import ReceiverThread
-
 from . import reference, suite
 from .player import SILENT, Played, Turn
 
@@ -38,17 +36,18 @@ def _report(session: suite.Session, outcome: suite.Outcome, theirs: Played, ours
 def test_strictmx_answers_as_postfix(
     session: suite.Session,
     postfix_replies: dict[str, Played],
-    strictmx_postfix_strict: ReceiverThread,
+    strictmx_receivers: suite.Receivers,
 ) -> None:
     theirs = postfix_replies[session.name]
-    ours = suite.play_strictmx(strictmx_postfix_strict, session)
+    rx = strictmx_receivers.get(session.config)
+    ours = suite.play_strictmx(rx, session)
     outcome = suite.compare(
         session,
         theirs,
         ours,
         DIFFERENCES,
         postfix_hostname=reference.HOSTNAME,
-        strictmx_hostname=strictmx_postfix_strict.receiver.scenario.receiver.hostname,
+        strictmx_hostname=rx.receiver.scenario.receiver.hostname,
     )
     if outcome.problems:
         # The report is the assertion: both transcripts in full, without pytest's repr.
