@@ -28,6 +28,7 @@ TIMEOUT, so a server that stops answering makes the session fail, not hang.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
@@ -139,19 +140,18 @@ class _Conn:
             return (SILENT,)
         raise AssertionError(f"a reply of more than {MAX_REPLY_LINES} lines: {lines[:5]}")
 
-    def send(self, data: bytes) -> bool:
-        """False when the server has already closed (the octets went nowhere)."""
+    def send(self, data: bytes) -> None:
+        """Send what the server may still read. A server that has closed is not an error
+        here: what it said before closing is still to be read, and the reads that follow
+        find the close."""
         if self.eof:
-            return False
-        try:
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.eof = True
-            return False
-        return True
 
     def wait_close(self, quiet: float) -> tuple[str, ...]:
-        """Read until the server closes (True) or `quiet` seconds pass without a byte."""
+        """Read until the server closes or `quiet` seconds pass without a byte; the
+        lines it sent meanwhile."""
         self.sock.settimeout(quiet)
         try:
             while not self.eof:
