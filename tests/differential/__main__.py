@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                     suite.play_strictmx(rx, s),
                     differences,
                     postfix_hostname=reference.HOSTNAME,
-                    strictmx_hostname=rx.receiver.scenario.receiver.hostname,
+                    strictmx_hostname=rx.scenario.receiver.hostname,
                 )
             outcomes.append(outcome)
     finally:

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from strictmx.receiver import scenario as scenarios
-from strictmx.receiver.server import Receiver, ReceiverThread, ServerOptions
+from strictmx.receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
 from tests.e2e.postfix import Postfix
 
 from . import reference
@@ -176,48 +176,40 @@ def strictmx_scenario(config: Config = REFERENCE) -> scenarios.Scenario:
     return scenarios.from_dict(data, source=f"{path} ({config.name})", default_name=SCENARIO)
 
 
-@contextmanager
-def strictmx_receiver(config: Config = REFERENCE) -> Iterator[ReceiverThread]:
-    """strictmx serving postfix-strict (with `config`) on a free loopback port.
+class Receivers:
+    """strictmx receivers by configuration, started at first use through the project's
+    pytest plugin (as tests/e2e/conftest.py's `serve`), all stopped at `close()`; a
+    configuration strictmx cannot serve is remembered with its error.
 
     No peer may send XCLIENT or PROXY headers (`trusted` is empty), as the reference has
     no smtpd_authorized_xclient_hosts: otherwise strictmx would offer XCLIENT to the
     loopback client the sessions come from.
     """
-    options = ServerOptions(host="127.0.0.1", port=0, db=":memory:", trusted=())
-    thread = ReceiverThread(Receiver(strictmx_scenario(config), options)).start()
-    try:
-        yield thread
-    finally:
-        thread.stop()
-
-
-class Receivers:
-    """strictmx receivers by configuration, each started at first use, all stopped at
-    `close()`; a configuration strictmx cannot serve is remembered with its error."""
 
     def __init__(self, configs: Mapping[str, Config]) -> None:
         self.configs = configs
-        self.stack = ExitStack()
-        self.running: dict[str, ReceiverThread | Exception] = {}
+        self.factory = StrictmxFactory(SCENARIO)
+        self.running: dict[str, StrictmxReceiver | scenarios.ScenarioError] = {}
 
-    def get(self, name: str) -> ReceiverThread:
+    def get(self, name: str) -> StrictmxReceiver:
         if name not in self.running:
             try:
-                self.running[name] = self.stack.enter_context(strictmx_receiver(self.configs[name]))
+                scenario = strictmx_scenario(self.configs[name])
             except scenarios.ScenarioError as exc:
                 self.running[name] = exc
+            else:
+                self.running[name] = self.factory(scenario, trusted=())
         found = self.running[name]
-        if isinstance(found, Exception):
+        if isinstance(found, scenarios.ScenarioError):
             raise AssertionError(f"strictmx cannot serve configuration {name!r}: {found}")
         return found
 
     def close(self) -> None:
-        self.stack.close()
+        self.factory.stop()
 
 
-def play_strictmx(thread: ReceiverThread, session: Session) -> Played:
-    return play("127.0.0.1", thread.port, session.steps, source=reference.CLIENT)
+def play_strictmx(rx: StrictmxReceiver, session: Session) -> Played:
+    return play(rx.host, rx.port, session.steps, source=reference.CLIENT)
 
 
 # -- comparison ----------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_strictmx_answers_as_postfix(
         ours,
         DIFFERENCES,
         postfix_hostname=reference.HOSTNAME,
-        strictmx_hostname=rx.receiver.scenario.receiver.hostname,
+        strictmx_hostname=rx.scenario.receiver.hostname,
     )
     if outcome.problems:
         # The report is the assertion: both transcripts in full, without pytest's repr.
