@@ -4,6 +4,7 @@ a live reference Postfix over every session in sessions.yaml, then each differen
     python -m tests.differential                   # table and differences
     python -m tests.differential --record FILE     # also Postfix's replies, human-readable
     python -m tests.differential --only NAME ...   # just these sessions
+    python -m tests.differential --differences-table   # the list for docs/dialects.md
 
 Exit status 0 when every reply agrees in full text or is a documented difference.
 Postfix starts as root (as in the end-to-end tests).
@@ -23,7 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.differential")
     parser.add_argument("--record", type=Path, help="write Postfix's replies to this file")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="play only these sessions")
+    parser.add_argument(
+        "--differences-table",
+        action="store_true",
+        help="print differences.yaml as docs/dialects.md lists it, and stop",
+    )
     args = parser.parse_args(argv)
+    if args.differences_table:
+        print(suite.differences_table(suite.load_differences(suite.load_sessions())))
+        return 0
 
     sessions = suite.load_sessions()
     if args.only:

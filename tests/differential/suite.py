@@ -421,3 +421,35 @@ def table(outcomes: Sequence[Outcome], title: str) -> str:
 def _ratio(part: int, whole: int) -> str:
     percent = 100 * part / whole if whole else 100.0
     return f"{part}/{whole} ({percent:.1f}%)"
+
+
+#: Where docs/dialects.md holds the list of deliberate differences, as differences_table
+#: renders it (`python -m tests.differential --differences-table`).
+DOCS = HERE.parents[1] / "docs" / "dialects.md"
+DOCS_BEGIN = "<!-- deliberate differences: python -m tests.differential --differences-table -->"
+DOCS_END = "<!-- end of deliberate differences -->"
+
+
+def differences_table(differences: Sequence[Difference]) -> str:
+    """The deliberate differences as docs/dialects.md lists them (a Markdown table)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", "<br>")
+
+    rows = ["| session | turn | Postfix | strictmx | why |", "|---|---|---|---|---|"]
+    rows += [
+        f"| {d.session} | {d.turn} | {cell(d.postfix)} | {cell(d.strictmx)} | {cell(d.reason)} |"
+        for d in differences
+    ]
+    if not differences:
+        rows.append("| (none) | | | | |")
+    return "\n".join(rows)
+
+
+def documented_table(path: Path = DOCS) -> str:
+    """The table between DOCS_BEGIN and DOCS_END in docs/dialects.md."""
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(DOCS_BEGIN), text.find(DOCS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path}: no {DOCS_BEGIN!r} ... {DOCS_END!r} section")
+    return text[start + len(DOCS_BEGIN) : end].strip()

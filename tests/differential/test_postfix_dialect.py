@@ -152,3 +152,21 @@ def test_differences_name_real_sessions(tmp_path: Path) -> None:
         suite.load_differences(SESSIONS, listed)
     # Control: the suite's own list loads.
     assert suite.load_differences(SESSIONS) == DIFFERENCES
+
+
+def test_the_docs_list_the_deliberate_differences(tmp_path: Path) -> None:
+    assert suite.documented_table() == suite.differences_table(DIFFERENCES), (
+        "docs/dialects.md's list differs from differences.yaml: paste the output of "
+        "python -m tests.differential --differences-table"
+    )
+    # Control: an entry in differences.yaml changes the table the docs must show.
+    listed = tmp_path / "differences.yaml"
+    listed.write_text(
+        "differences:\n  - {session: greeting-quit, turn: 1, postfix: '221 2.0.0 Bye',"
+        " strictmx: '221 Bye', reason: 'an example | with a bar'}\n"
+    )
+    table = suite.differences_table(suite.load_differences(SESSIONS, listed))
+    assert table.splitlines()[-1] == (
+        "| greeting-quit | 1 | 221 2.0.0 Bye | 221 Bye | an example \\| with a bar |"
+    )
+    assert table != suite.documented_table()
