@@ -243,7 +243,10 @@ def play(host: str, port: int, steps: Sequence[Any], *, source: str) -> Played:
                 conn.send(b"".join(wire))
             for part in wire:
                 reply = conn.reply()
-                played.turns.append(Turn(index, shown(part) if part else "(same write)", reply))
+                sent = shown(part) if part else "(same write)"
+                if kind == "pipeline":
+                    sent += "  [pipelined]"
+                played.turns.append(Turn(index, sent, reply))
                 if _closing(reply):
                     closed = True
                     break
