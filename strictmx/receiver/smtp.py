@@ -32,16 +32,7 @@ from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as AioSession
 
-from .command_syntax import (
-    LINE_TOO_LONG,
-    TOO_MANY_UNKNOWN,
-    UNKNOWN_LIMIT,
-    mail_argument,
-    rcpt_argument,
-    split_command,
-    unknown_command,
-    vrfy_reply,
-)
+from .command_syntax import Refusal, mail_argument, rcpt_argument, split_command, vrfy_argument
 from .conversation import XCLIENT_ATTRIBUTES, Conversation, Step
 from .journal import Journal
 from .persona import Persona
@@ -58,6 +49,38 @@ _FLUSH_LINES = 200
 _REPLY_HEAD = re.compile(r"^([2-5][0-9][0-9])([ -])")
 
 Command = Callable[[str | None], Awaitable[None]]
+
+# Until the persona's dialect renders them (data/dialects/aiosmtpd.yaml), command_syntax's
+# refusals and the lines no command sees are answered with aiosmtpd 1.4's texts, which
+# clients and the tests know (aiosmtpd/smtp.py).
+_AIOSMTPD_TEXTS = {
+    "bad_syntax": "500 Error: bad syntax",
+    "not_ascii": "500 Error: strict ASCII mode",
+    "mail_syntax": "501 Syntax: MAIL FROM: <address>",
+    "mail_syntax_ehlo": "501 Syntax: MAIL FROM: <address> [SP <mail-parameters>]",
+    "rcpt_syntax": "501 Syntax: RCPT TO: <address>",
+    "rcpt_syntax_ehlo": "501 Syntax: RCPT TO: <address> [SP <mail-parameters>]",
+    "mail_bad_address": "553 5.1.3 Error: malformed address",
+    "rcpt_bad_address": "553 5.1.3 Error: malformed address",
+    "mail_nested": "503 Error: nested MAIL command",
+    "body_syntax": "501 Error: BODY can only be one of 7BIT, 8BITMIME",
+    "smtputf8_syntax": "501 Error: SMTPUTF8 takes no arguments",
+    "smtputf8_disabled": "501 Error: SMTPUTF8 disabled",
+    "size_too_big": "552 Error: message size exceeds fixed maximum message size",
+    "param_unknown": "555 {verb} parameters not recognized or not implemented",
+    "vrfy_syntax": "501 Syntax: VRFY <address>",
+    "vrfy_bad_address": "502 Could not VRFY {arg}",
+    "vrfy_ok": "252 Cannot VRFY user, but will accept message and attempt delivery",
+    "line_too_long": "500 Command line too long",
+    "too_many_unknown": "502 5.5.1 Too many unrecognized commands, goodbye.",
+    "unknown_command": '500 Error: command "{verb}" not recognized',
+}
+#: Unknown commands in a connection before too_many_unknown (aiosmtpd's BOGUS_LIMIT).
+_UNKNOWN_LIMIT = 5
+
+
+def _refusal_line(refusal: Refusal) -> str:
+    return _AIOSMTPD_TEXTS[refusal.key].format_map(refusal.fields)
 
 
 def _now() -> datetime:
@@ -215,7 +238,7 @@ class StrictSMTP(SMTP):
         await self._greet()
         if self.state is None:  # no session could open: _greet has closed the line
             return
-        unknown_left = UNKNOWN_LIMIT
+        unknown_left = _UNKNOWN_LIMIT
         while self.transport is not None:
             try:
                 try:
@@ -223,13 +246,13 @@ class StrictSMTP(SMTP):
                 except asyncio.LimitOverrunError as error:
                     self.note_in("<command line over the length limit>")
                     await self._skip_line(error.consumed)
-                    await self._refuse_line(LINE_TOO_LONG)
+                    await self._refuse_line(_AIOSMTPD_TEXTS["line_too_long"])
                     continue
                 self._command_line(raw)
                 line = raw.rstrip(b"\r\n")
-                command = split_command(line, smtputf8=self.enable_SMTPUTF8)
-                if isinstance(command, str):
-                    await self._refuse_line(command)
+                command = split_command(line, grammar="aiosmtpd", smtputf8=self.enable_SMTPUTF8)
+                if isinstance(command, Refusal):
+                    await self._refuse_line(_refusal_line(command))
                     continue
                 verb, arg = command
                 limit = (
@@ -238,15 +261,17 @@ class StrictSMTP(SMTP):
                     else self.command_size_limit
                 )
                 if len(line) > limit:
-                    await self._refuse_line(LINE_TOO_LONG)
+                    await self._refuse_line(_AIOSMTPD_TEXTS["line_too_long"])
                     continue
                 if verb not in _METHODS:
                     unknown_left -= 1
                     if unknown_left < 1:
-                        await self._refuse_line(TOO_MANY_UNKNOWN)
+                        await self._refuse_line(_AIOSMTPD_TEXTS["too_many_unknown"])
                         self._close()
                         continue
-                    await self._refuse_line(unknown_command(verb))
+                    await self._refuse_line(
+                        _refusal_line(Refusal("unknown_command", {"verb": verb}))
+                    )
                     continue
                 self._reset_timeout()  # a whole, known command: the client is alive
                 await self._run(verb, arg)
@@ -587,13 +612,15 @@ class StrictSMTP(SMTP):
         envelope = self._env()
         parsed = mail_argument(
             arg,
+            grammar="aiosmtpd",
             extended=self._conn().extended_smtp,
             nested=bool(envelope.mail_from),
             smtputf8=self.enable_SMTPUTF8,
             size_limit=self.data_size_limit,
+            dsn=False,
         )
-        if isinstance(parsed, str):
-            await self.push(parsed)
+        if isinstance(parsed, Refusal):
+            await self.push(_refusal_line(parsed))
             return
         reply = await self.on_mail(parsed.address, parsed.options)
         if envelope.mail_from:
@@ -606,9 +633,11 @@ class StrictSMTP(SMTP):
         if not self._env().mail_from:
             await self.push("503 Error: need MAIL command")
             return
-        parsed = rcpt_argument(arg, extended=self._conn().extended_smtp)
-        if isinstance(parsed, str):
-            await self.push(parsed)
+        parsed = rcpt_argument(
+            arg, grammar="aiosmtpd", extended=self._conn().extended_smtp, smtputf8=False, dsn=False
+        )
+        if isinstance(parsed, Refusal):
+            await self.push(_refusal_line(parsed))
             return
         await self.push(await self.on_rcpt(parsed.address, parsed.options))
 
@@ -679,7 +708,9 @@ class StrictSMTP(SMTP):
         await self._junk(Stage.VRFY, self._vrfy, arg)
 
     async def _vrfy(self, arg: str | None) -> None:
-        await self.push(vrfy_reply(arg))
+        address = vrfy_argument(arg, grammar="aiosmtpd")
+        refusal = address if isinstance(address, Refusal) else Refusal("vrfy_ok")
+        await self.push(_refusal_line(refusal))
 
     async def _junk(self, stage: Stage, method: Command, arg: str | None) -> bool:
         """NOOP/VRFY/RSET: count, let the stage object, else run aiosmtpd's command."""

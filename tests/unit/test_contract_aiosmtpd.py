@@ -40,7 +40,7 @@ _OWN = re.compile(
     r"now|lines|junk|close|rcpts|ok|in_data|flush|ehlo|reply_open|may_xclient|hello|greet|"
     r"ended|render|wire_lines|one_line|parse_path|ehlo_reply|state_tls|on_[a-z]+|journal_verdict|end_session|command|begin_session|"
     r"aiosmtpd_greeting|handlers|flush_lines|control|reply_head|hooks|commands|command_line|"
-    r"internal_error(_close)?|aiosmtpd_names|refuse_line|run|skip_line|vrfy)"
+    r"internal_error(_close)?|aiosmtpd_names|refuse_line|run|skip_line|vrfy|refusal_line)"
 )
 
 
