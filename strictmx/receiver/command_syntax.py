@@ -197,7 +197,7 @@ def printable(text: str, neuter: str = "", *, utf8: bool = True) -> str:
 # == aiosmtpd ==============================================================================
 # The checks and their order are aiosmtpd 1.4's, so the wire is as it was when aiosmtpd
 # answered these commands itself. Keys whose aiosmtpd text depends on HELO vs EHLO get
-# their own key (`*_syntax_ehlo`: aiosmtpd adds " [SP <mail-parameters>]").
+# their own key (`*_syntax_esmtp`: aiosmtpd adds " [SP <mail-parameters>]").
 
 
 def _mail_aiosmtpd(
@@ -208,7 +208,7 @@ def _mail_aiosmtpd(
     size_limit: int | None,
     dsn: bool,
 ) -> Envelope | Refusal:
-    syntax = Refusal("mail_syntax_ehlo" if extended else "mail_syntax")
+    syntax = Refusal("mail_syntax_esmtp" if extended else "mail_syntax")
     parsed = _aiosmtpd_path(arg, "FROM:", extended, syntax, "mail_bad_address")
     if isinstance(parsed, Refusal):
         return parsed
@@ -236,12 +236,12 @@ def _mail_aiosmtpd(
         if refusal is not None:
             return refusal
     if params:
-        return Refusal("param_unknown", {"verb": "MAIL FROM", "param": next(iter(params))})
+        return Refusal("param_unknown", {"param": next(iter(params))})
     return Envelope(address, options, utf8)
 
 
 def _rcpt_aiosmtpd(arg: str | None, extended: bool, dsn: bool) -> Envelope | Refusal:
-    syntax = Refusal("rcpt_syntax_ehlo" if extended else "rcpt_syntax")
+    syntax = Refusal("rcpt_syntax_esmtp" if extended else "rcpt_syntax")
     parsed = _aiosmtpd_path(arg, "TO:", extended, syntax, "rcpt_bad_address")
     if isinstance(parsed, Refusal):
         return parsed
@@ -254,7 +254,7 @@ def _rcpt_aiosmtpd(arg: str | None, extended: bool, dsn: bool) -> Envelope | Ref
         if refusal is not None:
             return refusal
     if params:
-        return Refusal("param_unknown", {"verb": "RCPT TO", "param": next(iter(params))})
+        return Refusal("rcpt_param_unknown", {"param": next(iter(params))})
     return Envelope(address, options)
 
 
@@ -609,7 +609,7 @@ def _mail_postfix(
             if refusal is not None:
                 return refusal
         else:
-            return Refusal("param_unknown", {"verb": "MAIL FROM", "param": param})
+            return Refusal("param_unknown", {"param": param})
     if size_limit and size > size_limit:
         return Refusal("size_too_big")
     return Envelope(address, [p.upper() for p in params], utf8)
@@ -631,7 +631,7 @@ def _rcpt_postfix(arg: str | None, smtputf8: bool, dsn: bool) -> Envelope | Refu
             if refusal is not None:
                 return refusal
         else:
-            return Refusal("param_unknown", {"verb": "RCPT TO", "param": param})
+            return Refusal("rcpt_param_unknown", {"param": param})
     return Envelope(address, [p.upper() for p in params], smtputf8)
 
 
@@ -718,22 +718,22 @@ def _rfc_split(
 
 
 def _rfc_params(
-    params: list[str], verb: str, known: Mapping[str, str], dsn: bool
+    params: list[str], unknown: str, known: Mapping[str, str], dsn: bool
 ) -> Refusal | None:
     seen: set[str] = set()
     for param in params:
         if not _ESMTP_PARAM.fullmatch(param):
-            return Refusal("param_syntax", {"verb": verb, "param": param})
+            return Refusal("param_syntax", {"param": param})
         name, eq, value = param.partition("=")
         name = name.upper()
         if name in seen:  # RFC 1869 §6: a keyword at most once
-            return Refusal("param_syntax", {"verb": verb, "param": param})
+            return Refusal("param_syntax", {"param": param})
         seen.add(name)
         kind = known.get(name)
         if kind == "dsn" and not dsn:
             kind = None
         if kind is None:
-            return Refusal("param_unknown", {"verb": verb, "param": param})
+            return Refusal(unknown, {"param": param})
         if kind == "dsn":
             if (
                 not eq
@@ -748,7 +748,7 @@ def _rfc_params(
         elif kind == "smtputf8" and eq:
             return Refusal("smtputf8_syntax")
         elif kind == "auth" and not (value == "<>" or _XTEXT_RFC.fullmatch(value)):
-            return Refusal("param_syntax", {"verb": verb, "param": param})
+            return Refusal("param_syntax", {"param": param})
     return None
 
 
@@ -779,7 +779,7 @@ def _mail_rfc(
     address = "" if path == "" else _rfc_path(path, utf8)
     if address is None:
         return Refusal("mail_bad_address")
-    refusal = _rfc_params(params, "MAIL FROM", _MAIL_PARAMS, dsn)
+    refusal = _rfc_params(params, "param_unknown", _MAIL_PARAMS, dsn)
     if refusal is not None:
         return refusal
     size = next((int(p[5:]) for p in upper if p.startswith("SIZE=")), 0)
@@ -799,7 +799,7 @@ def _rcpt_rfc(arg: str | None, extended: bool, smtputf8: bool, dsn: bool) -> Env
     address = path if path.lower() == "postmaster" else _rfc_path(path, smtputf8)
     if not address:
         return Refusal("rcpt_bad_address")
-    refusal = _rfc_params(params, "RCPT TO", _RCPT_PARAMS, dsn)
+    refusal = _rfc_params(params, "rcpt_param_unknown", _RCPT_PARAMS, dsn)
     if refusal is not None:
         return refusal
     return Envelope(address, [p.upper() for p in params], smtputf8)

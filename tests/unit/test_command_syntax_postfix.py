@@ -44,6 +44,7 @@ POSTFIX_TEXTS = {
     "size_too_big": "552 5.3.4 Message size exceeds fixed limit",
     "size_overflow": "552 5.3.4 Message size exceeds file system imposed limit",
     "param_unknown": "555 5.5.4 Unsupported option: {param}",
+    "rcpt_param_unknown": "555 5.5.4 Unsupported option: {param}",
     "dsn_ret_syntax": "501 5.5.4 Bad RET parameter syntax",
     "dsn_envid_syntax": "501 5.5.4 Bad ENVID parameter syntax",
     "dsn_notify_syntax": "501 5.5.4 Error: Bad NOTIFY parameter syntax",
@@ -249,7 +250,7 @@ RCPT_AFTER_EHLO = [
         "User unknown in local recipient table",
         None,
     ),
-    ("TO:<alice@strictmx.test> junk", "555 5.5.4 Unsupported option: junk", "param_unknown"),
+    ("TO:<alice@strictmx.test> junk", "555 5.5.4 Unsupported option: junk", "rcpt_param_unknown"),
     ("TO:<alice@strictmx.test>junk", "501 5.1.3 Bad recipient address syntax", "rcpt_bad_address"),
     ("TO:<>", "501 5.1.3 Bad recipient address syntax", "rcpt_bad_address"),
     (
@@ -283,7 +284,11 @@ RCPT_AFTER_EHLO = [
         "501 5.5.4 Error: Bad NOTIFY parameter syntax",
         "dsn_notify_syntax",
     ),
-    ("TO:<alice@strictmx.test> NOTIFY", "555 5.5.4 Unsupported option: NOTIFY", "param_unknown"),
+    (
+        "TO:<alice@strictmx.test> NOTIFY",
+        "555 5.5.4 Unsupported option: NOTIFY",
+        "rcpt_param_unknown",
+    ),
     (
         "TO:<alice@strictmx.test> NOTIFY=SUCCESS NOTIFY=DELAY",
         "501 5.5.4 Error: Bad NOTIFY parameter syntax",
@@ -309,19 +314,23 @@ RCPT_AFTER_EHLO = [
         "501 5.5.4 Error: Bad ORCPT parameter syntax",
         "dsn_orcpt_syntax",
     ),
-    ("TO:<alice@strictmx.test> ORCPT", "555 5.5.4 Unsupported option: ORCPT", "param_unknown"),
+    ("TO:<alice@strictmx.test> ORCPT", "555 5.5.4 Unsupported option: ORCPT", "rcpt_param_unknown"),
     (
         "TO:<alice@strictmx.test> ORCPT=rfc822;a ORCPT=rfc822;b",
         "501 5.5.4 Error: Bad ORCPT parameter syntax",
         "dsn_orcpt_syntax",
     ),
-    ("TO:<alice@strictmx.test> SIZE=10", "555 5.5.4 Unsupported option: SIZE=10", "param_unknown"),
+    (
+        "TO:<alice@strictmx.test> SIZE=10",
+        "555 5.5.4 Unsupported option: SIZE=10",
+        "rcpt_param_unknown",
+    ),
     (
         "TO:<alice@strictmx.test> BODY=8BITMIME",
         "555 5.5.4 Unsupported option: BODY=8BITMIME",
-        "param_unknown",
+        "rcpt_param_unknown",
     ),
-    ("TO:<alice@strictmx.test> FOO", "555 5.5.4 Unsupported option: FOO", "param_unknown"),
+    ("TO:<alice@strictmx.test> FOO", "555 5.5.4 Unsupported option: FOO", "rcpt_param_unknown"),
     (
         "TO:<alice@strictmx.test> NOTIFY=NEVER ORCPT=junk",
         "501 5.5.4 Error: Bad ORCPT parameter syntax",
@@ -335,7 +344,7 @@ RCPT_AFTER_EHLO = [
 ]
 RCPT_AFTER_HELO = [
     ("TO:<alice@strictmx.test> NOTIFY=NEVER", "250 2.1.5 Ok", None),
-    ("TO:<alice@strictmx.test> junk", "555 5.5.4 Unsupported option: junk", "param_unknown"),
+    ("TO:<alice@strictmx.test> junk", "555 5.5.4 Unsupported option: junk", "rcpt_param_unknown"),
 ]
 
 # PRIVATE: smtputf8_enable=no, DSN not offered (smtpd_discard_ehlo_keywords=dsn).
