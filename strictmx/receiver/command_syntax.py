@@ -238,8 +238,8 @@ def _mail_aiosmtpd(
     size_limit: int | None,
     dsn: bool,
 ) -> Envelope | Refusal:
-    syntax = Refusal("mail_syntax_esmtp" if extended else "mail_syntax")
-    parsed = _aiosmtpd_path(arg, "FROM:", extended, syntax, "mail_bad_address")
+    syntax = _MAIL_SYNTAX[extended]
+    parsed = _aiosmtpd_path(arg, "FROM:", extended, syntax, _MAIL_BAD_ADDRESS)
     if isinstance(parsed, Refusal):
         return parsed
     address, options = parsed
@@ -271,8 +271,8 @@ def _mail_aiosmtpd(
 
 
 def _rcpt_aiosmtpd(arg: str | None, extended: bool, dsn: bool) -> Envelope | Refusal:
-    syntax = Refusal("rcpt_syntax_esmtp" if extended else "rcpt_syntax")
-    parsed = _aiosmtpd_path(arg, "TO:", extended, syntax, "rcpt_bad_address")
+    syntax = _RCPT_SYNTAX[extended]
+    parsed = _aiosmtpd_path(arg, "TO:", extended, syntax, _RCPT_BAD_ADDRESS)
     if isinstance(parsed, Refusal):
         return parsed
     address, options = parsed
@@ -288,14 +288,21 @@ def _rcpt_aiosmtpd(arg: str | None, extended: bool, dsn: bool) -> Envelope | Ref
     return Envelope(address, options)
 
 
+# Built once: these functions run for every MAIL and RCPT.
+_MAIL_SYNTAX = {False: Refusal("mail_syntax"), True: Refusal("mail_syntax_esmtp")}
+_RCPT_SYNTAX = {False: Refusal("rcpt_syntax"), True: Refusal("rcpt_syntax_esmtp")}
+_MAIL_BAD_ADDRESS = Refusal("mail_bad_address")
+_RCPT_BAD_ADDRESS = Refusal("rcpt_bad_address")
+
+
 def _aiosmtpd_path(
-    arg: str | None, keyword: str, extended: bool, syntax: Refusal, bad_address: str
+    arg: str | None, keyword: str, extended: bool, syntax: Refusal, bad_address: Refusal
 ) -> tuple[str, list[str]] | Refusal:
     if arg is None or arg[: len(keyword)].upper() != keyword:
         return syntax
     address, rest = parse_path(arg[len(keyword) :].strip())
     if address is None:
-        return Refusal(bad_address)
+        return bad_address
     if not address or (rest and not extended):
         return syntax
     return address, (rest or "").upper().split()
