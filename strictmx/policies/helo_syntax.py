@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from strictmx.receiver.command_syntax import HELO_NEUTER, neutered
 from strictmx.receiver.finding import Finding
 from strictmx.receiver.outcome import VERB
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
@@ -77,7 +78,9 @@ class HeloSyntax(Policy[HeloSyntaxOptions]):
       is stripped first; letters, digits, '-', '_' and '.'; no empty label; labels of at
       most 63, names of at most 255 characters; no hyphen at either end of a label; a
       name without letters or '_' fails, except that a valid bare IPv4/IPv6 address
-      passes the syntax check ("back compat") while still failing the FQDN check (504).
+      passes the syntax check ("back compat") while still failing the FQDN check (504);
+      non-ASCII is always invalid, SMTPUTF8 or not, and the name a reply quotes is
+      neutered as smtpd does (control characters and any of ` <>()\\";@` become '?').
     - `exim`: Exim's built-in check_helo (smtp_in.c): letters, digits, '.', '-' and the
       characters of `allow_chars` (Exim's helo_allow_chars), with no label or length
       rules, so a bare IPv4 address passes; non-ASCII is always invalid.
@@ -227,6 +230,10 @@ class HeloSyntax(Policy[HeloSyntaxOptions]):
             fields = dict(finding.fields)
             if finding.outcome == "HELO_MISSING":
                 fields["verb"] = session.helo_verb or "HELO"
+            if self.options.mode == "postfix":
+                # smtpd.c neuters the name it quotes: `HELO mail@example.com` comes back
+                # as <mail?example.com> (Postfix 3.7.11, recorded live).
+                fields["helo"] = neutered(helo, HELO_NEUTER)
             return self.verdict(finding.outcome, stage, session, ctx, finding.reason, **fields)
         # MAIL: only now is it known whether a U-label name came with SMTPUTF8. A name
         # judged bad at HELO already has its verdict there.
@@ -262,6 +269,14 @@ def judge(name: str, options: HeloSyntaxOptions, client_address: str) -> Finding
         offender = next(ch for ch in name if not ch.isascii())
         if options.mode == "exim":
             return _invalid(f"non-ASCII character {offender!r}: Exim allows only ASCII names")
+        if options.mode == "postfix":
+            # reject_invalid_helo_hostname is valid_hostname(): ASCII only, SMTPUTF8 or
+            # not (Postfix 3.7.11, recorded live: `EHLO é.example.net`, then MAIL with
+            # SMTPUTF8, then RCPT -> 501 5.5.2 <é.example.net>: ... Invalid name).
+            return _invalid(
+                f"non-ASCII character {offender!r}: Postfix takes ASCII host names only, "
+                "even under SMTPUTF8"
+            )
         if not options.allow_utf8:
             return _invalid(f"non-ASCII character {offender!r}: U-labels are not accepted")
     if options.mode == "exim":

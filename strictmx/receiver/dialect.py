@@ -27,10 +27,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .command_syntax import Grammar
 from .scenario_yaml import KeyPath, LineMap, ScenarioError
 from .verdict import Reply, ReplyError, placeholders, printable
-
-Grammar = Literal["aiosmtpd", "postfix", "rfc5321", "exim"]
 
 #: The situations every dialect answers (the key of each reply in a dialect file).
 REPLY_KEYS: tuple[str, ...] = (
@@ -61,6 +60,7 @@ REPLY_KEYS: tuple[str, ...] = (
     "queued",
     "message_too_big",
     "size_too_big",
+    "size_overflow",
     "size_syntax",
     "body_syntax",
     "smtputf8_disabled",
@@ -72,6 +72,7 @@ REPLY_KEYS: tuple[str, ...] = (
     "dsn_envid_syntax",
     "dsn_notify_syntax",
     "dsn_orcpt_syntax",
+    "dsn_disabled",
     "rset_ok",
     "rset_syntax",
     "noop_ok",
@@ -119,7 +120,19 @@ REPLY_KEYS: tuple[str, ...] = (
 
 #: The placeholders a reply template may use; the caller fills them (made printable).
 PLACEHOLDERS = frozenset(
-    {"hostname", "verb", "arg", "address", "param", "size", "queue_id", "helo", "commands"}
+    {
+        "hostname",
+        "verb",
+        "arg",
+        "address",
+        "param",
+        "size",
+        "queue_id",
+        "helo",
+        "client_ip",
+        "commands",
+        "detail",
+    }
 )
 
 DEFAULT = "aiosmtpd"

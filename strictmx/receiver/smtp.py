@@ -38,7 +38,7 @@ from aiosmtpd.smtp import Session as AioSession
 
 from . import dialect as dialects
 from . import smtp_commands as commands
-from .command_syntax import split_command
+from .command_syntax import Refusal, mail_argument, rcpt_argument, split_command
 from .conversation import Conversation, Step
 from .journal import Journal
 from .persona import Persona
@@ -47,7 +47,6 @@ from .scenario import Scenario
 from .session import Client, Session
 from .smtp_commands import data_lines, ehlo_lines, proxy_source, skip_line
 from .smtp_data import Problem, read_message
-from .syntax_keys import LINE_KEYS, Refusal, mail_argument, rcpt_argument
 from .verdict import Reply, Stage, Verdict, wire_safe
 
 log = logging.getLogger(__name__)
@@ -268,9 +267,11 @@ class StrictSMTP(SMTP):
                     await self._say(Refusal("bare_lf", close=True))
                     continue
                 line = raw.rstrip(b"\r\n")
-                command = split_command(line, smtputf8=self.enable_SMTPUTF8)
-                if isinstance(command, str):
-                    await self._refuse_line(Refusal(LINE_KEYS[command]))
+                command = split_command(
+                    line, grammar=dialect.address_grammar, smtputf8=self.enable_SMTPUTF8
+                )
+                if isinstance(command, Refusal):
+                    await self._refuse_line(command)
                     continue
                 verb, arg = command
                 if verb in dialect.forbidden_commands or (
@@ -577,8 +578,13 @@ class StrictSMTP(SMTP):
     def _has_helo(self) -> bool:
         return bool(self._conn().host_name)
 
-    def _first_lines(self, key: str) -> tuple[str, ...]:
-        return _wire_lines(self.dialect.replies[key], self._enhanced)
+    def _first_lines(self, key: str, **fields: str) -> tuple[str, ...]:
+        return _wire_lines(self.dialect.reply(key, **fields), self._enhanced)
+
+    def _hello_fields(self) -> dict[str, str]:
+        """What a HELO/EHLO reply may quote: the name given and the client's address."""
+        client = self.state.client.address if self.state is not None else ""
+        return {"helo": self._conn().host_name or "", "client_ip": client}
 
     async def _on_helo(self, arg: str | None) -> None:
         await self._hello("HELO", arg)
@@ -603,7 +609,7 @@ class StrictSMTP(SMTP):
             for line in ehlo_lines(self):
                 await self._write(line)
         else:
-            await self._write(self._line("helo_ok"))
+            await self._write(self._first_lines("helo_ok", **self._hello_fields())[-1])
         self.conv.hello_done(True)
 
     def _state_tls(self) -> bool:
@@ -613,6 +619,7 @@ class StrictSMTP(SMTP):
         envelope = self._env()
         parsed = self._need_helo() or mail_argument(
             arg,
+            grammar=self.dialect.address_grammar,
             extended=self._conn().extended_smtp,
             nested=bool(envelope.mail_from),
             smtputf8=self.enable_SMTPUTF8,
@@ -632,7 +639,13 @@ class StrictSMTP(SMTP):
             (None if self._has_helo() or not self.helo_required else _RCPT_NO_HELO)
             or (None if self._env().mail_from else Refusal("rcpt_need_mail"))
             or (None if self.chunks is None else Refusal("rcpt_after_bdat"))
-            or rcpt_argument(arg, extended=self._conn().extended_smtp, dsn=self._dsn)
+            or rcpt_argument(
+                arg,
+                grammar=self.dialect.address_grammar,
+                extended=self._conn().extended_smtp,
+                smtputf8=self._env().smtp_utf8,
+                dsn=self._dsn,
+            )
         )
         if isinstance(parsed, Refusal):
             await self._say(parsed)

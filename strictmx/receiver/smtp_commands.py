@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 from aiosmtpd.smtp import Envelope
 
+from .command_syntax import Refusal, vrfy_argument
 from .conversation import XCLIENT_ATTRIBUTES, Conversation
 from .dialect import Dialect
-from .syntax_keys import Refusal, vrfy_argument
 from .verdict import Stage
 
 #: BDAT chunks are read and dropped in pieces of at most this many octets, so a chunk
@@ -49,7 +49,8 @@ class Speaker(Protocol):
     async def _say(self, refusal: Refusal) -> None: ...
     async def _write(self, line: str) -> None: ...
     def _line(self, key: str) -> str: ...
-    def _first_lines(self, key: str) -> tuple[str, ...]: ...
+    def _first_lines(self, key: str, **fields: str) -> tuple[str, ...]: ...
+    def _hello_fields(self) -> dict[str, str]: ...
     async def _junk(self, stage: Stage) -> bool: ...
     def _has_helo(self) -> bool: ...
     def _state_tls(self) -> bool: ...
@@ -107,7 +108,7 @@ def ehlo_lines(server: Speaker) -> tuple[str, ...]:
     dialect = server.dialect
     lines, size, utf8 = _ehlo(
         dialect,
-        server._first_lines("ehlo_ok"),
+        server._first_lines("ehlo_ok", **server._hello_fields()),
         server.data_size_limit,
         server.enable_SMTPUTF8,
         server.tls_context is not None and not server._state_tls(),
@@ -180,7 +181,7 @@ async def vrfy(server: Speaker, arg: str | None) -> None:
     if not server.dialect.vrfy:
         await server._say(Refusal("vrfy_disabled"))
         return
-    address = vrfy_argument(arg)
+    address = vrfy_argument(arg, grammar=server.dialect.address_grammar)
     if address == _VRFY_SYNTAX and server.enable_SMTPUTF8:  # Postfix names the option
         address = Refusal("vrfy_syntax_smtputf8")
     elif not isinstance(address, Refusal):

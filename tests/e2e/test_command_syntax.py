@@ -139,3 +139,40 @@ def test_the_ehlo_reply_lists_aiosmtpds_keywords_then_strictmxs(serve: Factory) 
         ]
         # The control: a second EHLO is answered alike, and no AUTH is ever offered.
         assert wire.command("EHLO mail.example.net") == reply
+
+
+@pytest.mark.parametrize(
+    ("helo", "refusal"),
+    [
+        # Postfix 3.7.11 with reject_invalid_helo_hostname, recorded live (HELO, MAIL,
+        # RCPT): the name neutered in the reply; a UTF-8 name refused even with SMTPUTF8
+        # (Postfix sends the é itself; strictmx's reply builder sends ASCII, so '?').
+        (
+            b"EHLO mail@example.com",
+            "501 5.5.2 <mail?example.com>: Helo command rejected: Invalid name",
+        ),
+        (
+            b"EHLO \xc3\xa9.example.net",
+            "501 5.5.2 <?.example.net>: Helo command rejected: Invalid name",
+        ),
+        (b"EHLO mail.example.net", None),  # the control
+    ],
+)
+def test_postfix_mode_quotes_and_refuses_helo_names_as_postfix(
+    serve: Factory, helo: bytes, refusal: str | None
+) -> None:
+    rx = serve(
+        {
+            "receiver": {"delay_reject": True, "enhanced_status_codes": True},
+            "policies": {"helo": [{"policy": "helo_syntax", "mode": "postfix"}]},
+        }
+    )
+    with Wire(rx.host, rx.port) as wire:
+        assert wire.command(helo)[-1].startswith("250")
+        mail = wire.command("MAIL FROM:<alice@example.net> SMTPUTF8")
+        assert mail[-1].startswith("250"), mail
+        reply = wire.command("RCPT TO:<alice@strictmx.test>")
+    if refusal is None:
+        assert not reply[-1].startswith("5"), reply
+    else:
+        assert reply == [refusal]

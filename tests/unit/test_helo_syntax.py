@@ -117,13 +117,14 @@ TABLE: list[tuple[str, str | None, str | None, str | None, str | None]] = [
     ("a" * 63 + ".example.com", OK, OK, OK, OK),
     ("a" * 64 + ".example.com", INV, INV, INV, OK),
     ("mx." + "b" * 64 + ".com", INV, INV, INV, OK),
-    # U-labels: no opinion at HELO (SMTPUTF8 is judged at MAIL), except in Exim
-    ("bücher.example", OK, OK, OK, INV),
-    ("мх.пример", OK, OK, OK, INV),
-    ("www.例子.测试", OK, OK, OK, INV),
-    ("bü_cher.example", INV, INV, OK, INV),
+    # U-labels: no opinion at HELO (SMTPUTF8 is judged at MAIL), except in Exim and
+    # Postfix (valid_hostname is ASCII only; Postfix 3.7.11, recorded live)
+    ("bücher.example", OK, OK, INV, INV),
+    ("мх.пример", OK, OK, INV, INV),
+    ("www.例子.测试", OK, OK, INV, INV),
+    ("bü_cher.example", INV, INV, INV, INV),
     ("bücher-.example", INV, INV, INV, INV),
-    ("1ü.example", INV, OK, OK, INV),
+    ("1ü.example", INV, OK, INV, INV),
     ("ü" * 64 + ".example", INV, INV, INV, INV),
 ]
 
@@ -358,7 +359,7 @@ async def at_mail(name: str, *, smtputf8: bool, **options: Any) -> Verdict | Non
     return await policy(**options).check(Stage.MAIL, session, make_ctx())
 
 
-@pytest.mark.parametrize("mode", ["rfc1035", "rfc1123", "postfix"])
+@pytest.mark.parametrize("mode", ["rfc1035", "rfc1123"])
 async def test_u_label_needs_smtputf8_at_mail(mode: str) -> None:
     assert await at_helo("bücher.example", mode=mode) is None
     assert await at_mail("bücher.example", smtputf8=True, mode=mode) is None
@@ -389,9 +390,11 @@ async def test_u_label_refused_at_helo_when_utf8_is_off() -> None:
     assert await at_mail("bücher.example", smtputf8=False, allow_utf8=False) is None
 
 
-async def test_exim_refuses_u_labels_even_with_smtputf8() -> None:
-    assert await outcome("bücher.example", mode="exim") == INV
-    assert await at_mail("bücher.example", smtputf8=False, mode="exim") is None
+@pytest.mark.parametrize("mode", ["exim", "postfix"])
+async def test_exim_and_postfix_refuse_u_labels_even_with_smtputf8(mode: str) -> None:
+    assert await outcome("bücher.example", mode=mode) == INV
+    assert await at_mail("bücher.example", smtputf8=False, mode=mode) is None
+    assert await at_mail("bücher.example", smtputf8=True, mode=mode) is None
 
 
 async def test_invalid_u_label_name_is_judged_at_helo_only() -> None:
@@ -646,3 +649,53 @@ async def test_labels_idna_2008_keeps() -> None:
     # ß has its own A-label (xn--strae-oqa) where IDNA 2003 made it "ss": both valid.
     assert await at_helo("straße.example") is None
     assert await at_helo("bücher.example") is None
+
+
+# -- Postfix mode: the name in the reply as smtpd quotes it ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("helo", "reply"),
+    [
+        # Postfix 3.7.11, recorded live: HELO NAME, MAIL FROM:<a@example.net>, RCPT TO:
+        # <alice@strictmx.test> with reject_invalid_helo_hostname.
+        ("mail@example.com", "501 5.5.2 <mail?example.com>: Helo command rejected: Invalid name"),
+        (
+            'a"b<c>.example.net',
+            "501 5.5.2 <a?b?c?.example.net>: Helo command rejected: Invalid name",
+        ),
+        ("a\tb.net", "501 5.5.2 <a?b.net>: Helo command rejected: Invalid name"),
+        (
+            "mail.example.net extra",
+            "501 5.5.2 <mail.example.net?extra>: Helo command rejected: Invalid name",
+        ),
+        # A raw 0xE9 octet, taken when SMTPUTF8 is off (smtputf8_enable=no instance).
+        ("\udce9.example.net", "501 5.5.2 <?.example.net>: Helo command rejected: Invalid name"),
+        ("mail", "504 5.5.2 <mail>: Helo command rejected: need fully-qualified hostname"),
+    ],
+)
+async def test_postfix_mode_quotes_the_name_as_smtpd(helo: str, reply: str) -> None:
+    verdict = await at_helo(helo, mode="postfix")
+    assert verdict is not None and verdict.reply is not None
+    assert verdict.reply.render() == reply
+
+
+async def test_postfix_mode_refuses_a_utf8_name() -> None:
+    # Recorded: `EHLO é.example.net`, MAIL ... SMTPUTF8, RCPT -> 501 5.5.2 <é.example.net>:
+    # Helo command rejected: Invalid name. The reply builder sends ASCII only, so the é
+    # goes out as '?' (a deliberate difference: Postfix sends the UTF-8).
+    verdict = await at_helo("\u00e9.example.net", mode="postfix")
+    assert verdict is not None and verdict.reply is not None
+    assert verdict.outcome == INV
+    assert (
+        verdict.reply.render() == "501 5.5.2 <?.example.net>: Helo command rejected: Invalid name"
+    )
+    # Control: its A-label is a valid name (recorded: EHLO xn--9ca.example.net -> 250 at RCPT).
+    assert await at_helo("xn--9ca.example.net", mode="postfix") is None
+
+
+async def test_other_modes_quote_the_name_as_sent() -> None:
+    # Neutering is Postfix's; rfc1123 mode's reply (Postfix's words by default) keeps '@'.
+    verdict = await at_helo("mail@example.com")
+    assert verdict is not None and verdict.reply is not None
+    assert "<mail@example.com>" in verdict.reply.render()

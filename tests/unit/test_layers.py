@@ -46,6 +46,9 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.outcome": "data",
     "strictmx.receiver.reproduction": "data",
     "strictmx.receiver.finding": "data",
+    # Pure command grammar: the dialect, the conversation and policies (helo_syntax's
+    # printable) all read it.
+    "strictmx.receiver.command_syntax": "data",
     "strictmx.receiver.world": "data",
     "strictmx.receiver.world.*": "data",
     "strictmx.receiver.policy": "contract",
@@ -60,8 +63,6 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.dialect": "scenario",
     "strictmx.receiver.persona": "conversation",
     "strictmx.receiver.conversation": "conversation",
-    "strictmx.receiver.command_syntax": "conversation",
-    "strictmx.receiver.syntax_keys": "conversation",
     "strictmx.receiver.smtp": "io",
     "strictmx.receiver.smtp_data": "io",
     "strictmx.receiver.smtp_commands": "io",
