@@ -250,7 +250,8 @@ class StrictSMTP(SMTP):
         if self.state is None:  # no session could open: _greet has closed the line
             return
         dialect = self.dialect
-        unknown_left = dialect.unknown_commands
+        # N unknown verbs are answered; the next one gets too_many_unknown and the close.
+        unknown_left = None if dialect.unknown_commands is None else dialect.unknown_commands + 1
         while self.transport is not None and not self.transport.is_closing():
             try:
                 try:
