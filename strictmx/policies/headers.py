@@ -20,6 +20,10 @@ detail lists the others, so one warn_only run shows every defect):
    (RFC 6532 gives UTF-8 headers to SMTPUTF8 transactions only; 8BITMIME covers the body),
    or bytes that are not UTF-8 even with it. Postfix `strict_7bit_headers = yes`:
    `550 5.6.0 improper use of 8-bit data in message header`.
+   HEADER_8BIT_SMTPUTF8 (`strict_7bit`): valid UTF-8 in the header of an SMTPUTF8
+   transaction, refused all the same, as Postfix's cleanup does: strict_7bit_headers does
+   not look at SMTPUTF8 (Postfix 3.7.11, recorded live: MAIL FROM:<alice@example.net>
+   SMTPUTF8, then `Subject: Grüße` -> the same 550 5.6.0 reply).
 4. FIELD_REPEATED: a field of `singular` more than once. RFC 5322 §3.6 allows Date, From,
    Sender, Reply-To, To, Cc, Bcc, Message-ID, In-Reply-To, References and Subject at most
    once each (Haraka's `singular` list; Gmail refuses duplicate From, Subject, Message-ID).
@@ -63,7 +67,7 @@ from email import errors
 from email.headerregistry import Address, AddressHeader, HeaderRegistry
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from strictmx.receiver.finding import Finding
 from strictmx.receiver.message import Header, header_of
@@ -120,6 +124,11 @@ class HeadersOptions(PolicyOptions):
         description="Refuse 8-bit header bytes without SMTPUTF8, and non-UTF-8 bytes with it "
         "(Postfix strict_7bit_headers).",
     )
+    strict_7bit: bool = Field(
+        False,
+        description="With forbid_8bit, refuse 8-bit header bytes even when MAIL FROM carried "
+        "SMTPUTF8 (Postfix strict_7bit_headers, which ignores SMTPUTF8).",
+    )
     singular: tuple[str, ...] = Field(
         RFC5322_SINGULAR,
         description="Fields allowed at most once (RFC 5322 section 3.6); [] turns the check off.",
@@ -167,6 +176,12 @@ class HeadersOptions(PolicyOptions):
                 )
         return names
 
+    @model_validator(mode="after")
+    def _strict_needs_forbid(self) -> HeadersOptions:
+        if self.strict_7bit and not self.forbid_8bit:
+            raise ValueError("strict_7bit: true needs forbid_8bit: true")
+        return self
+
 
 class Headers(Policy[HeadersOptions]):
     """Refuse a message whose header breaks RFC 5322 or the SMTP transaction's rules.
@@ -197,6 +212,15 @@ class Headers(Policy[HeadersOptions]):
             # Postfix cleanup, strict_7bit_headers = yes
             FROM_CATALOGUE,
             "8-bit header bytes without SMTPUTF8, or bytes that are not UTF-8.",
+            fields={"field": TEXT},
+        ),
+        Outcome(
+            "HEADER_8BIT_SMTPUTF8",
+            # Postfix cleanup, strict_7bit_headers = yes, which ignores SMTPUTF8
+            FROM_CATALOGUE,
+            "UTF-8 header bytes in an SMTPUTF8 transaction, refused as 8-bit all the same "
+            "(strict_7bit; RFC 6532 allows them).",
+            rfc_allows=False,
             fields={"field": TEXT},
         ),
         Outcome(
@@ -309,6 +333,20 @@ class Headers(Policy[HeadersOptions]):
             options["multiple_from"] = "refuse"
         elif outcome == "LINE_TOO_LONG":
             options["max_line_length"] = 200
+        if outcome == "HEADER_8BIT_SMTPUTF8":
+            head = "\r\n".join(header_lines(ident, Subject="Grüße aus Köln"))
+            return Build(
+                options={"strict_7bit": True},
+                world=clock,
+                raw=[
+                    f"EHLO {ident.helo}\r\n".encode(),
+                    f"MAIL FROM:<{ident.mail_from}> SMTPUTF8\r\n".encode(),
+                    f"RCPT TO:<{ident.rcpt}>\r\n".encode(),
+                    b"DATA\r\n",
+                    f"{head}\r\n\r\nA UTF-8 header under SMTPUTF8.\r\n.\r\n".encode(),
+                ],
+                notes=["an expect case cannot ask for SMTPUTF8, so there is none"],
+            )
         if outcome == "BARE_LF":
             return Build(
                 world=clock,
@@ -357,7 +395,7 @@ class Headers(Policy[HeadersOptions]):
         if o.max_line_length is not None:
             found += _long_line(header, o.max_line_length)
         if o.forbid_8bit:
-            found += _eight_bit(header, smtputf8)
+            found += _eight_bit(header, smtputf8, strict=o.strict_7bit)
         if self._singular:
             found += self._repeated(header)
         found += self._from(header, smtputf8)
@@ -516,16 +554,23 @@ def _long_line(header: Header, limit: int) -> list[Finding]:
     return []
 
 
-def _eight_bit(header: Header, smtputf8: bool) -> list[Finding]:
+def _eight_bit(header: Header, smtputf8: bool, *, strict: bool) -> list[Finding]:
     raw = header.raw
     if raw.isascii():
         return []
+    outcome = "HEADER_8BIT"
     if smtputf8:
         try:
             raw.decode("utf-8")
-            return []
         except UnicodeDecodeError as exc:
             offset, why = exc.start, "is not UTF-8"
+        else:
+            if not strict:
+                return []
+            match = _HIGH_BYTE.search(raw)
+            assert match is not None
+            outcome = "HEADER_8BIT_SMTPUTF8"
+            offset, why = match.start(), "is 8-bit: UTF-8 in SMTPUTF8 mail is refused here too"
     else:
         match = _HIGH_BYTE.search(raw)
         assert match is not None
@@ -535,7 +580,7 @@ def _eight_bit(header: Header, smtputf8: bool) -> list[Finding]:
     name = where.name if where else "?"
     return [
         Finding(
-            "HEADER_8BIT",
+            outcome,
             f"byte 0x{raw[offset]:02x} in header line {line} ({name}) {why}",
             {"field": name, "line": line},
         )

@@ -79,8 +79,10 @@ class HeloSyntax(Policy[HeloSyntaxOptions]):
       most 63, names of at most 255 characters; no hyphen at either end of a label; a
       name without letters or '_' fails, except that a valid bare IPv4/IPv6 address
       passes the syntax check ("back compat") while still failing the FQDN check (504);
-      non-ASCII is always invalid, SMTPUTF8 or not, and the name a reply quotes is
-      neutered as smtpd does (control characters and any of ` <>()\\";@` become '?').
+      non-ASCII is always invalid, SMTPUTF8 or not. A refusal delayed to RCPT quotes the
+      name neutered, as smtpd stores it (control characters and any of ` <>()\\";@`
+      become '?', and each octet of a non-ASCII character too when the receiver does not
+      offer SMTPUTF8); one sent at HELO itself quotes it as sent.
     - `exim`: Exim's built-in check_helo (smtp_in.c): letters, digits, '.', '-' and the
       characters of `allow_chars` (Exim's helo_allow_chars), with no label or length
       rules, so a bare IPv4 address passes; non-ASCII is always invalid.
@@ -230,10 +232,14 @@ class HeloSyntax(Policy[HeloSyntaxOptions]):
             fields = dict(finding.fields)
             if finding.outcome == "HELO_MISSING":
                 fields["verb"] = session.helo_verb or "HELO"
-            if self.options.mode == "postfix":
-                # smtpd.c neuters the name it quotes: `HELO mail@example.com` comes back
-                # as <mail?example.com> (Postfix 3.7.11, recorded live).
-                fields["helo"] = neutered(helo, HELO_NEUTER)
+            if self.options.mode == "postfix" and self.delays(ctx):
+                # smtpd.c helo_cmd stores the name neutered, and a refusal delayed to RCPT
+                # quotes what it stored: `HELO mail@example.com` comes back as
+                # <mail?example.com>; without smtputf8_enable each octet of a UTF-8
+                # character is a '?' too (<m??il.example.net>). Refused at HELO itself
+                # (smtpd_delay_reject = no), the check runs before the name is stored and
+                # the reply quotes it as sent (Postfix 3.7.11, all recorded live).
+                fields["helo"] = neutered(helo, HELO_NEUTER, utf8=ctx.smtputf8)
             return self.verdict(finding.outcome, stage, session, ctx, finding.reason, **fields)
         # MAIL: only now is it known whether a U-label name came with SMTPUTF8. A name
         # judged bad at HELO already has its verdict there.

@@ -10,7 +10,10 @@ Postfix applies it implicitly, after smtpd_recipient_restrictions, whether or no
 listed ("smtpd_reject_unlisted_recipient = yes"); so does strictmx: a scenario that does
 not list it gets it at the end of its RCPT chain (strictmx/receiver/persona.py), and one
 that lists it decides where it runs and may override its reply, e.g. with Exim's or a
-large provider's text. The recipients of `receiver.always_accepted` (by default
+large provider's text. An address is looked up as Postfix's trivial-rewrite resolves it
+(rewrite.c rewrite_tree): one trailing dot of its domain is dropped, so
+`<bob@strictmx.test.>` is bob@strictmx.test (Postfix 3.7.11, recorded live: 250), while the
+reply quotes the address as sent. The recipients of `receiver.always_accepted` (by default
 postmaster@ and abuse@, RFC 5321 §4.5.1) are accepted by the engine before any RCPT
 policy, so they are never unknown. In a receiver that has domains of its own, list
 `relay` before it: a recipient in another domain is then "Relay access denied", and
@@ -78,7 +81,7 @@ class LocalRecipients(Policy[LocalRecipientsOptions]):
     def exists(self, address: str) -> bool:
         if self._patterns == ("*",):  # the default table: every address exists
             return True
-        addr = address.lower()
+        addr = without_root_dot(address).lower()
         return any(fnmatch.fnmatchcase(addr, p) for p in self._patterns)
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
@@ -88,3 +91,12 @@ class LocalRecipients(Policy[LocalRecipientsOptions]):
         return self.verdict(
             "UNKNOWN_USER", stage, session, ctx, f"{rcpt} is not in the local recipient table"
         )
+
+
+def without_root_dot(address: str) -> str:
+    """`address` as Postfix's trivial-rewrite resolves it (rewrite.c rewrite_tree): one
+    trailing dot of the domain dropped, but not that of `..` or `@.`, which stay bogus."""
+    local, at, domain = address.rpartition("@")
+    if at and len(domain) > 1 and domain.endswith(".") and not domain.endswith(".."):
+        return f"{local}@{domain[:-1]}"
+    return address

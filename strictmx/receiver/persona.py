@@ -88,6 +88,8 @@ class Persona:
             hostname=settings.hostname,
             history=history if history is not None else ClientHistory(),
             callout=callout,
+            delay_reject=settings.delay_reject,
+            smtputf8=settings.smtputf8,
         )
         smtpd = next((p for p in _listed(chains) if isinstance(p, Smtpd)), None)
         return cls(

@@ -57,6 +57,12 @@ class Context:
     #: The sender-verify callout client and its cache, shared by every session (None when
     #: no policy of the scenario calls out).
     callout: Callout | None = None
+    #: The receiver's delay_reject: whether CONNECT/HELO/MAIL refusals wait for a RCPT
+    #: (`Policy.delays` adds the entry's own override).
+    delay_reject: bool = True
+    #: Whether the receiver offers SMTPUTF8 (Postfix smtputf8_enable): how client text is
+    #: quoted back.
+    smtputf8: bool = True
 
     @property
     def dns(self) -> WorldDNS:
@@ -64,9 +70,7 @@ class Context:
 
     def for_session(self) -> Context:
         """The context one SMTP session sees: DNS answers cached for its duration."""
-        return Context(
-            self.world, self.hostname, self.history, self.world.dns.for_session(), self.callout
-        )
+        return replace(self, session_dns=self.world.dns.for_session())
 
     @property
     def clock(self) -> Clock:
@@ -178,6 +182,11 @@ class Policy(Generic[OptionsT]):
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         """Return a Verdict, or None for no opinion (DUNNO)."""
         raise NotImplementedError
+
+    def delays(self, ctx: Context) -> bool:
+        """Whether this entry's refusals at CONNECT, HELO and MAIL are sent at RCPT: its own
+        delay_reject, else the receiver's (as `Engine.delays` decides)."""
+        return ctx.delay_reject if self.delay_reject is None else self.delay_reject
 
     # -- helpers for subclasses -------------------------------------------------------
     def verdict(

@@ -33,9 +33,8 @@ SOURCE: Final = "127.0.0.20"
 LOCAL: Final = ["postmaster", "abuse", "alice", "bob"]
 
 #: RCPT arguments, in one session (no error limit is reached: both are set above it).
-#: A domain with a trailing dot (`bob@strictmx.test.`, which Postfix accepts) is left out:
-#: the default address grammar refuses it before any policy (553 5.1.3), the Postfix
-#: grammar of the dialect work does not; the policies take it (tests/unit/test_relay.py).
+#: strictmx speaks the postfix dialect, whose address grammar takes a domain with a
+#: trailing dot as Postfix does (the default grammar refuses it before any policy).
 RCPTS: Final = [
     "bob@other.example",  # relay
     "bob",  # relay, or not fully qualified
@@ -51,9 +50,12 @@ RCPTS: Final = [
     "other.example!bob@strictmx.test",
     "nobody@strictmx.test",  # unknown user
     "bob@[127.0.0.1]",  # local (Postfix listens there), unknown user
+    "nobody@strictmx.test.",  # unknown, quoted with its dot
+    "bob@other.example.",  # relay
     "bob@strictmx.test",  # the controls: accepted
     "BOB@STRICTMX.TEST",
     "alice@strictmx.test",
+    "bob@strictmx.test.",  # trivial-rewrite drops one trailing dot
 ]
 
 ORDERS: Final = {
@@ -100,6 +102,7 @@ def persona(chain: list[str]) -> dict[str, Any]:
     return {
         "name": "recipients-like-postfix",
         "receiver": {
+            "dialect": "postfix",
             "hostname": "mx.strictmx.test",
             "local_recipients": [f"{user}@strictmx.test" for user in LOCAL],
             "always_accepted": ["postmaster"],
@@ -156,7 +159,7 @@ def test_rcpt_replies_are_postfixs(reference: tuple[str, Postfix], serve: Factor
     # Each outcome was met, and the controls were accepted, on both sides.
     assert any(r.endswith(": Relay access denied") for r in ours)
     assert any(r.startswith("550 5.1.1 ") for r in ours)
-    assert sum(r == "250 2.1.5 Ok" for r in ours) == 5
+    assert sum(r == "250 2.1.5 Ok" for r in ours) == 6
     not_fqdn = [r for r in ours if r.endswith("need fully-qualified address")]
     assert bool(not_fqdn) is (order == "fqdn-first"), not_fqdn
     # strictmx journaled each refusal with the policy that made it.

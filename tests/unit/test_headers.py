@@ -283,6 +283,35 @@ async def test_forbid_8bit_off() -> None:
     assert await judge(compose(replace={"Subject": "Grüße"}), forbid_8bit=False) is None
 
 
+async def test_strict_7bit_refuses_utf8_even_with_smtputf8() -> None:
+    # Postfix strict_7bit_headers = yes ignores SMTPUTF8 (Postfix 3.7.11, recorded live:
+    # MAIL FROM:<alice@example.net> SMTPUTF8, `Subject: Grüße` -> 550 5.6.0 improper use
+    # of 8-bit data in message header).
+    message = compose(replace={"Subject": "Grüße"})
+    verdict = await judge(message, smtputf8=True, strict_7bit=True)
+    assert verdict is not None and verdict.outcome == "HEADER_8BIT_SMTPUTF8"
+    assert not verdict.rfc_compliant  # RFC 6532 allows UTF-8 headers under SMTPUTF8
+    assert verdict.details == {"field": "Subject", "line": 3}
+    assert rendered(verdict) == "550 5.6.0 improper use of 8-bit data in message header"
+    # Without SMTPUTF8, and bytes that are not UTF-8 with it, stay HEADER_8BIT.
+    verdict = await judge(message, strict_7bit=True)
+    assert verdict is not None and verdict.outcome == "HEADER_8BIT"
+    bad = compose().replace(b"Quarterly report", b"Gr\xfc\xdfe")
+    verdict = await judge(bad, smtputf8=True, strict_7bit=True)
+    assert verdict is not None and verdict.outcome == "HEADER_8BIT"
+
+
+async def test_strict_7bit_control_ascii_header_passes() -> None:
+    assert await judge(compose(), smtputf8=True, strict_7bit=True) is None
+    body = compose(body="Grüße\r\n".encode())
+    assert await judge(body, smtputf8=True, strict_7bit=True) is None
+
+
+def test_strict_7bit_needs_forbid_8bit() -> None:
+    with pytest.raises(ValidationError, match="strict_7bit: true needs forbid_8bit: true"):
+        HeadersOptions(strict_7bit=True, forbid_8bit=False)
+
+
 # -- FIELD_REPEATED ----------------------------------------------------------------------------
 
 
@@ -788,6 +817,7 @@ def test_declaration() -> None:
         "BARE_LF",
         "LINE_TOO_LONG",
         "HEADER_8BIT",
+        "HEADER_8BIT_SMTPUTF8",
         "FIELD_REPEATED",
         "FROM_MISSING",
         "FROM_INVALID",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any, cast
 
 import pytest
@@ -692,6 +693,47 @@ async def test_postfix_mode_refuses_a_utf8_name() -> None:
     )
     # Control: its A-label is a valid name (recorded: EHLO xn--9ca.example.net -> 250 at RCPT).
     assert await at_helo("xn--9ca.example.net", mode="postfix") is None
+
+
+async def test_postfix_mode_refused_at_helo_quotes_the_name_as_sent() -> None:
+    # smtpd_delay_reject = no: smtpd.c helo_cmd runs the restrictions before it stores the
+    # neutered name (Postfix 3.7.11, recorded live: `EHLO mail@example.net` -> 501 5.5.2
+    # <mail@example.net>: Helo command rejected: Invalid name).
+    ctx = replace(make_ctx(), delay_reject=False)
+    verdict = await policy(mode="postfix").check(Stage.HELO, make_session("mail@example.net"), ctx)
+    assert verdict is not None and verdict.reply is not None
+    assert verdict.reply.render() == (
+        "501 5.5.2 <mail@example.net>: Helo command rejected: Invalid name"
+    )
+    # The entry's own delay_reject decides over the receiver's, both ways.
+    delayed = policy(mode="postfix")
+    delayed.delay_reject = True
+    verdict = await delayed.check(Stage.HELO, make_session("mail@example.net"), ctx)
+    assert verdict is not None and verdict.reply is not None
+    assert "<mail?example.net>" in verdict.reply.render()
+    at_once = policy(mode="postfix")
+    at_once.delay_reject = False
+    verdict = await at_once.check(Stage.HELO, make_session("mail@example.net"), make_ctx())
+    assert verdict is not None and verdict.reply is not None
+    assert "<mail@example.net>" in verdict.reply.render()
+
+
+async def test_postfix_mode_without_smtputf8_shows_each_octet_as_a_question_mark() -> None:
+    # smtputf8_enable = no, refusal delayed to RCPT (Postfix 3.7.11, recorded live:
+    # `EHLO mäil.example.net` ... RCPT -> 501 5.5.2 <m??il.example.net>: ... Invalid name).
+    ctx = replace(make_ctx(), smtputf8=False)
+    verdict = await policy(mode="postfix").check(
+        Stage.HELO, make_session("m\u00e4il.example.net"), ctx
+    )
+    assert verdict is not None and verdict.reply is not None
+    assert verdict.reply.render() == (
+        "501 5.5.2 <m??il.example.net>: Helo command rejected: Invalid name"
+    )
+    # Control: with SMTPUTF8 offered the character is kept (one '?' from the ASCII-only
+    # reply builder, see test_postfix_mode_refuses_a_utf8_name).
+    verdict = await at_helo("m\u00e4il.example.net", mode="postfix")
+    assert verdict is not None and verdict.reply is not None
+    assert "<m?il.example.net>" in verdict.reply.render()
 
 
 async def test_other_modes_quote_the_name_as_sent() -> None:

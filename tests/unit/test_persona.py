@@ -69,6 +69,12 @@ def test_settings_engine_and_shared_history() -> None:
         p.name for p in scenario.chains()[Stage.HELO]
     ]
     assert Persona.build(scenario, warn_only=True).engine.settings.warn_only
+    # What a policy may ask of the receiver: delay_reject and SMTPUTF8, each session too.
+    assert persona.context.delay_reject and persona.context.smtputf8
+    other = Persona.build(scenarios.loads("receiver: {delay_reject: false, smtputf8: false}\n"))
+    session_ctx = other.context.for_session()
+    assert not session_ctx.delay_reject and not session_ctx.smtputf8
+    assert session_ctx.history is other.context.history
 
 
 async def test_receiver_swap_builds_a_new_persona_and_keeps_history() -> None:

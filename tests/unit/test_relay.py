@@ -1,6 +1,6 @@
-"""relay (Postfix reject_unauth_destination) and recipient_syntax (reject_non_fqdn_recipient):
-each outcome triggered, each with its control. Expected replies are Postfix 3.7.11's,
-recorded live (see the policies' docstrings)."""
+"""relay (Postfix reject_unauth_destination), recipient_syntax (reject_non_fqdn_recipient) and
+local_recipients (reject_unlisted_recipient): each outcome triggered, each with its control.
+Expected replies are Postfix 3.7.11's, recorded live (see the policies' docstrings)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from strictmx.policies import BUILTIN
+from strictmx.policies.local_recipients import (
+    LocalRecipients,
+    LocalRecipientsOptions,
+    without_root_dot,
+)
 from strictmx.policies.recipient_syntax import RecipientSyntax, RecipientSyntaxOptions
 from strictmx.policies.relay import Relay, RelayOptions
 from strictmx.receiver.policy import ClientHistory, Context
@@ -136,3 +141,52 @@ def test_declarations() -> None:
         assert all(o.rfc_allows for o in cls.outcomes)
     for name, spec in RelayOptions.model_fields.items():
         assert spec.description, name
+
+
+# -- local_recipients -------------------------------------------------------------------------
+
+TABLE = ("postmaster@strictmx.test", "bob@strictmx.test")
+
+
+async def unlisted(rcpt: str) -> Verdict | None:
+    policy = LocalRecipients(LocalRecipientsOptions(recipients=TABLE))
+    return await policy.check(Stage.RCPT, session(rcpt), ctx())
+
+
+@pytest.mark.parametrize(
+    "rcpt",
+    [
+        "bob@strictmx.test",
+        "BOB@StrictMX.Test",
+        # Postfix's trivial-rewrite drops one trailing dot before the table lookup
+        # (rewrite.c rewrite_tree); Postfix 3.7.11 answers RCPT TO:<bob@strictmx.test.>
+        # with 250 2.1.5 Ok, recorded live.
+        "bob@strictmx.test.",
+        "postmaster@STRICTMX.TEST.",
+    ],
+)
+async def test_control_a_listed_recipient_passes(rcpt: str) -> None:
+    assert await unlisted(rcpt) is None
+
+
+@pytest.mark.parametrize(
+    "rcpt",
+    ["nobody@strictmx.test", "nobody@strictmx.test.", "bob@strictmx.test..", "bob@other.example"],
+)
+async def test_an_unlisted_recipient_is_user_unknown(rcpt: str) -> None:
+    verdict = await unlisted(rcpt)
+    assert verdict is not None and verdict.outcome == "UNKNOWN_USER", verdict
+    # The reply quotes the address as sent, trailing dot and all (Postfix 3.7.11, live:
+    # `550 5.1.1 <nobody@strictmx.test.>: ... User unknown in local recipient table`).
+    assert wire(verdict) == (
+        f"550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in local recipient table"
+    )
+
+
+def test_only_one_root_dot_is_dropped() -> None:
+    assert without_root_dot("bob@strictmx.test.") == "bob@strictmx.test"
+    assert without_root_dot("bob@strictmx.test") == "bob@strictmx.test"
+    # Postfix leaves `..` and `@.` alone ("bogus addresses"), and a local part's dot.
+    assert without_root_dot("bob@strictmx.test..") == "bob@strictmx.test.."
+    assert without_root_dot("bob@.") == "bob@."
+    assert without_root_dot("bob.") == "bob."
