@@ -12,94 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
+from strictmx.receiver.dialect import PLACEHOLDERS, REPLY_KEYS
+
 DIALECTS = Path(__file__).parents[2] / "strictmx" / "receiver" / "data" / "dialects"
 RECORDING = Path(__file__).with_name("exim-recording.txt")
 FILES = ("exim", "exchange", "gmail", "rfc5321")
 
-#: The situation keys every dialect defines: strictmx/receiver/dialect.py's REPLY_KEYS as
-#: helper A's branch has it now (the loader checks the same at merge).
-KEYS = [
-    "greeting_default",
-    "helo_ok",
-    "ehlo_ok",
-    "helo_syntax",
-    "ehlo_syntax",
-    "helo_first",
-    "mail_ok",
-    "mail_syntax",
-    "mail_syntax_esmtp",
-    "mail_nested",
-    "mail_bad_address",
-    "rcpt_ok",
-    "rcpt_syntax",
-    "rcpt_syntax_esmtp",
-    "rcpt_need_mail",
-    "rcpt_no_helo",
-    "rcpt_after_bdat",
-    "rcpt_bad_address",
-    "data_ok",
-    "data_syntax",
-    "data_need_rcpt",
-    "data_no_helo",
-    "data_after_bdat",
-    "data_no_valid_rcpt",
-    "queued",
-    "message_too_big",
-    "size_too_big",
-    "size_syntax",
-    "body_syntax",
-    "smtputf8_disabled",
-    "smtputf8_syntax",
-    "param_unknown",
-    "rcpt_param_unknown",
-    "param_syntax",
-    "dsn_ret_syntax",
-    "dsn_envid_syntax",
-    "dsn_notify_syntax",
-    "dsn_orcpt_syntax",
-    "rset_ok",
-    "rset_syntax",
-    "noop_ok",
-    "noop_arg",
-    "quit",
-    "quit_syntax",
-    "unknown_command",
-    "bad_syntax",
-    "not_ascii",
-    "too_many_unknown",
-    "line_too_long",
-    "data_line_too_long",
-    "vrfy_disabled",
-    "vrfy_syntax",
-    "vrfy_bad_address",
-    "vrfy_ok",
-    "expn",
-    "help",
-    "etrn_helo_first",
-    "etrn_syntax",
-    "etrn_reply",
-    "etrn_in_mail",
-    "bdat_syntax",
-    "bdat_need_rcpt",
-    "bdat_ok",
-    "bdat_queued",
-    "bdat_too_big",
-    "bdat_discarded",
-    "starttls_ready",
-    "starttls_unavailable",
-    "starttls_active",
-    "starttls_syntax",
-    "starttls_active_syntax",
-    "auth_unavailable",
-    "xforward_syntax",
-    "xforward_denied",
-    "forbidden_command",
-    "bare_lf",
-    "timeout",
-    "queue_error",
-    "internal_error",
-    "internal_error_close",
-]
+#: The situation keys every dialect defines (the loader checks the same).
+KEYS = list(REPLY_KEYS)
 TOP = {
     "name", "description", "enhanced_status_codes", "commands", "ehlo_keywords", "limits",
     "address_grammar", "forbidden_commands", "header_commands_forbidden", "bare_lf", "vrfy",
@@ -108,9 +28,6 @@ TOP = {
 # A template line: the code, a space (or `-` on a later line), an optional enhanced code.
 _REPLY = re.compile(r"^(?P<code>[2-5]\d\d)(?P<sep>[ -])(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3}) )?")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
-#: dialect.PLACEHOLDERS on helper A's branch.
-PLACEHOLDERS = {"hostname", "verb", "arg", "address", "param", "size", "queue_id", "helo",
-                "commands"}  # fmt: skip
 #: What a source says when Exim's text needs a placeholder the loader lacks.
 NEEDS_PLACEHOLDER = "needs a placeholder the loader does not have yet"
 
