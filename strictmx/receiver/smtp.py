@@ -201,7 +201,7 @@ class StrictSMTP(SMTP):
         assert envelope is not None
         if not envelope.rcpt_tos:
             # After MAIL, every recipient refused (or none given): Postfix says so.
-            await self.push(lines["no_valid_rcpt" if envelope.mail_from else "need_rcpt"])
+            await self.push(lines["need_rcpt" if envelope.mail_from is None else "no_valid_rcpt"])
             return
         if arg:
             await self.push(lines["syntax"])
@@ -621,7 +621,7 @@ class StrictSMTP(SMTP):
             arg,
             grammar=self.dialect.address_grammar,
             extended=self._conn().extended_smtp,
-            nested=bool(envelope.mail_from),
+            nested=envelope.mail_from is not None,
             smtputf8=self.enable_SMTPUTF8,
             size_limit=self.data_size_limit,
             dsn=self._dsn,
@@ -630,14 +630,14 @@ class StrictSMTP(SMTP):
             await self._say(parsed)
             return
         reply = await self.on_mail(parsed.address, parsed.options)
-        if envelope.mail_from:
+        if envelope.mail_from is not None:
             envelope.smtp_utf8 = parsed.smtputf8
         await self.push(reply)
 
     async def _on_rcpt(self, arg: str | None) -> None:
         parsed = (
             (None if self._has_helo() or not self.helo_required else _RCPT_NO_HELO)
-            or (None if self._env().mail_from else Refusal("rcpt_need_mail"))
+            or (_RCPT_NEED_MAIL if self._env().mail_from is None else None)
             or (None if self.chunks is None else Refusal("rcpt_after_bdat"))
             or rcpt_argument(
                 arg,
@@ -779,6 +779,7 @@ def _known(commands: frozenset[str]) -> frozenset[str]:
 
 _HELO_FIRST = Refusal("helo_first")
 _RCPT_NO_HELO = Refusal("rcpt_no_helo")
+_RCPT_NEED_MAIL = Refusal("rcpt_need_mail")
 
 #: Every command strictmx answers, and its handler; a dialect knows some of them.
 _HANDLERS: dict[str, Callable[[StrictSMTP, str | None], Awaitable[None]]] = {

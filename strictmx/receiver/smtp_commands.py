@@ -211,7 +211,7 @@ async def etrn(server: Speaker, arg: str | None) -> None:
         await server._say(Refusal("etrn_helo_first"))
     elif not arg:
         await server._say(Refusal("etrn_syntax"))
-    elif server.envelope is not None and server.envelope.mail_from:
+    elif server.envelope is not None and server.envelope.mail_from is not None:
         await server._say(Refusal("etrn_in_mail"))
     else:  # no queue to flush for anyone (Postfix without fast_flush_domains)
         domain = arg[1:] if arg[:1] in ("@", "#") else arg  # Postfix quotes the domain alone
@@ -277,7 +277,7 @@ async def bdat(server: Speaker, arg: str | None) -> None:
             chunks += piece
         left -= len(piece)
     if chunks is None:  # after MAIL, every recipient refused: as DATA (Postfix)
-        no_rcpt = envelope is not None and envelope.mail_from
+        no_rcpt = envelope is not None and envelope.mail_from is not None
         await server._say(Refusal("data_no_valid_rcpt" if no_rcpt else "bdat_need_rcpt"))
         return
     if not keep:
