@@ -270,12 +270,29 @@ class StrictSMTP(SMTP):
                 command = split_command(
                     line, grammar=dialect.address_grammar, smtputf8=self.enable_SMTPUTF8
                 )
+                if (
+                    dialect.nul_ends_command
+                    and b"\x00" in line
+                    and not isinstance(command, Refusal)
+                ):
+                    # Read as a C string (Postfix): the line ends at its NUL, once the whole
+                    # line has passed the UTF-8 check.
+                    line = line[: line.index(b"\x00")]
+                    command = split_command(
+                        line, grammar=dialect.address_grammar, smtputf8=self.enable_SMTPUTF8
+                    )
                 if isinstance(command, Refusal):
                     await self._refuse_line(command)
                     continue
                 verb, arg = command
-                if verb in dialect.forbidden_commands or (
-                    dialect.header_commands_forbidden and _HEADER.match(verb)
+                if (
+                    verb in dialect.forbidden_commands
+                    or (dialect.header_commands_forbidden and _HEADER.match(verb))
+                    or (
+                        dialect.forbidden_pattern is not None
+                        and verb not in self._known
+                        and dialect.forbidden_pattern.search(_first_word(line)) is not None
+                    )
                 ):
                     await self._say(Refusal("forbidden_command", {"verb": verb}, close=True))
                     continue
@@ -763,6 +780,13 @@ class StrictSMTP(SMTP):
             return False
         valid, self._proxied = proxy_source(proxy)
         return valid
+
+
+def _first_word(line: bytes) -> str:
+    """A command line's first word as sent (not upper-cased: Postfix matches its forbidden
+    commands against the verb as the client wrote it)."""
+    words = line.split(None, 1)
+    return words[0].decode("utf-8", "surrogateescape") if words else ""
 
 
 @functools.lru_cache(maxsize=1024)

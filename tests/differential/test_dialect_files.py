@@ -46,6 +46,7 @@ KEYS = [
     "queued",
     "message_too_big",
     "size_too_big",
+    "size_overflow",
     "size_syntax",
     "body_syntax",
     "smtputf8_disabled",
@@ -57,6 +58,7 @@ KEYS = [
     "dsn_envid_syntax",
     "dsn_notify_syntax",
     "dsn_orcpt_syntax",
+    "dsn_disabled",
     "rset_ok",
     "rset_syntax",
     "noop_ok",
@@ -71,6 +73,7 @@ KEYS = [
     "data_line_too_long",
     "vrfy_disabled",
     "vrfy_syntax",
+    "vrfy_syntax_smtputf8",
     "vrfy_bad_address",
     "vrfy_ok",
     "expn",
@@ -102,15 +105,15 @@ KEYS = [
 ]
 TOP = {
     "name", "description", "enhanced_status_codes", "commands", "ehlo_keywords", "limits",
-    "address_grammar", "forbidden_commands", "header_commands_forbidden", "bare_lf", "vrfy",
-    "replies",
+    "address_grammar", "forbidden_commands", "forbidden_pattern", "header_commands_forbidden",
+    "nul_ends_command", "bare_lf", "data_bare_lf", "vrfy", "vrfy_checks_recipient", "replies",
 }  # fmt: skip
 # A template line: the code, a space (or `-` on a later line), an optional enhanced code.
 _REPLY = re.compile(r"^(?P<code>[2-5]\d\d)(?P<sep>[ -])(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3}) )?")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
-#: dialect.PLACEHOLDERS on helper A's branch.
+#: dialect.PLACEHOLDERS.
 PLACEHOLDERS = {"hostname", "verb", "arg", "address", "param", "size", "queue_id", "helo",
-                "commands"}  # fmt: skip
+                "commands", "client_ip", "detail"}  # fmt: skip
 #: What a source says when Exim's text needs a placeholder the loader lacks.
 NEEDS_PLACEHOLDER = "needs a placeholder the loader does not have yet"
 

@@ -12,7 +12,7 @@ import pytest
 from strictmx.receiver.command_syntax import Grammar
 
 from .conftest import Factory
-from .test_dialect_wire import EHLO, RCPT, TRUSTED, scenario, wire
+from .test_dialect_wire import EHLO, RCPT, TRUSTED, closed, scenario, wire
 
 pytestmark = pytest.mark.e2e
 
@@ -42,3 +42,58 @@ def test_the_null_sender_then_a_refused_recipient(serve: Factory, grammar: str) 
         assert peer.command("RCPT TO:<nobody@example.org>")[0].startswith("550 ")
         assert peer.command("DATA") == ["554 5.5.1 Error: no valid recipients"]
         assert peer.command("ETRN example.net") == ["503 Error: MAIL transaction in progress"]
+
+
+FORBIDDEN = ["221 2.7.0 Error: I can break rules, too. Goodbye."]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"\xc3\x84HLO mail.example.net",
+        b"\x16\x03\x01\x00\x05\x01",
+        b"1HLO",
+        b"@",
+        b"_X",
+        b" GET /",
+        b"\x01NOOP",
+        b"\xc4\xb1HLO",
+        b"get / HTTP/1.0",
+    ],
+)
+def test_a_verb_that_starts_with_no_letter_is_forbidden(serve: Factory, line: bytes) -> None:
+    # Postfix 3.7's smtpd_forbidden_commands default ends in regexp:{{/^[^A-Z]/ Bogus}};
+    # each line's answer was recorded live from Postfix 3.7.11.
+    rx = serve(scenario(), trusted=TRUSTED)
+    with wire(rx) as peer:
+        assert peer.command(line) == FORBIDDEN
+        assert closed(peer)
+
+
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        (b"foo bar", "500 5.5.2 Error: command not recognized"),  # a lower-case verb
+        (b"X-Y", "500 5.5.2 Error: command not recognized"),
+        (b"noop", "250 2.0.0 Ok"),  # a known verb, whatever its case
+        (b"\tNOOP", "250 2.0.0 Ok"),  # white space before the verb is skipped
+        (b"\x00\x01\x02", "500 5.5.2 Error: bad syntax"),  # a NUL ends the line: empty
+        (b"N\x00OP", "500 5.5.2 Error: command not recognized"),
+        (b"NOOP\x00", "250 2.0.0 Ok"),
+        (b"NOOP\x00\xe9", "500 5.5.2 Error: bad UTF-8 syntax"),  # the whole line is UTF-8 first
+        (b"\xe9HLO", "500 5.5.2 Error: bad UTF-8 syntax"),
+    ],
+)
+def test_what_the_forbidden_pattern_leaves_alone(serve: Factory, line: bytes, reply: str) -> None:
+    rx = serve(scenario(), trusted=TRUSTED)
+    with wire(rx) as peer:
+        assert peer.command(line) == [reply]
+        assert peer.command("QUIT") == ["221 2.0.0 Bye"]
+
+
+def test_without_a_pattern_such_verbs_are_unknown(serve: Factory) -> None:
+    rx = serve({**scenario(), "dialect": {"forbidden_pattern": None}}, trusted=TRUSTED)
+    with wire(rx) as peer:
+        assert peer.command(b"1HLO") == ["500 5.5.2 Error: command not recognized"]
+        assert peer.command(b"\xc3\x84HLO x") == ["500 5.5.2 Error: command not recognized"]
+        assert peer.command("QUIT") == ["221 2.0.0 Bye"]
