@@ -264,8 +264,16 @@ class Conversation:
         state = self.session
         assert state is not None, "open() first"
         state.message = raw
-        state.bare_lf = state.bare_lf or _has_bare_lf(raw)
+        in_message = _has_bare_lf(raw)
+        state.bare_lf = state.bare_lf or in_message
         self.note(f"message data: {len(raw)} octets" + (", bare LF" if state.bare_lf else ""))
+        if in_message and self.dialect.data_bare_lf == "reject":
+            # The dialect's own rule, before any policy (Postfix smtpd, with
+            # smtpd_forbid_bare_newline = reject, refuses it before cleanup sees it); the
+            # session goes on (recorded live: QUIT after it gets 221).
+            self.note("message refused: a line ends in a bare LF (the dialect's data_bare_lf)")
+            state.reset_transaction()
+            return Step(self.dialect.replies["bare_lf"])
         decision = await self.engine.run(Stage.EOD, state, self.ctx)
         if decision.verdicts or decision.would_reply_at:
             self._took(decision)

@@ -46,7 +46,7 @@ from .policy import Context
 from .scenario import Scenario
 from .session import Client, Session
 from .smtp_commands import data_lines, ehlo_lines, proxy_source, skip_line
-from .smtp_data import Problem, read_message
+from .smtp_data import Problem, read_message, read_message_lf
 from .verdict import Reply, Stage, Verdict, wire_safe
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,8 @@ class StrictSMTP(SMTP):
     data_line_limit: int | None
     #: MAIL, RCPT and DATA need a HELO/EHLO first (receiver.helo_required).
     helo_required = True
+    #: A bare LF ends a message line as CRLF does (the dialect's data_bare_lf: line_end).
+    data_lf_ends_line = False
 
     def __init__(self, receiver: Host) -> None:
         settings = receiver.scenario.receiver
@@ -151,6 +153,7 @@ class StrictSMTP(SMTP):
         self._known = _known(dialect.commands)
         self.data_lines = data_lines(dialect, self._enhanced)
         self.data_line_limit = dialect.data_line
+        self.data_lf_ends_line = dialect.data_bare_lf == "line_end"
         self.helo_required = settings.helo_required
         limit = dialect.command_line
         if limit is not None and limit != self.command_size_limit:  # aiosmtpd's is 512
@@ -209,9 +212,12 @@ class StrictSMTP(SMTP):
         await self.push(lines["ok"])
         limit = self.data_line_limit
         try:
-            problem, content = await read_message(
-                self._reader, limit or self.data_size_limit or _CUT, self.data_size_limit
-            )
+            if self.data_lf_ends_line:
+                problem, content = await read_message_lf(self._reader, limit, self.data_size_limit)
+            else:
+                problem, content = await read_message(
+                    self._reader, limit or self.data_size_limit or _CUT, self.data_size_limit
+                )
         except asyncio.CancelledError:  # the connection went away during DATA
             self._close()
             raise

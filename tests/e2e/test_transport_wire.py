@@ -12,7 +12,8 @@ import pytest
 from strictmx.receiver.command_syntax import Grammar
 
 from .conftest import Factory
-from .test_dialect_wire import EHLO, RCPT, TRUSTED, closed, scenario, wire
+from .test_dialect_wire import EHLO, HOST, RCPT, TRUSTED, closed, scenario, wire
+from .wire import Wire
 
 pytestmark = pytest.mark.e2e
 
@@ -97,3 +98,74 @@ def test_without_a_pattern_such_verbs_are_unknown(serve: Factory) -> None:
         assert peer.command(b"1HLO") == ["500 5.5.2 Error: command not recognized"]
         assert peer.command(b"\xc3\x84HLO x") == ["500 5.5.2 Error: command not recognized"]
         assert peer.command("QUIT") == ["221 2.0.0 Bye"]
+
+
+def start_data(peer: Wire) -> None:
+    peer.command(EHLO)
+    assert peer.command("MAIL FROM:<alice@example.net>") == ["250 2.1.0 Ok"]
+    assert peer.command(RCPT) == ["250 2.1.5 Ok"]
+    assert peer.command("DATA") == ["354 End data with <CR><LF>.<CR><LF>"]
+
+
+#: The headers policy as postfix-strict lists it: the bare LF and 8-bit checks alone.
+HEADERS = {
+    "eod": [
+        {
+            "policy": "headers",
+            "max_line_length": None,
+            "singular": [],
+            "require_from": False,
+            "from_syntax": False,
+            "require_date": False,
+            "date_syntax": False,
+            "max_age_days": None,
+            "max_future_minutes": None,
+            "require_message_id": False,
+            "message_id_syntax": False,
+        }
+    ]
+}
+BARE_LF = [f"550 5.5.2 {HOST} Error: bare <LF> received"]
+
+
+def test_a_bare_lf_in_a_message_is_refused_and_the_session_goes_on(serve: Factory) -> None:
+    # Postfix 3.7.11 with smtpd_forbid_bare_newline = reject, recorded live: the reply,
+    # then QUIT gets 221; `.` LF is no end of the data.
+    rx = serve(scenario(), trusted=TRUSTED)
+    with wire(rx) as peer:
+        start_data(peer)
+        peer.send(b"Subject: lf dot\r\n\r\nbody\r\n.\nafter\nmore\r\n.\r\n")
+        assert peer.reply() == BARE_LF
+        assert peer.command(RCPT) == ["503 5.5.1 Error: need MAIL command"]  # it is over
+        start_data(peer)  # the control: the same session takes a CRLF message
+        peer.send(b"Subject: crlf\r\n\r\nbody\r\n.\r\n")
+        assert peer.reply()[0].startswith("250 2.0.0 Ok: queued as ")
+        assert peer.command("QUIT") == ["221 2.0.0 Bye"]
+    assert [m["mail_from"] for m in rx.last()["messages"]] == ["alice@example.net"]
+
+
+def test_with_lf_line_ends_a_bare_lf_is_a_line_end(serve: Factory) -> None:
+    # Postfix 3.7.11 with smtpd_forbid_bare_newline = no, recorded live (the differential
+    # suite's bare-lf-accepted sessions): queued, and `.` LF ends the data.
+    over = {"dialect": {"data_bare_lf": "line_end"}, "policies": HEADERS}
+    rx = serve({**scenario(), **over}, trusted=TRUSTED)
+    with wire(rx) as peer:
+        start_data(peer)
+        peer.send(b"Subject: bare lf\r\n\r\nline one\nline two\n.\n")
+        assert peer.reply()[0].startswith("250 2.0.0 Ok: queued as ")
+        assert peer.command("QUIT") == ["221 2.0.0 Bye"]
+    session = rx.last()
+    assert len(session["messages"]) == 1
+    assert rx.message(session["id"], 1) == b"Subject: bare lf\r\n\r\nline one\r\nline two\r\n"
+
+
+def test_where_the_dialect_keeps_a_bare_lf_the_headers_policy_refuses_it(serve: Factory) -> None:
+    over = {"dialect": {"data_bare_lf": "keep"}, "policies": HEADERS}
+    rx = serve({**scenario(), **over}, trusted=TRUSTED)
+    with wire(rx) as peer:
+        start_data(peer)
+        peer.send(b"Subject: bare lf\r\n\r\nline one\nline two\r\n.\r\n")
+        assert peer.reply() == BARE_LF
+        assert peer.command("QUIT") == ["221 2.0.0 Bye"]
+    [verdict] = [v for v in rx.last()["verdicts"] if v["policy"] == "headers"]
+    assert (verdict["outcome"], verdict["action"]) == ("BARE_LF", "reject")
