@@ -248,6 +248,24 @@ class Conversation:
         state.rcpts.append(address)
         return self._ok_rcpt
 
+    async def vrfy(self, address: str) -> Step:
+        """VRFY of `address` where the dialect has VRFY run the recipient checks (Postfix
+        smtpd.c vrfy_cmd: smtpd_check_rcpt before its 252): the RCPT stage's policies on
+        it, the recipient limit aside. It is no recipient: the transaction, the recipient
+        counters and the delayed verdicts stay as they were (a delayed refusal is the
+        answer, as at RCPT). PROCEED: the transport's own 252."""
+        state = self.session
+        assert state is not None, "open() first"
+        before = state.rcpt
+        state.rcpt = address
+        try:
+            decision = await self.engine.run(Stage.RCPT, state, self.ctx)
+        finally:
+            state.rcpt = before
+        if decision.verdicts or decision.would_reply_at:
+            self._took(decision)
+        return self._decided(decision) if decision.reply is not None else PROCEED
+
     async def data(self) -> Step:
         """DATA, before its 354: the DATA stage may refuse (PROCEED: the transport goes
         on with its own checks and the 354)."""

@@ -169,3 +169,59 @@ def test_where_the_dialect_keeps_a_bare_lf_the_headers_policy_refuses_it(serve: 
         assert peer.command("QUIT") == ["221 2.0.0 Bye"]
     [verdict] = [v for v in rx.last()["verdicts"] if v["policy"] == "headers"]
     assert (verdict["outcome"], verdict["action"]) == ("BARE_LF", "reject")
+
+
+def vrfy_scenario(**dialect: object) -> dict[str, object]:
+    # Relay for strictmx.test alone, as postfix-strict: recipient_syntax, then relay.
+    rcpt = [{"policy": "recipient_syntax"}, {"policy": "relay", "domains": ["strictmx.test"]}]
+    base = scenario()
+    receiver = {
+        **base["receiver"],
+        "local_recipients": ["bob@strictmx.test", "alice@strictmx.test"],
+    }
+    policies = {"rcpt": rcpt}
+    return {
+        **base,
+        "receiver": receiver,
+        "dialect": {"vrfy": True, **dialect},
+        "policies": policies,
+    }
+
+
+def test_vrfy_runs_the_recipient_checks_and_quotes_the_argument_as_sent(serve: Factory) -> None:
+    # Each reply recorded live from Postfix 3.7.11 with disable_vrfy_command=no (the
+    # differential suite's vrfy-enabled sessions; smtpd.c vrfy_cmd -> smtpd_check_rcpt).
+    rx = serve(vrfy_scenario(), trusted=TRUSTED)
+    with wire(rx) as peer:
+        peer.command(EHLO)
+        assert peer.command("VRFY bob@strictmx.test") == ["252 2.0.0 bob@strictmx.test"]
+        assert peer.command("VRFY <alice@strictmx.test>") == ["252 2.0.0 <alice@strictmx.test>"]
+        assert peer.command("VRFY nobody@strictmx.test") == [
+            "550 5.1.1 <nobody@strictmx.test>: Recipient address rejected: "
+            "User unknown in local recipient table"
+        ]
+        assert peer.command("VRFY bob@example.org") == [
+            "554 5.7.1 <bob@example.org>: Relay access denied"
+        ]
+        assert peer.command("VRFY bob") == [
+            "504 5.5.2 <bob>: Recipient address rejected: need fully-qualified address"
+        ]
+        # No recipient for all that: the transaction is as it was.
+        assert peer.command("MAIL FROM:<alice@example.net>") == ["250 2.1.0 Ok"]
+        assert peer.command("VRFY bob@strictmx.test") == ["252 2.0.0 bob@strictmx.test"]
+        assert peer.command("DATA") == ["554 5.5.1 Error: no valid recipients"]
+    session = rx.last()
+    assert session["rcpts"] == []  # the journal's recipients tried: VRFY is none
+    assert [(v["policy"], v["outcome"]) for v in session["verdicts"]] == [
+        ("local_recipients", "UNKNOWN_USER"),
+        ("relay", "RELAY_DENIED"),
+        ("recipient_syntax", "RCPT_NOT_FQDN"),
+    ]
+
+
+def test_vrfy_checks_nothing_where_the_dialect_says_so(serve: Factory) -> None:
+    rx = serve(vrfy_scenario(vrfy_checks_recipient=False), trusted=TRUSTED)
+    with wire(rx) as peer:
+        peer.command(EHLO)
+        assert peer.command("VRFY nobody@strictmx.test") == ["252 2.0.0 nobody@strictmx.test"]
+        assert peer.command("VRFY bob@example.org") == ["252 2.0.0 bob@example.org"]
