@@ -12,7 +12,12 @@ detail lists the others, so one warn_only run shows every defect):
 1. BARE_LF: a line of the message, or a command of the transaction, ended in LF without
    CR (`session.bare_lf`). RFC 5321 §2.3.8 allows CRLF only; a bare LF is how SMTP
    smuggling works. Postfix's `smtpd_forbid_bare_newline = reject` replies
-   `550 5.5.2 <myhostname> Error: bare <LF> received` and disconnects; so does this.
+   `550 5.5.2 <myhostname> Error: bare <LF> received` to such a message and keeps the
+   session (recorded live from Postfix 3.7.11: QUIT after it gets 221); so does this.
+   A persona's dialect may settle a bare LF in the message before this runs
+   (`data_bare_lf`: the Postfix dialect refuses it itself; `line_end` takes it for a line
+   end, and the message arrives here with CRLF), so this check is for the dialects that
+   keep it as sent, and for a bare LF in a command the dialect let through.
 2. LINE_TOO_LONG: a header line over `max_line_length` octets, line end not counted
    (RFC 5322 §2.1.1: 998; RFC 5321 §4.5.3.1.6: 1000 with CRLF). Body lines are the SMTP
    layer's: aiosmtpd refuses any data line over 999 octets with `500 Line too long`.
@@ -83,7 +88,7 @@ from strictmx.receiver.reproduction import (
 )
 from strictmx.receiver.rfc5322 import SIMPLE_MAILBOX, message_id_problem, parse_date
 from strictmx.receiver.session import Session
-from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
+from strictmx.receiver.verdict import Reply, Stage, Verdict
 
 #: RFC 5322 §3.6: the fields a message may carry at most once (Haraka's `singular`).
 RFC5322_SINGULAR = (
@@ -110,8 +115,8 @@ _REGISTRY = HeaderRegistry()
 class HeadersOptions(PolicyOptions):
     forbid_bare_lf: bool = Field(
         True,
-        description="Refuse, then disconnect, when a line of the message or a command of the "
-        "transaction ended in a bare LF (Postfix smtpd_forbid_bare_newline = reject).",
+        description="Refuse the message when a line of it or a command of the transaction "
+        "ended in a bare LF (Postfix smtpd_forbid_bare_newline = reject).",
     )
     max_line_length: int | None = Field(
         998,
@@ -196,10 +201,10 @@ class Headers(Policy[HeadersOptions]):
     outcomes: ClassVar[tuple[Outcome, ...]] = (
         Outcome(
             "BARE_LF",
-            # Postfix smtpd.c, smtpd_forbid_bare_newline = reject (reply, then disconnect)
+            # Postfix smtpd.c, smtpd_forbid_bare_newline = reject: the message is refused and
+            # the session goes on (recorded live from Postfix 3.7.11)
             FROM_CATALOGUE,
             "A line of the message or a command ended in LF without CR (RFC 5321 section 2.3.8).",
-            action=Action.DISCONNECT,
         ),
         Outcome(
             "LINE_TOO_LONG",

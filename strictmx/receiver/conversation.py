@@ -248,6 +248,24 @@ class Conversation:
         state.rcpts.append(address)
         return self._ok_rcpt
 
+    async def vrfy(self, address: str) -> Step:
+        """VRFY of `address` where the dialect has VRFY run the recipient checks (Postfix
+        smtpd.c vrfy_cmd: smtpd_check_rcpt before its 252): the RCPT stage's policies on
+        it, the recipient limit aside. It is no recipient: the transaction, the recipient
+        counters and the delayed verdicts stay as they were (a delayed refusal is the
+        answer, as at RCPT). PROCEED: the transport's own 252."""
+        state = self.session
+        assert state is not None, "open() first"
+        before = state.rcpt
+        state.rcpt = address
+        try:
+            decision = await self.engine.run(Stage.RCPT, state, self.ctx)
+        finally:
+            state.rcpt = before
+        if decision.verdicts or decision.would_reply_at:
+            self._took(decision)
+        return self._decided(decision) if decision.reply is not None else PROCEED
+
     async def data(self) -> Step:
         """DATA, before its 354: the DATA stage may refuse (PROCEED: the transport goes
         on with its own checks and the 354)."""
@@ -264,8 +282,16 @@ class Conversation:
         state = self.session
         assert state is not None, "open() first"
         state.message = raw
-        state.bare_lf = state.bare_lf or _has_bare_lf(raw)
+        in_message = _has_bare_lf(raw)
+        state.bare_lf = state.bare_lf or in_message
         self.note(f"message data: {len(raw)} octets" + (", bare LF" if state.bare_lf else ""))
+        if in_message and self.dialect.data_bare_lf == "reject":
+            # The dialect's own rule, before any policy (Postfix smtpd, with
+            # smtpd_forbid_bare_newline = reject, refuses it before cleanup sees it); the
+            # session goes on (recorded live: QUIT after it gets 221).
+            self.note("message refused: a line ends in a bare LF (the dialect's data_bare_lf)")
+            state.reset_transaction()
+            return Step(self.dialect.replies["bare_lf"])
         decision = await self.engine.run(Stage.EOD, state, self.ctx)
         if decision.verdicts or decision.would_reply_at:
             self._took(decision)

@@ -5,7 +5,8 @@ A dialect is data, one YAML file per family in strictmx/receiver/data/dialects/ 
 unknown commands, limits, junk), each with the source it was taken from; the commands it
 knows; the EHLO keywords it offers, in order; its line and unknown-command limits; its
 address grammar (strictmx/receiver/command_syntax.py); what it does with forbidden
-commands, header lines sent as commands and a bare LF in a command.
+commands (by name and by pattern), header lines sent as commands, a NUL octet and a bare
+LF in a command, and a bare LF in a message; whether VRFY runs the recipient checks.
 
 A scenario names one (`receiver.dialect: postfix`; `aiosmtpd` by default, the wire
 strictmx always had) and may override any part of it in a top-level `dialect:` section,
@@ -25,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .command_syntax import Grammar
 from .scenario_yaml import KeyPath, LineMap, ScenarioError
@@ -161,7 +162,7 @@ class _Limits(BaseModel):
     )
 
 
-class _File(BaseModel):
+class DialectFile(BaseModel):
     """A dialect file, and a dialect merged with a scenario's overrides: every key given."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -174,10 +175,37 @@ class _File(BaseModel):
     limits: _Limits
     address_grammar: Grammar
     forbidden_commands: list[str]
+    forbidden_pattern: str | None = Field(
+        description="A regular expression: an unknown verb it matches (as sent, ASCII letters "
+        "in either case alike, as Postfix's regexp tables) is a forbidden command; null: none."
+    )
     header_commands_forbidden: bool
+    nul_ends_command: bool = Field(
+        description="A command is read up to its first NUL octet (Postfix: a C string); the "
+        "whole line is still checked for UTF-8 first."
+    )
     bare_lf: Literal["accept", "reject"]
+    data_bare_lf: Literal["reject", "line_end", "keep"] = Field(
+        description="A bare LF in a message: reject (the reply bare_lf, the session goes on; "
+        "only CRLF.CRLF ends the data), line_end (a line end: LF.LF ends the data too), "
+        "keep (part of the line, kept as sent)."
+    )
     vrfy: bool
+    vrfy_checks_recipient: bool = Field(
+        description="VRFY runs the RCPT stage's policies on its address before the vrfy_ok "
+        "reply (Postfix smtpd.c vrfy_cmd: smtpd_check_rcpt)."
+    )
     replies: dict[str, _Entry]
+
+    @field_validator("forbidden_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                _pattern(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,9 +222,14 @@ class Dialect:
     unknown_commands: int | None
     address_grammar: Grammar
     forbidden_commands: frozenset[str]
+    #: Matched with `search` against an unknown verb as sent (None: no pattern).
+    forbidden_pattern: re.Pattern[str] | None
     header_commands_forbidden: bool
+    nul_ends_command: bool
     bare_lf: Literal["accept", "reject"]
+    data_bare_lf: Literal["reject", "line_end", "keep"]
     vrfy: bool
+    vrfy_checks_recipient: bool
     replies: Mapping[str, Reply]
     sources: Mapping[str, str]
     #: The data it was built from, for merging a scenario's overrides over it.
@@ -236,6 +269,12 @@ def _for_host(dialect: Dialect, hostname: str) -> Dialect:
     fields = {"hostname": hostname}
     replies = {k: r.format(fields) for k, r in dialect.replies.items()}
     return replace(dialect, replies=replies)
+
+
+@functools.lru_cache(maxsize=64)
+def _pattern(text: str) -> re.Pattern[str]:
+    # Postfix's regexp tables ignore case by default, ASCII letters only (REG_ICASE).
+    return re.compile(text, re.IGNORECASE | re.ASCII)
 
 
 def bundled_dialects() -> list[str]:
@@ -278,7 +317,7 @@ def _build(data: Any, where: LineMap, path: KeyPath) -> Dialect:
     if not isinstance(data, Mapping):
         raise ScenarioError(where.at(path, "a dialect must be a mapping"))
     try:
-        model = _File.model_validate(data)
+        model = DialectFile.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(where.describe_validation(exc, path)) from None
     missing = [k for k in REPLY_KEYS if k not in model.replies]
@@ -319,9 +358,15 @@ def _build(data: Any, where: LineMap, path: KeyPath) -> Dialect:
         unknown_commands=limits.unknown_commands,
         address_grammar=model.address_grammar,
         forbidden_commands=frozenset(c.upper() for c in model.forbidden_commands),
+        forbidden_pattern=(
+            None if model.forbidden_pattern is None else _pattern(model.forbidden_pattern)
+        ),
         header_commands_forbidden=model.header_commands_forbidden,
+        nul_ends_command=model.nul_ends_command,
         bare_lf=model.bare_lf,
+        data_bare_lf=model.data_bare_lf,
         vrfy=model.vrfy,
+        vrfy_checks_recipient=model.vrfy_checks_recipient,
         replies=replies,
         sources={k: e.source for k, e in model.replies.items()},
         data=dict(data),

@@ -46,7 +46,7 @@ from .policy import Context
 from .scenario import Scenario
 from .session import Client, Session
 from .smtp_commands import data_lines, ehlo_lines, proxy_source, skip_line
-from .smtp_data import Problem, read_message
+from .smtp_data import Problem, read_message, read_message_lf
 from .verdict import Reply, Stage, Verdict, wire_safe
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,8 @@ class StrictSMTP(SMTP):
     data_line_limit: int | None
     #: MAIL, RCPT and DATA need a HELO/EHLO first (receiver.helo_required).
     helo_required = True
+    #: A bare LF ends a message line as CRLF does (the dialect's data_bare_lf: line_end).
+    data_lf_ends_line = False
 
     def __init__(self, receiver: Host) -> None:
         settings = receiver.scenario.receiver
@@ -151,6 +153,7 @@ class StrictSMTP(SMTP):
         self._known = _known(dialect.commands)
         self.data_lines = data_lines(dialect, self._enhanced)
         self.data_line_limit = dialect.data_line
+        self.data_lf_ends_line = dialect.data_bare_lf == "line_end"
         self.helo_required = settings.helo_required
         limit = dialect.command_line
         if limit is not None and limit != self.command_size_limit:  # aiosmtpd's is 512
@@ -201,7 +204,7 @@ class StrictSMTP(SMTP):
         assert envelope is not None
         if not envelope.rcpt_tos:
             # After MAIL, every recipient refused (or none given): Postfix says so.
-            await self.push(lines["no_valid_rcpt" if envelope.mail_from else "need_rcpt"])
+            await self.push(lines["need_rcpt" if envelope.mail_from is None else "no_valid_rcpt"])
             return
         if arg:
             await self.push(lines["syntax"])
@@ -209,9 +212,12 @@ class StrictSMTP(SMTP):
         await self.push(lines["ok"])
         limit = self.data_line_limit
         try:
-            problem, content = await read_message(
-                self._reader, limit or self.data_size_limit or _CUT, self.data_size_limit
-            )
+            if self.data_lf_ends_line:
+                problem, content = await read_message_lf(self._reader, limit, self.data_size_limit)
+            else:
+                problem, content = await read_message(
+                    self._reader, limit or self.data_size_limit or _CUT, self.data_size_limit
+                )
         except asyncio.CancelledError:  # the connection went away during DATA
             self._close()
             raise
@@ -271,12 +277,29 @@ class StrictSMTP(SMTP):
                 command = split_command(
                     line, grammar=dialect.address_grammar, smtputf8=self.enable_SMTPUTF8
                 )
+                if (
+                    dialect.nul_ends_command
+                    and b"\x00" in line
+                    and not isinstance(command, Refusal)
+                ):
+                    # Read as a C string (Postfix): the line ends at its NUL, once the whole
+                    # line has passed the UTF-8 check.
+                    line = line[: line.index(b"\x00")]
+                    command = split_command(
+                        line, grammar=dialect.address_grammar, smtputf8=self.enable_SMTPUTF8
+                    )
                 if isinstance(command, Refusal):
                     await self._refuse_line(command)
                     continue
                 verb, arg = command
-                if verb in dialect.forbidden_commands or (
-                    dialect.header_commands_forbidden and _HEADER.match(verb)
+                if (
+                    verb in dialect.forbidden_commands
+                    or (dialect.header_commands_forbidden and _HEADER.match(verb))
+                    or (
+                        dialect.forbidden_pattern is not None
+                        and verb not in self._known
+                        and dialect.forbidden_pattern.search(_first_word(line)) is not None
+                    )
                 ):
                     await self._say(Refusal("forbidden_command", {"verb": verb}, close=True))
                     continue
@@ -622,7 +645,7 @@ class StrictSMTP(SMTP):
             arg,
             grammar=self.dialect.address_grammar,
             extended=self._conn().extended_smtp,
-            nested=bool(envelope.mail_from),
+            nested=envelope.mail_from is not None,
             smtputf8=self.enable_SMTPUTF8,
             size_limit=self.data_size_limit,
             dsn=self._dsn,
@@ -631,14 +654,14 @@ class StrictSMTP(SMTP):
             await self._say(parsed)
             return
         reply = await self.on_mail(parsed.address, parsed.options)
-        if envelope.mail_from:
+        if envelope.mail_from is not None:
             envelope.smtp_utf8 = parsed.smtputf8
         await self.push(reply)
 
     async def _on_rcpt(self, arg: str | None) -> None:
         parsed = (
             (None if self._has_helo() or not self.helo_required else _RCPT_NO_HELO)
-            or (None if self._env().mail_from else Refusal("rcpt_need_mail"))
+            or (_RCPT_NEED_MAIL if self._env().mail_from is None else None)
             or (None if self.chunks is None else Refusal("rcpt_after_bdat"))
             or rcpt_argument(
                 arg,
@@ -766,6 +789,13 @@ class StrictSMTP(SMTP):
         return valid
 
 
+def _first_word(line: bytes) -> str:
+    """A command line's first word as sent (not upper-cased: Postfix matches its forbidden
+    commands against the verb as the client wrote it)."""
+    words = line.split(None, 1)
+    return words[0].decode("utf-8", "surrogateescape") if words else ""
+
+
 @functools.lru_cache(maxsize=1024)
 def _wire_lines(reply: Reply, enhanced: bool) -> tuple[str, ...]:
     """A reply's wire lines; most replies are the same few values, rendered once."""
@@ -780,6 +810,7 @@ def _known(commands: frozenset[str]) -> frozenset[str]:
 
 _HELO_FIRST = Refusal("helo_first")
 _RCPT_NO_HELO = Refusal("rcpt_no_helo")
+_RCPT_NEED_MAIL = Refusal("rcpt_need_mail")
 
 #: Every command strictmx answers, and its handler; a dialect knows some of them.
 _HANDLERS: dict[str, Callable[[StrictSMTP, str | None], Awaitable[None]]] = {

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 from aiosmtpd.smtp import Envelope
 
-from .command_syntax import Refusal, vrfy_argument
-from .conversation import XCLIENT_ATTRIBUTES, Conversation
+from .command_syntax import Refusal, rcpt_argument, vrfy_argument
+from .conversation import XCLIENT_ATTRIBUTES, Conversation, Step
 from .dialect import Dialect
 from .verdict import Stage
 
@@ -47,6 +47,7 @@ class Speaker(Protocol):
     chunks_failed: bool
 
     async def _say(self, refusal: Refusal) -> None: ...
+    async def _send_step(self, step: Step) -> None: ...
     async def _write(self, line: str) -> None: ...
     def _line(self, key: str) -> str: ...
     def _first_lines(self, key: str, **fields: str) -> tuple[str, ...]: ...
@@ -181,12 +182,35 @@ async def vrfy(server: Speaker, arg: str | None) -> None:
     if not server.dialect.vrfy:
         await server._say(Refusal("vrfy_disabled"))
         return
-    address = vrfy_argument(arg, grammar=server.dialect.address_grammar)
+    dialect = server.dialect
+    address = vrfy_argument(arg, grammar=dialect.address_grammar)
     if address == _VRFY_SYNTAX and server.enable_SMTPUTF8:  # Postfix names the option
         address = Refusal("vrfy_syntax_smtputf8")
     elif not isinstance(address, Refusal):
-        address = Refusal("vrfy_ok", {"address": address})
+        sent = address  # the argument as sent: Postfix's 252 quotes it so (argv[1])
+        address = _vrfy_address(sent, dialect)
+        if dialect.vrfy_checks_recipient:
+            step = await server.conv.vrfy(address)
+            if step.reply is not None:
+                await server._send_step(step)
+                return
+        await server._say(Refusal("vrfy_ok", {"address": address, "arg": sent}))
+        return
     await server._say(address)
+
+
+def _vrfy_address(sent: str, dialect: Dialect) -> str:
+    """The address a VRFY argument names, as the RCPT checks take it: the grammar's
+    reading of it as a RCPT path (Postfix vrfy_cmd's extract_addr: brackets dropped,
+    quotes undone); the argument itself, less one pair of brackets, where the grammar
+    reads no path in it."""
+    path = sent if sent.startswith("<") else f"<{sent}>"
+    parsed = rcpt_argument(
+        "TO:" + path, grammar=dialect.address_grammar, extended=False, smtputf8=True, dsn=False
+    )
+    if isinstance(parsed, Refusal):
+        return sent[1:-1] if sent.startswith("<") and sent.endswith(">") else sent
+    return parsed.address
 
 
 async def help_(server: Speaker, arg: str | None) -> None:
@@ -211,7 +235,7 @@ async def etrn(server: Speaker, arg: str | None) -> None:
         await server._say(Refusal("etrn_helo_first"))
     elif not arg:
         await server._say(Refusal("etrn_syntax"))
-    elif server.envelope is not None and server.envelope.mail_from:
+    elif server.envelope is not None and server.envelope.mail_from is not None:
         await server._say(Refusal("etrn_in_mail"))
     else:  # no queue to flush for anyone (Postfix without fast_flush_domains)
         domain = arg[1:] if arg[:1] in ("@", "#") else arg  # Postfix quotes the domain alone
@@ -277,7 +301,7 @@ async def bdat(server: Speaker, arg: str | None) -> None:
             chunks += piece
         left -= len(piece)
     if chunks is None:  # after MAIL, every recipient refused: as DATA (Postfix)
-        no_rcpt = envelope is not None and envelope.mail_from
+        no_rcpt = envelope is not None and envelope.mail_from is not None
         await server._say(Refusal("data_no_valid_rcpt" if no_rcpt else "bdat_need_rcpt"))
         return
     if not keep:

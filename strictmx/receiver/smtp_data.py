@@ -155,3 +155,52 @@ def _lines_fit(lines: bytes | bytearray, line_limit: int) -> bool:
             return False
         start = last + 2
     return True
+
+
+async def read_message_lf(
+    reader: asyncio.StreamReader, line_limit: int | None, size_limit: int | None
+) -> tuple[Problem | None, bytes]:
+    """The data up to the lone-dot line when a bare LF ends a line as CRLF does (a
+    dialect's `data_bare_lf: line_end`; Postfix with smtpd_forbid_bare_newline = no): so
+    `.` then LF ends the data too, and each line is kept with CRLF, as Postfix's queue
+    file records lines. Leading dots are unstuffed; `line_limit` (None: none) and
+    `size_limit` as `read_message`, counted on the lines as kept.
+
+    A line at a time: this mode is the exception, and its lines must be looked at one
+    by one anyway. IncompleteReadError if the stream ends.
+    """
+    kept = bytearray()
+    problem: Problem | None = None
+    size = 0
+    line = bytearray()
+    dropped = False  # the start of the line being read was dropped: it is no dot line
+    while True:
+        try:
+            line += await _readuntil(reader, b"\n")
+        except asyncio.LimitOverrunError as exc:  # a part of a long line: read on
+            line += await reader.readexactly(exc.consumed)
+            if problem is None and line_limit is not None and len(line) > line_limit + 2:
+                problem = Problem.TOO_LONG
+            if problem is not None:
+                del line[:]  # dropped as it arrives; its end is still to be found
+                dropped = True
+            continue
+        text = bytes(line[:-2] if line.endswith(_CRLF) else line[:-1])
+        line = bytearray()
+        if text == b"." and not dropped:
+            break
+        dropped = False
+        if problem is not None:
+            continue
+        if text.startswith(b"."):
+            text = text[1:]
+        size += len(text) + 2
+        if size_limit and size > size_limit:
+            problem = Problem.TOO_MUCH
+        elif line_limit is not None and len(text) > line_limit:
+            problem = Problem.TOO_LONG
+        else:
+            kept += text + _CRLF
+    if problem is not None:
+        return problem, b""
+    return None, bytes(kept)

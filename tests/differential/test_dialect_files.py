@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from strictmx.receiver.dialect import PLACEHOLDERS, REPLY_KEYS
+from strictmx.receiver.dialect import PLACEHOLDERS, REPLY_KEYS, DialectFile
 
 DIALECTS = Path(__file__).parents[2] / "strictmx" / "receiver" / "data" / "dialects"
 RECORDING = Path(__file__).with_name("exim-recording.txt")
@@ -20,11 +20,8 @@ FILES = ("exim", "exchange", "gmail", "rfc5321")
 
 #: The situation keys every dialect defines (the loader checks the same).
 KEYS = list(REPLY_KEYS)
-TOP = {
-    "name", "description", "enhanced_status_codes", "commands", "ehlo_keywords", "limits",
-    "address_grammar", "forbidden_commands", "header_commands_forbidden", "bare_lf", "vrfy",
-    "replies",
-}  # fmt: skip
+#: The top-level keys of a dialect file: the loader's model's fields.
+TOP = set(DialectFile.model_fields)
 # A template line: the code, a space (or `-` on a later line), an optional enhanced code.
 _REPLY = re.compile(r"^(?P<code>[2-5]\d\d)(?P<sep>[ -])(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3}) )?")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")

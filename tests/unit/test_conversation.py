@@ -236,3 +236,23 @@ def test_the_conversation_imports_no_io() -> None:
     }
     forbidden = {"asyncio", "socket", "aiosmtpd", "aiohttp", "journal", "api", "smtp"}
     assert not {m for m in imported if m.lstrip(".").split(".")[0] in forbidden}, imported
+
+
+async def test_vrfy_runs_the_rcpt_stage_and_counts_no_recipient() -> None:
+    conv, recorded = talk(
+        "receiver: {local_recipients: ['bob@strictmx.test']}\n"
+        "policies: {rcpt: [{policy: relay, domains: [strictmx.test]}]}\n"
+    )
+    await conv.connect()
+    await conv.hello("EHLO", "mail.example.net")
+    conv.hello_done(True)
+    await conv.mail("alice@example.net", [])
+    state = conv.session
+    assert state is not None
+    assert await conv.vrfy("bob@strictmx.test") == Step()  # the control: a local user
+    step = await conv.vrfy("bob@example.org")
+    assert wire(step) == ["554 5.7.1 <bob@example.org>: Relay access denied"]
+    assert [v.outcome for v in recorded] == ["RELAY_DENIED"]
+    counters = state.counters
+    assert (state.rcpts, state.rcpt, counters.rcpts_tried, counters.bad_rcpts) == ([], None, 0, 0)
+    assert state.mail_from == "alice@example.net"  # the transaction goes on

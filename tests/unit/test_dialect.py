@@ -175,6 +175,9 @@ def test_overrides_merge_over_the_named_dialect() -> None:
         ),
         ('  replies:\n    quit: {reply: "Bye"}', "s.yaml:6 dialect.replies.quit.reply", "a reply"),
         ("  bare_lf: maybe", "s.yaml:5 dialect.bare_lf", "'maybe' is not one of"),
+        ('  forbidden_pattern: "^[^A-Z"', "s.yaml:5 dialect.forbidden_pattern", "not a regular"),
+        ("  data_bare_lf: accept", "s.yaml:5 dialect.data_bare_lf", "'reject', 'line_end'"),
+        ("  vrfy_checks_recipient: maybe", "s.yaml:5 dialect.vrfy_checks_recipient", "bool"),
     ],
 )
 def test_a_bad_override_is_refused_at_its_line_in_the_scenario(

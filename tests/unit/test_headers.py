@@ -175,12 +175,13 @@ def test_parse_header_edges(message: bytes, names: list[str]) -> None:
 # -- BARE_LF ---------------------------------------------------------------------------------
 
 
-async def test_bare_lf_in_the_header_disconnects() -> None:
+async def test_bare_lf_in_the_header_refuses_the_message() -> None:
     message = compose().replace(b"Subject: Quarterly report\r\n", b"Subject: Quarterly report\n")
     verdict = await judge(message)
     assert verdict is not None
     assert verdict.outcome == "BARE_LF"
-    assert verdict.action is Action.DISCONNECT
+    # Postfix 3.7.11 keeps the session after refusing it (recorded live: QUIT gets 221).
+    assert verdict.action is Action.REJECT
     assert verdict.rfc_compliant  # RFC 5321 §2.3.8: CRLF only
     assert verdict.reason.startswith("line 3 of the message ends in a bare LF")
     assert verdict.details["line"] == 3

@@ -42,6 +42,7 @@ class WholeBuffers(LineByLine):
     data_lines = StrictSMTP.data_lines  # aiosmtpd's replies: the default dialect's
     data_line_limit = LINE_LIMIT
     helo_required = True
+    data_lf_ends_line = False
 
 
 async def converse(
@@ -194,3 +195,32 @@ def test_a_message_of_blank_lines_sent_an_octet_at_a_time_ends_at_its_dot() -> N
     # Ended by CLOSING's dot, after its empty line; the line's leading dot unstuffed.
     assert contents == [b"\r\n" * 6 + b" \r\n\r\n"]
     assert converse_once(LineByLine, *chunks) == (replies, contents)
+
+
+class LfLineEnds(WholeBuffers):
+    """A dialect with data_bare_lf: line_end (Postfix, smtpd_forbid_bare_newline = no)."""
+
+    data_lf_ends_line = True
+
+
+def test_with_lf_line_ends_a_dot_then_lf_ends_the_data_and_lines_get_crlf() -> None:
+    replies, contents = converse_once(LfLineEnds, b"..one\ntwo\r\nthree\n.\nNOOP\r\n")
+    assert contents == [b".one\r\ntwo\r\nthree\r\n"]
+    after_data = replies.split(b"354 ", 1)[1]
+    assert after_data.count(b"250 OK") == 3  # the message, the pipelined NOOP, the closing NOOP
+    # Control: CRLF-only reading keeps the LF as part of its line, and `.` LF ends nothing.
+    replies, contents = converse_once(WholeBuffers, b"one\ntwo\r\n.\nx\r\n")
+    # (ended by CLOSING's dot; the line ".\nx" has its leading dot unstuffed)
+    assert contents == [b"one\ntwo\r\n\nx\r\n\r\n"]
+
+
+def test_with_lf_line_ends_the_limits_still_hold() -> None:
+    replies, contents = converse_once(LfLineEnds, b"x" * 30, b"x" * 30 + b"\n.\n")
+    assert b"500 Line too long (see RFC5321 4.5.3.1.6)" in replies
+    assert contents == []
+    replies, contents = converse_once(LfLineEnds, (b"y" * 30 + b"\n") * 11 + b".\n")
+    assert b"552 Error: Too much mail data" in replies
+    assert contents == []
+    # A dot at the end of an overlong line, its start dropped, does not end the data.
+    replies, contents = converse_once(LfLineEnds, b"z" * 80 + b".\n", b"ok\n.\n")
+    assert replies.split(b"354 ", 1)[1].count(b"500 Line too long") == 1
