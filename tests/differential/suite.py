@@ -433,12 +433,17 @@ DOCS_END = "<!-- end of deliberate differences -->"
 def differences_table(differences: Sequence[Difference]) -> str:
     """The deliberate differences as docs/dialects.md lists them (a Markdown table)."""
 
-    def cell(text: str) -> str:
+    def cell(text: str, *, shorten: bool = True) -> str:
+        if (
+            shorten and len(text) > 200
+        ):  # a reply quoting a long parameter: its start and its length
+            text = f"{text[:80]}… ({len(text)} characters)"
         return text.replace("|", "\\|").replace("\n", "<br>")
 
     rows = ["| session | turn | Postfix | strictmx | why |", "|---|---|---|---|---|"]
     rows += [
-        f"| {d.session} | {d.turn} | {cell(d.postfix)} | {cell(d.strictmx)} | {cell(d.reason)} |"
+        f"| {d.session} | {d.turn} | {cell(d.postfix)} | {cell(d.strictmx)}"
+        f" | {cell(d.reason, shorten=False)} |"
         for d in differences
     ]
     if not differences:
