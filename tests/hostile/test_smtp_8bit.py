@@ -101,6 +101,23 @@ def message(stray: bytes) -> bytes:
     )
 
 
+#: The dialect replies after which a persona closes the line on purpose (besides 421/221).
+CLOSING_KEYS = ("too_many_unknown", "forbidden_command", "bare_lf", "internal_error_close")
+
+
+def closing(rx: StrictmxReceiver, line: bytes) -> bool:
+    """`line` is the persona's own reply that ends a session (Exim's cut-off after
+    smtp_max_unknown_commands, Postfix's forbidden command, ...)."""
+    dialect = rx.scenario.dialect
+    for key in CLOSING_KEYS:
+        reply = dialect.replies[key]
+        pattern = re.escape(str(reply)).replace(r"\{", "{").replace(r"\}", "}")
+        pattern = re.sub(r"\{\w+\}", ".*", pattern)
+        if re.fullmatch(pattern.encode(), line):
+            return True
+    return False
+
+
 def hostile_session(rx: StrictmxReceiver, stray: bytes, tally: Tally) -> tuple[list[bytes], bool]:
     """One session with `stray` in every command; the lines sent, whether the 8-bit
     message was queued. A persona may end the session (its error limits): a close right
@@ -123,7 +140,7 @@ def hostile_session(rx: StrictmxReceiver, stray: bytes, tally: Tally) -> tuple[l
                 peer.closed = True
                 return []
             except Closed:
-                if last[:3] not in (b"421", b"221"):
+                if last[:3] not in (b"421", b"221") and not closing(rx, last):
                     tally.add("crashes", example=f"connection dropped after {line!r}")
                 return []
             last = reply[-1]
@@ -131,7 +148,7 @@ def hostile_session(rx: StrictmxReceiver, stray: bytes, tally: Tally) -> tuple[l
 
         for line in commands(stray):
             talk(line)
-        if talk(b"DATA")[-1:] == [b"354 End data with <CR><LF>.<CR><LF>"]:
+        if talk(b"DATA") and last.startswith(b"354 "):
             tally.tried()
             peer.send(message(stray) + b".\r\n")
             last = peer.reply()[-1]
