@@ -4,7 +4,7 @@ A dialect is data, one YAML file per family in strictmx/receiver/data/dialects/ 
 `postfix`, ...): the reply to every protocol situation (sequence errors, QUIT, NOOP,
 unknown commands, limits, junk), each with the source it was taken from; the commands it
 knows; the EHLO keywords it offers, in order; its line and unknown-command limits; its
-address grammar (strictmx/receiver/command_syntax.py); what it does with forbidden
+address grammar (strictmx/receiver/grammar/, one module per grammar); what it does with forbidden
 commands, header lines sent as commands and a bare LF in a command.
 
 A scenario names one (`receiver.dialect: postfix`; `aiosmtpd` by default, the wire
@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .command_syntax import Grammar
+from .grammar import Grammar
 from .scenario_yaml import KeyPath, LineMap, ScenarioError
 from .verdict import Reply, ReplyError, placeholders, printable
 

@@ -38,8 +38,8 @@ from aiosmtpd.smtp import Session as AioSession
 
 from . import dialect as dialects
 from . import smtp_commands as commands
-from .command_syntax import Refusal, mail_argument, rcpt_argument, split_command
 from .conversation import Conversation, Step
+from .grammar import Refusal, mail_argument, rcpt_argument, split_command
 from .journal import Journal
 from .persona import Persona
 from .policy import Context
