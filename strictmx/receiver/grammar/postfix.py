@@ -16,21 +16,30 @@ _OFF_MAX = 2**63 - 1
 
 
 def split(line: bytes, smtputf8: bool) -> tuple[str, str | None] | Refusal:
-    # smtpd.c: with smtputf8_enable the whole line must be UTF-8 ("500 5.5.2 Error: bad
-    # UTF-8 syntax"), even a HELO; whitespace before the verb is skipped.
-    if smtputf8:
+    # smtpd.c smtpd_proto: with smtputf8_enable the whole line must be UTF-8 ("500 5.5.2
+    # Error: bad UTF-8 syntax"), even a HELO, octets after a NUL included; then
+    # smtpd_token splits the line as a C string, so it ends at its first NUL, at ASCII
+    # white space only (ISSPACE: a 0x1c or a U+00A0 is part of a word), white space
+    # before the verb skipped; no word at all is "500 5.5.2 Error: bad syntax".
+    # Recorded live: "\0\1\2", "\0NOOP", " \0" -> bad syntax; "NOOP\0junk" -> 250;
+    # "HELO \0x" -> 501 Syntax: HELO hostname; "NOOP\0\xff" -> bad UTF-8 syntax;
+    # "HELO\x1cx", "HELO\xc2\xa0x" -> command not recognized; "HELO\x0bx" -> 250.
+    if smtputf8 and not line.isascii():
         try:
-            text = line.decode("utf-8")
+            line.decode("utf-8")
         except UnicodeDecodeError:
             return Refusal("not_ascii")
-    else:
-        text = line.decode("utf-8", errors="surrogateescape")
-    parts = text.split(None, 1)
+    nul = line.find(b"\0")
+    if nul >= 0:
+        line = line[:nul]
+    parts = line.split(None, 1)  # bytes: ASCII white space, as ISSPACE
     if not parts:
         return Refusal("bad_syntax")
-    verb = parts[0].upper()
-    arg = parts[1].strip() if len(parts) > 1 else ""
-    return verb, arg or None
+    verb = parts[0].decode("utf-8", errors="surrogateescape").upper()
+    if len(parts) == 1:
+        return verb, None
+    arg = parts[1].rstrip()
+    return verb, arg.decode("utf-8", errors="surrogateescape") if arg else None
 
 
 def vrfy(arg: str) -> str | Refusal:
