@@ -7,8 +7,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from strictmx.receiver.command_syntax import HELO_NEUTER, neutered
 from strictmx.receiver.finding import Finding
+from strictmx.receiver.grammar import HELO_NEUTER, neutered
 from strictmx.receiver.outcome import VERB
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.reproduction import Build, Request, literal, other_ip

@@ -4,9 +4,9 @@ A dialect is data, one YAML file per family in strictmx/receiver/data/dialects/ 
 `postfix`, ...): the reply to every protocol situation (sequence errors, QUIT, NOOP,
 unknown commands, limits, junk), each with the source it was taken from; the commands it
 knows; the EHLO keywords it offers, in order; its line and unknown-command limits; its
-address grammar (strictmx/receiver/command_syntax.py); what it does with forbidden
-commands (by name and by pattern), header lines sent as commands, a NUL octet and a bare
-LF in a command, and a bare LF in a message; whether VRFY runs the recipient checks.
+address grammar (strictmx/receiver/grammar/, one module per grammar); what it does with
+forbidden commands (by name and by pattern), header lines sent as commands, a NUL octet and
+a bare LF in a command, and a bare LF in a message; whether VRFY runs the recipient checks.
 
 A scenario names one (`receiver.dialect: postfix`; `aiosmtpd` by default, the wire
 strictmx always had) and may override any part of it in a top-level `dialect:` section,
@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .command_syntax import Grammar
+from .grammar import Grammar
 from .scenario_yaml import KeyPath, LineMap, ScenarioError
 from .verdict import Reply, ReplyError, placeholders, printable
 
@@ -180,10 +180,6 @@ class DialectFile(BaseModel):
         "in either case alike, as Postfix's regexp tables) is a forbidden command; null: none."
     )
     header_commands_forbidden: bool
-    nul_ends_command: bool = Field(
-        description="A command is read up to its first NUL octet (Postfix: a C string); the "
-        "whole line is still checked for UTF-8 first."
-    )
     bare_lf: Literal["accept", "reject"]
     data_bare_lf: Literal["reject", "line_end", "keep"] = Field(
         description="A bare LF in a message: reject (the reply bare_lf, the session goes on; "
@@ -225,7 +221,6 @@ class Dialect:
     #: Matched with `search` against an unknown verb as sent (None: no pattern).
     forbidden_pattern: re.Pattern[str] | None
     header_commands_forbidden: bool
-    nul_ends_command: bool
     bare_lf: Literal["accept", "reject"]
     data_bare_lf: Literal["reject", "line_end", "keep"]
     vrfy: bool
@@ -362,7 +357,6 @@ def _build(data: Any, where: LineMap, path: KeyPath) -> Dialect:
             None if model.forbidden_pattern is None else _pattern(model.forbidden_pattern)
         ),
         header_commands_forbidden=model.header_commands_forbidden,
-        nul_ends_command=model.nul_ends_command,
         bare_lf=model.bare_lf,
         data_bare_lf=model.data_bare_lf,
         vrfy=model.vrfy,

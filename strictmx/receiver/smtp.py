@@ -38,8 +38,8 @@ from aiosmtpd.smtp import Session as AioSession
 
 from . import dialect as dialects
 from . import smtp_commands as commands
-from .command_syntax import Refusal, mail_argument, rcpt_argument, split_command
 from .conversation import Conversation, Step
+from .grammar import Refusal, mail_argument, rcpt_argument, split_command
 from .journal import Journal
 from .persona import Persona
 from .policy import Context
@@ -277,17 +277,6 @@ class StrictSMTP(SMTP):
                 command = split_command(
                     line, grammar=dialect.address_grammar, smtputf8=self.enable_SMTPUTF8
                 )
-                if (
-                    dialect.nul_ends_command
-                    and b"\x00" in line
-                    and not isinstance(command, Refusal)
-                ):
-                    # Read as a C string (Postfix): the line ends at its NUL, once the whole
-                    # line has passed the UTF-8 check.
-                    line = line[: line.index(b"\x00")]
-                    command = split_command(
-                        line, grammar=dialect.address_grammar, smtputf8=self.enable_SMTPUTF8
-                    )
                 if isinstance(command, Refusal):
                     await self._refuse_line(command)
                     continue

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 from aiosmtpd.smtp import Envelope
 
-from .command_syntax import Refusal, rcpt_argument, vrfy_argument
 from .conversation import XCLIENT_ATTRIBUTES, Conversation, Step
 from .dialect import Dialect
+from .grammar import Refusal, rcpt_argument, vrfy_argument
 from .verdict import Stage
 
 #: BDAT chunks are read and dropped in pieces of at most this many octets, so a chunk

@@ -194,6 +194,16 @@ def test_commands_postfix_has_not_or_refuses(postfix: Running) -> None:
         assert peer.command("") == ["500 5.5.2 Error: bad syntax"]
 
 
+def test_a_line_ends_at_its_first_nul_as_postfixs_does(postfix: Running) -> None:
+    # Recorded live: smtpd_token reads the line as a C string (differential session
+    # junk-binary); the control is a verb before the NUL, which Postfix runs.
+    with wire(postfix) as peer:
+        assert peer.command(b"\x00\x01\x02") == ["500 5.5.2 Error: bad syntax"]
+        assert peer.command(b"NOOP\x00junk") == ["250 2.0.0 Ok"]
+        assert peer.command(b"HELO \x00x") == ["501 Syntax: HELO hostname"]
+        assert peer.command(b"HELO\x1cx") == ["500 5.5.2 Error: command not recognized"]
+
+
 def test_vrfy_follows_the_dialects_switch(serve: Factory) -> None:
     rx = serve({**scenario(), "dialect": {"vrfy": True}}, trusted=TRUSTED)
     with wire(rx) as peer:

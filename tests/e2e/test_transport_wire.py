@@ -9,7 +9,7 @@ import typing
 
 import pytest
 
-from strictmx.receiver.command_syntax import Grammar
+from strictmx.receiver.grammar import Grammar
 
 from .conftest import Factory
 from .test_dialect_wire import EHLO, HOST, RCPT, TRUSTED, closed, scenario, wire

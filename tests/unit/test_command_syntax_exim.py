@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pytest
 
-from strictmx.receiver.command_syntax import (
+from strictmx.receiver.grammar import (
     Envelope,
     Refusal,
     mail_argument,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pytest
 
-from strictmx.receiver.command_syntax import (
+from strictmx.receiver.grammar import (
     HELO_NEUTER,
     Envelope,
     Refusal,
@@ -392,9 +392,35 @@ LINES = [
     (b"NOOP \xe9", "500 5.5.2 Error: bad UTF-8 syntax", "not_ascii"),
     (b"HELO \xe9.example.net", "500 5.5.2 Error: bad UTF-8 syntax", "not_ascii"),
     (b"\xc3\xa9 x", "221 2.7.0 Error: I can break rules, too. Goodbye.", ("\u00c9", "x")),
+    # smtpd_token reads the line as a C string: it ends at the first NUL (differential
+    # session junk-binary). Trigger: nothing before the NUL; control: a verb before it.
+    (b"\x00\x01\x02", "500 5.5.2 Error: bad syntax", "bad_syntax"),
+    (b"\x00", "500 5.5.2 Error: bad syntax", "bad_syntax"),
+    (b"\x00NOOP", "500 5.5.2 Error: bad syntax", "bad_syntax"),
+    (b" \x00NOOP", "500 5.5.2 Error: bad syntax", "bad_syntax"),
+    (b"\x00 ", "500 5.5.2 Error: bad syntax", "bad_syntax"),
+    (b"\t", "500 5.5.2 Error: bad syntax", "bad_syntax"),
+    (b"   ", "500 5.5.2 Error: bad syntax", "bad_syntax"),
+    (b"A\x00", "500 5.5.2 Error: command not recognized", ("A", None)),
+    (b"NOOP\x00junk", "250 2.0.0 Ok", ("NOOP", None)),
+    (b"NOOP \x00x", "250 2.0.0 Ok", ("NOOP", None)),
+    (b"HELO \x00x", "501 Syntax: HELO hostname", ("HELO", None)),
+    (b"HELO x\x00", "250 mx.strictmx.test", ("HELO", "x")),
+    # The UTF-8 check sees the whole line, past a NUL.
+    (b"NOOP\x00\xff", "500 5.5.2 Error: bad UTF-8 syntax", "not_ascii"),
+    # Words end at ASCII white space only (ISSPACE): a vertical tab splits, a 0x1c or a
+    # U+00A0 (white space to Python's str.split) does not.
+    (b"HELO\x0bx", "250 mx.strictmx.test", ("HELO", "x")),
+    (b"HELO\x1cx", "500 5.5.2 Error: command not recognized", ("HELO\x1cX", None)),
+    (b"HELO\xc2\xa0x", "500 5.5.2 Error: command not recognized", ("HELO\u00a0X", None)),
+    (b"HELO \x1c", "250 mx.strictmx.test", ("HELO", "\x1c")),
 ]
 LINES_PRIVATE = [  # smtputf8_enable=no: any octet is taken
     (b"NOOP \xe9", "250 2.0.0 Ok", ("NOOP", "\udce9")),
+    # Not recorded (the reference Postfix has smtputf8_enable=yes): smtpd.c's
+    # smtpd_token reads a C string with or without SMTPUTF8.
+    (b"\x00\xe9", "500 5.5.2 Error: bad syntax", Refusal("bad_syntax")),
+    (b"NOOP\x00\xe9", "250 2.0.0 Ok", ("NOOP", None)),
 ]
 
 

@@ -21,7 +21,7 @@ from aiosmtpd.smtp import SMTP, Envelope
 
 from strictmx.receiver import smtp as strict_smtp
 from strictmx.receiver import smtp_commands as strict_commands
-from strictmx.receiver.command_syntax import parse_path
+from strictmx.receiver.grammar import parse_path
 from strictmx.receiver.smtp import StrictSMTP
 
 #: Every private name of aiosmtpd, asyncio or the email package that smtp.py uses, and why.
@@ -117,7 +117,7 @@ def test_the_timeout_callback_takes_nothing_and_closes_the_transport() -> None:
 
 
 def test_our_path_parse_agrees_with_aiosmtpds() -> None:
-    # MAIL and RCPT paths are parsed by strictmx (command_syntax.parse_path), with
+    # MAIL and RCPT paths are parsed by strictmx (grammar.parse_path), with
     # aiosmtpd's rules and replies: where aiosmtpd's parser answers, ours answers alike.
     server = SMTP(object())
     for arg in ("<a@example.org>", "<a@example.org> SIZE=10", "a@example.org", "<>", "<@", '"'):
@@ -141,7 +141,7 @@ def test_a_stream_readers_unread_bytes_are_a_bytearray_named_buffer() -> None:
 
 
 def test_the_email_parsers_aiosmtpd_uses_are_there() -> None:
-    # command_syntax.parse_path uses them as aiosmtpd does: a private module of the stdlib.
+    # grammar.parse_path uses them as aiosmtpd does: a private module of the stdlib.
     from email._header_value_parser import get_addr_spec, get_angle_addr
 
     token, rest = get_angle_addr("<a@example.org> SIZE=1")

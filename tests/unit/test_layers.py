@@ -48,7 +48,8 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.finding": "data",
     # Pure command grammar: the dialect, the conversation and policies (helo_syntax's
     # printable) all read it.
-    "strictmx.receiver.command_syntax": "data",
+    "strictmx.receiver.grammar": "data",
+    "strictmx.receiver.grammar.*": "data",
     "strictmx.receiver.world": "data",
     "strictmx.receiver.world.*": "data",
     "strictmx.receiver.policy": "contract",

@@ -9,7 +9,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strictmx.receiver.command_syntax import parse_path as _parse_path
+from strictmx.receiver.grammar import parse_path as _parse_path
 
 ATOMS = st.sampled_from(
     ["<", ">", "@", ".", " ", "\"", "\\", "(", ")", ",", ":", ";", "[", "]", "=",
