@@ -234,7 +234,7 @@ class Dialect:
         """The reply for situation `key`, its placeholders filled with `fields` made
         printable (client text quoted in a reply can never end a line)."""
         reply = self.replies[key]
-        if not fields:
+        if not fields or not _templated(reply):
             return reply
         return reply.format({k: printable(str(v)) for k, v in fields.items()})
 
@@ -260,6 +260,12 @@ class Dialect:
 
 
 @functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=1024)
+def _templated(reply: Reply) -> bool:
+    """The reply has placeholders left to fill (most have none: no copy is made then)."""
+    return any("{" in line for line in reply.lines)
+
+
 def _for_host(dialect: Dialect, hostname: str) -> Dialect:
     fields = {"hostname": hostname}
     replies = {k: r.format(fields) for k, r in dialect.replies.items()}
