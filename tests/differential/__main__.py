@@ -79,13 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(suite.table(outcomes, f"{suite.SCENARIO} vs Postfix {version} (reference)"))
     print(f"Postfix recorded in {recorded:.1f} s; both sides played in {elapsed:.1f} s\n")
-    failing = [o for o in outcomes if o.problems]
-    for outcome in failing:
-        print(f"--- {outcome.session.name} ({outcome.session.group})")
-        for problem in outcome.problems:
-            print(f"  {problem}".replace("\n", "\n  "))
-    print(f"\n{len(failing)} of {len(outcomes)} sessions differ")
-    return 1 if failing else 0
+    return suite.print_differences(outcomes)
 
 
 if __name__ == "__main__":

@@ -430,6 +430,17 @@ DOCS_BEGIN = "<!-- deliberate differences: python -m tests.differential --differ
 DOCS_END = "<!-- end of deliberate differences -->"
 
 
+def print_differences(outcomes: Sequence[Outcome]) -> int:
+    """Print each session that differs and how; the exit status: 1 when any does."""
+    failing = [o for o in outcomes if o.problems]
+    for outcome in failing:
+        print(f"--- {outcome.session.name} ({outcome.session.group})")
+        for problem in outcome.problems:
+            print(f"  {problem}".replace("\n", "\n  "))
+    print(f"\n{len(failing)} of {len(outcomes)} sessions differ")
+    return 1 if failing else 0
+
+
 def differences_table(differences: Sequence[Difference]) -> str:
     """The deliberate differences as docs/dialects.md lists them (a Markdown table)."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from email._header_value_parser import get_addr_spec, get_angle_addr
 
-from .common import DSN_CHECK, DSN_KEY, Envelope, Refusal
+from .common import DSN_CHECK, DSN_KEY, Envelope, Refusal, ascii_verb
 
 # The checks and their order are aiosmtpd 1.4's, so the wire is as it was when aiosmtpd
 # answered these commands itself. Keys whose aiosmtpd text depends on HELO vs EHLO get
@@ -17,13 +17,10 @@ from .common import DSN_CHECK, DSN_KEY, Envelope, Refusal
 def split(line: bytes, smtputf8: bool) -> tuple[str, str | None] | Refusal:
     """The verb is ASCII; the argument too unless the persona offers SMTPUTF8, under
     which aiosmtpd 1.4 keeps any byte (as a surrogate, for `printable` to show)."""
-    if not line:
-        return Refusal("bad_syntax")
-    verb_bytes, _, arg_bytes = line.partition(b" ")
-    try:
-        verb = verb_bytes.upper().decode("ascii")
-    except UnicodeDecodeError:
-        return Refusal("bad_syntax")
+    split = ascii_verb(line)
+    if isinstance(split, Refusal):
+        return split
+    verb, arg_bytes = split
     if not arg_bytes:
         return verb, None
     if smtputf8:

@@ -129,3 +129,15 @@ def literal_ok(inner: str, *, general: bool) -> bool:
     except ValueError:
         return False
     return True
+
+
+def ascii_verb(line: bytes) -> tuple[str, bytes] | Refusal:
+    """A line's verb, upper case, and its argument's octets, split at the first space;
+    bad_syntax for an empty line or a verb that is not ASCII (RFC 5321 §2.4)."""
+    if not line:
+        return Refusal("bad_syntax")
+    verb_bytes, _, arg_bytes = line.partition(b" ")
+    try:
+        return verb_bytes.upper().decode("ascii"), arg_bytes
+    except UnicodeDecodeError:
+        return Refusal("bad_syntax")

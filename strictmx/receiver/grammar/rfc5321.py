@@ -9,19 +9,16 @@ import re
 from collections.abc import Mapping
 from typing import Literal
 
-from .common import DIGITS, DSN_CHECK, DSN_KEY, XTEXT_RFC, Envelope, Refusal, literal_ok
+from .common import DIGITS, DSN_CHECK, DSN_KEY, XTEXT_RFC, Envelope, Refusal, ascii_verb, literal_ok
 
 
 def split(line: bytes, smtputf8: bool) -> tuple[str, str | None] | Refusal:
     """An ASCII line (RFC 5321 §2.4); under SMTPUTF8 the argument may be UTF-8 (RFC 6531
     §3.3), the verb stays ASCII."""
-    if not line:
-        return Refusal("bad_syntax")
-    verb_bytes, _, arg_bytes = line.partition(b" ")
-    try:
-        verb = verb_bytes.upper().decode("ascii")
-    except UnicodeDecodeError:
-        return Refusal("bad_syntax")
+    split = ascii_verb(line)
+    if isinstance(split, Refusal):
+        return split
+    verb, arg_bytes = split
     if not arg_bytes:
         return verb, None
     try:
