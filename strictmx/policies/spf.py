@@ -18,6 +18,7 @@ from dns.rdtypes.IN.AAAA import AAAA
 from dns.rdtypes.txtbase import TXTBase
 from pydantic import Field
 
+from strictmx.receiver.authentication import SpfAuth
 from strictmx.receiver.outcome import HOST, RESULT, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.reproduction import Build, Request, dns_world, domain_of, sender_in
@@ -266,15 +267,18 @@ class Spf(Policy[SpfOptions]):
         if self.options.check_helo and sender:
             helo_check = await self.evaluate(session.client.address, "", helo, ctx)
             if helo_check.result == "fail":
+                session.auth.spf = [_auth(helo_check, sender, helo)]
                 verdict = self._judge(helo_check, stage, session, ctx)
                 if verdict is not None:
                     return verdict
             checks.append(helo_check)
         mail_check = await self.evaluate(session.client.address, sender, helo, ctx)
+        checks.append(mail_check)
+        # DMARC and the bulk-sender rules read these rather than evaluate SPF again.
+        session.auth.spf = [_auth(c, sender, helo) for c in checks]
         verdict = self._judge(mail_check, stage, session, ctx)
         if verdict is not None:
             return verdict
-        checks.append(mail_check)
         if self.options.header:
             session.add_headers.extend(f"Received-SPF: {c.header}" for c in checks)
         return None
@@ -327,6 +331,13 @@ class Spf(Policy[SpfOptions]):
             spf_domain=check.domain,
             spf_identity=check.identity_text,
         )
+
+
+def _auth(check: SpfCheck, sender: str, helo: str) -> SpfAuth:
+    """The result as Authentication-Results names it: smtp.mailfrom, or smtp.helo (the
+    null sender's identity too, RFC 7208 §2.4)."""
+    value = sender if check.identity == "mailfrom" else helo
+    return SpfAuth(check.identity, check.domain, check.result, value)  # type: ignore[arg-type]
 
 
 # -- evaluation, in a worker thread ---------------------------------------------------------

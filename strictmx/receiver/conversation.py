@@ -168,8 +168,10 @@ class Conversation:
             self._took(decision)
         return self._decided(decision) if decision.reply is not None else PROCEED
 
-    def tls_started(self) -> None:
+    def tls_started(self, version: str | None = None) -> None:
+        """STARTTLS finished; `version` is the protocol negotiated ("TLSv1.3")."""
         self._state().tls = True
+        self._state().tls_version = version
         self.fields["tls"] = True
 
     # -- HELO/EHLO ----------------------------------------------------------------------
@@ -301,9 +303,12 @@ class Conversation:
         return PROCEED
 
     def stored_form(self, raw: bytes) -> bytes:
-        """The message as kept: with the header lines policies added (Received-SPF, ...)."""
+        """The message as kept: with the header lines policies added (Received-SPF, ...) and,
+        when an authentication policy ran, Authentication-Results (RFC 8601)."""
         assert self.session is not None, "open() first"
         headers = self.session.add_headers
+        if self.session.auth.any():
+            headers = [self.session.auth.header(self.ctx.hostname), *headers]
         if not headers:
             return raw
         return "".join(f"{h}\r\n" for h in headers).encode() + raw

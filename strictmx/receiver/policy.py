@@ -132,6 +132,10 @@ class Policy(Generic[OptionsT]):
     #: client (and simulated MX hosts); one without gets none (ctx.callout is None).
     calls_out: ClassVar[bool] = False
 
+    #: Policies whose results this one reads from `session.auth` (dmarc reads spf's and
+    #: dkim's): a scenario must list each to run before it, or it does not load.
+    requires: ClassVar[tuple[str, ...]] = ()
+
     #: Per-entry override of the receiver's delay_reject (None: follow the receiver), so a
     #: persona can refuse one check at once and delay the others (Exim's built-in HELO
     #: syntax check versus its RCPT ACL).

@@ -317,6 +317,7 @@ def from_dict(
             )
         for index, item in enumerate(items):
             entries.append(_entry(item, key, ("policies", key, index), registry, where, context))
+    _check_requires(entries, where)
     dialect = _dialect(model, where)
     receiver = model.receiver
     if "enhanced_status_codes" not in receiver.model_fields_set:
@@ -334,6 +335,33 @@ def from_dict(
         expect=model.expect,
         dialect=dialect,
     )
+
+
+def _check_requires(entries: list[PolicyEntry], where: LineMap) -> None:
+    """Each policy that reads another's results (`Policy.requires`) runs after it."""
+
+    def position(index: int, entry: PolicyEntry) -> tuple[int, int, int]:
+        if entry.listed_under == SESSION_KEY:
+            earliest = min(list(Stage).index(s) for s in entry.cls.stages)
+            return (earliest, 0, index)
+        return (list(Stage).index(Stage(entry.listed_under)), 1, index)
+
+    placed = [(position(i, e), e) for i, e in enumerate(entries)]
+    for at, entry in placed:
+        missing = [
+            name
+            for name in entry.cls.requires
+            if not any(other.cls.name == name and where_ < at for where_, other in placed)
+        ]
+        if missing:
+            raise ScenarioError(
+                where.at(
+                    (*entry.path, "policy"),
+                    f"{entry.cls.name} reads the results of {' and '.join(entry.cls.requires)}; "
+                    f"list {' and '.join(missing)} to run before it (an earlier stage, or "
+                    "earlier in the same stage's list)",
+                )
+            )
 
 
 def _dialect(model: ScenarioModel, where: LineMap) -> Dialect:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from .authentication import AuthResults
 from .verdict import Stage, Verdict
 from .world.names import ip_of
 
@@ -103,6 +104,10 @@ class Session:
     bare_lf: bool = False  # a line of this message (or command) ended in bare LF
     #: Header lines (without CRLF) policies add to the accepted message, e.g. Received-SPF.
     add_headers: list[str] = field(default_factory=list)
+    #: What SPF, DKIM, ARC and DMARC concluded about this message (see authentication.py).
+    auth: AuthResults = field(default_factory=AuthResults)
+    #: The TLS version negotiated by STARTTLS ("TLSv1.3"), None in clear text.
+    tls_version: str | None = None
     counters: Counters = field(default_factory=Counters)
     verdicts: list[Verdict] = field(default_factory=list)
     #: delay_reject: decisive verdicts remembered by the stage that decided them.
@@ -128,6 +133,7 @@ class Session:
         self.smtputf8 = False
         self.bare_lf = False
         self.add_headers = []
+        self.auth = AuthResults()
         self.delayed.pop(Stage.MAIL, None)
 
     def fields(self, hostname: str) -> dict[str, object]:

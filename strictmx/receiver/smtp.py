@@ -338,7 +338,9 @@ class StrictSMTP(SMTP):
         if first:
             self.receiver.session_opened(self)
         elif self.state is not None:  # STARTTLS finished: same session, now encrypted
-            self.conv.tls_started()
+            ssl_object = transport.get_extra_info("ssl_object")
+            version = ssl_object.version() if ssl_object is not None else None
+            self.conv.tls_started(version)
             self.note("TLS established")
             if injected:
                 self.note(f"{injected} octets sent in plaintext after STARTTLS discarded")

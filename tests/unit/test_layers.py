@@ -42,6 +42,7 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.message": "data",
     "strictmx.receiver.rfc5322": "data",
     "strictmx.receiver.session": "data",
+    "strictmx.receiver.authentication": "data",
     "strictmx.receiver.catalogue": "data",
     "strictmx.receiver.outcome": "data",
     "strictmx.receiver.reproduction": "data",
