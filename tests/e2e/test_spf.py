@@ -46,8 +46,12 @@ def test_accepted_message_carries_received_spf(serve: Factory) -> None:
     session = rx.last()
     raw = rx.message(session["id"], 1)
     assert raw is not None
-    first, rest = raw.split(b"\r\n", 1)
-    assert first == (
+    # Authentication-Results on top (RFC 8601 §5: added at the top), with SPF's result
+    # (one folded field, two lines), then the Received-SPF header the spf policy adds.
+    results, folded, received_spf, rest = raw.split(b"\r\n", 3)
+    assert results == b"Authentication-Results: mx.strictmx.test;"
+    assert folded == b"\tspf=pass smtp.mailfrom=alice@example.net"
+    assert received_spf == (
         b"Received-SPF: Pass (mx.strictmx.test: domain of example.net designates "
         b"2001:db8:25::1 as permitted sender) client-ip=2001:db8:25::1; "
         b'envelope-from="alice@example.net"; helo=mail.example.net; '
