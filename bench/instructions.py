@@ -41,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=20, help="parallel sessions")
     parser.add_argument("--size", type=int, default=1024, help="message body bytes")
     parser.add_argument("--scenario", default="default", help="scenario strictmx serves")
+    parser.add_argument("--message", metavar="FILE", help="send this file as every message")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per load")
     parser.add_argument(
         "--only",

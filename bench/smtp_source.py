@@ -113,6 +113,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=_positive, default=1024, help="message body bytes")
     parser.add_argument("--runs", type=_positive, default=1, help="runs per server (median)")
     parser.add_argument(
+        "--message",
+        metavar="FILE",
+        help="send this file as every message (smtp-source -F; --size is then ignored): a "
+        "DKIM-signed message, so that a scenario verifying signatures does its full work",
+    )
+    parser.add_argument(
         "--scenario", default="default", help="scenario strictmx serves (bundled name or path)"
     )
     parser.add_argument(
@@ -207,7 +213,7 @@ def load(smtp_source: str, port: int, args: argparse.Namespace) -> float:
         smtp_source,
         "-s", str(args.sessions),
         "-m", str(args.messages),
-        "-l", str(args.size),
+        *(["-F", args.message] if args.message else ["-l", str(args.size)]),
         "-M", HELO_NAME,
         "-f", SENDER,
         "-t", RECIPIENT,
@@ -279,9 +285,10 @@ def _tail(log: Path, lines: int = 20) -> str:
 
 def report(results: dict[str, list[Result]], args: argparse.Namespace) -> None:
     runs = f", median of {args.runs} runs" if args.runs > 1 else ""
+    body = f"the message {args.message}" if args.message else f"{args.size}-byte bodies"
     print(
         f"smtp-source: {args.messages} messages, {args.sessions} sessions, "
-        f"{args.size}-byte bodies, one message per connection{runs}"
+        f"{body}, one message per connection{runs}"
     )
     print(f"{'server':10} {'messages':>8} {'seconds':>8} {'msg/s':>8}")
     rates: dict[str, float] = {}
