@@ -32,6 +32,7 @@ import yaml
 
 from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
+from strictmx.receiver.tls import self_signed_context
 
 from .opendkim import UNAVAILABLE as OPENDKIM_UNAVAILABLE
 from .opendkim import OpenDKIM
@@ -111,8 +112,16 @@ def staging() -> Iterator[Staging]:
     try:
         signer.start()
         relay = receivers(relay_scenario(signer))
-        gmail = receivers(gmail_scenario(signer))
-        common = {"transport_maps": transport(gmail)}
+        # Gmail offers STARTTLS and its rules of today judge mail sent without it; Postfix
+        # takes it when offered, as a staging MTA should (opportunistic, RFC 3207).
+        gmail = receivers(
+            gmail_scenario(signer), tls_context=self_signed_context("mx.google.strictmx.test")
+        )
+        common = {
+            "transport_maps": transport(gmail),
+            "smtp_tls_security_level": "may",
+            "smtp_tls_loglevel": "1",
+        }
         milter = {
             "smtpd_milters": signer.milter,
             "non_smtpd_milters": signer.milter,
@@ -237,8 +246,12 @@ def test_gmail_relays_both_today(staging: Staging) -> None:
     signed_id = relay_message(staging.signing, staging.gmail, GMAIL_RCPT, "to gmail")
     raw = sent(staging.signing, staging.gmail, signed_id, GMAIL_RCPT)
     assert dkim.verify(raw, dnsfunc=published(staging.opendkim))
+    assert staging.gmail.last(rcpt=GMAIL_RCPT)["tls"], staging.signing.excerpt(signed_id)
     plain_id = relay_message(staging.plain, staging.gmail, GMAIL_RCPT, "to gmail")
     assert fields(sent(staging.plain, staging.gmail, plain_id, GMAIL_RCPT), "DKIM-Signature") == []
+    assert staging.gmail.last(rcpt=GMAIL_RCPT)["tls"], "Postfix took STARTTLS"
+    # The relay receiver offers no STARTTLS: Postfix sent in clear there, as `may` allows.
+    assert not staging.relay.last(rcpt=RELAY_RCPT)["tls"]
 
 
 # Gmail's reply to mail that neither SPF nor DKIM authenticates (receivers.md §7.2, [SIS-G]):
@@ -264,6 +277,7 @@ def assert_gmail_outcome(staging: Staging) -> tuple[Delivery, Delivery]:
     assert re.search(rf"\bdkim=pass\b[^;]*\bheader\.d={re.escape(DOMAIN)}\b", results[0]), results
     accepted = staging.gmail.last(rcpt=GMAIL_RCPT)
     assert accepted["outcome"] == "accepted", accepted
+    assert accepted["tls"], "Postfix took STARTTLS"
     signed = staging.signing.outcome(signed_id, GMAIL_RCPT)
 
     plain_id = relay_message(staging.plain, staging.gmail, GMAIL_RCPT, "to gmail")
