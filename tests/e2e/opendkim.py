@@ -144,10 +144,10 @@ class OpenDKIM:
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise AssertionError(
-                    f"opendkim exited ({self.process.returncode}) before listening:\n"
-                    f"{self.excerpt()}"
-                )
+                seen = f"opendkim exited ({self.process.returncode}) before listening:\n"
+                seen += self.excerpt()
+                self.stop()
+                raise AssertionError(seen)
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return
