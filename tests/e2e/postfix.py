@@ -123,6 +123,8 @@ def _main_cf(root: Path, relay: tuple[str, int], settings: Mapping[str, str]) ->
 
 
 # The services a relay-only instance uses; no chroot (column 5 "n"), smtpd on loopback.
+# tlsmgr serves the smtp client's TLS (its PRNG and session cache) when a test turns
+# STARTTLS on (`smtp_tls_security_level`); without it the client gives TLS up.
 _MASTER_CF = """\
 127.0.0.1:{smtpd_port} inet n - n - - smtpd
 pickup    unix  n - n 60 1 pickup
@@ -144,6 +146,7 @@ discard   unix  - - n -  - discard
 anvil     unix  - - n -  1 anvil
 scache    unix  - - n -  1 scache
 postlog   unix-dgram n - n - 1 postlogd
+tlsmgr    unix  - - n 1000? 1 tlsmgr
 """
 
 
