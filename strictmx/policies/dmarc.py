@@ -40,6 +40,19 @@ _LOWER: dict[Disposition, Disposition] = {
     "none": "none",
 }
 _REGISTRY = HeaderRegistry()
+#: A host name's LDH labels (RFC 1123 §2.1), in the lower case normalise_name gives.
+_HOST_NAME = re.compile(
+    r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\.)*[a-z][a-z0-9-]{0,61}[a-z0-9]"
+)
+
+
+def domain_name(text: str) -> str:
+    """`text` as a lower-case A-label domain name; ValueError unless it is a host name
+    (an address literal or an address is not: DMARC has no policy for them)."""
+    name = normalise_name(text) if text and not text.startswith("[") else ""
+    if not _HOST_NAME.fullmatch(name):
+        raise ValueError(f"{text!r} is not a domain name")
+    return name
 
 
 class DmarcOptions(PolicyOptions):
@@ -83,13 +96,7 @@ class DmarcOptions(PolicyOptions):
     @field_validator("trusted_arc_sealers")
     @classmethod
     def _sealer_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        out = []
-        for name in names:
-            try:
-                out.append(normalise_name(name))
-            except ValueError:
-                raise ValueError(f"{name!r} is not a domain name") from None
-        return tuple(out)
+        return tuple(domain_name(name) for name in names)
 
 
 @dataclass(frozen=True)
@@ -525,7 +532,7 @@ def _from_domain(message: bytes) -> tuple[str | None, str]:
         return None, f"From holds {len(addresses)} addresses; DMARC needs one"
     domain = addresses[0].domain
     try:
-        return normalise_name(domain), ""
+        return domain_name(domain), ""
     except ValueError:
         return None, f"the From domain {domain!r} is not a domain name"
 
