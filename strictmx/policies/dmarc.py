@@ -342,8 +342,10 @@ class Dmarc(Policy[DmarcOptions]):
         return Build(
             options=options,
             world=world,
+            # SPF fails but must not refuse at MAIL: DMARC is to decide, at end of data.
+            requires={"spf": {"fail": "accept"}, "dkim": {}},
             bound={"domain": domain},
-            notes=["spf runs before dmarc with fail: accept, so the SPF failure reaches DMARC"],
+            notes=["spf runs with fail: accept, so its failure reaches dmarc unrefused"],
         )
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:

@@ -18,8 +18,14 @@ from strictmx.policies.dmarc import (
     parse_record,
     sample,
 )
+from strictmx.receiver import runner
+from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.authentication import ArcAuth, DkimAuth, SpfAuth
-from strictmx.receiver.policy import Context
+from strictmx.receiver.catalogue import Entry
+from strictmx.receiver.explain import Explainer
+from strictmx.receiver.policy import Context, Policy, PolicyOptions
+from strictmx.receiver.registry import bundled, load_registry
+from strictmx.receiver.reproduce import ReproduceError, reproduce
 from strictmx.receiver.session import Client, Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 
@@ -680,3 +686,51 @@ async def test_a_persona_reply_override() -> None:
         "550 5.7.509 Access denied, sending domain example.com does not pass DMARC "
         "verification and has a DMARC policy of reject."
     )
+
+
+# -- strictmx reproduce ------------------------------------------------------------------
+
+
+class _NoSignatures(Policy[PolicyOptions]):
+    """Stands in for `dkim` where it is not installed yet: it finds no signature."""
+
+    name = "dkim"
+    stages = frozenset({Stage.EOD})
+
+    async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
+        session.auth.dkim = []
+        return None
+
+
+REGISTRY = {"dkim": _NoSignatures, **load_registry()}
+CATALOGUE = bundled()
+EXPLAINER = Explainer(CATALOGUE)
+SAMPLE_FIELDS = {"domain": "example.net", "tag": "k5si1437052qkb.183"}
+
+
+@pytest.mark.parametrize(
+    "entry", [e for e in CATALOGUE.entries if e.policy == "dmarc"], ids=lambda e: e.id
+)
+def test_every_dmarc_entry_is_reproduced_over_smtp(entry: Entry) -> None:
+    reply = entry.template.format(SAMPLE_FIELDS)
+    bounce = reply.wire_lines(enhanced=reply.status is not None)
+    found = reproduce("\n".join(bounce), entry_id=entry.id, explainer=EXPLAINER, registry=REGISTRY)
+    policies = found.scenario["policies"]
+    assert [p["policy"] for p in policies["mail"]] == ["spf"]
+    assert [p["policy"] for p in policies["eod"]] == ["dkim", "dmarc"]
+    assert found.scenario["world"]["dns"]["records"]["example.net"] == {"TXT": "v=spf1 -all"}
+    scenario = scenarios.from_dict(found.scenario, source="<reproduction>", registry=REGISTRY)
+    checks = runner.run(scenario)
+    assert [c.problems for c in checks if not c.passed] == []
+    assert checks[-1].observed.lines == bounce == found.expected
+
+
+def test_reproduce_names_a_required_policy_that_is_not_installed() -> None:
+    registry = {k: v for k, v in REGISTRY.items() if k != "dkim"}
+    with pytest.raises(ReproduceError, match="dmarc reads the results of dkim, which is not"):
+        reproduce(
+            "550 5.7.1 Email rejected per DMARC policy.",
+            entry_id="stalwart-dmarc-reject",
+            explainer=EXPLAINER,
+            registry=registry,
+        )
