@@ -434,7 +434,7 @@ class Dmarc(Policy[DmarcOptions]):
                 raise _Failure(
                     "DMARC_RECORD_INVALID",
                     "permerror",
-                    f"{name} has {len(records)} v=DMARC1 records; RFC 7489 section 6.6.3 "
+                    f"{name} has {len(records)} v=DMARC1 records, so RFC 7489 section 6.6.3 "
                     "applies no DMARC policy then",
                     at,
                 )
@@ -562,7 +562,8 @@ def _why_not(spf: str | None, dkim: list[str], from_domain: str, record: DmarcRe
         if dkim
         else "no DKIM signature passes"
     )
-    return f"{spf_text}; {dkim_text} with {from_domain}"
+    # No "; " in it: it becomes the Authentication-Results reason, folded at "; ".
+    return f"{spf_text}, and {dkim_text} with {from_domain}"
 
 
 def _message_id(session: Session) -> str:

@@ -234,6 +234,17 @@ async def test_a_passing_helo_identity_does_not_stand_for_mail_from() -> None:
     assert verdict is not None and verdict.outcome == "DMARC_REJECT"
 
 
+async def test_the_result_goes_into_authentication_results() -> None:
+    session = make_session("a@example.com", spf="sender.example", dkim=("esp.example",))
+    await run(session)
+    header = session.auth.header("mx.strictmx.test")
+    assert "dmarc=fail" in header and "header.from=example.com" in header
+    assert "policy.dmarc=reject" in header
+    assert 'reason="SPF passes for sender.example, not aligned (relaxed), and DKIM passes ' in (
+        header.replace("\r\n\t", " ")
+    )
+
+
 async def test_both_aligned_are_recorded() -> None:
     session = make_session("a@example.com", spf="example.com", dkim=("example.com",))
     assert await run(session) is None
