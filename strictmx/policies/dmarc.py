@@ -162,7 +162,7 @@ def parse_record(text: str) -> DmarcRecord:
     pct = 100
     if "pct" in tags:
         raw = tags["pct"]
-        if raw.isdigit() and int(raw) <= 100:
+        if raw.isascii() and raw.isdigit() and int(raw) <= 100:
             pct = int(raw)
         else:
             notes.append(f"pct={raw!r} is not 0-100; read as 100")

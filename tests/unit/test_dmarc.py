@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from strictmx.policies import BUILTIN
@@ -644,6 +646,50 @@ def test_parse_record(text: str, expected: DmarcRecord) -> None:
 def test_parse_record_errors(text: str, message: str) -> None:
     with pytest.raises(RecordError, match=message.replace("(", r"\(")):
         parse_record(text)
+
+
+#: Record-shaped text: tags, separators, digits of other scripts, stray bytes.
+_RECORD_PARTS = st.sampled_from(
+    [
+        "v=DMARC1",
+        ";",
+        " ",
+        "=",
+        "p",
+        "sp",
+        "np",
+        "pct",
+        "adkim",
+        "t",
+        "rua",
+        "reject",
+        "none",
+        "quarantine",
+        "mailto:a@b",
+        "s",
+        "r",
+        "y",
+        "100",
+        "²",
+        "٣",
+        "-1",
+        ",",
+        "\x00",
+        "é",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_RECORD_PARTS | st.text(max_size=5), max_size=24))
+def test_any_record_text_is_a_record_or_a_record_error(parts: list[str]) -> None:
+    text = "v=DMARC1;" + "".join(parts)
+    try:
+        record = parse_record(text)
+    except RecordError as exc:
+        assert str(exc)
+    else:
+        assert record.p in ("none", "quarantine", "reject") and 0 <= record.pct <= 100
 
 
 def test_an_invalid_sp_with_a_valid_rua_is_p_none() -> None:
