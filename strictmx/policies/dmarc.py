@@ -14,7 +14,15 @@ from strictmx.receiver.authentication import DmarcAuth, DmarcResult
 from strictmx.receiver.message import header_of
 from strictmx.receiver.outcome import HOST
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
-from strictmx.receiver.reproduction import Build, Request, dns_world, domain_of
+from strictmx.receiver.reproduction import (
+    Build,
+    Request,
+    dns_world,
+    domain_of,
+    header_lines,
+    is_name,
+    message,
+)
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
 from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
@@ -315,8 +323,11 @@ class Dmarc(Policy[DmarcOptions]):
     @classmethod
     def reproduce(cls, req: Request) -> Build:
         """The From domain's DMARC record (and an SPF record that fails) giving the outcome;
-        the message is unsigned, so DKIM cannot align."""
-        domain = domain_of(req.identity.mail_from)
+        the message is unsigned, so DKIM cannot align. The From domain is the one the reply
+        names, else the sender's; the MAIL FROM domain's SPF record fails either way."""
+        sender_domain = domain_of(req.identity.mail_from)
+        named = req.fields.get("domain", "").lower().rstrip(".")
+        domain = named if is_name(named) else sender_domain
         outcome = req.outcome
         record = {
             "DMARC_REJECT": "v=DMARC1; p=reject",
@@ -324,7 +335,7 @@ class Dmarc(Policy[DmarcOptions]):
             "DMARC_NOT_ALIGNED": "v=DMARC1; p=none",
             "DMARC_RECORD_INVALID": "v=DMARC1; p=block",
         }.get(outcome)
-        records: dict[str, Any] = {domain: {"TXT": "v=spf1 -all"}}
+        records: dict[str, Any] = {sender_domain: {"TXT": "v=spf1 -all"}}
         if record is not None:
             records[f"_dmarc.{domain}"] = {"TXT": record}
         options: dict[str, Any] = {}
@@ -339,9 +350,16 @@ class Dmarc(Policy[DmarcOptions]):
         world = dns_world(records, servfail=[f"_dmarc.{domain}"])
         if outcome != "DMARC_TEMPERROR":
             world["dns"].pop("servfail")
+        case: dict[str, Any] = {}
+        if domain != sender_domain:
+            local = req.identity.mail_from.rpartition("@")[0] or "alice"
+            case["message"] = message(
+                req.identity, header_lines(req.identity, From=f"<{local}@{domain}>")
+            )
         return Build(
             options=options,
             world=world,
+            case=case,
             # SPF fails but must not refuse at MAIL: DMARC is to decide, at end of data.
             requires={"spf": {"fail": "accept"}, "dkim": {}},
             bound={"domain": domain},

@@ -782,6 +782,22 @@ def test_every_dmarc_entry_is_reproduced_over_smtp(entry: Entry) -> None:
     assert checks[-1].observed.lines == bounce == found.expected
 
 
+def test_reproduce_takes_the_from_domain_the_bounce_names() -> None:
+    bounce = (
+        "550 5.7.509 Access denied, sending domain news.example.com does not pass DMARC "
+        "verification and has a DMARC policy of reject."
+    )
+    found = reproduce(bounce, explainer=EXPLAINER, registry=REGISTRY)
+    assert found.entry.id == "microsoft-dmarc-reject"
+    records = found.scenario["world"]["dns"]["records"]
+    assert records["_dmarc.news.example.com"] == {"TXT": "v=DMARC1; p=reject"}
+    assert "From: <alice@news.example.com>" in found.scenario["expect"][-1]["message"]
+    scenario = scenarios.from_dict(found.scenario, source="<reproduction>", registry=REGISTRY)
+    checks = runner.run(scenario)
+    assert [c.problems for c in checks if not c.passed] == []
+    assert checks[-1].observed.lines == [bounce]
+
+
 def test_reproduce_names_a_required_policy_that_is_not_installed() -> None:
     registry = {k: v for k, v in REGISTRY.items() if k != "dkim"}
     with pytest.raises(ReproduceError, match="dmarc reads the results of dkim, which is not"):
