@@ -3,6 +3,7 @@ holding the DMARC records; each row asserts the reply that would go on the wire.
 
 from __future__ import annotations
 
+import smtplib
 from typing import Any
 
 import pytest
@@ -807,3 +808,54 @@ def test_reproduce_names_a_required_policy_that_is_not_installed() -> None:
             explainer=EXPLAINER,
             registry=registry,
         )
+
+
+# -- over SMTP, with spf's own evaluation ------------------------------------------------
+
+WIRE_SCENARIO = {
+    "name": "dmarc-wire",
+    "receiver": {"hostname": "mx.strictmx.test", "delay_reject": False},
+    "policies": {
+        "mail": [{"policy": "spf", "fail": "accept"}],
+        "eod": [{"policy": "dkim"}, {"policy": "dmarc"}],
+    },
+    "world": {
+        "dns": {
+            "mode": "hermetic",
+            "records": {
+                "example.com": {"TXT": "v=spf1 ip4:192.0.2.25 -all"},
+                "_dmarc.example.com": {"TXT": "v=DMARC1; p=reject"},
+            },
+        },
+        "clients": {"127.0.0.1": {"address": "192.0.2.25"}, "127.0.0.2": {"address": "192.0.2.99"}},
+    },
+}
+
+
+@pytest.mark.parametrize("client", ["127.0.0.1", "127.0.0.2"])
+def test_over_smtp_spf_decides_alignment_and_the_header_tells(strictmx: Any, client: str) -> None:
+    """127.0.0.1 is 192.0.2.25, which example.com's SPF lists: aligned, accepted, and the
+    stored message says spf=pass and dmarc=pass. 127.0.0.2 is not listed: the same
+    message is refused at end of data with Gmail's text (its control)."""
+    rx = strictmx(scenarios.from_dict(WIRE_SCENARIO, source="<test>", registry=REGISTRY))
+    with smtplib.SMTP(
+        rx.host, rx.port, local_hostname="mail.example.com", source_address=(client, 0)
+    ) as smtp:
+        smtp.ehlo()
+        assert smtp.mail("news@example.com")[0] == 250
+        assert smtp.rcpt("bob@example.org")[0] == 250
+        code, text = smtp.data(message("<ann@example.com>"))
+    if client == "127.0.0.1":
+        assert code == 250
+        session = rx.assert_accepted()
+        stored = rx.message(session["id"])
+        assert stored is not None
+        head = stored.split(b"\r\n\r\n", 1)[0].decode().replace("\r\n\t", " ")
+        assert "spf=pass smtp.mailfrom=news@example.com" in head
+        assert "dmarc=pass header.from=example.com" in head
+    else:
+        assert (code, text.decode().replace("\n", " ")) == (
+            550,
+            gmail_reject("example.com").removeprefix("550 "),
+        )
+        rx.assert_rejected(policy="dmarc", outcome="DMARC_REJECT", stage="eod", code=550)
