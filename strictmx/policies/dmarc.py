@@ -36,8 +36,9 @@ Spec = Literal["rfc7489", "dmarcbis"]
 #: What every DMARC reply may name: the RFC5322.From domain.
 DMARC_FIELDS = {"domain": HOST}
 
-#: RFC 7489 §6.4: the version tag, first in the record, value case-sensitive.
-_VERSION = re.compile(r"v[ \t]*=[ \t]*DMARC1[ \t]*(?:;|$)")
+#: RFC 7489 §6.4: the version tag first in the record; its name is an ABNF string
+#: (case-insensitive, RFC 5234 §2.3), its value is %x44 %x4d ... (case-sensitive DMARC1).
+_VERSION = re.compile(r"[vV][ \t]*=[ \t]*DMARC1[ \t]*(?:;|$)")
 #: RFC 3986 §3.1: a URI starts with its scheme and a colon (rua's syntactic validity, §6.3).
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
 _REQUESTS: tuple[Disposition, ...] = ("none", "quarantine", "reject")

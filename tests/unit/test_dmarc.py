@@ -52,7 +52,10 @@ RECORDS: dict[str, Any] = {
     "_dmarc.bad.example": {"TXT": "v=DMARC1; p=block"},
     "_dmarc.badrua.example": {"TXT": "v=DMARC1; p=block; rua=mailto:d@badrua.example"},
     "_dmarc.junk.example": {"TXT": "v=DMARC1; p=reject; this is not a tag"},
-    "_dmarc.notdmarc.example": {"TXT": ["v=spf1 -all", "v=DMARC2; p=reject", "V=DMARC1; p=reject"]},
+    "_dmarc.notdmarc.example": {
+        "TXT": ["v=spf1 -all", "v=DMARC2; p=reject", "v=dmarc1; p=reject", "p=reject; v=DMARC1"]
+    },
+    "_dmarc.upper.example": {"TXT": "V = DMARC1 ;P=REJECT"},
     "_dmarc.pct0.example": {"TXT": "v=DMARC1; p=reject; pct=0"},
     "_dmarc.pct100.example": {"TXT": "v=DMARC1; p=reject; pct=100"},
     "_dmarc.pct50.example": {"TXT": "v=DMARC1; p=reject; pct=50"},
@@ -425,7 +428,17 @@ DISPOSITION: list[tuple[str, dict[str, Any], str | None, str | None, str, str, s
         "",
         "",
     ),
-    # records that are not v=DMARC1 (another version, the tag in upper case) are ignored
+    # tag names are case-insensitive, the DMARC1 value is not (RFC 7489 §6.4's ABNF)
+    (
+        "a@upper.example",
+        {},
+        "DMARC_REJECT",
+        gmail_reject("upper.example"),
+        "fail",
+        "reject",
+        "reject",
+    ),
+    # records that are not v=DMARC1 first (another version, dmarc1) are ignored
     ("a@notdmarc.example", {}, "DMARC_RECORD_MISSING", None, "none", "", ""),
     # two records, or no usable p= without a valid rua=: no DMARC (RFC 7489 §6.6.3)
     ("a@two.example", {}, "DMARC_RECORD_INVALID", None, "permerror", "", ""),
