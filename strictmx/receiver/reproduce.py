@@ -296,6 +296,7 @@ def reproduce(
             f"(entry {entry.id}): it has no `reproduce` of its own"
         )
     data, expected, at, notes = _scenario(entry, cls, found, reply, identity, build, catalogue)
+    _list_required(data["policies"], cls, build, registry)
     try:
         scenarios.from_dict(data, source="<reproduction>", registry=registry)
     except scenarios.ScenarioError as exc:
@@ -311,6 +312,25 @@ def reproduce(
         raw=build.raw,
         swaks_cannot=build.swaks_cannot,
     )
+
+
+def _list_required(
+    policies: dict[str, list[dict[str, Any]]],
+    cls: PolicyClass,
+    build: Build,
+    registry: Mapping[str, PolicyClass],
+) -> None:
+    """Put the policies `cls` reads the results of first, each at its earliest stage, with
+    the options the reproduction gives it (so the scenario loads: see `Policy.requires`)."""
+    required: dict[str, list[dict[str, Any]]] = {}
+    for name in cls.requires:
+        needed = registry.get(name)
+        if needed is None:
+            raise ReproduceError(f"{cls.name} reads the results of {name}, which is not installed")
+        stage = min(needed.stages, key=list(Stage).index).value
+        required.setdefault(stage, []).append({"policy": name, **build.requires.get(name, {})})
+    for stage, entries in required.items():
+        policies[stage] = [*entries, *policies.get(stage, [])]
 
 
 def _customer_reply(found: Extracted) -> Reply:

@@ -76,6 +76,9 @@ class Build:
     at: str | None = None
     #: Where the policy is listed, when it is not the stage (session_limits: `session`).
     listed_under: str | None = None
+    #: Options of the policies whose results this one reads (`Policy.requires`), by name:
+    #: each is listed before it, at its own earliest stage (dmarc needs spf and dkim).
+    requires: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Placeholder values this reproduction guarantees, beside ip, helo and sender.
     bound: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
