@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import pytest
@@ -7,7 +8,9 @@ from pydantic import ValidationError
 
 from strictmx.policies import BUILTIN
 from strictmx.policies.tls_required import TlsRequired, TlsRequiredOptions, protocol_rank
+from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.session import Client, Session
+from strictmx.receiver.tls import Floor
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 
 from .worlds import make_ctx, objection_by, wire
@@ -113,3 +116,27 @@ def test_bad_options_fail_at_load() -> None:
         TlsRequiredOptions(min_version="TLSv1.4")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         TlsRequiredOptions(at="connect")  # type: ignore[arg-type]
+
+
+# -- the receiver's protocol floor (receiver.tls_min_version) ----------------------------
+
+
+def test_the_floor_is_set_and_given_back_on_the_servers_context() -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    original = context.minimum_version
+    floor = Floor(context)
+    floor.apply("TLSv1.3")
+    assert context.minimum_version is ssl.TLSVersion.TLSv1_3
+    floor.apply(None)  # a scenario without a floor after one with TLS 1.3
+    assert context.minimum_version == original
+    floor.apply("TLSv1.2")  # never below what the context came with
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def test_a_floor_the_scenario_cannot_name_fails_at_load() -> None:
+    with pytest.raises(
+        scenarios.ScenarioError, match=r"receiver\.tls_min_version: 'TLSv1\.1' is not"
+    ):
+        scenarios.from_dict({"receiver": {"tls_min_version": "TLSv1.1"}}, source="<test>")
+    loaded = scenarios.from_dict({"receiver": {"tls_min_version": "TLSv1.3"}}, source="<test>")
+    assert loaded.receiver.tls_min_version == "TLSv1.3"
