@@ -22,6 +22,15 @@ from strictmx.receiver.policy import (
     PolicyOptions,
     client_names,
 )
+from strictmx.receiver.reproduction import (
+    Build,
+    Request,
+    dns_world,
+    domain_of,
+    header_lines,
+    is_name,
+    message,
+)
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 from strictmx.receiver.world.dns import TempFail
@@ -36,6 +45,19 @@ VOLUME_KIND = "bulk_sender"
 _BULK_PRECEDENCE = frozenset({"bulk", "list"})
 _ANGLED = re.compile(r"<\s*([^<>]*?)\s*>")
 _ONE_CLICK = "list-unsubscribe=one-click"
+#: Each outcome's rule: the option that says what its failure does.
+RULES = {
+    "FROM_IMPERSONATION": "impersonation",
+    "SENDER_UNAUTHENTICATED": "unauthenticated",
+    "BULK_SPF_NOT_PASSING": "spf",
+    "BULK_DKIM_NOT_PASSING": "dkim",
+    "BULK_NOT_ALIGNED": "alignment",
+    "BULK_DMARC_MISSING": "dmarc_record",
+    "BULK_NO_FCRDNS": "fcrdns",
+    "BULK_NO_TLS": "tls",
+    "BULK_UNSUBSCRIBE_MISSING": "unsubscribe",
+    "BULK_UNSUBSCRIBE_NOT_SIGNED": "unsubscribe_signed",
+}
 
 
 def _handling(default: Handling, what: str) -> Any:
@@ -244,6 +266,61 @@ class BulkSender(Policy[BulkSenderOptions]):
             fields={"from_domain": HOST},
         ),
     )
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """Every rule but the outcome's accepted, every message bulk, and a world and
+        message that break that rule: no SPF record and no signature for the
+        authentication rules (spf, dkim and dmarc with their defaults accept both), an SPF
+        pass for another domain than From: for alignment, no _dmarc record, no PTR, no
+        STARTTLS, list mail without (or with unsigned) one-click unsubscribe fields."""
+        outcome = req.entry.outcome
+        ip = req.identity.client_ip
+        sender = domain_of(req.identity.mail_from)
+        shown = req.fields.get("from_domain", "")
+        from_domain = shown.lower() if is_name(shown) else sender
+        # The reply's class is the customer's: the rule's handling follows it.
+        handling = "reject" if req.entry.template.code >= 500 else "defer"
+        options: dict[str, Any] = {rule: "accept" for rule in RULES.values()}
+        options[RULES[outcome]] = handling
+        if outcome not in ("FROM_IMPERSONATION", "SENDER_UNAUTHENTICATED"):
+            options["all_bulk"] = True
+        extra: list[str] = []
+        case: dict[str, Any] = {}
+        records: dict[str, Any] = {}
+        bound = {"from_domain": from_domain, "spf_domain": sender}
+        if outcome == "FROM_IMPERSONATION":
+            options["own_domains"] = [from_domain]
+        elif outcome == "BULK_NOT_ALIGNED":
+            # SPF passes, for a bulk mailer's domain that From: does not share.
+            esp = (
+                "mailer.example.com"
+                if from_domain.endswith("example.org")
+                else "mailer.example.org"
+            )
+            case["mail_from"] = f"bounces@{esp}"
+            family = "ip6" if ":" in ip else "ip4"
+            records[esp] = {"TXT": f"v=spf1 {family}:{ip} -all"}
+            bound = {"from_domain": from_domain}
+        elif outcome == "BULK_UNSUBSCRIBE_MISSING":
+            extra = [f"List-Id: <news.{from_domain}>"]
+        elif outcome == "BULK_UNSUBSCRIBE_NOT_SIGNED":
+            extra = [
+                f"List-Unsubscribe: <https://{from_domain}/unsubscribe/1>",
+                "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            ]
+        headers = header_lines(req.identity, From=f"<news@{from_domain}>") + extra
+        case["message"] = message(req.identity, headers)
+        return Build(
+            options=options,
+            world=dns_world(records),
+            case=case,
+            bound=bound,
+            notes=[
+                "spf, dkim and dmarc run with their defaults before it: the message is "
+                "unsigned and the From: domain publishes no DMARC record"
+            ],
+        )
 
     def __init__(
         self, options: BulkSenderOptions, replies: Mapping[str, Reply] | None = None

@@ -92,12 +92,20 @@ class TlsRequired(Policy[TlsRequiredOptions]):
     )
 
     @classmethod
-    def reproduce(cls, req: Request) -> Build | None:
-        """A session without STARTTLS (swaks and smtplib do not start TLS unless told);
-        an old protocol needs a client limited to it, which a scenario cannot make."""
+    def reproduce(cls, req: Request) -> Build:
+        """A session without STARTTLS (swaks and smtplib do not start TLS unless told), or
+        one whose client offers TLS 1.2 at most to a policy wanting 1.3: the newest pair a
+        current TLS library still negotiates, whatever old protocol the bounce names."""
         if req.entry.outcome == "TLS_REQUIRED":
             return Build(notes=["the client must not use STARTTLS (swaks without --tls)"])
-        return None
+        return Build(
+            options={"min_version": "TLSv1.3"},
+            case={"starttls": "TLSv1.2"},
+            notes=["the case starts TLS offering TLS 1.2 at most; the policy wants 1.3"],
+            swaks_cannot="the client must offer TLS 1.2 at most: play it with `strictmx run "
+            "scenario.yaml`, whose case starts TLS so (or serve with --tls self-signed and "
+            "use a client capped at TLS 1.2)",
+        )
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         at = self.options.at

@@ -27,7 +27,7 @@ import ipaddress
 import re
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,6 +296,7 @@ def reproduce(
             f"(entry {entry.id}): it has no `reproduce` of its own"
         )
     data, expected, at, notes = _scenario(entry, cls, found, reply, identity, build, catalogue)
+    _list_required(data["policies"], cls, build, registry)
     try:
         scenarios.from_dict(data, source="<reproduction>", registry=registry)
     except scenarios.ScenarioError as exc:
@@ -311,6 +312,34 @@ def reproduce(
         raw=build.raw,
         swaks_cannot=build.swaks_cannot,
     )
+
+
+def _list_required(
+    policies: dict[str, list[dict[str, Any]]],
+    cls: PolicyClass,
+    build: Build,
+    registry: Mapping[str, PolicyClass],
+) -> None:
+    """The policies `cls` reads the results of, listed before it (the scenario does not
+    load otherwise): each at its earliest stage, with the reproduction's options for it."""
+    order = [stage.value for stage in Stage]
+    for name in reversed(cls.requires):
+        required = registry.get(name)
+        if required is None:
+            raise ReproduceError(
+                f"policy {cls.name!r} reads the results of {name!r}, which is not installed"
+            )
+        stage = min(required.stages, key=list(Stage).index).value
+        listed = policies.setdefault(stage, [])
+        listed.insert(0, {"policy": name, **build.requires.get(name, {})})
+    # Stages in the order a session meets them, as a person would write the file.
+    ordered = {key: policies[key] for key in sorted(policies, key=_stage_order(order))}
+    policies.clear()
+    policies.update(ordered)
+
+
+def _stage_order(order: list[str]) -> Callable[[str], int]:
+    return lambda key: order.index(key) if key in order else -1
 
 
 def _customer_reply(found: Extracted) -> Reply:

@@ -84,6 +84,9 @@ class Build:
     raw: list[bytes] | None = None
     #: swaks cannot send this session (a command script); say how to play it instead.
     swaks_cannot: str | None = None
+    #: Options of the policies whose results this one reads (`Policy.requires`), each
+    #: listed before it at its own earliest stage; one not named here gets its defaults.
+    requires: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # -- world helpers ---------------------------------------------------------------------
