@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from email.utils import getaddresses
 from typing import Any, ClassVar, Literal
 
@@ -329,96 +330,85 @@ class BulkSender(Policy[BulkSenderOptions]):
         self._networks = [ipaddress.ip_network(n, strict=False) for n in options.own_networks]
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
-        header = header_of(session.message or b"")
-        from_domain = single_from_domain(header)
-        auth = session.auth
-        spf_domain, spf_pass = _spf(auth)
-        dkim_domains = [d.domain.lower() for d in auth.dkim or () if d.result == "pass"]
-
-        def judge(outcome: str, handling: Handling, reason: str) -> Verdict | None:
-            if handling == "accept":
-                return None
+        mail = _Mail.of(session)
+        async for outcome, reason in self._broken(mail, session, ctx):
             return self.verdict(
                 outcome,
                 stage,
                 session,
                 ctx,
                 reason,
-                refuse_as=handling,
-                from_domain=from_domain,
-                spf_domain=spf_domain,
-            )
-
-        o = self.options
-        if from_domain and self._impersonates(from_domain, session):
-            found = judge(
-                "FROM_IMPERSONATION",
-                o.impersonation,
-                f"From: is at {from_domain}, one of the receiver's own domains, but "
-                f"{session.client.address} is not one of its servers",
-            )
-            if found:
-                return found
-        if not spf_pass and not dkim_domains:
-            found = judge(
-                "SENDER_UNAUTHENTICATED",
-                o.unauthenticated,
-                f"neither SPF ({_spf_text(auth)}) nor DKIM ({_dkim_text(auth)}) passed",
-            )
-            if found:
-                return found
-
-        why_bulk = self._bulk(header, from_domain or _domain(session.mail_from), ctx)
-        if why_bulk is None:
-            return None
-        rules: list[tuple[str, Handling, Callable[[], Any]]] = [
-            ("BULK_SPF_NOT_PASSING", o.spf, lambda: None if spf_pass else _spf_text(auth)),
-            (
-                "BULK_DKIM_NOT_PASSING",
-                o.dkim,
-                lambda: None if dkim_domains else f"DKIM: {_dkim_text(auth)}",
-            ),
-            (
-                "BULK_NOT_ALIGNED",
-                o.alignment,
-                lambda: _misaligned(from_domain, spf_domain if spf_pass else "", dkim_domains),
-            ),
-            ("BULK_DMARC_MISSING", o.dmarc_record, lambda: _dmarc_missing(auth, from_domain)),
-        ]
-        for outcome, handling, broken in rules:
-            if handling == "accept":
-                continue
-            problem = broken()
-            if problem:
-                found = judge(outcome, handling, f"bulk mail ({why_bulk}): {problem}")
-                if found:
-                    return found
-        if o.fcrdns != "accept":
-            problem = await _fcrdns_problem(session, ctx)
-            if problem:
-                return judge("BULK_NO_FCRDNS", o.fcrdns, f"bulk mail ({why_bulk}): {problem}")
-        if not session.tls:
-            found = judge("BULK_NO_TLS", o.tls, f"bulk mail ({why_bulk}) sent without STARTTLS")
-            if found:
-                return found
-        problem = unsubscribe_problem(header)
-        if problem:
-            found = judge(
-                "BULK_UNSUBSCRIBE_MISSING", o.unsubscribe, f"bulk mail ({why_bulk}): {problem}"
-            )
-            if found:
-                return found
-        elif not _unsubscribe_signed(auth, from_domain):
-            return judge(
-                "BULK_UNSUBSCRIBE_NOT_SIGNED",
-                o.unsubscribe_signed,
-                f"bulk mail ({why_bulk}): no passing DKIM signature aligned with "
-                f"{from_domain or 'the From: domain'} covers List-Unsubscribe and "
-                "List-Unsubscribe-Post",
+                # A rule set to accept never yields: the class is reject's or defer's.
+                refuse_as="reject" if self._handling(outcome) == "reject" else "defer",
+                from_domain=mail.from_domain,
+                spf_domain=mail.spf_domain,
             )
         return None
 
+    def _handling(self, outcome: str) -> Handling:
+        handling: Handling = getattr(self.options, RULES[outcome])
+        return handling
+
+    async def _broken(
+        self, mail: _Mail, session: Session, ctx: Context
+    ) -> AsyncIterator[tuple[str, str]]:
+        """Each rule the message breaks, in order, with why; a rule whose handling is
+        accept is not looked at (no DNS for FCrDNS then)."""
+
+        def on(outcome: str) -> bool:
+            return self._handling(outcome) != "accept"
+
+        auth = session.auth
+        # Counted before any rule decides: a refused message was sent all the same.
+        why = self._bulk(mail.header, mail.from_domain or _domain(session.mail_from), ctx)
+        if on("FROM_IMPERSONATION") and self._impersonates(mail.from_domain, session):
+            yield (
+                "FROM_IMPERSONATION",
+                f"From: is at {mail.from_domain}, one of the receiver's own domains, but "
+                f"{session.client.address} is not one of its servers",
+            )
+        if on("SENDER_UNAUTHENTICATED") and not mail.spf_pass and not mail.dkim_domains:
+            yield (
+                "SENDER_UNAUTHENTICATED",
+                f"neither SPF ({_spf_text(auth)}) nor DKIM ({_dkim_text(auth)}) passed",
+            )
+        if why is None:
+            return
+        bulk = f"bulk mail ({why})"
+        if on("BULK_SPF_NOT_PASSING") and not mail.spf_pass:
+            yield "BULK_SPF_NOT_PASSING", f"{bulk}: {_spf_text(auth)}"
+        if on("BULK_DKIM_NOT_PASSING") and not mail.dkim_domains:
+            yield "BULK_DKIM_NOT_PASSING", f"{bulk}: DKIM: {_dkim_text(auth)}"
+        if on("BULK_NOT_ALIGNED"):
+            spf_domain = mail.spf_domain if mail.spf_pass else ""
+            problem = _misaligned(mail.from_domain, spf_domain, mail.dkim_domains)
+            if problem:
+                yield "BULK_NOT_ALIGNED", f"{bulk}: {problem}"
+        if on("BULK_DMARC_MISSING"):
+            problem = _dmarc_missing(auth, mail.from_domain)
+            if problem:
+                yield "BULK_DMARC_MISSING", f"{bulk}: {problem}"
+        if on("BULK_NO_FCRDNS"):
+            problem = await _fcrdns_problem(session, ctx)
+            if problem:
+                yield "BULK_NO_FCRDNS", f"{bulk}: {problem}"
+        if on("BULK_NO_TLS") and not session.tls:
+            yield "BULK_NO_TLS", f"{bulk} sent without STARTTLS"
+        problem = unsubscribe_problem(mail.header)
+        if problem:
+            if on("BULK_UNSUBSCRIBE_MISSING"):
+                yield "BULK_UNSUBSCRIBE_MISSING", f"{bulk}: {problem}"
+        elif on("BULK_UNSUBSCRIBE_NOT_SIGNED") and not _unsubscribe_signed(auth, mail.from_domain):
+            yield (
+                "BULK_UNSUBSCRIBE_NOT_SIGNED",
+                f"{bulk}: no passing DKIM signature aligned with "
+                f"{mail.from_domain or 'the From: domain'} covers List-Unsubscribe and "
+                "List-Unsubscribe-Post",
+            )
+
     def _impersonates(self, from_domain: str, session: Session) -> bool:
+        if not from_domain:
+            return False
         own = any(
             from_domain == d or from_domain.endswith("." + d) for d in self.options.own_domains
         )
@@ -449,6 +439,33 @@ class BulkSender(Policy[BulkSenderOptions]):
                 f"{volume} messages from {domain} within {o.bulk_window:g} s, over {o.bulk_volume}"
             )
         return None
+
+
+@dataclass(frozen=True)
+class _Mail:
+    """What the rules read of the message and of the other policies' results."""
+
+    header: Header
+    #: The one From: address's domain, "" when there is not exactly one.
+    from_domain: str
+    #: The decisive SPF identity's domain and whether it passed.
+    spf_domain: str
+    spf_pass: bool
+    #: d= of every passing DKIM signature.
+    dkim_domains: list[str]
+
+    @classmethod
+    def of(cls, session: Session) -> _Mail:
+        header = header_of(session.message or b"")
+        spf_domain, spf_pass = _spf(session.auth)
+        dkim = session.auth.dkim or ()
+        return cls(
+            header=header,
+            from_domain=single_from_domain(header),
+            spf_domain=spf_domain,
+            spf_pass=spf_pass,
+            dkim_domains=[d.domain.lower() for d in dkim if d.result == "pass"],
+        )
 
 
 def single_from_domain(header: Header) -> str:
