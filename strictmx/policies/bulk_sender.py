@@ -423,7 +423,7 @@ class BulkSender(Policy[BulkSenderOptions]):
         volume = 0
         if o.bulk_volume is not None and domain:
             now = ctx.clock.monotonic()
-            ctx.history.add(VOLUME_KIND, domain, now)
+            ctx.history.add(VOLUME_KIND, domain, now, keep=o.bulk_volume + 1)
             volume = ctx.history.count(VOLUME_KIND, domain, now - o.bulk_window)
         if o.all_bulk:
             return "all mail is judged as bulk"
@@ -435,9 +435,7 @@ class BulkSender(Policy[BulkSenderOptions]):
                 if precedence.value.strip().lower() in _BULK_PRECEDENCE:
                     return f"Precedence: {precedence.value.strip()}"
         if o.bulk_volume is not None and volume > o.bulk_volume:
-            return (
-                f"{volume} messages from {domain} within {o.bulk_window:g} s, over {o.bulk_volume}"
-            )
+            return f"more than {o.bulk_volume} messages from {domain} in {o.bulk_window:g} s"
         return None
 
 
