@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -17,7 +18,7 @@ from strictmx.receiver.policy import (
     client_names,
 )
 from strictmx.receiver.reproduction import Build, Request, dns_world, is_name, other_ip, reverse
-from strictmx.receiver.session import Session
+from strictmx.receiver.session import IPAddress, Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
 from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
 from strictmx.receiver.world.names import ip_of, public_ip
@@ -169,7 +170,7 @@ class ReverseDns(Policy[ReverseDnsOptions]):
                 else f"the PTR lookup of {address} failed temporarily ({exc.kind})",
                 failure=exc.kind,
             )
-        hosts = [name for name in names if not _is_address(name)]
+        hosts = host_names(names)
         if not hosts:
             if xclient:
                 reason = f"XCLIENT says {address} has no host name (NAME=[UNAVAILABLE])"
@@ -183,24 +184,12 @@ class ReverseDns(Policy[ReverseDnsOptions]):
         if self.options.require == "ptr":
             return None
 
-        rdtype = "A" if ip.version == 4 else "AAAA"
-        defects: list[str] = []
-        failure: TempFail | None = None
-        for host in hosts[:MAX_PTR_NAMES]:
-            try:
-                answers = await ctx.dns.resolve(host, rdtype)
-            except (NXDomain, NoData) as exc:
-                missing = "does not exist" if isinstance(exc, NXDomain) else f"has no {rdtype}"
-                defects.append(f"{host} {missing}")
-                continue
-            except TempFail as exc:
-                failure = failure or exc
-                continue
-            found = [ip_of(rdata.to_text()) for rdata in answers]
-            if ip in found:
-                return None
-            shown = ", ".join(map(str, found))
-            defects.append(f"{host} has {rdtype} {shown}, not {address}")
+        confirmation = await forward_confirm(ip, hosts, ctx)
+        if confirmation.confirmed:
+            return None
+        rdtype = confirmation.rdtype
+        failure = confirmation.failure
+        defects = confirmation.defects
         if failure is not None:
             return self._tempfail(
                 "FORWARD_TEMPFAIL",
@@ -233,6 +222,51 @@ class ReverseDns(Policy[ReverseDnsOptions]):
         if self.options.on_dns_tempfail == "ignore":
             return None
         return self.verdict(outcome_id, stage, session, ctx, reason, **fields)
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """Whether a PTR name of an address resolves back to it, and why not."""
+
+    confirmed: bool
+    #: The record type asked: A for an IPv4 client, AAAA for IPv6.
+    rdtype: str
+    #: Per name tried, why it did not confirm ("host has A 192.0.2.9, not 192.0.2.1").
+    defects: list[str] = field(default_factory=list)
+    #: The first temporary failure of a forward lookup, when no name confirmed.
+    failure: TempFail | None = None
+
+
+async def forward_confirm(ip: IPAddress, hosts: list[str], ctx: Context) -> Confirmation:
+    """Whether one of `hosts` (at most MAX_PTR_NAMES, PTR names of `ip`) has an A (IPv4) or
+    AAAA (IPv6) record equal to `ip`: forward-confirmed reverse DNS. The bulk-sender rules
+    ask the same question as this policy's `fcrdns`."""
+    rdtype = "A" if ip.version == 4 else "AAAA"
+    address = str(ip)
+    defects: list[str] = []
+    failure: TempFail | None = None
+    for host in hosts[:MAX_PTR_NAMES]:
+        try:
+            answers = await ctx.dns.resolve(host, rdtype)
+        except (NXDomain, NoData) as exc:
+            missing = "does not exist" if isinstance(exc, NXDomain) else f"has no {rdtype}"
+            defects.append(f"{host} {missing}")
+            continue
+        except TempFail as exc:
+            failure = failure or exc
+            continue
+        found = [ip_of(rdata.to_text()) for rdata in answers]
+        if ip in found:
+            return Confirmation(True, rdtype)
+        shown = ", ".join(map(str, found))
+        defects.append(f"{host} has {rdtype} {shown}, not {address}")
+    return Confirmation(False, rdtype, defects, failure)
+
+
+def host_names(names: list[str]) -> list[str]:
+    """The PTR names that are host names: a PTR naming an IP address does not count, as
+    in Postfix (smtpd_peer.c: "numeric hostname")."""
+    return [name for name in names if not _is_address(name)]
 
 
 def _is_address(name: str) -> bool:

@@ -103,6 +103,11 @@ class Case(BaseModel):
     message_file: Annotated[str, reaches(Reach.FILE)] | None = Field(
         None, description="A file holding the message, relative to the scenario file."
     )
+    starttls: bool | Literal["TLSv1.2", "TLSv1.3"] = Field(
+        False,
+        description="Start TLS after EHLO (the runner's receiver then offers STARTTLS with a "
+        "generated certificate); a protocol name: the client offers nothing newer.",
+    )
     script: list[str] | None = Field(
         None,
         description="Raw commands to send instead of the usual session, in order; the result "

@@ -27,7 +27,7 @@ import ipaddress
 import re
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -320,17 +320,26 @@ def _list_required(
     build: Build,
     registry: Mapping[str, PolicyClass],
 ) -> None:
-    """Put the policies `cls` reads the results of first, each at its earliest stage, with
-    the options the reproduction gives it (so the scenario loads: see `Policy.requires`)."""
-    required: dict[str, list[dict[str, Any]]] = {}
-    for name in cls.requires:
-        needed = registry.get(name)
-        if needed is None:
-            raise ReproduceError(f"{cls.name} reads the results of {name}, which is not installed")
-        stage = min(needed.stages, key=list(Stage).index).value
-        required.setdefault(stage, []).append({"policy": name, **build.requires.get(name, {})})
-    for stage, entries in required.items():
-        policies[stage] = [*entries, *policies.get(stage, [])]
+    """The policies `cls` reads the results of, listed before it (the scenario does not
+    load otherwise): each at its earliest stage, with the reproduction's options for it."""
+    order = [stage.value for stage in Stage]
+    for name in reversed(cls.requires):
+        required = registry.get(name)
+        if required is None:
+            raise ReproduceError(
+                f"policy {cls.name!r} reads the results of {name!r}, which is not installed"
+            )
+        stage = min(required.stages, key=list(Stage).index).value
+        listed = policies.setdefault(stage, [])
+        listed.insert(0, {"policy": name, **build.requires.get(name, {})})
+    # Stages in the order a session meets them, as a person would write the file.
+    ordered = {key: policies[key] for key in sorted(policies, key=_stage_order(order))}
+    policies.clear()
+    policies.update(ordered)
+
+
+def _stage_order(order: list[str]) -> Callable[[str], int]:
+    return lambda key: order.index(key) if key in order else -1
 
 
 def _customer_reply(found: Extracted) -> Reply:

@@ -77,7 +77,8 @@ class Build:
     #: Where the policy is listed, when it is not the stage (session_limits: `session`).
     listed_under: str | None = None
     #: Options of the policies whose results this one reads (`Policy.requires`), by name:
-    #: each is listed before it, at its own earliest stage (dmarc needs spf and dkim).
+    #: each is listed before it, at its own earliest stage (dmarc needs spf and dkim); one
+    #: not named here gets its defaults.
     requires: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Placeholder values this reproduction guarantees, beside ip, helo and sender.
     bound: dict[str, str] = field(default_factory=dict)

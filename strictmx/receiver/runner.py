@@ -17,6 +17,7 @@ import json
 import re
 import smtplib
 import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from . import scenario as scenarios
 from .expect import Case, CaseError, Command, Refusal, load_message, message_bytes
 from .scenario import Scenario, ScenarioError
 from .server import Receiver, ReceiverThread, ServerOptions
+from .tls import FLOORS, self_signed_context
 from .world.clients import ClientSpec
 
 # -- playing the cases ------------------------------------------------------------------
@@ -106,6 +108,23 @@ def play(
         code, text = client.ehlo(case.helo) if case.ehlo else client.helo(case.helo)
         if code != 250:
             return refused("helo", code, text)
+        if case.starttls:
+            code, text = client.docmd("STARTTLS")
+            if code != 220:
+                return Observation(False, error=f"STARTTLS refused: {code} {text!r}")
+            try:
+                # As smtplib's starttls(), which needs the host name the socket set here
+                # was not connected by: a fresh handshake, then forget the EHLO before it.
+                client.sock = _client_tls(case.starttls).wrap_socket(client.sock)
+            except (ssl.SSLError, OSError) as exc:
+                return Observation(False, error=f"the TLS handshake failed: {exc}")
+            client.file = None
+            client.ehlo_resp = None
+            client.esmtp_features = {}
+            client.does_esmtp = False
+            code, text = client.ehlo(case.helo)
+            if code != 250:
+                return refused("helo", code, text)
         sender = case.mail_from
         code, text = client.mail(sender if sender else "<>")
         if code != 250:
@@ -133,6 +152,17 @@ def play(
             client.quit()
         except (OSError, smtplib.SMTPException):
             client.close()
+
+
+def _client_tls(starttls: bool | str) -> ssl.SSLContext:
+    """A client context for the runner's own self-signed receiver, capped at `starttls`'s
+    protocol when it names one (a sender stuck on TLS 1.2)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the runner's receiver, on loopback
+    if isinstance(starttls, str):
+        context.maximum_version = FLOORS[starttls]
+    return context
 
 
 def _play_script(client: smtplib.SMTP, script: list[str]) -> Observation:
@@ -227,7 +257,10 @@ def run(scenario: Scenario, base: Path | None = None) -> list[Check]:
         base = Path(scenario.source).parent
     loaded = [load_message(case, base) for case in scenario.expect]
     checks: list[Check] = []
-    receiver = Receiver(scenario, ServerOptions(host="127.0.0.1", port=0, db=":memory:"))
+    # STARTTLS is offered only when a case uses it: other cases see the scenario's EHLO.
+    tls = self_signed_context(scenario.receiver.hostname) if _starts_tls(scenario) else None
+    options = ServerOptions(host="127.0.0.1", port=0, db=":memory:", tls_context=tls)
+    receiver = Receiver(scenario, options)
     seen: set[str] = set()
     with ReceiverThread(receiver) as running:
         for index, case in enumerate(scenario.expect):
@@ -260,6 +293,10 @@ def run(scenario: Scenario, base: Path | None = None) -> list[Check]:
             check.session, check.seconds = session, seconds
             checks.append(check)
     return checks
+
+
+def _starts_tls(scenario: Scenario) -> bool:
+    return any(case.starttls for case in scenario.expect)
 
 
 async def _use(receiver: Receiver, scenario: Scenario) -> None:

@@ -43,7 +43,7 @@ import importlib.resources
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -124,6 +124,12 @@ class ReceiverSettings(BaseModel):
         "reply outside the policies' and what the receiver accepts at the protocol level.",
     )
     timeout: float = Field(300.0, gt=0, description="Idle seconds before the session is closed.")
+    tls_min_version: Literal["TLSv1.2", "TLSv1.3"] | None = Field(
+        None,
+        description="The oldest TLS protocol STARTTLS negotiates (the TLS context's "
+        "minimum_version): a client offering only older ones fails the handshake. None: the "
+        "TLS library's default (Python's refuses below TLS 1.2).",
+    )
     always_accepted: list[str] = Field(
         default_factory=lambda: list(ALWAYS_ACCEPTED),
         description="Glob patterns of recipients accepted whatever any stage decided "

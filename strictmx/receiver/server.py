@@ -25,6 +25,7 @@ from .persona import Persona
 from .policy import ClientHistory, Context
 from .scenario import Scenario
 from .smtp import StrictSMTP
+from .tls import Floor
 from .world import World
 from .world.callout import Callout
 from .world.dnsserver import DnsServer
@@ -94,6 +95,11 @@ class Receiver:
         self.services: list[Service] = []
         # Callout clients replaced by a scenario swap: sessions under way may still use them.
         self._retired_callouts: list[Callout] = []
+        # The scenario's receiver.tls_min_version, on the context STARTTLS uses. A context
+        # cannot be copied: the receiver sets the floor on the one it is given (its own).
+        context = self.options.tls_context
+        self._tls_floor = Floor(context) if context is not None else None
+        self._apply_tls_floor()
 
     # -- the running persona -----------------------------------------------------------
     @property
@@ -107,6 +113,12 @@ class Receiver:
     @property
     def context(self) -> Context:
         return self.persona.context
+
+    def _apply_tls_floor(self) -> None:
+        """The scenario's protocol floor on the STARTTLS context (sessions under way keep
+        the protocol they negotiated; new handshakes follow the running scenario)."""
+        if self._tls_floor is not None:
+            self._tls_floor.apply(self.scenario.receiver.tls_min_version)
 
     # -- what the SMTP layer asks -------------------------------------------------------
     @property
@@ -148,6 +160,7 @@ class Receiver:
     def use_persona(self, persona: Persona) -> None:
         self.scenario = persona.scenario
         self.persona = persona
+        self._apply_tls_floor()
         if persona.callout is None:
             pass
         elif persona.callout is self.callout:

@@ -19,6 +19,34 @@ class TLSError(Exception):
     pass
 
 
+#: Protocol floors a scenario may set (receiver.tls_min_version), as OpenSSL names them.
+FLOORS: dict[str, ssl.TLSVersion] = {
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+
+class Floor:
+    """A server context's protocol floor, set per scenario on the one context a receiver
+    serves with: the floor the context came with is remembered, so a scenario without a
+    floor (or a lower one) after one with TLS 1.3 gets it back."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+        self.original = context.minimum_version
+
+    def apply(self, floor: str | None) -> None:
+        wanted = FLOORS[floor] if floor is not None else None
+        original = self.original
+        # MINIMUM_SUPPORTED is a sentinel (-2), not a version: any floor is above it.
+        if wanted is None or (
+            original is not ssl.TLSVersion.MINIMUM_SUPPORTED and original >= wanted
+        ):
+            self.context.minimum_version = original
+        else:
+            self.context.minimum_version = wanted
+
+
 def server_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:

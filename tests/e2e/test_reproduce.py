@@ -47,6 +47,7 @@ SAMPLES: dict[str, str] = {
     "hostname": "mx.example.org",
     "mx": "mx.example.net",
     "spf_domain": "example.net",
+    "from_domain": "example.net",
     "sender": "alice@example.net",
     "tag": "k5si1437052qkb.183",
     "count": "11",
