@@ -14,6 +14,7 @@ from pydantic import Field
 from strictmx.receiver.authentication import ArcAuth
 from strictmx.receiver.outcome import NUMBER, RESULT, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import Build, Request, domain_of, message
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
 from strictmx.receiver.world.dkim_keys import KeyLookup, answering, fetch_keys, key_name
@@ -87,6 +88,24 @@ class Arc(Policy[ArcOptions]):
             fields=ARC_FIELDS,
         ),
     )
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A message with an ARC-Seal and no complete set (ARC_FAIL), or whose sealer's key
+        lookup fails (ARC_TEMPERROR): the chain's own cryptography is not needed for either."""
+        domain = domain_of(req.identity.mail_from)
+        handling = "reject" if req.entry.template.code >= 500 else "defer"
+        seal = (
+            f"ARC-Seal: i=1; a=rsa-sha256; cv=none; d={domain}; s=arc; t=1718366280; "
+            + "b="
+            + "A" * 64
+        )
+        case = {"message": seal + "\n" + message(req.identity)}
+        if req.entry.outcome == "ARC_TEMPERROR":
+            dns = {"mode": "hermetic", "servfail": [key_name("arc", domain)]}
+            return Build(options={"temperror": handling}, world={"dns": dns}, case=case)
+        notes = ["the chain is one ARC-Seal without its message signature and results"]
+        return Build(options={"fail": handling}, case=case, notes=notes)
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         if session.message is None:

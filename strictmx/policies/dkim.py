@@ -15,9 +15,16 @@ from pydantic import Field
 from strictmx.receiver.authentication import DkimAuth, DkimResult
 from strictmx.receiver.outcome import HOST, RESULT, TEXT, TOKEN
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
+from strictmx.receiver.reproduction import CLOCK, Build, Identity, Request, domain_of, message
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
-from strictmx.receiver.world.dkim_keys import KeyLookup, fetch_keys, key_name
+from strictmx.receiver.world.dkim_keys import (
+    KeyLookup,
+    ed25519_key,
+    fetch_keys,
+    key_name,
+    sign,
+)
 
 Handling = Literal["reject", "defer", "accept"]
 
@@ -226,6 +233,15 @@ class Dkim(Policy[DkimOptions]):
             fields=DKIM_FIELDS,
         ),
     )
+
+    @classmethod
+    def reproduce(cls, req: Request) -> Build:
+        """A message signed by a key of the reproduction's own, changed or published so
+        that the outcome fires (see `_reproduction`)."""
+        domain = req.fields.get("dkim_domain") or domain_of(req.identity.mail_from)
+        selector = req.fields.get("dkim_selector") or "s2024"
+        handling = "reject" if req.entry.template.code >= 500 else "defer"
+        return _reproduction(req.entry.outcome, req.identity, domain, selector, handling)
 
     def __init__(self, options: DkimOptions, replies: Mapping[str, Reply] | None = None) -> None:
         super().__init__(options, replies)
@@ -447,3 +463,78 @@ def _failed(
     if outcome in ("DKIM_ALGORITHM_REFUSED",) and auth.algorithm in _REFUSED_ALGORITHMS:
         result = "policy"
     return SignatureCheck(outcome, replace(auth, result=result, reason=reason))
+
+
+# -- reproductions ------------------------------------------------------------------------------
+
+#: The reproductions' signing key: Ed25519 from a fixed seed, so a reproduction is the same
+#: every time it is written (Ed25519 signatures are deterministic).
+_REPRODUCTION_SEED = b"strictmx reproduces a DKIM check"
+#: A 512-bit RSA public key, published where a reproduction needs a key too weak: the size
+#: is judged before any signature is verified, so no private key goes with it.
+_WEAK_KEY = (
+    "v=DKIM1; k=rsa; p=MFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAL+ZtEu0rX3ex51uZhQ6C0zncbUJc9LvPQtY28"
+    "MhcsF+D3LwVtIiAp7x31N+PjZaRB7wlEB9Pd9fnwh/wAoS7aECAwEAAQ=="
+)
+#: A signature whose b= and bh= are never checked: for outcomes decided before them.
+_UNCHECKED = "v=1; a={a}; c=relaxed/relaxed; d={d}; s={s}; t={t}; h=from:to:subject; bh={bh}; b={b}"
+
+
+def _reproduction(
+    outcome: str, identity: Identity, domain: str, selector: str, handling: str
+) -> Build:
+    key = ed25519_key(_REPRODUCTION_SEED)
+    name = key_name(selector, domain)
+    text = message(identity)
+    raw = text.replace("\n", "\r\n").encode()
+    signed_at = int(CLOCK.timestamp()) - 120
+    records: dict[str, Any] = {name: {"TXT": key.record}}
+    world: dict[str, Any] = {"clock": {"fixed": CLOCK.isoformat()}}
+    options: dict[str, Any] = {outcome.removeprefix("DKIM_").lower(): handling}
+    notes: list[str] = []
+
+    def signed(**how: Any) -> bytes:
+        return sign(raw, selector, domain, key, timestamp=signed_at, **how) + raw
+
+    def unchecked(algorithm: str = "rsa-sha256") -> bytes:
+        fake = "A" * 64
+        tags = _UNCHECKED.format(a=algorithm, d=domain, s=selector, t=signed_at, bh=fake, b=fake)
+        return f"DKIM-Signature: {tags}\r\n".encode() + raw
+
+    if outcome == "DKIM_NONE":
+        sent = raw
+    elif outcome == "DKIM_BODY_HASH":
+        sent = signed() + b"A line added after signing.\r\n"
+    elif outcome == "DKIM_BAD_SIGNATURE":
+        sent = signed().replace(b"\r\nSubject: ", b"\r\nSubject: Re: ", 1)
+    elif outcome == "DKIM_KEY_NOT_FOUND":
+        sent, records = signed(), {}
+    elif outcome == "DKIM_KEY_REVOKED":
+        sent, records = signed(), {name: {"TXT": "v=DKIM1; k=ed25519; p="}}
+    elif outcome == "DKIM_KEY_TOO_WEAK":
+        sent, records = unchecked(), {name: {"TXT": _WEAK_KEY}}
+        notes.append("the published key is a 512-bit RSA key, under RFC 8301's 1024")
+    elif outcome == "DKIM_ALGORITHM_REFUSED":
+        sent = unchecked("rsa-sha1")
+    elif outcome == "DKIM_EXPIRED":
+        sent = signed(expires=signed_at + 60)  # a minute before the receiver's clock
+    elif outcome == "DKIM_BODY_LENGTH":
+        sent = signed(length=True)
+        options = {"body_length": "refuse"}
+    elif outcome == "DKIM_HEADER_NOT_SIGNED":
+        sent = signed(headers=("to", "subject", "date", "message-id"))
+    elif outcome == "DKIM_MALFORMED":
+        sent = f"DKIM-Signature: v=1; a=rsa-sha256; d={domain}; s={selector}\r\n".encode() + raw
+    else:  # DKIM_TEMPERROR
+        sent, records = signed(), {}
+        world["dns"] = {"mode": "hermetic", "servfail": [name]}
+    world.setdefault("dns", {"mode": "hermetic"})
+    if records:
+        world["dns"]["records"] = records
+    return Build(
+        options=options,
+        world=world,
+        case={"message": sent.decode().replace("\r\n", "\n")},
+        bound={"dkim_domain": domain, "dkim_selector": selector},
+        notes=notes,
+    )
