@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import dkim as dkimpy  # untyped: see the mypy override in pyproject
-import dkim.util
+from dkim.util import InvalidTagValueList, parse_tag_value
 from pydantic import Field
 
 from strictmx.receiver.authentication import ArcAuth
@@ -165,8 +165,8 @@ def _sealers_and_keys(
         if field.lower() not in _SIGNING_FIELDS:
             continue
         try:
-            tags = dkim.util.parse_tag_value(value)
-        except dkim.util.InvalidTagValueList:
+            tags = parse_tag_value(value)
+        except InvalidTagValueList:
             continue  # dkimpy's validation says what is wrong with it
         domain = tags.get(b"d", b"").decode("ascii", "replace").strip().lower()
         selector = tags.get(b"s", b"").decode("ascii", "replace").strip()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import dkim as dkimpy  # untyped: see the mypy override in pyproject
-import dkim.util
+from dkim.util import InvalidTagValueList, parse_tag_value
 from pydantic import Field
 
 from strictmx.receiver.authentication import DkimAuth, DkimResult
@@ -298,8 +298,8 @@ class Dkim(Policy[DkimOptions]):
     ) -> SignatureCheck | _Pending:
         """What can be decided without the key: syntax, algorithm, expiry."""
         try:
-            tags = dkim.util.parse_tag_value(header[1])
-        except dkim.util.InvalidTagValueList as exc:
+            tags = parse_tag_value(header[1])
+        except InvalidTagValueList as exc:
             return _failed("DKIM_MALFORMED", DkimAuth("permerror", ""), f"unparsable: {exc}")
         auth = _described(tags)
         missing = [t.decode() for t in _MANDATORY if t not in tags]
@@ -344,8 +344,8 @@ class Dkim(Policy[DkimOptions]):
         if record is None:
             return _failed("DKIM_KEY_NOT_FOUND", auth, f"no key record at {key.name}")
         try:
-            key_tags = dkim.util.parse_tag_value(record.encode("ascii", "replace"))
-        except dkim.util.InvalidTagValueList as exc:
+            key_tags = parse_tag_value(record.encode("ascii", "replace"))
+        except InvalidTagValueList as exc:
             return _failed("DKIM_MALFORMED", auth, f"key record unparsable: {exc}")
         if b"p" not in key_tags:
             return _failed("DKIM_MALFORMED", auth, f"key record at {key.name} has no p=")

@@ -3,11 +3,14 @@ published in a hermetic world. Each outcome has a trigger and a control that pas
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from strictmx.policies.dkim import Dkim, DkimOptions
@@ -418,3 +421,47 @@ async def test_large_message_verified_off_the_loop() -> None:
     message = MESSAGE + body
     await passes(signed(message=message))
     await refused(altered(signed(message=message), b"Bob,", b"Rob,"), "DKIM_BODY_HASH")
+
+
+# -- hostile input ------------------------------------------------------------------------------
+
+
+async def test_unreadable_header_with_a_signature_is_malformed() -> None:
+    message = signed().replace(b"To: Bob", b"this line is no field\r\nTo: Bob")
+    verdict = await refused(message, "DKIM_MALFORMED")
+    assert "message header unreadable" in verdict.reason
+
+
+async def test_unreadable_header_without_a_signature_is_none() -> None:
+    message = MESSAGE.replace(b"To: Bob", b"this line is no field\r\nTo: Bob")
+    await refused(message, "DKIM_NONE", none="reject")
+
+
+_TAG_TEXT = st.text(alphabet=st.sampled_from("abdhlstvx=;: \t-._/+0123456789ABCxyz"), max_size=120)
+
+
+@settings(max_examples=120, deadline=None)
+@given(value=_TAG_TEXT)
+def test_any_signature_value_gives_a_result_never_an_exception(value: str) -> None:
+    message = f"DKIM-Signature: {value}\r\n".encode() + MESSAGE
+    verdict, session = asyncio.run(run(message))
+    assert session.auth.dkim is not None
+    assert len(session.auth.dkim) == 1
+    assert verdict is not None  # nothing random passes
+    assert verdict.reply is not None
+    assert verdict.reply.code in (451, 550)
+
+
+@settings(max_examples=60, deadline=None)
+@given(record=_TAG_TEXT)
+def test_any_key_record_gives_a_result_never_an_exception(record: str) -> None:
+    message = sign(MESSAGE, "fuzz", "example.com", keys()["rsa2048"]) + MESSAGE
+    ctx = make_ctx(**{"fuzz._domainkey.example.com": {"TXT": record or "x"}})
+    verdict, _ = asyncio.run(run(message, ctx))
+    assert verdict is not None
+    assert verdict.outcome in {
+        "DKIM_MALFORMED",
+        "DKIM_KEY_REVOKED",
+        "DKIM_KEY_NOT_FOUND",
+        "DKIM_ALGORITHM_REFUSED",
+    }
