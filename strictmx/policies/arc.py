@@ -25,6 +25,8 @@ ARC_FIELDS = {"arc_result": RESULT, "arc_reason": TEXT, "arc_instances": NUMBER}
 #: See dkim: hashing a large body on the event loop would hold up every session.
 _THREAD_ABOVE = 256 * 1024
 _ARC_SEAL = b"arc-seal"
+#: RFC 8617 §4.2.1: i= is 1 to 50.
+_MAX_INSTANCES = 50
 _SIGNING_FIELDS = (_ARC_SEAL, b"arc-message-signature")
 
 
@@ -140,6 +142,14 @@ class Arc(Policy[ArcOptions]):
             return ArcAuth("none"), None
         if not instances:
             return ArcAuth("none"), None
+        # Refused before any lookup, so a message cannot make the receiver ask for keys
+        # without bound.
+        if instances > _MAX_INSTANCES:
+            reason = f"i={instances}: more than {_MAX_INSTANCES} ARC sets (RFC 8617 §4.2.1)"
+            return ArcAuth("fail", instances, reason=reason), "ARC_FAIL"
+        if len(headers) > 3 * instances:
+            reason = f"{len(headers)} ARC header fields for {instances} sets"
+            return ArcAuth("fail", instances, reason=reason), "ARC_FAIL"
         sealers, names = _sealers_and_keys(headers)
         keys = await fetch_keys(ctx.dns, names)
         failed = [k for k in keys.values() if k.temporary]

@@ -44,6 +44,9 @@ _REFUSED_ALGORITHMS = {"rsa-sha1"}
 #: would hold up every other session on the event loop.
 _THREAD_ABOVE = 256 * 1024
 _MANDATORY = (b"v", b"a", b"b", b"bh", b"d", b"h", b"s")
+#: What a signature over `max_signatures` gets instead of an outcome: it never decides,
+#: since the topmost signature (or a temporary failure among those verified) does.
+_NOT_VERIFIED = "not verified"
 
 
 def _handling(description: str) -> Any:
@@ -85,6 +88,12 @@ class DkimOptions(PolicyOptions):
     )
     min_key_bits: int = Field(
         1024, ge=0, description="Smallest RSA key accepted (RFC 8301 §3.2: at least 1024)."
+    )
+    max_signatures: int = Field(
+        10,
+        ge=1,
+        description="Signatures verified per message, topmost first; the others are recorded "
+        "as neutral, not looked up (RFC 6376 §8.4: limit the verification work).",
     )
 
 
@@ -276,7 +285,13 @@ class Dkim(Policy[DkimOptions]):
         now = int(ctx.clock.now().timestamp())
         done: dict[int, SignatureCheck] = {}
         pending: list[_Pending] = []
+        limit = self.options.max_signatures
         for index, header in enumerate(headers):
+            if index >= limit:
+                auth = replace(_described_header(header), result="neutral")
+                reason = f"not verified: over the limit of {limit} signatures"
+                done[index] = SignatureCheck(_NOT_VERIFIED, replace(auth, reason=reason))
+                continue
             first = self._before_key(index, header, now)
             if isinstance(first, SignatureCheck):
                 done[index] = first
@@ -437,6 +452,13 @@ class Dkim(Policy[DkimOptions]):
             dkim_result=sig.result,
             dkim_reason=sig.reason,
         )
+
+
+def _described_header(header: tuple[bytes, bytes]) -> DkimAuth:
+    try:
+        return _described(parse_tag_value(header[1]))
+    except InvalidTagValueList:
+        return DkimAuth("permerror", "")
 
 
 def _described(tags: Mapping[bytes, bytes]) -> DkimAuth:

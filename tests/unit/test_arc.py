@@ -150,3 +150,20 @@ async def test_garbled_seal_is_a_failure_not_a_crash() -> None:
     message = b"ARC-Seal: i=1; this is not a tag list\r\n" + MESSAGE
     verdict, _ = await run(message)
     objection_by("arc", verdict, "ARC_FAIL")
+
+
+async def test_more_than_fifty_sets_fail_before_any_lookup() -> None:
+    message = (
+        b"ARC-Seal: i=51; a=rsa-sha256; cv=pass; d=example.com; s=broken; b=AAAA\r\n" + MESSAGE
+    )
+    verdict, session = await run(message)
+    objection_by("arc", verdict, "ARC_FAIL")  # not ARC_TEMPERROR: broken. was never asked
+    assert session.auth.arc is not None
+    assert "more than 50" in session.auth.arc.reason
+
+
+async def test_duplicate_arc_fields_fail_before_any_lookup() -> None:
+    message = one_hop("broken")
+    seal = message.split(b"\r\n", 1)[0] + b"\r\n"
+    verdict, _ = await run(seal * 3 + message)
+    objection_by("arc", verdict, "ARC_FAIL")

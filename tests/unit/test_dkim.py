@@ -465,3 +465,15 @@ def test_any_key_record_gives_a_result_never_an_exception(record: str) -> None:
         "DKIM_KEY_NOT_FOUND",
         "DKIM_ALGORITHM_REFUSED",
     }
+
+
+async def test_signatures_over_the_limit_are_not_looked_up() -> None:
+    bad = sign(MESSAGE, "rsa2048", "example.com", keys()["other"], timestamp=SIGNED_AT)
+    good = sign(MESSAGE, "ed25519", "example.com", keys()["ed25519"], timestamp=SIGNED_AT)
+    verdict, session = await run(bad * 3 + good + MESSAGE, max_signatures=3)
+    objection_by("dkim", verdict, "DKIM_BAD_SIGNATURE")
+    assert session.auth.dkim is not None
+    assert [s.result for s in session.auth.dkim] == ["fail", "fail", "fail", "neutral"]
+    assert "over the limit of 3" in session.auth.dkim[3].reason
+    # Control: within the limit, the good one counts.
+    await passes(bad * 3 + good + MESSAGE, max_signatures=4)
