@@ -138,13 +138,15 @@ class Dkim(Policy[DkimOptions]):
     `body_length: refuse`) and h= covering every `must_sign` header
     (DKIM_HEADER_NOT_SIGNED).
 
-    The message passes when one signature passes, and gets no verdict. When none passes,
-    the outcome is the first signature's in header order (the topmost, normally the last
-    added, by the sender's own signer), except that a temporary failure of any signature
-    gives DKIM_TEMPERROR, since a later try could find that signature valid. No signature
-    at all is DKIM_NONE. Every signature's result is recorded on `session.auth.dkim`
-    (RFC 8601 keywords: pass, fail, policy, permerror, temperror) for dmarc, bulk_sender and
-    the Authentication-Results header.
+    The message passes when one signature passes, and gets no verdict; when every passing
+    signature has l=, a note (DUNNO) records DKIM_BODY_LENGTH in the journal. At most
+    `max_signatures` are verified, topmost first; the rest are recorded as neutral.
+    When none passes, the outcome is the first signature's in header order (the topmost,
+    normally the last added, by the sender's own signer), except that a temporary failure
+    of any signature gives DKIM_TEMPERROR, since a later try could find that signature
+    valid. No signature at all is DKIM_NONE. Every signature's result is recorded on
+    `session.auth.dkim` (RFC 8601 keywords: pass, fail, policy, neutral, permerror,
+    temperror) for dmarc, bulk_sender and the Authentication-Results header.
 
     Handling: each outcome's option says `accept`, `defer` or `reject`; unset, `failure`
     decides (default accept, as RFC 6376 §6.3 wants a failed signature treated like none:
@@ -261,7 +263,19 @@ class Dkim(Policy[DkimOptions]):
             return None
         checks = await self.verify(session.message, ctx)
         session.auth.dkim = [c.auth for c in checks]
-        if any(c.outcome is None for c in checks):
+        passing = [c.auth for c in checks if c.outcome is None]
+        if passing:
+            if all(a.body_length is not None for a in passing):
+                # body_length: note. Accepted, but the journal says what l= leaves open.
+                sig = passing[0]
+                return self.note(
+                    "DKIM_BODY_LENGTH",
+                    stage,
+                    f"DKIM passes by a signature covering only the first {sig.body_length} "
+                    f"octets of the body (l=, d={sig.domain}, s={sig.selector})",
+                    dkim_domain=sig.domain,
+                    dkim_selector=sig.selector,
+                )
             return None
         if not checks:
             decisive = SignatureCheck("DKIM_NONE", DkimAuth("none", "", reason="no signature"))

@@ -311,10 +311,20 @@ async def test_expiry_follows_the_scenario_clock_not_the_machine() -> None:
 
 
 async def test_body_length_noted_by_default() -> None:
-    message = signed(length=True)
-    session = await passes(message)
+    verdict, session = await run(signed(length=True))
+    assert verdict is not None
+    assert (verdict.outcome, verdict.action, verdict.reply) == (
+        "DKIM_BODY_LENGTH",
+        Action.DUNNO,
+        None,
+    )
+    assert "only the first" in verdict.reason
     assert session.auth.dkim is not None
+    assert session.auth.dkim[0].result == "pass"
     assert session.auth.dkim[0].body_length is not None
+    # Control: a second signature over the whole body leaves nothing to note.
+    both = sign(MESSAGE, "ed25519", "example.com", keys()["ed25519"]) + signed(length=True)
+    await passes(both)
 
 
 async def test_body_length_refused_when_asked() -> None:
@@ -326,7 +336,10 @@ async def test_body_length_refused_when_asked() -> None:
 
 async def test_appended_text_under_l_still_passes_when_noted() -> None:
     # What l= allows (RFC 6376 §8.2): content added after the signed length.
-    await passes(signed(length=True) + b"Buy now!\r\n")
+    verdict, session = await run(signed(length=True) + b"Buy now!\r\n")
+    assert verdict is not None and verdict.action is Action.DUNNO
+    assert session.auth.dkim is not None
+    assert session.auth.dkim[0].result == "pass"
 
 
 async def test_from_not_signed() -> None:
