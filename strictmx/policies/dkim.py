@@ -44,6 +44,7 @@ _REFUSED_ALGORITHMS = {"rsa-sha1"}
 #: would hold up every other session on the event loop.
 _THREAD_ABOVE = 256 * 1024
 _MANDATORY = (b"v", b"a", b"b", b"bh", b"d", b"h", b"s")
+_KEYS_MAX = 1000
 #: What a signature over `max_signatures` gets instead of an outcome: it never decides,
 #: since the topmost signature (or a temporary failure among those verified) does.
 _NOT_VERIFIED = "not verified"
@@ -257,6 +258,8 @@ class Dkim(Policy[DkimOptions]):
     def __init__(self, options: DkimOptions, replies: Mapping[str, Reply] | None = None) -> None:
         super().__init__(options, replies)
         self._must_sign = {h.lower() for h in options.must_sign}
+        #: key record text -> (public key, bits, key type, tlsrpt), as dkimpy reads it
+        self._keys: dict[str, tuple[Any, int, bytes, bool]] = {}
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         if session.message is None:
@@ -390,7 +393,7 @@ class Dkim(Policy[DkimOptions]):
                 reason = f"the key allows only h={key_tags[b'h'].decode('ascii', 'replace')}"
                 return _failed("DKIM_ALGORITHM_REFUSED", auth, reason)
         try:
-            public, bits, ktag, tlsrpt = dkimpy.evaluate_pk(key.name, record.encode("ascii"))
+            public, bits, ktag, tlsrpt = self._public_key(key.name, record)
         except (dkimpy.DKIMException, ValueError, UnicodeError) as exc:
             return _failed("DKIM_MALFORMED", auth, f"key record unusable: {exc}")
         auth = replace(auth, key_bits=bits)
@@ -422,6 +425,17 @@ class Dkim(Policy[DkimOptions]):
             reason = "h= does not cover " + ", ".join(unsigned)
             return _failed("DKIM_HEADER_NOT_SIGNED", auth, reason, "policy")
         return SignatureCheck(None, replace(auth, result="pass"))
+
+    def _public_key(self, name: str, record: str) -> tuple[Any, int, bytes, bool]:
+        """dkimpy's reading of a key record, kept: a staging MTA signs every message with
+        the same key, and reading it (ASN.1 in pure Python) costs as much as hashing."""
+        found = self._keys.get(record)
+        if found is None:
+            found = dkimpy.evaluate_pk(name, record.encode("ascii"))
+            if len(self._keys) >= _KEYS_MAX:
+                self._keys.clear()
+            self._keys[record] = found
+        return found
 
     # -- the verdict ------------------------------------------------------------------------
 
