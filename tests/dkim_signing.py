@@ -11,6 +11,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -86,3 +87,14 @@ def make_ctx(now: datetime = NOW, **extra: Any) -> Context:
     }
     world = World.from_config(WorldConfig.model_validate(config))
     return Context(world=world, hostname=HOST, history=ClientHistory()).for_session()
+
+
+def seal(message: bytes, domain: str, results: str, selector: str = "rsa2048") -> bytes:
+    """`message` as the intermediary at `domain` forwards it: its Authentication-Results,
+    then its ARC set (dkimpy's arc_sign, RSA) on top."""
+    with_results = f"Authentication-Results: {domain}; {results}\r\n".encode() + message
+    arc_set = dkim.arc_sign(
+        with_results, selector.encode(), domain.encode(), keys()["rsa2048"].private, domain.encode()
+    )
+    assert arc_set, "dkimpy made no ARC set"
+    return b"".join(reversed(arc_set)) + with_results

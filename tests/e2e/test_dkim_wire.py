@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from strictmx.receiver.world.dkim_keys import sign
-from tests.dkim_signing import MESSAGE, SIGNED_AT, keys
+from tests.dkim_signing import MESSAGE, SIGNED_AT, keys, seal
 
 from .conftest import Factory
 
@@ -98,3 +98,23 @@ def test_servfail_on_the_key_is_a_4xx(serve: Factory) -> None:
     code, text = send(rx.port, message)["DATA"]
     assert code == 451
     assert text == b"4.7.20 DKIM key lookup failed temporarily for broken._domainkey.example.com"
+
+
+def test_forwarded_message_with_an_arc_chain(serve: Factory) -> None:
+    spec = scenario()
+    spec["policies"]["eod"].append({"policy": "arc", "fail": "reject"})
+    spec["world"]["dns"]["records"]["rsa2048._domainkey.lists.example.org"] = {
+        "TXT": keys()["rsa2048"].record
+    }
+    rx = serve(spec)
+    forwarded = seal(signed(), "lists.example.org", "dkim=pass header.d=example.com")
+    assert send(rx.port, forwarded) == {}
+    raw = rx.message(rx.last()["id"], 1)
+    assert raw is not None
+    results = raw.split(b"\r\nARC-Seal:")[0].replace(b"\r\n\t", b" ")
+    assert b"dkim=pass" in results
+    assert b"arc=pass" in results
+    # The same chain with the body changed after sealing: refused with Stalwart's text.
+    broken = forwarded.replace(b"figures are", b"figures were")
+    code, text = send(rx.port, broken)["DATA"]
+    assert (code, text) == (550, b"5.7.29 ARC validation failed.")

@@ -5,31 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import dkim
-
 from strictmx.policies.arc import Arc, ArcOptions
 from strictmx.receiver.authentication import ArcAuth
 from strictmx.receiver.policy import Context
 from strictmx.receiver.session import Client, Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
 from strictmx.receiver.world.dkim_keys import SigningKey
-from tests.dkim_signing import MESSAGE, keys, make_ctx
+from tests.dkim_signing import MESSAGE, keys, make_ctx, seal
 from tests.unit.worlds import objection_by, wire
 
 
 def key() -> SigningKey:
     return keys()["rsa2048"]
-
-
-def seal(message: bytes, domain: str, results: str, selector: str = "rsa2048") -> bytes:
-    """`message` as the intermediary at `domain` forwards it: its Authentication-Results,
-    then its ARC set on top."""
-    with_results = f"Authentication-Results: {domain}; {results}\r\n".encode() + message
-    arc_set = dkim.arc_sign(
-        with_results, selector.encode(), domain.encode(), key().private, domain.encode()
-    )
-    assert arc_set, "dkimpy made no ARC set"
-    return b"".join(reversed(arc_set)) + with_results
 
 
 def one_hop(selector: str = "rsa2048") -> bytes:
