@@ -15,9 +15,9 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from strictmx.receiver.dkim_signing import SigningKey, ed25519_key, rsa_key, rsa_signing_key
 from strictmx.receiver.policy import ClientHistory, Context
 from strictmx.receiver.world import World, WorldConfig
-from strictmx.receiver.world.dkim_keys import SigningKey, ed25519_key, rsa_key, rsa_signing_key
 
 HOST = "mx.strictmx.test"
 #: The scenario's clock in these tests; signatures are dated just before it.

@@ -11,6 +11,7 @@ import dkim as dkimpy  # untyped: see the mypy override in pyproject
 from dkim.util import InvalidTagValueList, parse_tag_value
 from pydantic import Field
 
+from strictmx.receiver import dkim_rsa
 from strictmx.receiver.authentication import ArcAuth
 from strictmx.receiver.outcome import NUMBER, RESULT, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
@@ -18,6 +19,9 @@ from strictmx.receiver.reproduction import Build, Request, domain_of, message
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
 from strictmx.receiver.world.dkim_keys import KeyLookup, answering, fetch_keys, key_name
+
+# RSA checked by OpenSSL rather than dkimpy's pure-Python arithmetic (see dkim_rsa).
+dkim_rsa.install()
 
 Handling = Literal["reject", "defer", "accept"]
 

@@ -12,19 +12,18 @@ import dkim as dkimpy  # untyped: see the mypy override in pyproject
 from dkim.util import InvalidTagValueList, parse_tag_value
 from pydantic import Field
 
+from strictmx.receiver import dkim_rsa
 from strictmx.receiver.authentication import DkimAuth, DkimResult
+from strictmx.receiver.dkim_signing import ed25519_key, sign
 from strictmx.receiver.outcome import HOST, RESULT, TEXT, TOKEN
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.reproduction import CLOCK, Build, Identity, Request, domain_of, message
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
-from strictmx.receiver.world.dkim_keys import (
-    KeyLookup,
-    ed25519_key,
-    fetch_keys,
-    key_name,
-    sign,
-)
+from strictmx.receiver.world.dkim_keys import KeyLookup, fetch_keys, key_name
+
+# RSA checked by OpenSSL rather than dkimpy's pure-Python arithmetic (see dkim_rsa).
+dkim_rsa.install()
 
 Handling = Literal["reject", "defer", "accept"]
 

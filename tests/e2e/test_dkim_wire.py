@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from strictmx.receiver.world.dkim_keys import sign
+from strictmx.receiver.dkim_signing import sign
 from tests.dkim_signing import MESSAGE, SIGNED_AT, keys, seal
 
 from .conftest import Factory

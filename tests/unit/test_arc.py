@@ -7,10 +7,10 @@ from typing import Any
 
 from strictmx.policies.arc import Arc, ArcOptions
 from strictmx.receiver.authentication import ArcAuth
+from strictmx.receiver.dkim_signing import SigningKey
 from strictmx.receiver.policy import Context
 from strictmx.receiver.session import Client, Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
-from strictmx.receiver.world.dkim_keys import SigningKey
 from tests.dkim_signing import MESSAGE, keys, make_ctx, seal
 from tests.unit.worlds import objection_by, wire
 

@@ -15,10 +15,10 @@ from pydantic import ValidationError
 
 from strictmx.policies.dkim import Dkim, DkimOptions
 from strictmx.receiver.authentication import AuthResults
+from strictmx.receiver.dkim_signing import sign
 from strictmx.receiver.policy import Context
 from strictmx.receiver.session import Client, Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
-from strictmx.receiver.world.dkim_keys import sign
 from tests.dkim_signing import MESSAGE, NOW, SIGNED_AT, keys, make_ctx
 from tests.unit.worlds import objection_by, wire
 

@@ -43,6 +43,8 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.rfc5322": "data",
     "strictmx.receiver.session": "data",
     "strictmx.receiver.authentication": "data",
+    "strictmx.receiver.dkim_signing": "data",
+    "strictmx.receiver.dkim_rsa": "data",
     "strictmx.receiver.catalogue": "data",
     "strictmx.receiver.outcome": "data",
     "strictmx.receiver.reproduction": "data",
