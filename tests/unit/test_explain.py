@@ -306,7 +306,10 @@ def test_a_multi_line_reply_wrapped_by_a_mail_client() -> None:
     assert found.lines[1].endswith(
         "does not point to the sending IP. As a policy, Gmail does not accept messages"
     )
-    assert explain(text).best.entry.id == "gmail-no-ptr"
+    # Gmail's PTR refusal: the catalogue holds it with and without the `- gsmtp` tail, and
+    # this reply (its tail cut off by the client) is either; the check is one.
+    best = explain(text).best.entry
+    assert (best.policy, best.outcome, best.receiver) == ("reverse_dns", "NO_PTR", "Gmail")
 
 
 def test_prose_around_a_reply() -> None:
