@@ -331,19 +331,25 @@ class BulkSender(Policy[BulkSenderOptions]):
 
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         mail = _Mail.of(session)
-        async for outcome, reason in self._broken(mail, session, ctx):
-            return self.verdict(
-                outcome,
-                stage,
-                session,
-                ctx,
-                reason,
-                # A rule set to accept never yields: the class is reject's or defer's.
-                refuse_as="reject" if self._handling(outcome) == "reject" else "defer",
-                from_domain=mail.from_domain,
-                spf_domain=mail.spf_domain,
-            )
-        return None
+        broken = [found async for found in self._broken(mail, session, ctx)]
+        if not broken:
+            return None
+        # The first broken rule answers; the others are named in the reason, so that
+        # `strictmx check` and the journal show everything a sender has to mend at once.
+        (outcome, reason), others = broken[0], broken[1:]
+        if others:
+            reason += "; also broken: " + "; ".join(f"{o} ({why})" for o, why in others)
+        return self.verdict(
+            outcome,
+            stage,
+            session,
+            ctx,
+            reason,
+            # A rule set to accept never yields: the class is reject's or defer's.
+            refuse_as="reject" if self._handling(outcome) == "reject" else "defer",
+            from_domain=mail.from_domain,
+            spf_domain=mail.spf_domain,
+        )
 
     def _handling(self, outcome: str) -> Handling:
         handling: Handling = getattr(self.options, RULES[outcome])

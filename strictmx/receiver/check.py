@@ -39,6 +39,10 @@ class BadInput(Exception):
     """Arguments that cannot be checked: one line on stderr, exit 2."""
 
 
+#: The protocol names `ssl.SSLSocket.version()` reports, as `--tls` takes them.
+TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+
 @dataclass
 class Envelope:
     """What the client says: who it is, its greeting, the envelope and the message."""
@@ -51,6 +55,8 @@ class Envelope:
     message: bytes | None = None
     message_name: str | None = None
     smtputf8: bool = False
+    #: The TLS version the session used after STARTTLS ("TLSv1.3"); None: clear text.
+    tls: str | None = None
 
 
 @dataclass
@@ -132,6 +138,10 @@ async def evaluate(scenario: Scenario, envelope: Envelope) -> Report:
         await stage(Stage.CONNECT, conv.connect())
         await stage(Stage.HELO, conv.hello("EHLO", envelope.helo))
         conv.hello_done(True)  # warn_only: nothing is refused
+        if envelope.tls is not None:
+            # STARTTLS after the greeting, as a client does (the second EHLO changes
+            # nothing the policies judge).
+            conv.tls_started(envelope.tls)
         options = ["SMTPUTF8"] if envelope.smtputf8 else []
         await stage(Stage.MAIL, conv.mail(envelope.mail_from, options))
         for rcpt in envelope.rcpts:
@@ -172,7 +182,9 @@ def render_text(report: Report) -> str:
     rcpts = ", ".join(f"<{r}>" for r in e.rcpts)
     out = [
         f"scenario {scenario.name} ({scenario.source}), every policy run (warn_only)",
-        f"client {client}; EHLO {e.helo}; MAIL FROM:<{e.mail_from}>; RCPT TO: {rcpts}",
+        f"client {client}; EHLO {e.helo}; "
+        + (f"STARTTLS ({e.tls}); " if e.tls else "")
+        + f"MAIL FROM:<{e.mail_from}>; RCPT TO: {rcpts}",
         f"message {e.message_name}"
         if e.message is not None
         else "no message given: end-of-data policies (headers, content) not run",
@@ -213,6 +225,7 @@ def render_json(report: Report) -> str:
             "name": report.client.name,
         },
         "helo": e.helo,
+        "tls": e.tls,
         "mail_from": e.mail_from,
         "rcpts": e.rcpts,
         "message": e.message_name,
@@ -270,6 +283,13 @@ def add_parser(sub: Any) -> None:
         "--smtputf8", action="store_true", help="MAIL FROM asks for SMTPUTF8 (RFC 6531)"
     )
     check.add_argument(
+        "--tls",
+        choices=TLS_VERSIONS,
+        metavar="VERSION",
+        help="the session used STARTTLS with this protocol (" + ", ".join(TLS_VERSIONS) + "); "
+        "without it, clear text",
+    )
+    check.add_argument(
         "message",
         nargs="?",
         metavar="MESSAGE.eml",
@@ -318,4 +338,5 @@ def envelope_from(args: argparse.Namespace) -> Envelope:
         message=message,
         message_name=name,
         smtputf8=args.smtputf8,
+        tls=args.tls,
     )
