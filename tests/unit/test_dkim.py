@@ -8,6 +8,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import dkim as dkimpy
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -490,3 +491,22 @@ async def test_signatures_over_the_limit_are_not_looked_up() -> None:
     assert "over the limit of 3" in session.auth.dkim[3].reason
     # Control: within the limit, the good one counts.
     await passes(bad * 3 + good + MESSAGE, max_signatures=4)
+
+
+def test_a_long_signed_header_list_folds_between_names_and_verifies_elsewhere() -> None:
+    """The signer folds h= at its spaces, never inside a name: dkimpy's own verification
+    (not the policy) accepts what it signs when the list is long enough to fold."""
+    names = ("from", "to", "subject", "date", "message-id", "list-id", "list-unsubscribe",
+             "list-unsubscribe-post")  # fmt: skip
+    message = MESSAGE.replace(
+        b"\r\n\r\n",
+        b"\r\nList-Id: <news.example.com>\r\nList-Unsubscribe: <https://example.com/u>\r\n"
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n",
+        1,
+    )
+    key = keys()["rsa2048"]
+    signed = sign(message, "s1", "example.com", key, headers=names) + message
+    header = signed.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\n " in header.split(b"h=", 1)[1].split(b";", 1)[0]  # h= is folded
+    record = key.record.encode()
+    assert dkimpy.verify(signed, dnsfunc=lambda name, timeout=5: record)
