@@ -52,8 +52,9 @@ def main() -> None:
     (HERE / "signed-message.eml").write_text(text)
     scenario = HERE / "modern-strict.yaml"
     record = f'sel._domainkey.example.net: {{TXT: "{key.record}"}}'
-    updated = re.sub(r"sel\._domainkey\.example\.net: \{TXT: \"[^\"]*\"\}", record,
-                     scenario.read_text())
+    updated = re.sub(
+        r"sel\._domainkey\.example\.net: \{TXT: \"[^\"]*\"\}", record, scenario.read_text()
+    )
     scenario.write_text(updated)
     print(f"wrote {HERE / 'signed-message.eml'} and the key record in {scenario}")
 
