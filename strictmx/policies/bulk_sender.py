@@ -6,12 +6,12 @@ import ipaddress
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from email.utils import getaddresses
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from strictmx.policies.reverse_dns import forward_confirm, host_names
+from strictmx.receiver.alignment import aligned, author_domain
 from strictmx.receiver.authentication import AuthResults
 from strictmx.receiver.message import Header, header_of
 from strictmx.receiver.outcome import HOST
@@ -36,7 +36,6 @@ from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Reply, Stage, Verdict
 from strictmx.receiver.world.dns import TempFail
 from strictmx.receiver.world.names import public_ip
-from strictmx.receiver.world.suffixes import owner_domain
 
 Handling = Literal["reject", "defer", "accept"]
 
@@ -465,23 +464,11 @@ class _Mail:
         dkim = session.auth.dkim or ()
         return cls(
             header=header,
-            from_domain=single_from_domain(header),
+            from_domain=author_domain(session.message or b"")[0] or "",
             spf_domain=spf_domain,
             spf_pass=spf_pass,
             dkim_domains=[d.domain.lower() for d in dkim if d.result == "pass"],
         )
-
-
-def single_from_domain(header: Header) -> str:
-    """The domain of the message's one From: address, lower-cased; "" when there is no
-    From: field, several, or one that does not hold exactly one address."""
-    fields = header.get("From")
-    if len(fields) != 1:
-        return ""
-    addresses = [a for _, a in getaddresses([fields[0].value]) if a]
-    if len(addresses) != 1:
-        return ""
-    return _domain(addresses[0])
 
 
 def unsubscribe_problem(header: Header) -> str | None:
@@ -497,16 +484,6 @@ def unsubscribe_problem(header: Header) -> str | None:
     if _ONE_CLICK not in posts:
         return "List-Unsubscribe-Post is not List-Unsubscribe=One-Click"
     return None
-
-
-def aligned(domain: str, from_domain: str) -> bool:
-    """Relaxed identifier alignment (RFC 7489 §3.1): the same organisational domain."""
-    if not domain or not from_domain:
-        return False
-    if domain == from_domain:
-        return True
-    org = owner_domain(from_domain)
-    return org is not None and owner_domain(domain) == org
 
 
 def _domain(address: str | None) -> str:

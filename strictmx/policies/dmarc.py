@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from email.headerregistry import AddressHeader, HeaderRegistry
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from strictmx.receiver.alignment import aligned, author_domain, domain_name, organisational_domain
 from strictmx.receiver.authentication import DmarcAuth, DmarcResult
 from strictmx.receiver.message import header_of
 from strictmx.receiver.outcome import HOST
@@ -26,8 +26,6 @@ from strictmx.receiver.reproduction import (
 from strictmx.receiver.session import Session
 from strictmx.receiver.verdict import Action, Stage, Verdict
 from strictmx.receiver.world.dns import NoData, NXDomain, TempFail
-from strictmx.receiver.world.names import normalise_name
-from strictmx.receiver.world.suffixes import owner_domain
 
 Handling = Literal["reject", "defer", "accept"]
 Disposition = Literal["none", "quarantine", "reject"]
@@ -48,20 +46,6 @@ _LOWER: dict[Disposition, Disposition] = {
     "quarantine": "none",
     "none": "none",
 }
-_REGISTRY = HeaderRegistry()
-#: A host name's LDH labels (RFC 1123 §2.1), in the lower case normalise_name gives.
-_HOST_NAME = re.compile(
-    r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\.)*[a-z][a-z0-9-]{0,61}[a-z0-9]"
-)
-
-
-def domain_name(text: str) -> str:
-    """`text` as a lower-case A-label domain name; ValueError unless it is a host name
-    (an address literal or an address is not: DMARC has no policy for them)."""
-    name = normalise_name(text) if text and not text.startswith("[") else ""
-    if not _HOST_NAME.fullmatch(name):
-        raise ValueError(f"{text!r} is not a domain name")
-    return name
 
 
 class DmarcOptions(PolicyOptions):
@@ -193,21 +177,6 @@ def parse_record(text: str) -> DmarcRecord:
         testing=testing,
         notes=tuple(notes),
     )
-
-
-def organisational_domain(domain: str) -> str:
-    """RFC 7489 §3.2: the public suffix (the Public Suffix List, private section too) plus
-    one label; a name that is itself a public suffix is its own."""
-    return owner_domain(domain) or domain
-
-
-def aligned(identifier: str, from_domain: str, mode: Literal["r", "s"]) -> bool:
-    """RFC 7489 §3.1.1/§3.1.2: strict is the same name, relaxed the same organisational
-    domain."""
-    a, b = identifier.lower().rstrip("."), from_domain.lower().rstrip(".")
-    if a == b:
-        return True
-    return mode == "r" and organisational_domain(a) == organisational_domain(b)
 
 
 def sample(key: str) -> int:
@@ -370,7 +339,7 @@ class Dmarc(Policy[DmarcOptions]):
     async def check(self, stage: Stage, session: Session, ctx: Context) -> Verdict | None:
         if session.message is None:
             return None
-        from_domain, problem = _from_domain(session.message)
+        from_domain, problem = author_domain(session.message)
         if from_domain is None:
             session.auth.dmarc = DmarcAuth("permerror", "", reason=problem)
             return None
@@ -535,27 +504,6 @@ class Dmarc(Policy[DmarcOptions]):
 
 
 # -- reading the message and the other policies' results --------------------------------
-
-
-def _from_domain(message: bytes) -> tuple[str | None, str]:
-    """(the From domain, "") or (None, why there is not exactly one)."""
-    header = header_of(message)
-    froms = header.get("from")
-    if len(froms) != 1:
-        return None, f"the message has {len(froms)} From fields; DMARC needs one"
-    try:
-        parsed = _REGISTRY("From", froms[0].value)
-    except Exception:  # the stdlib parser raises IndexError etc. on some junk
-        return None, "From cannot be parsed"
-    assert isinstance(parsed, AddressHeader)
-    addresses = parsed.addresses
-    if len(addresses) != 1:
-        return None, f"From holds {len(addresses)} addresses; DMARC needs one"
-    domain = addresses[0].domain
-    try:
-        return domain_name(domain), ""
-    except ValueError:
-        return None, f"the From domain {domain!r} is not a domain name"
 
 
 def _identifiers(session: Session) -> tuple[str | None, list[str]]:

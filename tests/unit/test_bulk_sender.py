@@ -13,10 +13,9 @@ from strictmx.policies import BUILTIN
 from strictmx.policies.bulk_sender import (
     BulkSender,
     BulkSenderOptions,
-    aligned,
-    single_from_domain,
     unsubscribe_problem,
 )
+from strictmx.receiver.alignment import aligned, author_domain
 from strictmx.receiver.authentication import AuthResults, DkimAuth, DmarcAuth, SpfAuth
 from strictmx.receiver.message import parse_header
 from strictmx.receiver.policy import ClientHistory, Context
@@ -375,9 +374,9 @@ async def test_unsubscribe_fields_must_be_signed_by_an_aligned_signature(
 
 def test_unsubscribe_and_from_helpers() -> None:
     assert unsubscribe_problem(parse_header(message(*UNSUBSCRIBE))) is None
-    assert single_from_domain(parse_header(message())) == FROM
+    assert author_domain(message()) == (FROM, "")
     two = message(sender="a@one.example, b@two.example")
-    assert single_from_domain(parse_header(two)) == ""
+    assert author_domain(two)[0] is None
 
 
 # -- handling options --------------------------------------------------------------------------

@@ -17,12 +17,12 @@ from strictmx.policies.dmarc import (
     DmarcOptions,
     DmarcRecord,
     RecordError,
-    aligned,
     parse_record,
     sample,
 )
 from strictmx.receiver import runner
 from strictmx.receiver import scenario as scenarios
+from strictmx.receiver.alignment import aligned
 from strictmx.receiver.authentication import ArcAuth, DkimAuth, SpfAuth
 from strictmx.receiver.catalogue import Entry
 from strictmx.receiver.explain import Explainer

@@ -43,6 +43,7 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.rfc5322": "data",
     "strictmx.receiver.session": "data",
     "strictmx.receiver.authentication": "data",
+    "strictmx.receiver.alignment": "data",
     "strictmx.receiver.dkim_signing": "data",
     "strictmx.receiver.dkim_rsa": "data",
     "strictmx.receiver.catalogue": "data",
