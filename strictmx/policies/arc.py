@@ -13,6 +13,7 @@ from pydantic import Field
 
 from strictmx.receiver import dkim_rsa
 from strictmx.receiver.authentication import ArcAuth
+from strictmx.receiver.message import header_of
 from strictmx.receiver.outcome import NUMBER, RESULT, TEXT
 from strictmx.receiver.policy import FROM_CATALOGUE, Context, Outcome, Policy, PolicyOptions
 from strictmx.receiver.reproduction import Build, Request, domain_of, message
@@ -137,6 +138,9 @@ class Arc(Policy[ArcOptions]):
 
     async def validate(self, message: bytes, ctx: Context) -> tuple[ArcAuth, str | None]:
         """The chain's result, and the outcome it gives (None: none or pass)."""
+        if not any(f.name.lower().startswith("arc-") for f in header_of(message).fields):
+            # Most mail has no chain: no need for dkimpy to read the message.
+            return ArcAuth("none"), None
         try:
             verifier = dkimpy.ARC(message, minkey=self.options.min_key_bits)
             instances, headers = verifier.sorted_arc_headers()
