@@ -193,9 +193,15 @@ def registry() -> Registry:
 @functools.cache
 def provider_codes() -> tuple[ProviderCode, ...]:
     name = "provider-codes.yaml"
-    data = _load(name)
+    return parse_provider_codes(_load(name), name)
+
+
+def parse_provider_codes(data: Any, name: str) -> tuple[ProviderCode, ...]:
+    """The providers' table from its YAML data; SignalDataError names the row at fault."""
+    if not isinstance(data, dict) or not isinstance(data.get("codes"), list):
+        raise SignalDataError(f"{name}: needs a `codes` list")
     rows: list[ProviderCode] = []
-    for n, row in enumerate(data.get("codes", []) if isinstance(data, dict) else []):
+    for n, row in enumerate(data["codes"]):
         where = f"{name}: codes[{n}] ({row.get('id', '?') if isinstance(row, dict) else '?'})"
         try:
             if not row["source"]:
