@@ -22,6 +22,7 @@ from strictmx.receiver.explain.signals import (
     registry,
     status_meaning,
 )
+from strictmx.receiver.reproduce import ReproduceError, reproduce
 
 EXPLAINER = Explainer()
 
@@ -265,3 +266,15 @@ def test_the_output_names_the_registry_meaning_and_the_provider_code_with_source
     bare = explain("550 Helo command rejected: need fully-qualified hostname")
     assert bare.to_json()["signals"] == {"enhanced_status": None, "provider_codes": []}
     assert "signals:" not in bare.render()
+
+
+def test_reproduce_says_which_class_it_cannot_reproduce() -> None:
+    with pytest.raises(
+        ReproduceError,
+        match=r"^not recognised as a strictmx refusal: this is "
+        r"greylisted, and strictmx does not emulate this yet; fix: ",
+    ):
+        reproduce("451 4.7.1 Greylisting in action, please come back later", explainer=EXPLAINER)
+    # Control: a class a strictmx policy emulates is reproduced as that policy's refusal.
+    size = reproduce("552 5.3.4 Message size exceeds fixed limit", explainer=EXPLAINER)
+    assert (size.entry.policy, size.entry.outcome) == ("content_filter", "MESSAGE_TOO_BIG")
