@@ -264,6 +264,13 @@ def reproduce(
             raise ReproduceError(str(exc.args[0])) from None
     elif explanation.best is not None:
         entry = explanation.best.entry
+    elif explanation.not_emulated is not None:
+        # The bounce's class is known and is no strictmx refusal: say which, not "nearest".
+        other = explanation.not_emulated
+        raise ReproduceError(
+            f"not recognised as a strictmx refusal: this is {other.name}, and "
+            f"{other.statement}; fix: {other.fix}"
+        )
     else:
         nearest = ", ".join(f"{f} ({s:.2f})" for f, s in explanation.families[:3])
         raise ReproduceError(

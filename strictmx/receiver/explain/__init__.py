@@ -24,9 +24,19 @@ outcome cannot be refused at counts against it.
 A match is reported only at `THRESHOLD` or above; below it the answer is "not
 recognised", with the nearest families and their scores, never a confident guess.
 
+The strongest signals are facts on top of that (`signals`): the enhanced status code's
+meaning in the IANA registry (data/enhanced-status-codes.yaml, with Gmail's reuses) and the
+providers' own codes and links (data/provider-codes.yaml), each with its source. Where one
+of them names a class unambiguously (X.7.25 reverse DNS, X.2.2 mailbox full, Yahoo's TSS04
+rate limit, ...) and the catalogue's best text is neither exact nor of a family that class
+or that code allows, the class decides: a strictmx family lists its nearest outcomes; a
+class strictmx does not emulate (`classes`: a full mailbox, a rate limit, a greylisting,
+...) is said plainly, with its fix, and no family is claimed.
+
 The package, by job: `extract` finds the reply in the input, `normalise` turns reply texts
-into tokens, `match` scores them against the catalogue and says what it found, `command`
-is `strictmx explain` on the command line.
+into tokens, `signals` reads the status code's and the providers' facts, `classes` names
+the classes strictmx does not emulate, `match` scores the texts against the catalogue and
+says what it found, `command` is `strictmx explain` on the command line.
 """
 
 from .command import (

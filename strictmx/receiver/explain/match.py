@@ -16,8 +16,11 @@ from ..catalogue import Catalogue, Entry
 from ..outcome import FieldKind
 from ..registry import bundled, load_registry
 from ..verdict import Stage
+from .classes import BounceClass, not_emulated, outcome_of
 from .extract import ExplainError, Extracted, decode, extract
 from .normalise import features, tokens
+from .signals import Fact, Signals, decide
+from .signals import read as read_signals
 
 #: A match at or above this confidence is reported as recognised. Chosen on the labelled
 #: corpus (tests/data/explain_corpus.yaml): documented replies score above 0.9, other
@@ -28,6 +31,9 @@ from .normalise import features, tokens
 THRESHOLD = 0.42
 #: Matches within this distance of the best one are listed beside it.
 NEAR = 0.12
+#: A catalogue match this close is the catalogue's own reply: it wins over every signal
+#: (documented replies score above 0.9, see THRESHOLD).
+EXACT = 0.9
 MAX_MATCHES = 3
 
 
@@ -45,10 +51,33 @@ class Explanation:
     matches: list[Match]
     #: Best score per family, best first (the nearest families when not recognised).
     families: list[tuple[str, float]]
+    #: The enhanced status code's registry meaning and the providers' codes in the reply.
+    signals: Signals | None = None
+    #: The class the signals named, when it decided the answer (not the catalogue's text).
+    fact: Fact | None = None
+
+    @property
+    def not_emulated(self) -> BounceClass | None:
+        """The class strictmx does not emulate that the signals named, if that is the answer."""
+        return not_emulated(self.fact.cls) if self.fact is not None else None
 
     @property
     def recognised(self) -> bool:
-        return bool(self.matches)
+        return bool(self.matches) or self.not_emulated is not None
+
+    @property
+    def class_name(self) -> str | None:
+        """The answer's class: a strictmx family, or a class strictmx does not emulate."""
+        if self.not_emulated is not None:
+            return self.not_emulated.name
+        return self.matches[0].entry.family if self.matches else None
+
+    @property
+    def basis(self) -> str | None:
+        """What decided the class: the catalogue's texts, or the signals' facts."""
+        if not self.recognised:
+            return None
+        return "signals" if self.fact is not None else "catalogue"
 
     @property
     def best(self) -> Match | None:
@@ -62,6 +91,8 @@ class Explanation:
             "dsn": self.input.dsn,
             "stage": self.input.stage.value if self.input.stage else None,
             "recognised": self.recognised,
+            "class": self.class_name,
+            "basis": self.basis,
             "text": self.input.text,
             "matches": [
                 {
@@ -87,7 +118,33 @@ class Explanation:
                 {"family": family, "confidence": round(score, 3)}
                 for family, score in self.families[:3]
             ]
+        other = self.not_emulated
+        data["not_emulated"] = (
+            {
+                "class": other.name,
+                "emulated": other.emulated,
+                "statement": other.statement,
+                "meaning": other.meaning,
+                "fix": other.fix,
+            }
+            if other is not None
+            else None
+        )
+        data["decided_by"] = self.fact.to_json() if self.fact is not None else None
+        data["signals"] = self.signals.to_json() if self.signals is not None else None
         return data
+
+    def _render_signals(self) -> list[str]:
+        if self.signals is None:
+            return []
+        out = []
+        if self.signals.status is not None:
+            out.append(f"  {self.signals.status.render()}")
+        out += [f"  provider code: {hit.render()}" for hit in self.signals.providers]
+        if not out:
+            return []
+        source = self.signals.status.source if self.signals.status else None
+        return ["signals:", *out, *([f"  registry: {source}"] if source else []), ""]
 
     def render(self, reproduce_input: str | None = None) -> str:
         got = self.input
@@ -97,6 +154,26 @@ class Explanation:
         if got.stage:
             head.append(f"answered at {got.stage.value}")
         out = [", ".join(head), f"reply: {_clip(got.text, 300)}", ""]
+        out += self._render_signals()
+        other = self.not_emulated
+        if other is not None and self.fact is not None:
+            return "\n".join(
+                [
+                    *out,
+                    f"class: {other.name} ({other.statement}; nearest strictmx families are "
+                    "not claimed)",
+                    f"  because: {self.fact.because}",
+                    f"  source:  {self.fact.source}",
+                    f"  meaning: {other.meaning}",
+                    f"  fix:     {other.fix}",
+                ]
+            )
+        if self.fact is not None and self.matches:
+            out.append(
+                f"class: {self.fact.family} (from the signals: {self.fact.because}; "
+                "the outcomes below are that family's nearest texts)"
+            )
+            out.append("")
         if not self.recognised:
             out.append("not recognised: no catalogue reply is close enough to say what this is.")
             if self.families:
@@ -293,7 +370,36 @@ class Explainer:
         if not found.text.strip() and found.code is None:
             raise ExplainError("no SMTP reply found in the input")
         ranked = self.matcher.score(found)
-        return Explanation(found, _pick(ranked), _by_family(ranked))
+        signals = read_signals(found)
+        matches, fact = self._choose(ranked, decide(signals))
+        return Explanation(found, matches, _by_family(ranked), signals, fact)
+
+    def _choose(
+        self, ranked: Sequence[Match], fact: Fact | None
+    ) -> tuple[list[Match], Fact | None]:
+        """The catalogue's matches, or the class the signals name where they disagree.
+
+        A catalogue text that matches exactly wins, and so does a match in a family that
+        the fact names or whose own replies carry the same enhanced status code (Postfix's
+        `reject_unknown_helo_hostname` text with 5.7.25 is helo_dns, not reverse_dns).
+        Otherwise the fact decides: for a strictmx family its nearest outcomes are listed;
+        for a class strictmx does not emulate, no family is claimed.
+        """
+        picked = _pick(ranked)
+        if fact is None or (ranked and ranked[0].confidence >= EXACT):
+            return picked, None
+        family = fact.family
+        compatible = {family} | self.matcher.families_by_detail.get(fact.detail or "", set())
+        if picked and picked[0].entry.family in compatible:
+            return picked, None
+        if family in self.catalogue.families:
+            in_family = [m for m in ranked if m.entry.family == family]
+            outcome = outcome_of(fact.cls)
+            if outcome is not None:
+                # The class is one outcome of the family: that outcome's texts rank first.
+                in_family.sort(key=lambda m: m.entry.outcome != outcome)
+            return _pick_family(in_family), fact
+        return [], fact
 
 
 def _pick(ranked: Sequence[Match]) -> list[Match]:
@@ -301,6 +407,24 @@ def _pick(ranked: Sequence[Match]) -> list[Match]:
     if not ranked or ranked[0].confidence < THRESHOLD:
         return []
     floor = max(THRESHOLD, ranked[0].confidence - NEAR)
+    out: list[Match] = []
+    seen: set[tuple[str, str]] = set()
+    for match in ranked:
+        if match.confidence < floor or len(out) == MAX_MATCHES:
+            break
+        key = (match.entry.policy, match.entry.outcome)
+        if key not in seen:
+            seen.add(key)
+            out.append(match)
+    return out
+
+
+def _pick_family(ranked: Sequence[Match]) -> list[Match]:
+    """A family's nearest outcomes, when the signals named the family: no threshold, since
+    the text only ranks the family's outcomes and the class is not in doubt."""
+    if not ranked:
+        return []
+    floor = ranked[0].confidence - NEAR
     out: list[Match] = []
     seen: set[tuple[str, str]] = set()
     for match in ranked:
