@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 import strictmx
 from strictmx.receiver import cli
+from strictmx.receiver.explain import cache
 from tests import import_graph
 from tests.import_graph import Graph, Import
 from tests.unit.test_layers import PLACES, cycle_problems, layer_problems
@@ -29,6 +32,16 @@ def with_named_imports(graph: Graph) -> Graph:
         Import("strictmx", module, "strictmx/__init__.py", 1, False, False)
         for module in strictmx.PUBLIC.values()
     ]
+    named.append(
+        Import(
+            "strictmx.receiver.explain.cache",
+            cache.REGISTRY,
+            "strictmx/receiver/explain/cache.py",
+            1,
+            True,
+            False,
+        )
+    )
     return replace(graph, imports=[*graph.imports, *named])
 
 
@@ -37,6 +50,7 @@ def test_the_named_imports_are_modules_of_the_tree_that_point_down() -> None:
     for spec in cli.COMMANDS.values():
         assert spec.module in graph.modules, spec.module
     assert set(strictmx.PUBLIC.values()) <= set(graph.modules)
+    assert cache.REGISTRY in graph.modules
     assert layer_problems(graph, PLACES, {}) == []
     assert cycle_problems(graph) == []
 
@@ -68,24 +82,38 @@ def test_the_package_exports_each_public_name_from_its_module() -> None:
         _ = strictmx.Nope  # type: ignore[attr-defined]
 
 
-def loaded_by(*code: str) -> set[str]:
+def loaded_by(*code: str, env: dict[str, str] | None = None) -> set[str]:
     """The strictmx modules a fresh interpreter has loaded after running `code`."""
     show = "print('\\n'.join(m for m in sys.modules if m.startswith('strictmx')))"
     program = "\n".join([*code, "import sys", show])
     out = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
     ).stdout
     return set(out.split())
 
 
-def test_explain_loads_neither_the_server_nor_the_other_commands() -> None:
-    loaded = loaded_by(
-        "from strictmx.receiver import cli",
-        "import contextlib, io",
-        "with contextlib.redirect_stdout(io.StringIO()): cli.main(['explain', '550 5.7.1 x'])",
-    )
-    assert "strictmx.receiver.explain.command" in loaded  # the control: explain did run
+EXPLAIN = (
+    "from strictmx.receiver import cli",
+    "import contextlib, io",
+    "with contextlib.redirect_stdout(io.StringIO()): cli.main(['explain', '550 5.7.1 x'])",
+)
+
+
+def test_explain_loads_neither_the_server_nor_the_policies_once_cached(tmp_path: Path) -> None:
+    env = {"STRICTMX_CACHE_DIR": str(tmp_path)}
+    first = loaded_by(*EXPLAIN, env=env)
+    # The control: the first run builds the explainer, with every policy.
+    assert {"strictmx.receiver.registry", "strictmx.policies.dnsbl"} <= first
+    loaded = loaded_by(*EXPLAIN, env=env)
+    assert "strictmx.receiver.explain.command" in loaded  # explain did run
+    assert not any(m.startswith("strictmx.policies") for m in loaded), sorted(loaded)
     for heavy in (
+        "strictmx.receiver.registry",
         "strictmx.receiver.serve_command",
         "strictmx.receiver.server",
         "strictmx.receiver.api",

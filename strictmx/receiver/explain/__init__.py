@@ -25,8 +25,10 @@ A match is reported only at `THRESHOLD` or above; below it the answer is "not
 recognised", with the nearest families and their scores, never a confident guess.
 
 The package, by job: `extract` finds the reply in the input, `normalise` turns reply texts
-into tokens, `match` scores them against the catalogue and says what it found, `command`
-is `strictmx explain` on the command line.
+into tokens, `match` scores them against the catalogue and says what it found, `cache`
+keeps the default explainer between runs (building it imports every policy), `command` is
+`strictmx explain` on the command line and `batch` its `--batch` over a folder, an mbox or
+a Maildir.
 """
 
 from .command import (
