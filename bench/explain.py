@@ -2,7 +2,8 @@
 
     python bench/explain.py [--runs 10] [--bounces 1000]
 
-Prints, each the median of --runs runs of a fresh `python -m strictmx.receiver.cli` process:
+Prints, each the median of --runs runs of a fresh `python -m strictmx.receiver.cli` process,
+as wall time and as CPU time (user + system, steadier on a shared machine):
 - the wall time of `strictmx explain "550 5.7.1 ..."` with the explainer cache warm (the
   usual case: every run after the first), and with it cold (built, then written);
 - the wall time of `strictmx explain --batch` over an mbox and a folder of --bounces bounces
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import mailbox
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -75,20 +77,33 @@ def bounces(count: int) -> list[str]:
     return [makers[n % 3](n, texts[n % len(texts)]) for n in range(count)]
 
 
-def timed(args: list[str], env: dict[str, str]) -> float:
+def timed(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one process: CPU time (user + system) moves less than wall
+    time when other work shares the machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     quiet = subprocess.DEVNULL
     subprocess.run([*COMMAND, *args], env=env, stdout=quiet, stderr=quiet, check=False)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def median(runs: int, args: list[str], env: dict[str, str], before: object = None) -> float:
-    times = []
+def median(
+    runs: int, args: list[str], env: dict[str, str], before: object = None
+) -> tuple[float, float]:
+    walls, cpus = [], []
     for _ in range(runs):
         if callable(before):
             before()
-        times.append(timed(args, env))
-    return statistics.median(times)
+        wall, cpu = timed(args, env)
+        walls.append(wall)
+        cpus.append(cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def ms(figure: tuple[float, float]) -> str:
+    return f"{figure[0] * 1000:6.0f} ms wall, {figure[1] * 1000:6.0f} ms CPU"
 
 
 def main() -> None:
@@ -121,16 +136,18 @@ def main() -> None:
         (one / "a.eml").write_text(made[0])
         start_up = median(args.runs, ["--batch", str(one)], env)
         version = sys.version.split()[0]
-        print(f"python {version}, {os.cpu_count()} cores; median of {args.runs} runs")
-        print(f"strictmx explain (one bounce), cache warm: {warm * 1000:7.0f} ms wall")
-        print(f"strictmx explain (one bounce), cache cold: {cold * 1000:7.0f} ms wall")
-        print(f"strictmx explain --batch (one bounce):     {start_up * 1000:7.0f} ms wall")
+        load = os.getloadavg()[0]
+        print(f"python {version}, {os.cpu_count()} cores, load {load:.2f}; median of {args.runs}")
+        print(f"strictmx explain (one bounce), cache warm: {ms(warm)}")
+        print(f"strictmx explain (one bounce), cache cold: {ms(cold)}")
+        print(f"strictmx explain --batch (one bounce):     {ms(start_up)}")
         for kind, path in (("mbox", root / "bounces.mbox"), ("folder", folder)):
             whole = median(args.runs, ["--batch", str(path), "--format", "json"], env)
-            each = (whole - start_up) / args.bounces
+            wall, cpu = ((w - s) / args.bounces for w, s in zip(whole, start_up, strict=True))
             print(
-                f"--batch {kind} of {args.bounces}: {whole:6.2f} s wall;"
-                f" {each * 1000:5.2f} ms a bounce, {each * 1000:5.2f} s per 1,000"
+                f"--batch {kind} of {args.bounces}: {whole[0]:6.2f} s wall, {whole[1]:6.2f} s CPU;"
+                f" a bounce {wall * 1000:5.2f} ms wall, {cpu * 1000:5.2f} ms CPU"
+                f" (per 1,000: {wall * 1000:5.2f} s wall, {cpu * 1000:5.2f} s CPU)"
             )
 
 

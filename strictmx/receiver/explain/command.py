@@ -15,6 +15,8 @@ from .match import default_explainer
 
 EXIT_NOT_RECOGNISED = 1
 EXIT_BAD_INPUT = 2
+#: As a shell reports a process ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 
 def read_input(given: str | None) -> bytes:
@@ -88,3 +90,6 @@ def _batch(args: Any) -> int:
     except ExplainError as exc:
         print(f"strictmx: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # Ctrl-C on a long batch: what was printed stands
+        print("\nstrictmx: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
