@@ -3,8 +3,9 @@
 Each bounce goes through the one-bounce API (`Explainer.explain_bytes`), so a batch answers
 what `strictmx explain FILE` answers for the same bounce. The output is one JSON line per
 bounce (`--format json`) or a summary table: counts by class (the best match's family, or
-"not recognised") and by the refusing receiver's domain where the bounce names it, then the
-bounces that could not be read or explained, each named with why.
+"not recognised") and by the refusing receiver's domain where the bounce names it (else the
+domain of the MTA that wrote the DSN), then the bounces that could not be read or explained,
+each named with why.
 
 Input is streamed: a folder's files and a Maildir's messages are read one at a time, an
 mbox through the stdlib's `mailbox.mbox`, which keeps only each message's offsets and
@@ -250,7 +251,7 @@ class Summary:
         if self.by_class:
             out += ["", "by class:", *_table(self.by_class, self.total)]
         if self.by_receiver:
-            out += ["", "by receiver (the refusing host's domain, where the bounce names it):"]
+            out += ["", "by receiver (the refusing host's domain, else the DSN's reporting MTA's):"]
             out += _table(self.by_receiver, explained)
         if self.errors:
             out += ["", "not readable:"]
