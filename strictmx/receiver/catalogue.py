@@ -43,7 +43,7 @@ class CatalogueError(ValueError):
 class OutcomeInfo(BaseModel):
     """What one policy outcome means, whichever text a receiver sends for it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     policy: str = Field(description="The policy's name.")
     outcome: str = Field(description="The outcome id, UPPER_SNAKE.")
@@ -60,7 +60,7 @@ class OutcomeInfo(BaseModel):
 class ReplySpec(BaseModel):
     """One catalogue reply as written in the file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: str = Field(description="Unique: the seed id, or a short name.")
     kind: Kind
@@ -102,7 +102,7 @@ class ReplySpec(BaseModel):
 
 
 class CatalogueFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     outcomes: list[OutcomeInfo]
     replies: list[ReplySpec]

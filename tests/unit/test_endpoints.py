@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from strictmx.receiver.cli import _listen
+from strictmx.receiver.serve_command import _listen
 from strictmx.receiver.world.endpoints import (
     EndpointError,
     split_host_port,

@@ -80,6 +80,7 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.api_listener": "surfaces",
     "strictmx.receiver.api_openapi": "surfaces",
     "strictmx.receiver.cli": "surfaces",
+    "strictmx.receiver.serve_command": "surfaces",
     "strictmx.receiver.pytest_plugin": "surfaces",
     "strictmx.receiver.runner": "surfaces",
     "strictmx.receiver.junit": "surfaces",

@@ -36,7 +36,9 @@ class strictmx does not emulate (`classes`: a full mailbox, a rate limit, a grey
 The package, by job: `extract` finds the reply in the input, `normalise` turns reply texts
 into tokens, `signals` reads the status code's and the providers' facts, `classes` names
 the classes strictmx does not emulate, `match` scores the texts against the catalogue and
-says what it found, `command` is `strictmx explain` on the command line.
+says what it found, `cache` keeps the default explainer between runs (building it imports
+every policy), `command` is `strictmx explain` on the command line and `batch` its
+`--batch` over a folder, an mbox or a Maildir.
 """
 
 from .command import (

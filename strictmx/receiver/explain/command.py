@@ -1,4 +1,5 @@
-"""`strictmx explain` on the command line: input from TEXT, a FILE or standard input."""
+"""`strictmx explain` on the command line: input from TEXT, a FILE or standard input, or
+a folder, an mbox or a Maildir of bounces (`--batch PATH`, see batch.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import re
 import sys
 from typing import Any
 
+from . import batch
 from .extract import CODE, MAX_INPUT, ExplainError
 from .match import default_explainer
 
 EXIT_NOT_RECOGNISED = 1
 EXIT_BAD_INPUT = 2
+#: As a shell reports a process ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 
 def read_input(given: str | None) -> bytes:
@@ -46,14 +50,24 @@ def add_input_argument(parser: Any) -> None:
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "explain",
-        help="explain a bounce (reply, DSN or log line): cause, fix, and how to reproduce it",
+        help="explain a bounce (reply, DSN or log line), or a folder, mbox or Maildir of them "
+        "(--batch): cause, fix, and how to reproduce it",
     )
     add_input_argument(parser)
+    parser.add_argument(
+        "--batch",
+        metavar="PATH",
+        help="explain every bounce in PATH (a folder of files, an mbox or a Maildir): a summary "
+        "by class and receiver, or with --format json one JSON line per bounce",
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 
 def main(args: Any) -> int:
-    """`strictmx explain`: exit 0 when recognised, 1 when not, 2 on unusable input."""
+    """`strictmx explain`: exit 0 when recognised, 1 when not, 2 on unusable input.
+    With --batch: 0 when every bounce was read, 1 when some were not, 2 for an unusable PATH."""
+    if args.batch is not None:
+        return _batch(args)
     try:
         explanation = default_explainer().explain_bytes(read_input(args.input))
     except ExplainError as exc:
@@ -65,3 +79,17 @@ def main(args: Any) -> int:
     else:
         print(explanation.render(given or "-"))
     return 0 if explanation.recognised else EXIT_NOT_RECOGNISED
+
+
+def _batch(args: Any) -> int:
+    if args.input is not None:
+        print("strictmx: give either a bounce or --batch PATH, not both", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return batch.run(args.batch, default_explainer(), args.format)
+    except ExplainError as exc:
+        print(f"strictmx: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # Ctrl-C on a long batch: what was printed stands
+        print("\nstrictmx: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

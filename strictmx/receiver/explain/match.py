@@ -14,8 +14,8 @@ from typing import Any
 
 from ..catalogue import Catalogue, Entry
 from ..outcome import FieldKind
-from ..registry import bundled, load_registry
 from ..verdict import Stage
+from .cache import bundled, cached, installed
 from .classes import BounceClass, not_emulated, outcome_of
 from .extract import ExplainError, Extracted, decode, extract
 from .normalise import features, tokens
@@ -446,9 +446,13 @@ def _by_family(ranked: Iterable[Match]) -> list[tuple[str, float]]:
 
 @functools.cache
 def default_explainer() -> Explainer:
-    """The bundled catalogue and the installed plug-ins' outcomes, indexed once."""
-    registry = load_registry()
-    return Explainer(bundled().with_policies({n: c.outcomes for n, c in registry.items()}))
+    """The bundled catalogue and the installed plug-ins' outcomes, indexed once and kept
+    between runs (cache.py: building it imports every policy)."""
+    return cached("explainer", _installed_explainer, Explainer)
+
+
+def _installed_explainer() -> Explainer:
+    return Explainer(installed())
 
 
 def explain(text: str) -> Explanation:
