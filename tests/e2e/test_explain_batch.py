@@ -22,6 +22,8 @@ COMMAND = [sys.executable, "-m", "strictmx.receiver.cli"]
 RBL = "554 5.7.1 Service unavailable; Client host [203.0.113.9] blocked using zen.spamhaus.org"
 RDNS = "450 4.7.1 Client host rejected: cannot find your reverse hostname, [203.0.113.77]"
 FULL = "552 5.2.2 Mailbox full"
+#: A reply explain cannot place: no catalogue text near it, no status code that says more.
+VAGUE = "554 5.0.0 Transaction failed"
 
 
 def dsn(recipient: str, remote: str, reply: str) -> str:
@@ -95,9 +97,20 @@ def test_a_folder_gives_a_summary_by_class_and_receiver(
     assert (code, err) == (0, "")
     assert f"{folder} (folder): 4 bounces, 4 explained, 0 not readable" in out
     classes = section(out, "by class:")
-    assert classes == ["2 50.0% dnsbl", "1 25.0% not recognised", "1 25.0% reverse_dns"]
+    # A class strictmx does not emulate is counted by its name.
+    assert classes == ["2 50.0% dnsbl", "1 25.0% mailbox_full", "1 25.0% reverse_dns"]
     receivers = section(out, "by receiver")
     assert receivers == ["3 75.0% example.org", "1 25.0% google.com"]
+
+
+def test_a_bounce_explain_cannot_place_is_counted_as_not_recognised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "vague.log").write_text(postfix_log(VAGUE))
+    (tmp_path / "rbl.log").write_text(postfix_log(RBL))
+    code, out, err = run_cli(capsys, "--batch", str(tmp_path))
+    assert (code, err) == (0, "")
+    assert section(out, "by class:") == ["1 50.0% dnsbl", "1 50.0% not recognised"]
 
 
 def section(out: str, title: str) -> list[str]:
@@ -119,7 +132,8 @@ def test_json_lines_carry_the_answer_single_mode_gives(
         single = json.loads(single_out)
         assert {k: v for k, v in line.items() if k not in ("source", "receiver")} == single
         assert single_code == (0 if single["recognised"] else 1)
-    assert [line["recognised"] for line in lines] == [True, True, False, True]
+    assert [line["recognised"] for line in lines] == [True, True, True, True]
+    assert [line["class"] for line in lines] == ["dnsbl", "reverse_dns", "mailbox_full", "dnsbl"]
     assert lines[0]["matches"][0]["family"] == "dnsbl"
     assert [line["receiver"] for line in lines] == [
         "example.org",
