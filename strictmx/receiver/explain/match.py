@@ -16,7 +16,8 @@ from ..catalogue import Catalogue, Entry
 from ..outcome import FieldKind
 from ..registry import bundled, load_registry
 from ..verdict import Stage
-from .extract import ExplainError, Extracted, decode, extract
+from .bounce import DELIVERED_ACTIONS
+from .extract import ExplainError, Extracted, decode, extract_all
 from .normalise import features, tokens
 
 #: A match at or above this confidence is reported as recognised. Chosen on the labelled
@@ -51,6 +52,19 @@ class Explanation:
         return bool(self.matches)
 
     @property
+    def not_a_refusal(self) -> str | None:
+        """Why this recipient's report is no refusal (a delivery, a complaint), or None."""
+        action = self.input.action
+        if action in DELIVERED_ACTIONS:
+            return f"{action}: the message reached this recipient's server; nothing was refused"
+        if action == "complaint":
+            return (
+                "a feedback report (RFC 5965): the message was delivered and the recipient "
+                "or their provider reported it as unwanted; nothing was refused"
+            )
+        return None
+
+    @property
     def best(self) -> Match | None:
         return self.matches[0] if self.matches else None
 
@@ -82,7 +96,13 @@ class Explanation:
                 for n, m in enumerate(self.matches)
             ],
         }
-        if not self.recognised:
+        if self.input.action is not None:
+            data["recipient"] = self.input.recipient
+            data["action"] = self.input.action
+            data["remote_mta"] = self.input.remote
+            data["bounce_format"] = self.input.bounce_format
+            data["not_a_refusal"] = self.not_a_refusal
+        if not self.recognised and self.not_a_refusal is None:
             data["nearest_families"] = [
                 {"family": family, "confidence": round(score, 3)}
                 for family, score in self.families[:3]
@@ -96,7 +116,14 @@ class Explanation:
             head.append(f"code {got.code or '-'} {got.dsn or ''}".rstrip())
         if got.stage:
             head.append(f"answered at {got.stage.value}")
-        out = [", ".join(head), f"reply: {_clip(got.text, 300)}", ""]
+        out = [", ".join(head)]
+        if got.action is not None:
+            remote = f" at {got.remote}" if got.remote else ""
+            out.append(f"recipient: {got.recipient or '(not named)'}: {got.action}{remote}")
+        out += [f"reply: {_clip(got.text, 300)}", ""]
+        if self.not_a_refusal is not None:
+            out.append(self.not_a_refusal + ".")
+            return "\n".join(out)
         if not self.recognised:
             out.append("not recognised: no catalogue reply is close enough to say what this is.")
             if self.families:
@@ -287,13 +314,26 @@ class Explainer:
         return self.explain(decode(data))
 
     def explain(self, text: str) -> Explanation:
+        """The input's reply explained; of a bounce e-mail, its first failed recipient."""
+        return self.explain_all(text)[0]
+
+    def explain_all(self, text: str) -> list[Explanation]:
+        """One explanation per recipient of a bounce e-mail (failed ones first), or one."""
         if not text.strip():
             raise ExplainError("empty input: give a reply line, a DSN e-mail, or a mail log line")
-        found = extract(text)
-        if not found.text.strip() and found.code is None:
-            raise ExplainError("no SMTP reply found in the input")
-        ranked = self.matcher.score(found)
-        return Explanation(found, _pick(ranked), _by_family(ranked))
+        out = []
+        for found in extract_all(text):
+            if found.action is not None and found.action not in ("failed", "delayed"):
+                out.append(Explanation(found, [], []))  # delivered or a complaint
+                continue
+            if not found.text.strip() and found.code is None:
+                if found.action is not None:
+                    out.append(Explanation(found, [], []))  # a recipient without a reason
+                    continue
+                raise ExplainError("no SMTP reply found in the input")
+            ranked = self.matcher.score(found)
+            out.append(Explanation(found, _pick(ranked), _by_family(ranked)))
+        return out
 
 
 def _pick(ranked: Sequence[Match]) -> list[Match]:
@@ -329,3 +369,34 @@ def default_explainer() -> Explainer:
 
 def explain(text: str) -> Explanation:
     return default_explainer().explain(text)
+
+
+def render_all(explanations: Sequence[Explanation], given: str | None = None) -> str:
+    """Several recipients' explanations as text; one is rendered as it always was."""
+    if len(explanations) == 1:
+        return explanations[0].render(given)
+    parts = []
+    for n, explanation in enumerate(explanations, 1):
+        who = explanation.input.recipient or "(recipient not named)"
+        parts.append(
+            f"== recipient {n} of {len(explanations)}: {who} ==\n" + (explanation.render(given))
+        )
+    return "\n\n".join(parts)
+
+
+def json_all(explanations: Sequence[Explanation], given: str | None = None) -> dict[str, Any]:
+    """Several recipients' explanations as JSON; one gives its own object as always."""
+    if len(explanations) == 1:
+        return explanations[0].to_json(given)
+    first = explanations[0].input
+    return {
+        "input_kind": first.kind,
+        "bounce_format": first.bounce_format,
+        "sender": first.sender,
+        "recipients": [e.to_json(given) for e in explanations],
+    }
+
+
+def all_recognised(explanations: Sequence[Explanation]) -> bool:
+    """Every refusal recognised (deliveries and complaints are known for what they are)."""
+    return all(e.recognised or e.not_a_refusal is not None for e in explanations)
