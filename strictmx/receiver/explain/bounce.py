@@ -510,7 +510,7 @@ def _made(address_: str | None, reply: str | None, stage: Stage | None, **extra:
         diagnostic=reply,
         diagnostic_type="smtp" if code else None,
         stage=stage,
-        remote_mta=extra.get("remote"),
+        remote_mta=extra.get("remote") or None,
     )
 
 
@@ -532,6 +532,7 @@ def _postfix(words: str) -> list[Recipient]:
 
 
 _EXIM_AFTER = re.compile(r"SMTP error from remote (?:mail server|mailer) after ")
+_EXIM_HOST = re.compile(r"\bhost (\S+) \[[^\]\s]*\]")
 
 
 def _exim(words: str) -> list[Recipient]:
@@ -547,7 +548,9 @@ def _exim(words: str) -> list[Recipient]:
         flat = " ".join(reason.split())
         stage = None
         after = _EXIM_AFTER.search(flat)
-        host = None
+        # Exim 4.8x+ names the host on its own line above the error; older ones after it.
+        named = _EXIM_HOST.search(flat, 0, after.start() if after is not None else len(flat))
+        host = named.group(1) if named is not None else None
         if after is not None:
             stage = stage_from_words(flat[after.start() :], after=True)
             rest = flat[after.end() :]
@@ -588,6 +591,9 @@ def _sendmail(words: str) -> list[Recipient]:
                     out[-1].diagnostic = f"{out[-1].diagnostic} {reply}"
                 else:
                     out.append(_made(who, reply, stage))
+    talking = re.search(r"^\.\.\. while talking to ([^\s:]+?)\.?:", words, re.M)
+    for recipient in out:
+        recipient.remote_mta = talking.group(1) if talking else None
     if not out:
         # No transcript: `----- The following addresses had permanent fatal errors -----`
         # then `<bob@example.org>` and `(reason: 550 ...)`.

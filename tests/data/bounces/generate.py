@@ -6,13 +6,15 @@ Postfix itself writes back to the sender. The sender's domain (example.net) is r
 `transport_maps` to a small SMTP sink on loopback, so Postfix delivers its DSN there over
 SMTP like to any other domain: no local mailbox, no system user, no master.cf change.
 
-Runs as root (Postfix starts as root), as the end-to-end tests do. The written files are
-what Postfix wrote, with only the sink's own Received line (none is added) and nothing
-rewritten; queue ids and dates differ from run to run, so the tests read the stable parts.
+Runs as root (Postfix starts as root), as the end-to-end tests do. NAME.eml is what
+Postfix wrote, byte for byte (the sink adds no Received line); NAME.verdicts.json is what
+strictmx's journal recorded for the session (policy, outcome, stage), the truth the tests
+hold `explain` to. Queue ids and dates differ from run to run; the tests read the rest.
 """
 
 from __future__ import annotations
 
+import json
 import smtplib
 import sys
 import threading
@@ -59,48 +61,80 @@ class Case:
     bind: str = "127.0.0.10"
     #: NOTIFY per recipient (RFC 3461): SUCCESS too makes Postfix report relayed ones.
     notify: str = "FAILURE"
-    headers: Sequence[str] = ("Subject: quarterly report", "Message-ID: <q1@example.net>",
-                              "Date: Thu, 03 Dec 2026 12:00:00 +0000")
+    headers: Sequence[str] = (
+        "Subject: quarterly report",
+        "Message-ID: <q1@example.net>",
+        "Date: Thu, 03 Dec 2026 12:00:00 +0000",
+    )
     settings: Mapping[str, str] = field(default_factory=dict)
     sender: str = SENDER
 
 
 LOCAL_ONLY = {
     "name": "local-recipients",
-    "receiver": {"dialect": "postfix", "hostname": "mx.strictmx.test",
-                 "local_recipients": ["bob@strictmx.test"]},
+    "receiver": {
+        "dialect": "postfix",
+        "hostname": "mx.strictmx.test",
+        "local_recipients": ["bob@strictmx.test"],
+    },
     "policies": {"rcpt": [{"policy": "relay", "domains": ["strictmx.test"]}]},
 }
 
 CASES = [
     # HELO refused at RCPT (delay_reject): two recipients, each refused on its own.
-    Case("postfix-helo-two-recipients", "postfix-strict",
-         ["bob@strictmx.test", "carol@strictmx.test"], helo="localhost"),
+    Case(
+        "postfix-helo-two-recipients",
+        "postfix-strict",
+        ["bob@strictmx.test", "carol@strictmx.test"],
+        helo="localhost",
+    ),
     # No PTR for the client: 450, tried once (maximal_queue_lifetime 0), then returned.
-    Case("postfix-reverse-dns-expired", "reverse_dns-postfix", ["bob@strictmx.test"],
-         bind="127.0.2.11", settings={"maximal_queue_lifetime": "0",
-                                      "bounce_queue_lifetime": "0"}),
+    Case(
+        "postfix-reverse-dns-expired",
+        "reverse_dns-postfix",
+        ["bob@strictmx.test"],
+        bind="127.0.2.11",
+        settings={"maximal_queue_lifetime": "0", "bounce_queue_lifetime": "0"},
+    ),
     # Gmail's 5.7.26 SPF hard fail (judged at MAIL, answered at RCPT) for an address
     # outside example.net's SPF record.
     Case("gmail-spf-fail", "gmail", ["bob@gmail.strictmx.test"], bind="127.0.0.99"),
     # One recipient relayed, one unknown: the DSN names only the unknown one.
     Case("local-recipients-mixed", LOCAL_ONLY, ["bob@strictmx.test", "nobody@strictmx.test"]),
     # The headers persona refuses a message without Message-ID and Date at end of data.
-    Case("headers-missing-eod", "headers-classic", ["bob@strictmx.test"], headers=["Subject: x"],
-         settings={"local_header_rewrite_clients": ""}),
+    Case(
+        "headers-missing-eod",
+        "headers-classic",
+        ["bob@strictmx.test"],
+        headers=["Subject: x"],
+        settings={"local_header_rewrite_clients": ""},
+    ),
     # A sender domain that does not exist, refused at RCPT.
-    Case("sender-domain-not-found", "sender_domain-not-found", ["bob@strictmx.test"],
-         sender="alice@parked.example"),
+    Case(
+        "sender-domain-not-found",
+        "sender_domain-not-found",
+        ["bob@strictmx.test"],
+        sender="alice@parked.example",
+    ),
     # A client on a DNS blocklist (Spamhaus's text).
     Case("dnsbl-spamhaus", "dnsbl-spamhaus", ["bob@strictmx.test"], bind="127.0.4.2"),
 ]
 
 
 def submit(pf: Postfix, case: Case) -> None:
-    body = "\r\n".join([f"From: {case.sender}", f"To: {', '.join(case.recipients)}", *case.headers,
-                        "", "Figures for the quarter are attached.", ""])
-    with smtplib.SMTP("127.0.0.1", pf.smtpd_port, local_hostname="app.example.net",
-                      timeout=10) as client:
+    body = "\r\n".join(
+        [
+            f"From: {case.sender}",
+            f"To: {', '.join(case.recipients)}",
+            *case.headers,
+            "",
+            "Figures for the quarter are attached.",
+            "",
+        ]
+    )
+    with smtplib.SMTP(
+        "127.0.0.1", pf.smtpd_port, local_hostname="app.example.net", timeout=10
+    ) as client:
         client.ehlo()
         client.mail(case.sender, ["RET=HDRS", "ENVID=q1-envid"])
         for rcpt in case.recipients:
@@ -110,17 +144,18 @@ def submit(pf: Postfix, case: Case) -> None:
         client.data(body.encode())
 
 
-def run(case: Case, factory: StrictmxFactory) -> list[bytes]:
+def run(case: Case, factory: StrictmxFactory) -> tuple[list[bytes], list[dict[str, Any]]]:
     sink = Sink()
     sink_port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=sink_port)
     controller.start()
     rx = factory(case.scenario)
     domain = case.sender.rpartition("@")[2]
-    settings = {"transport_maps": f"inline:{{ {{{domain} = smtp:[127.0.0.1]:{sink_port}}} }}",
-                **case.settings}
-    pf = Postfix((rx.host, rx.port), helo_name=case.helo, bind_address=case.bind,
-                 settings=settings)
+    settings = {
+        "transport_maps": f"inline:{{ {{{domain} = smtp:[127.0.0.1]:{sink_port}}} }}",
+        **case.settings,
+    }
+    pf = Postfix((rx.host, rx.port), helo_name=case.helo, bind_address=case.bind, settings=settings)
     try:
         pf.start()
         submit(pf, case)
@@ -131,7 +166,13 @@ def run(case: Case, factory: StrictmxFactory) -> list[bytes]:
             sink.arrived.clear()
         if len(sink.messages) < expected:
             raise AssertionError(f"{case.name}: no DSN within 60 s\n{pf.excerpt()}")
-        return sink.messages
+        # What strictmx itself decided, per refusal: the truth the tests hold explain to.
+        verdicts = [
+            {"policy": v["policy"], "outcome": v["outcome"], "replied_at": v["replied_at"]}
+            for session in rx.sessions()
+            for v in session["verdicts"]
+        ]
+        return sink.messages, verdicts
     finally:
         pf.stop()
         factory.stop()
@@ -146,8 +187,10 @@ def main(names: Sequence[str]) -> int:
     for case in CASES:
         if names and case.name not in names:
             continue
-        dsn = run(case, factory)[0]
+        messages, verdicts = run(case, factory)
+        dsn = messages[0]
         (HERE / f"{case.name}.eml").write_bytes(dsn)
+        (HERE / f"{case.name}.verdicts.json").write_text(json.dumps(verdicts, indent=2) + "\n")
         print(f"wrote {case.name}.eml ({len(dsn)} bytes)")
     return 0
 
