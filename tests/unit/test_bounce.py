@@ -1,0 +1,288 @@
+"""Whole bounce e-mails read recipient by recipient (strictmx.receiver.explain.bounce).
+
+The DSNs in tests/data/bounces/ are what a real Postfix wrote after strictmx personas
+refused it (tests/data/bounces/generate.py makes them again), each beside strictmx's own
+journal of the refusal (NAME.verdicts.json): explain must name that policy and outcome.
+The plain-text formats (Exim, Sendmail, qmail, Exchange, Gmail, Yahoo) and an ARF report
+are short hand-written samples in tests/data/bounces/samples/ around each format's fixed
+lines, since no such MTA runs here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from strictmx.receiver import cli
+from strictmx.receiver.explain import Explainer, extract, extract_all, read_bounce
+from strictmx.receiver.verdict import Stage
+
+BOUNCES = Path(__file__).resolve().parent.parent / "data" / "bounces"
+SAMPLES = BOUNCES / "samples"
+EXPLAINER = Explainer()
+
+
+def text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+# -- real DSNs from Postfix --------------------------------------------------------------
+
+#: Per fixture, per failed recipient: address, Status, reply code, stage, start of the
+#: Diagnostic-Code's reply text. Remote-MTA is strictmx's loopback address in all of them.
+REAL: dict[str, list[tuple[str, str, int, Stage, str]]] = {
+    "postfix-helo-two-recipients": [
+        ("bob@strictmx.test", "5.5.2", 504, Stage.RCPT, "<localhost>: Helo command rejected"),
+        ("carol@strictmx.test", "5.5.2", 504, Stage.RCPT, "<localhost>: Helo command rejected"),
+    ],
+    "postfix-reverse-dns-expired": [
+        ("bob@strictmx.test", "4.7.1", 450, Stage.RCPT, "Client host rejected: cannot find"),
+    ],
+    "gmail-spf-fail": [
+        ("bob@gmail.strictmx.test", "5.7.26", 550, Stage.RCPT, "The MAIL FROM domain"),
+    ],
+    "local-recipients-mixed": [
+        ("nobody@strictmx.test", "5.1.1", 550, Stage.RCPT, "<nobody@strictmx.test>: Recipient"),
+    ],
+    "headers-missing-eod": [
+        ("bob@strictmx.test", "5.0.0", 550, Stage.EOD, "Date is not RFC2822"),
+    ],
+    "sender-domain-not-found": [
+        ("bob@strictmx.test", "5.0.0", 550, Stage.MAIL, "Domain not found"),
+    ],
+    "dnsbl-spamhaus": [
+        ("bob@strictmx.test", "5.7.1", 554, Stage.RCPT, "Service unavailable; Client host"),
+    ],
+}
+
+
+def test_every_real_dsn_has_its_expectations() -> None:
+    assert sorted(p.stem for p in BOUNCES.glob("*.eml")) == sorted(REAL)
+    assert len(REAL) >= 5
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_a_real_dsn_is_read_per_recipient(name: str) -> None:
+    bounce = read_bounce(text(BOUNCES / f"{name}.eml"))
+    assert bounce is not None and bounce.format == "dsn"
+    assert bounce.reporting_mta == "staging.strictmx.test"
+    assert bounce.fields["x-postfix-sender"].endswith(bounce.sender or "?")
+    assert "arrival-date" in bounce.fields
+    got = [
+        (r.address, r.status, r.stage, r.remote_mta, r.action, r.diagnostic_type)
+        for r in bounce.recipients
+    ]
+    assert got == [(a, s, st, "127.0.0.1", "failed", "smtp") for a, s, _, st, _ in REAL[name]]
+    for recipient, (_, status, code, _, start) in zip(bounce.recipients, REAL[name], strict=True):
+        assert recipient.diagnostic is not None
+        # Postfix's Status is 5.0.0 for a reply without an enhanced code: none to repeat.
+        given = f"{code} {start}" if status == "5.0.0" else f"{code} {status} {start}"
+        assert recipient.diagnostic.startswith(given)
+        assert "\n" not in recipient.diagnostic  # folded lines unfolded
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_explain_names_the_policy_and_outcome_strictmx_refused_with(name: str) -> None:
+    truth: list[dict[str, str]] = json.loads((BOUNCES / f"{name}.verdicts.json").read_text())
+    assert len(truth) == 1
+    explanations = EXPLAINER.explain_all(text(BOUNCES / f"{name}.eml"))
+    assert len(explanations) == len(REAL[name])
+    for explanation in explanations:
+        assert explanation.best is not None, explanation.render()
+        entry = explanation.best.entry
+        assert (entry.policy, entry.outcome) == (truth[0]["policy"], truth[0]["outcome"])
+        # The stage the bounce gives is the one strictmx answered at.
+        assert explanation.input.stage is not None
+        assert explanation.input.stage.value == truth[0]["replied_at"]
+
+
+def test_a_single_recipient_dsn_still_extracts_as_before() -> None:
+    found = extract(text(BOUNCES / "postfix-reverse-dns-expired.eml"))
+    assert (found.kind, found.code, found.dsn, found.stage) == ("dsn", 450, "4.7.1", Stage.RCPT)
+    assert (found.recipient, found.sender, found.remote) == (
+        "bob@strictmx.test",
+        "alice@example.net",
+        "127.0.0.1",
+    )
+    assert found.action == "failed" and found.bounce_format == "dsn"
+    assert found.original_headers["subject"] == "quarterly report"
+
+
+# -- delivered, relayed and failed in one DSN ---------------------------------------------
+
+
+def test_relayed_recipients_are_reported_as_such_never_as_a_refusal() -> None:
+    explanations = EXPLAINER.explain_all(text(SAMPLES / "dsn-relayed-and-failed.eml"))
+    by = {e.input.recipient: e for e in explanations}
+    assert list(by) == ["carol@example.org", "dave@example.org", "bob@example.org"]
+    relayed = by["bob@example.org"]
+    assert relayed.input.action == "relayed" and relayed.matches == []
+    assert relayed.not_a_refusal is not None and "nothing was refused" in relayed.not_a_refusal
+    # The controls: the failed ones are explained, each with its own stage.
+    carol, dave = by["carol@example.org"], by["dave@example.org"]
+    assert carol.best is not None and carol.best.entry.outcome == "UNKNOWN_USER"
+    assert (carol.input.stage, dave.input.stage) == (Stage.RCPT, Stage.MAIL)
+    assert (dave.input.code, dave.input.dsn) == (554, "5.7.1")
+    assert carol.not_a_refusal is None and dave.not_a_refusal is None
+
+
+# -- ARF ---------------------------------------------------------------------------------
+
+
+def test_an_arf_report_is_a_complaint_not_a_refusal() -> None:
+    bounce = read_bounce(text(SAMPLES / "arf.eml"))
+    assert bounce is not None and bounce.complaint and bounce.feedback_type == "abuse"
+    assert bounce.sender == "alice@example.net"
+    assert [(r.address, r.action) for r in bounce.recipients] == [("bob@example.org", "complaint")]
+    assert bounce.failures == []
+    explanation = EXPLAINER.explain(text(SAMPLES / "arf.eml"))
+    assert explanation.matches == [] and explanation.not_a_refusal is not None
+    assert "RFC 5965" in explanation.render()
+    data = explanation.to_json()
+    assert data["action"] == "complaint" and "nearest_families" not in data
+
+
+# -- the plain-text formats -------------------------------------------------------------
+
+#: Per sample: format, then per recipient: address, action, status, stage, remote, reply.
+INFORMAL: dict[str, tuple[str, list[tuple[Any, ...]]]] = {
+    "exim": (
+        "exim",
+        [
+            ("bob@example.org", "failed", "5.7.1", Stage.RCPT, "mx.example.org",
+             "550 5.7.1 <bob@example.org>: Recipient address rejected: Access denied"),
+            ("carol@example.org", "failed", "5.7.1", Stage.EOD, "mx.example.org",
+             "550 5.7.1 Message rejected as spam by content filter"),
+        ],
+    ),
+    "sendmail": (
+        "sendmail",
+        [("bob@example.org", "failed", "5.1.1", Stage.RCPT, "mx.example.org",
+          "550 5.1.1 <bob@example.org>... User unknown")],
+    ),
+    "qmail": (
+        "qmail",
+        [("bob@example.org", "failed", "5.2.2", Stage.RCPT, None,
+          "550 5.2.2 <bob@example.org>: mailbox full")],
+    ),
+    "exchange": (
+        "exchange",
+        [("bob@example.org", "failed", "5.7.1", None, None,
+          "550 5.7.1 Service unavailable, Client host [203.0.113.77] blocked using Spamhaus.")],
+    ),
+    "gmail": (
+        "gmail",
+        [("bob@example.org", "failed", "5.1.1", None, None,
+          "550 5.1.1 The email account that you tried to reach does not exist.")],
+    ),
+    "yahoo": (
+        "yahoo",
+        [("bob@example.org", "failed", "5.7.9", None, None,
+          "554 5.7.9 Message not accepted for policy reasons. [BODY]")],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(INFORMAL))
+def test_a_plain_text_bounce_is_read_per_recipient(name: str) -> None:
+    form, expected = INFORMAL[name]
+    bounce = read_bounce(text(SAMPLES / f"{name}.eml"))
+    assert bounce is not None and bounce.format == form
+    assert len(bounce.recipients) == len(expected)
+    for recipient, (who, action, status, stage, remote, reply) in zip(
+        bounce.recipients, expected, strict=True
+    ):
+        assert (recipient.address, recipient.action, recipient.status) == (who, action, status)
+        assert (recipient.stage, recipient.remote_mta) == (stage, remote)
+        assert recipient.diagnostic is not None and recipient.diagnostic.startswith(reply)
+    # The returned copy is context: its sender is kept, its text is in no reply.
+    assert bounce.sender == "alice@example.net"
+    assert all("Subject" not in (r.diagnostic or "") for r in bounce.recipients)
+
+
+def test_text_that_is_no_bounce_is_not_read_as_one() -> None:
+    assert read_bounce("550 5.7.1 Client host rejected: Access denied") is None
+    assert read_bounce("From: a@example.net\nSubject: hello\n\nJust a letter.\n") is None
+
+
+# -- the returned message is never evidence -----------------------------------------------
+
+
+def test_the_returned_messages_headers_are_not_matched_as_a_refusal() -> None:
+    """An Exim bounce whose reply says nothing but `550 Rejected`: the copy of the message
+    below it (with its Message-ID and Date fields) was read as the reply, and explain
+    claimed headers / MESSAGE_ID_MISSING at 0.53."""
+    explanation = EXPLAINER.explain(text(SAMPLES / "exim-returned-copy.eml"))
+    assert explanation.input.text == "Rejected"
+    assert (explanation.input.code, explanation.input.stage) == (550, Stage.EOD)
+    assert explanation.input.original_headers["message-id"] == "<x1@example.net>"
+    assert not explanation.recognised
+    assert all(m.entry.family != "headers" for m in explanation.matches)
+
+
+def test_a_refusal_for_missing_headers_is_still_recognised_in_a_bounce() -> None:
+    # The control: strictmx refused the message for its missing Date, and the DSN says so.
+    explanation = EXPLAINER.explain(text(BOUNCES / "headers-missing-eod.eml"))
+    assert explanation.best is not None
+    assert explanation.best.entry.outcome == "DATE_MISSING"
+    assert "message-id" not in explanation.input.original_headers
+
+
+def test_boilerplate_and_copied_headers_in_a_dsn_are_not_matched() -> None:
+    dsn = text(SAMPLES / "dsn-relayed-and-failed.eml")
+    for explanation in EXPLAINER.explain_all(dsn):
+        assert "no message id" not in explanation.input.text.lower()
+        assert all(m.entry.family != "headers" for m in explanation.matches)
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_the_command_prints_one_explanation_per_recipient(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = str(BOUNCES / "postfix-helo-two-recipients.eml")
+    assert cli.main(["explain", path]) == 0
+    out = capsys.readouterr().out
+    assert "== recipient 1 of 2: bob@strictmx.test ==" in out
+    assert "== recipient 2 of 2: carol@strictmx.test ==" in out
+    assert out.count("best match: helo_syntax HELO_NOT_FQDN") == 2
+    assert cli.main(["explain", path, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["input_kind"] == "dsn" and data["sender"] == "alice@example.net"
+    assert [(r["recipient"], r["action"], r["stage"]) for r in data["recipients"]] == [
+        ("bob@strictmx.test", "failed", "rcpt"),
+        ("carol@strictmx.test", "failed", "rcpt"),
+    ]
+    assert {r["matches"][0]["outcome"] for r in data["recipients"]} == {"HELO_NOT_FQDN"}
+
+
+def test_the_command_keeps_its_output_for_a_single_reply(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reply = "450 4.7.1 Client host rejected: cannot find your reverse hostname, [203.0.113.77]"
+    assert cli.main(["explain", reply, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "recipients" not in data and "action" not in data
+    assert data["matches"][0]["outcome"] == "NO_PTR"
+    assert cli.main(["explain", reply]) == 0
+    assert "== recipient" not in capsys.readouterr().out
+
+
+def test_the_command_reports_a_delivery_and_a_complaint_plainly(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["explain", str(SAMPLES / "dsn-relayed-and-failed.eml")]) == 1  # dave
+    out = capsys.readouterr().out
+    assert "recipient: bob@example.org: relayed at mx.example.org" in out
+    assert "relayed: the message reached this recipient's server" in out
+    assert cli.main(["explain", str(SAMPLES / "arf.eml")]) == 0
+    assert "feedback report (RFC 5965)" in capsys.readouterr().out
+
+
+def test_every_recipient_of_a_bounce_is_extracted_failed_first() -> None:
+    found = extract_all(text(SAMPLES / "dsn-relayed-and-failed.eml"))
+    assert [f.action for f in found] == ["failed", "failed", "relayed"]
