@@ -10,14 +10,16 @@ lines, since no such MTA runs here.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from strictmx.receiver import cli
-from strictmx.receiver.explain import Explainer, extract, extract_all, read_bounce
+from strictmx.receiver.explain import Explainer, ExplainError, extract, extract_all, read_bounce
 from strictmx.receiver.verdict import Stage
 
 BOUNCES = Path(__file__).resolve().parent.parent / "data" / "bounces"
@@ -286,3 +288,58 @@ def test_the_command_reports_a_delivery_and_a_complaint_plainly(
 def test_every_recipient_of_a_bounce_is_extracted_failed_first() -> None:
     found = extract_all(text(SAMPLES / "dsn-relayed-and-failed.eml"))
     assert [f.action for f in found] == ["failed", "failed", "relayed"]
+
+
+# -- linear time on hostile input ---------------------------------------------------------
+
+_HEAD = "From: a@example.net\nSubject: x\n\n"
+_DSN_HEAD = (
+    "Content-Type: multipart/report; report-type=delivery-status; boundary=B\n\n"
+    "--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; a\n\n"
+)
+#: (name, text before, unit repeated to the size): each format's anchors, many times over.
+SHAPES = [
+    ("exim", _HEAD + "This message was created automatically by mail delivery software.\n\n",
+     "  a@b.c\n    SMTP error from remote mail server after RCPT TO:<"),
+    ("exim host", _HEAD + "This message was created automatically by mail delivery software.\n",
+     "  a@b.c\n host a [host a ["),
+    ("gmail", _HEAD, "The response was:\n"),
+    ("gmail addresses", _HEAD + "The response was:\n", "a@b.c "),
+    ("qmail", _HEAD + "Hi. This is the qmail-send program\n\n", "<a@b.c>:\n"),
+    ("qmail <", _HEAD + "Hi. This is the qmail-send program\n\n<", "<"),
+    ("sendmail", _HEAD + "--- Transcript of session follows ---\n",
+     ">>> RCPT To:<a@b.c>\n<<< 550 x\n"),
+    ("sendmail reason", _HEAD + "--- Transcript of session follows ---\n", "<a@b.c>\n"),
+    ("exchange", _HEAD + "Diagnostic information for administrators\n",
+     "a@b.c\nRemote Server returned '"),
+    ("postfix", _HEAD + "This is the mail system at host x.\n\n",
+     "<a@b.c>: host a[1] said: 550 (in reply to "),
+    ("copy lines", _HEAD + "The response was:\n550 x\n\n", "------ This is a copy of\n"),
+    ("dsn recipients", _DSN_HEAD,
+     "Final-Recipient: rfc822; a@b.c\nAction: failed\nStatus: 5.0.0\n"
+     "Diagnostic-Code: smtp; 550 x\n\n"),
+    ("dsn folded", _DSN_HEAD + "Final-Recipient: rfc822; a@b.c\nDiagnostic-Code: smtp; 550 x\n",
+     " y\n"),
+]  # fmt: skip
+
+
+def _timed(data: str) -> float:
+    start = time.perf_counter()
+    with contextlib.suppress(ExplainError):
+        EXPLAINER.explain_all(data)
+    return time.perf_counter() - start
+
+
+@pytest.mark.parametrize(("name", "before", "unit"), SHAPES, ids=[s[0] for s in SHAPES])
+def test_a_megabyte_of_a_formats_anchors_is_read_in_linear_time(
+    name: str, before: str, unit: str
+) -> None:
+    def build(size: int) -> str:
+        return before + unit * ((size - len(before)) // len(unit) + 1)
+
+    small = min(_timed(build(100_000)) for _ in range(2))
+    large = _timed(build(1_000_000))
+    if large / max(small, 0.001) >= 20:
+        large = min(large, _timed(build(1_000_000)))  # a stall of the machine, not the reader
+    assert large < 5.0, f"{name}: 1 MB took {large:.2f}s"
+    assert large / max(small, 0.001) < 20, f"{name}: 100 KB {small:.3f}s, 1 MB {large:.3f}s"

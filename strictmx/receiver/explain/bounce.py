@@ -34,6 +34,9 @@ from ..verdict import Stage
 
 #: RFC 3464 §2.3.3 actions that mean the message did not reach the recipient.
 FAILED_ACTIONS = frozenset({"failed", "delayed"})
+#: Recipients read from one bounce at most: a bounce to more is a mailing list's, and
+#: each recipient is explained on its own.
+MAX_RECIPIENTS = 1000
 #: RFC 3464 §2.3.3 actions that report a delivery (or its hand-off): never a refusal.
 DELIVERED_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 
@@ -322,7 +325,10 @@ def _read_delivery_status(text: str, human: str, original: dict[str, str] | None
     per_message: dict[str, str] = {}
     if not _is_recipient_block(blocks[0]):
         per_message = blocks.pop(0)
-    recipients = [_recipient(block, human) for block in blocks if _is_recipient_block(block)]
+    said = _human_replies(human)
+    recipients = [
+        _recipient(block, said) for block in blocks[:MAX_RECIPIENTS] if _is_recipient_block(block)
+    ]
     if not recipients:
         return None
     original = original or {}
@@ -349,12 +355,15 @@ def _typed(value: str | None) -> str | None:
     return (rest if sep else kind).strip() or None
 
 
-def _recipient(block: dict[str, str], human: str) -> Recipient:
+def _recipient(block: dict[str, str], said: dict[str, Recipient]) -> Recipient:
     diagnostic = block.get("diagnostic-code", "")
     kind, sep, value = diagnostic.partition(";")
     dtype = kind.strip().lower() if sep else None
     reply = unfold(value if sep else diagnostic) or None
     final = address(block.get("final-recipient"))
+    human = said.get(final.lower()) if final else None
+    if reply is None and human is not None:
+        reply = human.diagnostic  # no Diagnostic-Code: the human part's words for it
     status = block.get("status", "").strip() or None
     action = block.get("action", "").strip().lower()
     if not action:
@@ -368,38 +377,21 @@ def _recipient(block: dict[str, str], human: str) -> Recipient:
         diagnostic=reply,
         diagnostic_type=dtype,
         remote_mta=_typed(block.get("remote-mta")),
-        stage=_stage_for(final, human) or (stage_from_words(reply, after=True) if reply else None),
+        stage=(human.stage if human else None)
+        or (stage_from_words(reply, after=True) if reply else None),
         original_recipient=address(block.get("original-recipient")),
         fields=block,
     )
 
 
-def _stage_for(recipient: str | None, human: str) -> Stage | None:
-    """The stage the human part gives for this recipient (Postfix: `<bob@...>: host X
-    said: ... (in reply to RCPT TO command)`), or the whole human part's when it names
-    one command only."""
-    if not human:
-        return None
-    if recipient:
-        paragraph = _paragraph_of(human, recipient)
-        if paragraph:
-            return stage_from_words(paragraph, after=True)
-    return None
-
-
-def _paragraph_of(text: str, recipient: str) -> str | None:
-    """The paragraph (lines up to a blank one) that starts by naming `recipient`."""
-    lines = text.replace("\r", "").split("\n")
-    wanted = recipient.lower()
-    for n, line in enumerate(lines):
-        if wanted in line.lower():
-            out = [line]
-            for more in lines[n + 1 :]:
-                if not more.strip():
-                    break
-                out.append(more)
-            return "\n".join(out)
-    return None
+def _human_replies(human: str) -> dict[str, Recipient]:
+    """What the human part says per recipient, read once (Postfix's `<bob@...>: host X
+    said: ... (in reply to RCPT TO command)` paragraphs), by lower-cased address."""
+    out: dict[str, Recipient] = {}
+    for recipient in _postfix(human) if human else []:
+        if recipient.address:
+            out.setdefault(recipient.address.lower(), recipient)
+    return out
 
 
 def _original_headers(part: Message) -> dict[str, str]:
@@ -466,7 +458,7 @@ def _read_informal(name: str, body: str) -> Bounce | None:
         "yahoo": _qmail,  # Yahoo's bounces keep qmail's `addr:` / `Remote host said:` shape
         "postfix": _postfix,
     }[name]
-    recipients = reader(words)
+    recipients = reader(words)[:MAX_RECIPIENTS]
     if not recipients:
         return None
     return Bounce(
@@ -599,11 +591,12 @@ def _sendmail(words: str) -> list[Recipient]:
         # then `<bob@example.org>` and `(reason: 550 ...)`.
         for found in re.finditer(r"^<([^>\s]+)>[ \t]*\n[ \t]*\(reason: ([^)\n]*)\)", words, re.M):
             out.append(_made(found.group(1), found.group(2), None))
-    for recipient in out:
-        if recipient.address is None:
-            # A refusal before RCPT applies to every recipient the bounce lists.
-            recipient.address = next((a for a in _ANGLED.findall(words)), None)
-    return out
+    if any(recipient.address is None for recipient in out):
+        # A refusal before RCPT applies to the recipients the bounce lists.
+        listed = _ANGLED.search(words)
+        for recipient in out:
+            recipient.address = recipient.address or (listed.group(1) if listed else None)
+    return out[:MAX_RECIPIENTS]
 
 
 def _qmail(words: str) -> list[Recipient]:
@@ -672,6 +665,8 @@ def _gmail(words: str) -> list[Recipient]:
     # reply would read the text again for every one of them.
     who: str | None = None
     for n, line in enumerate(lines):
+        if len(out) == MAX_RECIPIENTS:
+            break
         if not _GMAIL_REPLY.search(line):
             named = [a for a in _ADDRESS.findall(line) if "mailer-daemon" not in a.lower()]
             who = named[-1] if named else who

@@ -322,6 +322,8 @@ class Explainer:
         if not text.strip():
             raise ExplainError("empty input: give a reply line, a DSN e-mail, or a mail log line")
         out = []
+        # A bounce to many recipients often gives them all the same reply: scored once.
+        scored: dict[tuple[object, ...], list[Match]] = {}
         for found in extract_all(text):
             if found.action is not None and found.action not in ("failed", "delayed"):
                 out.append(Explanation(found, [], []))  # delivered or a complaint
@@ -331,7 +333,10 @@ class Explainer:
                     out.append(Explanation(found, [], []))  # a recipient without a reason
                     continue
                 raise ExplainError("no SMTP reply found in the input")
-            ranked = self.matcher.score(found)
+            key = (found.text, found.code, found.dsn, found.stage)
+            ranked = scored.get(key)
+            if ranked is None:
+                ranked = scored[key] = self.matcher.score(found)
             out.append(Explanation(found, _pick(ranked), _by_family(ranked)))
         return out
 
