@@ -343,3 +343,128 @@ def test_a_megabyte_of_a_formats_anchors_is_read_in_linear_time(
         large = min(large, _timed(build(1_000_000)))  # a stall of the machine, not the reader
     assert large < 5.0, f"{name}: 1 MB took {large:.2f}s"
     assert large / max(small, 0.001) < 20, f"{name}: 100 KB {small:.3f}s, 1 MB {large:.3f}s"
+
+
+# -- the stage, where the bounce says it --------------------------------------------------
+
+EXIM = """\
+From: Mail Delivery System <Mailer-Daemon@smtp.example.net>
+Subject: Mail delivery failed: returning message to sender
+
+This message was created automatically by mail delivery software.
+
+  bob@example.org
+    host mx.example.org [198.51.100.25]
+    SMTP error from remote mail server after {after}:
+    {reply}
+"""
+
+
+@pytest.mark.parametrize(
+    ("after", "stage"),
+    [
+        ("initial connection", Stage.CONNECT),
+        ("EHLO smtp.example.net", Stage.HELO),
+        ("MAIL FROM:<alice@example.net> SIZE=1234", Stage.MAIL),
+        ("RCPT TO:<bob@example.org>", Stage.RCPT),
+        ("pipelined RCPT TO:<bob@example.org>", Stage.RCPT),
+        ("DATA", Stage.DATA),
+        ("end of data", Stage.EOD),
+    ],
+)
+def test_the_stage_comes_from_the_bounce_where_it_says_so(after: str, stage: Stage) -> None:
+    found = extract(EXIM.format(after=after, reply="554 5.7.1 Refused by local policy"))
+    assert (found.kind, found.stage, found.code, found.dsn) == ("bounce-exim", stage, 554, "5.7.1")
+    assert found.text == "Refused by local policy"
+    assert found.remote == "mx.example.org"
+
+
+def test_no_stage_is_made_up_where_the_bounce_names_none() -> None:
+    # The control: Exim's own words without an SMTP error name no command.
+    bounce = EXIM.replace("SMTP error from remote mail server after {after}:", "retry timeout")
+    found = extract(bounce.format(reply="550 5.7.1 Refused by local policy"))
+    assert found.stage is None and found.code == 550
+
+
+def test_a_postfix_bounce_without_its_delivery_status_part_is_read_from_the_human_part() -> None:
+    """Postfix's own words, cut from a real DSN: one paragraph per recipient."""
+    real = text(BOUNCES / "postfix-helo-two-recipients.eml")
+    human = real.split("Content-Transfer-Encoding: 8bit\n\n")[1].split("\n--", 1)[0]
+    plain = "From: MAILER-DAEMON@staging.strictmx.test\nSubject: Undelivered Mail\n\n" + human
+    bounce = read_bounce(plain)
+    assert bounce is not None and bounce.format == "postfix"
+    assert [(r.address, r.status, r.stage, r.remote_mta) for r in bounce.recipients] == [
+        ("bob@strictmx.test", "5.5.2", Stage.RCPT, "127.0.0.1"),
+        ("carol@strictmx.test", "5.5.2", Stage.RCPT, "127.0.0.1"),
+    ]
+    assert bounce.recipients[0].diagnostic == (
+        "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"
+    )
+
+
+# -- DSNs that leave things out, and broken ones ------------------------------------------
+
+DSN = """\
+From: MAILER-DAEMON@out.example.net
+Subject: Delivery status
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+<bob@example.org>: host mx.example.org[198.51.100.25] said: 451 4.7.1 Try again
+    later, greylisted (in reply to RCPT TO command)
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; out.example.net
+
+{recipient}
+--B--
+"""
+
+
+def test_a_delayed_recipient_is_explained_as_a_temporary_refusal() -> None:
+    block = "Final-Recipient: rfc822; bob@example.org\nAction: delayed\nStatus: 4.7.1\n"
+    found = extract(DSN.format(recipient=block))
+    assert (found.action, found.dsn, found.stage) == ("delayed", "4.7.1", Stage.RCPT)
+    # No Diagnostic-Code: the human part's words for this recipient are its reply.
+    assert (found.code, found.text) == (451, "Try again later, greylisted")
+
+
+def test_a_recipient_without_any_reason_is_reported_not_guessed() -> None:
+    block = "Final-Recipient: rfc822; carol@example.org\nAction: failed\nStatus: 5.0.0\n"
+    explanation = EXPLAINER.explain(DSN.format(recipient=block))
+    assert explanation.input.recipient == "carol@example.org"
+    assert explanation.input.dsn == "5.0.0" and explanation.matches == []
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "Action: failed\n",  # no recipient named
+        "Final-Recipient: rfc822;\nAction: \nStatus: x.y\nDiagnostic-Code: smtp;\n",
+        "Final-Recipient: nonsense\nStatus: 5.1.1\n",
+        "Diagnostic-Code: smtp; 550\n  \n  5.7.1\n",
+    ],
+)
+def test_a_broken_delivery_status_part_gives_an_answer_not_a_crash(block: str) -> None:
+    try:
+        explanations = EXPLAINER.explain_all(DSN.format(recipient=block))
+    except ExplainError as exc:
+        assert str(exc)  # a clear refusal of the input names the problem
+        return
+    assert explanations
+    for explanation in explanations:
+        assert explanation.render() and json.dumps(explanation.to_json())
+
+
+def test_the_per_message_fields_are_kept() -> None:
+    bounce = read_bounce(text(BOUNCES / "dnsbl-spamhaus.eml"))
+    assert bounce is not None
+    assert bounce.fields["original-envelope-id"] == "q1-envid"
+    assert "x-postfix-queue-id" in bounce.fields
+    assert bounce.recipients[0].original_recipient == "bob@strictmx.test"
+    assert bounce.recipients[0].fields["remote-mta"] == "dns; 127.0.0.1"

@@ -67,7 +67,7 @@ _COMMAND_WORDS = re.compile(r"[A-Za-z ]*", re.I)
 _COMMAND_END = re.compile(r" command", re.I)
 _AFTER = re.compile(
     r"\bafter (?P<after>initial connection|end of data|(?:pipelined )?RCPT TO|"
-    r"(?:pipelined )?MAIL FROM|DATA|[EH]LO)\b",
+    r"(?:pipelined )?MAIL FROM|DATA|EHLO|HELO)\b",
     re.I,
 )
 #: Sendmail's transcript: `>>> RCPT To:<bob@example.org>` is the command the next `<<<`
