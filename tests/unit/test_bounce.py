@@ -20,6 +20,7 @@ import pytest
 
 from strictmx.receiver import cli
 from strictmx.receiver.explain import Explainer, ExplainError, extract, extract_all, read_bounce
+from strictmx.receiver.reproduce import reproduce
 from strictmx.receiver.verdict import Stage
 
 BOUNCES = Path(__file__).resolve().parent.parent / "data" / "bounces"
@@ -468,3 +469,24 @@ def test_the_per_message_fields_are_kept() -> None:
     assert "x-postfix-queue-id" in bounce.fields
     assert bounce.recipients[0].original_recipient == "bob@strictmx.test"
     assert bounce.recipients[0].fields["remote-mta"] == "dns; 127.0.0.1"
+
+
+# -- reproduce ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "at", "mail_from", "rcpt"),
+    [
+        ("gmail-spf-fail", "rcpt", "alice@example.net", "bob@gmail.strictmx.test"),
+        ("sender-domain-not-found", "mail", "alice@parked.example", "bob@strictmx.test"),
+        ("local-recipients-mixed", "rcpt", "alice@example.net", "nobody@strictmx.test"),
+    ],
+)
+def test_reproduce_refuses_a_real_dsn_at_its_stage_with_its_envelope(
+    name: str, at: str, mail_from: str, rcpt: str
+) -> None:
+    made = reproduce(text(BOUNCES / f"{name}.eml"))
+    truth = json.loads((BOUNCES / f"{name}.verdicts.json").read_text())[0]
+    assert (made.entry.policy, made.entry.outcome) == (truth["policy"], truth["outcome"])
+    assert made.at == at == truth["replied_at"]
+    assert (made.identity.mail_from, made.identity.rcpt) == (mail_from, rcpt)
