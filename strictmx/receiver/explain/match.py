@@ -46,6 +46,13 @@ class Explanation:
     matches: list[Match]
     #: Best score per family, best first (the nearest families when not recognised).
     families: list[tuple[str, float]]
+    #: This recipient's place among a bounce's (0 for the first, or a single reply):
+    #: `strictmx reproduce FILE` reproduces the first, later ones need pinning.
+    position: int = 0
+
+    def _reproduce(self, given: str, match: Match, rank: int) -> str:
+        recipient = self.input.recipient if self.position else None
+        return reproduce_command(given, match, rank, recipient)
 
     @property
     def recognised(self) -> bool:
@@ -89,7 +96,7 @@ class Explanation:
                     "entry": m.entry.id,
                     "stage": m.entry.stage.value,
                     "rfc_note": m.entry.rfc_note,
-                    "reproduce": reproduce_command(reproduce_input, m, n)
+                    "reproduce": self._reproduce(reproduce_input, m, n)
                     if reproduce_input is not None
                     else None,
                 }
@@ -148,7 +155,7 @@ class Explanation:
                 f"  RFC:    RFC 5321 {rfc} this refusal. {entry.rfc_note}",
             ]
             if reproduce_input is not None:
-                out.append(f"  reproduce: {reproduce_command(reproduce_input, match, n)}")
+                out.append(f"  reproduce: {self._reproduce(reproduce_input, match, n)}")
             out.append("")
         return "\n".join(out).rstrip()
 
@@ -157,10 +164,15 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def reproduce_command(given: str | None, match: Match, rank: int) -> str:
-    """The `strictmx reproduce` command line for a match (`given` is how the input came)."""
+def reproduce_command(
+    given: str | None, match: Match, rank: int, recipient: str | None = None
+) -> str:
+    """The `strictmx reproduce` command line for a match (`given` is how the input came);
+    with `recipient`, for that recipient of a bounce rather than its first failed one."""
     source = "-" if given in (None, "-") else shlex.quote(given)
-    pin = f" --entry {match.entry.id}" if rank else ""
+    pin = f" --entry {match.entry.id}" if rank or recipient else ""
+    if recipient:
+        pin += f" --rcpt {shlex.quote(recipient)}"
     return f"strictmx reproduce {source}{pin} -o reproduce-{match.entry.id}.yaml"
 
 
@@ -338,6 +350,8 @@ class Explainer:
             if ranked is None:
                 ranked = scored[key] = self.matcher.score(found)
             out.append(Explanation(found, _pick(ranked), _by_family(ranked)))
+        for position, explanation in enumerate(out):
+            explanation.position = position
         return out
 
 

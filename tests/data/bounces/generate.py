@@ -101,6 +101,15 @@ CASES = [
     Case("gmail-spf-fail", "gmail", ["bob@gmail.strictmx.test"], bind="127.0.0.99"),
     # One recipient relayed, one unknown: the DSN names only the unknown one.
     Case("local-recipients-mixed", LOCAL_ONLY, ["bob@strictmx.test", "nobody@strictmx.test"]),
+    # The other recipient of that message, asking for a success notice too: strictmx
+    # offers DSN, so Postfix is told to ignore that and report the hand-off as `relayed`.
+    Case(
+        "local-recipients-relayed",
+        LOCAL_ONLY,
+        ["bob@strictmx.test"],
+        notify="SUCCESS,FAILURE",
+        settings={"smtp_discard_ehlo_keywords": "dsn"},
+    ),
     # The headers persona refuses a message without Message-ID and Date at end of data.
     Case(
         "headers-missing-eod",
