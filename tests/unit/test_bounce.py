@@ -507,3 +507,22 @@ def test_reproduce_refuses_a_real_dsn_at_its_stage_with_its_envelope(
     assert (made.entry.policy, made.entry.outcome) == (truth["policy"], truth["outcome"])
     assert made.at == at == truth["replied_at"]
     assert (made.identity.mail_from, made.identity.rcpt) == (mail_from, rcpt)
+
+
+def test_an_older_exchange_ndr_gives_its_hashed_reply_lines() -> None:
+    ndr = (
+        "From: postmaster@corp.example\nSubject: Undeliverable: hello\n\n"
+        "Delivery has failed to these recipients or distribution lists:\n\n"
+        "Diagnostic information for administrators:\n\n"
+        "Generating server: EX01.corp.example\n\n"
+        "bob@corp.example\n#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##\n\n"
+        "carol@corp.example\n#< #5.7.1 smtp;550 5.7.1 Client host rejected> #SMTP#\n\n"
+        "Original message headers:\n\nFrom: alice@example.net\nTo: bob@corp.example\n"
+    )
+    bounce = read_bounce(ndr)
+    assert bounce is not None and bounce.format == "exchange"
+    assert [(r.address, r.status, r.diagnostic) for r in bounce.recipients] == [
+        ("bob@corp.example", "5.1.1", "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found"),
+        ("carol@corp.example", "5.7.1", "550 5.7.1 Client host rejected"),
+    ]
+    assert bounce.sender == "alice@example.net"

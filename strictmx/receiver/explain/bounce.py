@@ -205,7 +205,28 @@ _COPY = re.compile(
     r"headers of the original message|the header of the original message)",
     re.I,
 )
-#: Plain-text formats, by a line only that software writes (first match wins).
+#: Plain-text formats, by a line only that software writes (first match wins). Where the
+#: lines come from:
+#: - Exim: its built-in bounce text, "This message was created automatically by mail
+#:   delivery software." (Exim specification, ch. "Customizing bounce and warning
+#:   messages", https://www.exim.org/exim-html-current/doc/html/spec_html/ch-customizing_bounce_and_warning_messages.html).
+#: - qmail: the qmail-send Bounce Message Format, "Hi. This is the qmail-send program",
+#:   "<address>:" paragraphs, "--- Below this line is a copy of the message."
+#:   (https://cr.yp.to/proto/qsbmf.txt).
+#: - Sendmail: "----- Transcript of session follows -----" and "----- The following
+#:   addresses had permanent fatal errors -----", `>>>` commands and `<<<` replies
+#:   (sendmail's savemail.c; the HP-UX Mailing Services Administrator's Guide, "How
+#:   Sendmail Handles Errors").
+#: - Exchange / Microsoft 365: "Diagnostic information for administrators", "Remote
+#:   Server returned '...'", "Original message headers" (Microsoft Learn, "Email
+#:   non-delivery reports and SMTP errors in Exchange Online",
+#:   https://learn.microsoft.com/exchange/troubleshoot/email-delivery/ndr/non-delivery-reports-in-exchange-online).
+#: - Gmail: "The response from the remote server was:" (current) and "The response was:"
+#:   (older "Delivery to the following recipient failed permanently" notices).
+#: - Yahoo: "Sorry, we were unable to deliver your message to the following address.",
+#:   then qmail's "<address>:" / "Remote host said:" shape (Yahoo's mail ran on qmail).
+#: - Postfix: "This is the mail system at host NAME." (bounce(8)'s default template,
+#:   bounce_template_file; https://www.postfix.org/bounce.5.html).
 _FORMATS: list[tuple[str, re.Pattern[str]]] = [
     ("exim", re.compile(r"This message was created automatically by mail delivery software")),
     ("qmail", re.compile(r"Hi\. This is the qmail-send program")),
@@ -622,6 +643,9 @@ def _qmail(words: str) -> list[Recipient]:
 
 
 _EXCHANGE_REPLY = re.compile(r"Remote Server returned '([^']*)'", re.I)
+#: Older Exchange: `#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##` and
+#: `#< #5.5.0 smtp;554 ...> #SMTP#` under the recipient.
+_EXCHANGE_HASHED = re.compile(r"#<? ?#?([245][^#]*?)>? ?#(?:#|SMTP#)")
 
 
 def _exchange(words: str) -> list[Recipient]:
@@ -637,9 +661,10 @@ def _exchange(words: str) -> list[Recipient]:
             last = stripped.strip("<>")
             continue
         found = _EXCHANGE_REPLY.search(line)
-        if found:
-            reply = found.group(1)
-            out.append(_made(last, reply, stage_from_words(reply, after=True)))
+        older = _EXCHANGE_HASHED.match(stripped) if found is None else None
+        if found or older:
+            reply = found.group(1) if found else older.group(1).strip() if older else ""
+            out.append(_made(last, _reply_in(reply), stage_from_words(reply, after=True)))
     if not out:
         # Newer Microsoft 365 NDRs: `Remote server returned` is gone; the reply follows
         # the recipient in the administrators' section.
