@@ -526,3 +526,16 @@ def test_an_older_exchange_ndr_gives_its_hashed_reply_lines() -> None:
         ("carol@corp.example", "5.7.1", "550 5.7.1 Client host rejected"),
     ]
     assert bounce.sender == "alice@example.net"
+
+
+def test_a_bounces_text_pasted_without_its_header_is_read_the_same() -> None:
+    whole = text(SAMPLES / "exim-returned-copy.eml")
+    pasted = whole.split("\n\n", 1)[1]
+    found = extract(pasted)
+    assert (found.kind, found.text, found.code, found.stage) == (
+        "bounce-exim",
+        "Rejected",
+        550,
+        Stage.EOD,
+    )
+    assert not EXPLAINER.explain(pasted).recognised  # the copy's headers are not evidence

@@ -248,10 +248,10 @@ def read(text: str) -> Bounce | None:
         found = _read_delivery_status(text, "", None)
         if found is not None:
             return found
-    if not _has_headers(text):
-        return None
-    message = email.message_from_string(text, policy=email.policy.compat32)
-    body = _body_text(message)
+    if _has_headers(text):
+        body = _body_text(email.message_from_string(text, policy=email.policy.compat32))
+    else:
+        body = text  # a bounce's text pasted from a mail client, without its header
     for name, pattern in _FORMATS:
         if pattern.search(body):
             return _read_informal(name, body)
