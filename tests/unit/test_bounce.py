@@ -539,3 +539,47 @@ def test_a_bounces_text_pasted_without_its_header_is_read_the_same() -> None:
         Stage.EOD,
     )
     assert not EXPLAINER.explain(pasted).recognised  # the copy's headers are not evidence
+
+
+def test_an_html_only_ndr_with_the_original_attached_is_read() -> None:
+    ndr = """\
+From: postmaster@outlook.example.com
+Subject: Undeliverable: report
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="M"
+
+--M
+Content-Type: text/html; charset=utf-8
+
+<html><body><p>Your message to <b>bob@example.org</b> couldn't be delivered.</p>
+<p><b>Diagnostic information for administrators:</b></p>
+<p>Generating server: AM0PR01MB0001.example.com</p>
+<p><a href="mailto:bob@example.org">bob@example.org</a><br>
+Remote Server returned &#39;550 5.7.606 Access denied, banned sending IP [203.0.113.77]&#39;</p>
+</body></html>
+--M
+Content-Type: message/rfc822
+
+From: alice@example.net
+To: bob@example.org
+Subject: report
+Message-ID: <r1@example.net>
+
+body
+--M--
+"""
+    bounce = read_bounce(ndr)
+    assert bounce is not None and bounce.format == "exchange"
+    assert [(r.address, r.status, r.diagnostic) for r in bounce.recipients] == [
+        (
+            "bob@example.org",
+            "5.7.606",
+            "550 5.7.606 Access denied, banned sending IP [203.0.113.77]",
+        )
+    ]
+    assert (bounce.sender, bounce.original_headers["message-id"]) == (
+        "alice@example.net",
+        "<r1@example.net>",
+    )
+    # The control: the attached original's fields are not the reply.
+    assert "r1@example.net" not in (bounce.recipients[0].diagnostic or "")

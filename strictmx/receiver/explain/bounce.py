@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html as htmllib
 import re
 from dataclasses import dataclass, field
 from email.message import Message
@@ -56,6 +57,8 @@ COMMAND_STAGE = {
 
 _FOLD = re.compile(r"(?<!\s)(?=\s*?\n\s)\s+")
 _FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
+#: An HTML tag (a `<` without its `>` is text; the scan from each `<` stops at the next).
+_TAG = re.compile(r"<[^<>]*>")
 #: Tried from the start of a run of local-part characters only: from inside the run it
 #: would find the same `@`, after reading the rest of the run once more.
 _ADDRESS = re.compile(
@@ -248,13 +251,15 @@ def read(text: str) -> Bounce | None:
         found = _read_delivery_status(text, "", None)
         if found is not None:
             return found
+    original: dict[str, str] = {}
     if _has_headers(text):
-        body = _body_text(email.message_from_string(text, policy=email.policy.compat32))
+        message = email.message_from_string(text, policy=email.policy.compat32)
+        body, original = _body_text(message)
     else:
         body = text  # a bounce's text pasted from a mail client, without its header
     for name, pattern in _FORMATS:
         if pattern.search(body):
-            return _read_informal(name, body)
+            return _read_informal(name, body, original)
     return None
 
 
@@ -266,18 +271,25 @@ def _has_headers(text: str) -> bool:
     )
 
 
-def _body_text(message: Message) -> str:
-    """The human-readable text of a message: its text/plain parts, up to a returned copy."""
+def _body_text(message: Message) -> tuple[str, dict[str, str]]:
+    """The human-readable text of a message (its text/plain parts, or the text of its HTML
+    part when it has no plain one) and the headers of a returned message/rfc822 part."""
     parts: list[str] = []
+    html: list[str] = []
+    original: dict[str, str] = {}
     for part in message.walk():
         ctype = part.get_content_type()
         if ctype in ("message/rfc822", "text/rfc822-headers"):
+            original = _original_headers(part)
             break  # the returned message: context, not the bounce's words
-        if ctype == "text/plain" or (ctype == "text/html" and not parts):
+        if ctype in ("text/plain", "text/html"):
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
-                parts.append(_charset_text(part, payload))
-    return "\n".join(parts)
+                (parts if ctype == "text/plain" else html).append(_charset_text(part, payload))
+    if not parts and html:
+        # Microsoft 365 sends some NDRs as HTML only: its text, a line per element.
+        parts = [htmllib.unescape(_TAG.sub("\n", page)) for page in html]
+    return "\n".join(parts), original
 
 
 def _charset_text(part: Message, payload: bytes) -> str:
@@ -467,9 +479,10 @@ def _split_copy(body: str) -> tuple[str, str]:
     return body.replace("\r", ""), ""
 
 
-def _read_informal(name: str, body: str) -> Bounce | None:
+def _read_informal(name: str, body: str, attached: dict[str, str]) -> Bounce | None:
     words, copy = _split_copy(body)
     original = fields(copy.lstrip("\n").split("\n\n", 1)[0]) if copy else {}
+    original = original or attached
     reader = {
         "exim": _exim,
         "sendmail": _sendmail,
