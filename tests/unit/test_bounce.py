@@ -333,6 +333,9 @@ SHAPES = [
     ("postfix", _HEAD + "This is the mail system at host x.\n\n",
      "<a@b.c>: host a[1] said: 550 (in reply to "),
     ("copy lines", _HEAD + "The response was:\n550 x\n\n", "------ This is a copy of\n"),
+    ("html tags", "From: a@example.net\nContent-Type: text/html\n\n", "<p a@b.c<"),
+    ("html ndr", "From: a@example.net\nContent-Type: text/html\n\n",
+     "<p>Diagnostic information for administrators</p><br>a@b.c<br>Remote Server returned '"),
     ("dsn recipients", _DSN_HEAD,
      "Final-Recipient: rfc822; a@b.c\nAction: failed\nStatus: 5.0.0\n"
      "Diagnostic-Code: smtp; 550 x\n\n"),
