@@ -1,5 +1,6 @@
-"""Finding the SMTP reply in a bounce: a reply line, a DSN e-mail, a Postfix or Exim log
-line; with the enhanced status code, the stage it answered, the recipient and the sender."""
+"""Finding the SMTP reply in a bounce: a reply line, a bounce e-mail (each recipient of it,
+read by `bounce`), a Postfix or Exim log line; with the enhanced status code, the stage it
+answered, the recipient and the sender."""
 
 from __future__ import annotations
 
