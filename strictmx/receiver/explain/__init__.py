@@ -33,14 +33,22 @@ or that code allows, the class decides: a strictmx family lists its nearest outc
 class strictmx does not emulate (`classes`: a full mailbox, a rate limit, a greylisting,
 ...) is said plainly, with its fix, and no family is claimed.
 
-The package, by job: `extract` finds the reply in the input, `normalise` turns reply texts
-into tokens, `signals` reads the status code's and the providers' facts, `classes` names
-the classes strictmx does not emulate, `match` scores the texts against the catalogue and
-says what it found, `cache` keeps the default explainer between runs (building it imports
-every policy), `command` is `strictmx explain` on the command line and `batch` its
-`--batch` over a folder, an mbox or a Maildir.
+A whole bounce e-mail is read recipient by recipient first (`bounce`: RFC 3464 DSNs, ARF
+feedback reports, the plain-text bounces of Exim, Sendmail, qmail, Exchange, Gmail, Yahoo
+and Postfix): each failed recipient is explained on its own, a delivered or relayed one and
+a complaint are reported as what they are, and the returned original message is context
+only, never matched.
+
+The package, by job: `bounce` reads bounce e-mails, `extract` finds the reply in the input,
+`normalise` turns reply texts into tokens, `signals` reads the status code's and the
+providers' facts, `classes` names the classes strictmx does not emulate, `match` scores the
+texts against the catalogue and says what it found, `cache` keeps the default explainer
+between runs (building it imports every policy), `command` is `strictmx explain` on the
+command line and `batch` its `--batch` over a folder, an mbox or a Maildir.
 """
 
+from .bounce import Bounce, Recipient
+from .bounce import read as read_bounce
 from .command import (
     EXIT_BAD_INPUT,
     EXIT_NOT_RECOGNISED,
@@ -49,7 +57,15 @@ from .command import (
     main,
     read_input,
 )
-from .extract import MAX_INPUT, MAX_REPLY_TEXT, ExplainError, Extracted, decode, extract
+from .extract import (
+    MAX_INPUT,
+    MAX_REPLY_TEXT,
+    ExplainError,
+    Extracted,
+    decode,
+    extract,
+    extract_all,
+)
 from .match import (
     MAX_MATCHES,
     NEAR,
@@ -58,8 +74,11 @@ from .match import (
     Explanation,
     Match,
     Matcher,
+    all_recognised,
     default_explainer,
     explain,
+    json_all,
+    render_all,
     reproduce_command,
 )
 from .normalise import tokens
@@ -72,20 +91,27 @@ __all__ = [
     "MAX_REPLY_TEXT",
     "NEAR",
     "THRESHOLD",
+    "Bounce",
     "ExplainError",
     "Explainer",
     "Explanation",
     "Extracted",
     "Match",
     "Matcher",
+    "Recipient",
     "add_input_argument",
     "add_parser",
+    "all_recognised",
     "decode",
     "default_explainer",
     "explain",
     "extract",
+    "extract_all",
+    "json_all",
     "main",
+    "read_bounce",
     "read_input",
+    "render_all",
     "reproduce_command",
     "tokens",
 ]

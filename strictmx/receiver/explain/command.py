@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 from . import batch
-from .extract import CODE, MAX_INPUT, ExplainError
-from .match import default_explainer
+from .extract import CODE, MAX_INPUT, ExplainError, decode
+from .match import all_recognised, default_explainer, json_all, render_all
 
 EXIT_NOT_RECOGNISED = 1
 EXIT_BAD_INPUT = 2
@@ -64,21 +64,22 @@ def add_parser(sub: Any) -> None:
 
 
 def main(args: Any) -> int:
-    """`strictmx explain`: exit 0 when recognised, 1 when not, 2 on unusable input.
-    With --batch: 0 when every bounce was read, 1 when some were not, 2 for an unusable PATH."""
+    """`strictmx explain`: exit 0 when recognised (every failed recipient of a bounce),
+    1 when not, 2 on unusable input. With --batch: 0 when every bounce was read, 1 when
+    some were not, 2 for an unusable PATH."""
     if args.batch is not None:
         return _batch(args)
     try:
-        explanation = default_explainer().explain_bytes(read_input(args.input))
+        explanations = default_explainer().explain_all(decode(read_input(args.input)))
     except ExplainError as exc:
         print(f"strictmx: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     given = args.input if args.input not in (None, "-") else None
     if args.format == "json":
-        print(json.dumps(explanation.to_json(given or "-"), indent=2))
+        print(json.dumps(json_all(explanations, given or "-"), indent=2))
     else:
-        print(explanation.render(given or "-"))
-    return 0 if explanation.recognised else EXIT_NOT_RECOGNISED
+        print(render_all(explanations, given or "-"))
+    return 0 if all_recognised(explanations) else EXIT_NOT_RECOGNISED
 
 
 def _batch(args: Any) -> int:

@@ -1,16 +1,17 @@
-"""Finding the SMTP reply in a bounce: a reply line, a DSN e-mail, a Postfix or Exim log
-line; with the enhanced status code, the stage it answered, the recipient and the sender."""
+"""Finding the SMTP reply in a bounce: a reply line, a bounce e-mail (each recipient of it,
+read by `bounce`), a Postfix or Exim log line; with the enhanced status code, the stage it
+answered, the recipient and the sender."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.message import Message
 
 from ..verdict import Reply, ReplyError, Stage
+from .bounce import COMMAND_STAGE, Bounce, Recipient, stage_from_words
+from .bounce import address as _address
+from .bounce import read as read_bounce
 
 #: Inputs larger than this are refused: a DSN with its attachments is far smaller.
 MAX_INPUT = 10 * 1024 * 1024
@@ -68,40 +69,17 @@ _EXIM_HEAD = re.compile(r"SMTP error from remote (?:mail server|mailer) after ")
 _EXIM_ENVELOPE = re.compile(r"(?:pipelined )?(?:RCPT TO|MAIL FROM):<")
 _EXIM_VERB = re.compile(r"[A-Z]+")
 _EXIM_REPLY = re.compile(r"\s*(?:host \S+ \[[^\]]*\]:\s*)?")
-#: `in reply to COMMAND command`, COMMAND in letters and spaces.
-_IN_REPLY_TO = re.compile(r"in reply to ", re.I)
-_COMMAND_WORDS = re.compile(r"[A-Za-z ]*", re.I)
-_COMMAND_END = re.compile(r" command", re.I)
 #: A run of white space with a line break in it (the run is matched from its start only,
 #: so a long run without one is read once, not once from each of its characters).
 _LINE_BREAK = re.compile(r"(?<!\s)[^\S\n]*+\n\s*")
-#: A folded header's run of white space: a line break followed by more white space.
-_FOLD = re.compile(r"(?<!\s)(?=\s*?\n\s)\s+")
 #: Compiled once: the loops over a pasted bounce's lines use them once per line.
 _QUOTED = re.compile(r"^\s*(?:[\"'>]\s*)*(?:smtp\s*;\s*)?", re.I)
 _CODE_LINE = re.compile(rf"{CODE}(?:[ -]|$)")
-_FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
 _POSTFIX_TO = re.compile(r"\bto=<")
 _POSTFIX_FROM = re.compile(r"\bfrom=<")
 _EXIM_FROM = re.compile(r"\bF=<")
-_EXIM_AFTER = re.compile(
-    r"after (?P<after>initial connection|end of data|(?:pipelined )?RCPT TO|"
-    r"(?:pipelined )?MAIL FROM|DATA|[EH]LO)\b",
-    re.I,
-)
 
-#: What the command a reply answered says about the stage (Postfix and Exim wording).
-_COMMAND_STAGE = {
-    "initial connection": Stage.CONNECT,
-    "connect": Stage.CONNECT,
-    "helo": Stage.HELO,
-    "ehlo": Stage.HELO,
-    "mail from": Stage.MAIL,
-    "rcpt to": Stage.RCPT,
-    "data": Stage.DATA,
-    "end of data": Stage.EOD,
-    "rset": Stage.RSET,
-}
+_COMMAND_STAGE = COMMAND_STAGE
 
 
 @dataclass
@@ -118,6 +96,14 @@ class Extracted:
     recipient: str | None = None
     sender: str | None = None
     remote: str | None = None  # the receiving host, as the input names it
+    #: For a recipient of a bounce e-mail: RFC 3464's Action (failed, delayed, delivered,
+    #: relayed, expanded) or `complaint` for an ARF report; None for a single reply.
+    action: str | None = None
+    #: The bounce's format (dsn, arf, exim, sendmail, qmail, exchange, gmail, yahoo,
+    #: postfix) when the input was a whole bounce e-mail.
+    bounce_format: str | None = None
+    #: The returned message's header fields: context for `reproduce`, never evidence.
+    original_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def reply(self) -> Reply | None:
@@ -131,22 +117,55 @@ class Extracted:
 
 
 def extract(text: str) -> Extracted:
-    """Find the SMTP reply in a bounce, DSN, log line or bare reply."""
+    """Find the SMTP reply in a bounce, DSN, log line or bare reply.
+
+    For a bounce e-mail with several recipients, the first failed one (`extract_all` gives
+    each); a bounce that reports no failure gives its first recipient, with its action.
+    """
+    return extract_all(text)[0]
+
+
+def extract_all(text: str) -> list[Extracted]:
+    """One Extracted per recipient of a bounce e-mail (failed ones first), else one."""
     stripped = text.strip()
-    if _looks_like_dsn(stripped):
-        found = _from_dsn(stripped)
-        if found is not None:
-            return found
+    bounce = read_bounce(stripped)
+    if bounce is not None:
+        ordered = bounce.failures + [r for r in bounce.recipients if not r.failed]
+        return [_from_recipient(bounce, recipient) for recipient in ordered]
     for line in stripped.splitlines():
         detail = _postfix_detail(line)
         if detail is not None:
-            return _from_postfix(stripped, line, detail)
+            return [_from_postfix(stripped, line, detail)]
     exim = _exim(stripped)
     if exim is not None:
-        return _from_exim(stripped, *exim)
+        return [_from_exim(stripped, *exim)]
     if _REPLY_START.match(stripped):
-        return _from_reply_lines(stripped.splitlines(), "reply")
-    return _from_text(stripped)
+        return [_from_reply_lines(stripped.splitlines(), "reply")]
+    return [_from_text(stripped)]
+
+
+def _from_recipient(bounce: Bounce, recipient: Recipient) -> Extracted:
+    """What one recipient's part of a bounce says, as explain reads a reply."""
+    kind = "dsn" if bounce.format == "dsn" else f"bounce-{bounce.format}"
+    reply = recipient.diagnostic or ""
+    if recipient.failed and reply and recipient.diagnostic_type in (None, "smtp"):
+        found = _from_reply_text(reply, kind)
+    else:
+        # An MTA's own words (x-postfix; x-unix;), a delivery, or a complaint: no reply.
+        found = Extracted(kind=kind, text=_LINE_BREAK.sub(" ", reply).strip()[:MAX_REPLY_TEXT])
+        if recipient.failed and reply:
+            found = _from_text(reply, kind)
+    found.kind = kind
+    if recipient.status and (found.dsn is None or not recipient.failed):
+        found.dsn = recipient.status
+    found.stage = recipient.stage or found.stage
+    found.recipient = recipient.address or recipient.original_recipient
+    found.sender = bounce.sender
+    found.remote = recipient.remote_mta
+    found.action = recipient.action
+    found.bounce_format = bounce.format
+    found.original_headers = bounce.original_headers
+    return found
 
 
 class _Finder:
@@ -251,19 +270,6 @@ def _exim(text: str) -> tuple[str, str] | None:
     return None
 
 
-def _in_reply_to(text: str) -> str | None:
-    """COMMAND of the first `in reply to COMMAND command`, COMMAND in letters and spaces."""
-    pos = 0
-    while (head := _IN_REPLY_TO.search(text, pos)) is not None:
-        words_end = _end(_COMMAND_WORDS, text, head.end())
-        end = _COMMAND_END.search(text, head.end() + 1, words_end)
-        if end is not None:
-            return text[head.end() : end.start()]
-        # A later head inside these words has no ` command` in them either.
-        pos = max(words_end, head.start() + 1)
-    return None
-
-
 def _bracketed(head: re.Pattern[str], text: str) -> str | None:
     """What is between the first `head` (ending in `<`) and the `>` after it.
 
@@ -274,125 +280,6 @@ def _bracketed(head: re.Pattern[str], text: str) -> str | None:
         return None
     close = text.find(">", found.end())
     return text[found.end() : close] if close >= 0 else None
-
-
-def _looks_like_dsn(text: str) -> bool:
-    head = text[:20000].lower()
-    return "message/delivery-status" in head or (
-        "diagnostic-code:" in head and "status:" in head and "\n\n" in text.replace("\r", "")
-    )
-
-
-def _from_dsn(text: str) -> Extracted | None:
-    message = email.message_from_string(text, policy=email.policy.compat32)
-    fields: dict[str, str] = {}
-    human: list[str] = []
-    for part in message.walk():
-        ctype = part.get_content_type()
-        if ctype == "message/delivery-status":
-            fields = _delivery_status(part)
-        elif ctype == "text/plain" and not fields:
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                human.append(payload.decode("utf-8", "replace"))
-        elif ctype in ("text/rfc822-headers", "message/rfc822") and "sender" not in fields:
-            original = _original_sender(part)
-            if original:
-                fields["sender"] = original
-    if not fields:
-        # A delivery-status block pasted without its MIME envelope.
-        fields = _fields(text)
-        if "diagnostic-code" not in fields:
-            return None
-    diagnostic = fields.get("diagnostic-code", "")
-    kind, _, value = diagnostic.partition(";")
-    reply = value.strip() if kind.strip().lower() in ("smtp", "x-postfix", "x-unix") else ""
-    found = _from_reply_text(reply, "dsn") if reply else _from_text("\n".join(human) or diagnostic)
-    found.kind = "dsn"
-    status = DSN_RE.search(fields.get("status", ""))
-    if found.dsn is None and status:
-        found.dsn = status.group(1)
-    found.recipient = _address(fields.get("final-recipient") or fields.get("original-recipient"))
-    found.sender = found.sender or _address(fields.get("x-postfix-sender") or fields.get("sender"))
-    remote = fields.get("remote-mta", "")
-    found.remote = remote.partition(";")[2].strip() or None
-    context = " ".join([*human, diagnostic])
-    found.stage = found.stage or _stage_from_words(context)
-    return found
-
-
-def _delivery_status(part: Message) -> dict[str, str]:
-    """Per-recipient fields of the first recipient with a diagnostic (or the first one)."""
-    blocks: list[dict[str, str]] = []
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        for block in payload:
-            if isinstance(block, Message):
-                blocks.append({k.lower(): _unfold(str(v)) for k, v in block.items()})
-    else:
-        blocks = [_fields(str(payload))]
-    per_message = blocks[0] if blocks else {}
-    recipients = [b for b in blocks if "final-recipient" in b or "diagnostic-code" in b]
-    chosen = next((b for b in recipients if "diagnostic-code" in b), None)
-    chosen = chosen or (recipients[0] if recipients else {})
-    return {**per_message, **chosen}
-
-
-def _fields(text: str) -> dict[str, str]:
-    """RFC 822-style fields from text, continuation lines unfolded; first value wins."""
-    # Each field's pieces are joined once at the end: adding to the value line by line
-    # copies it again for every continuation line.
-    out: dict[str, list[str]] = {}
-    current: str | None = None
-    for line in text.replace("\r", "").split("\n"):
-        if line[:1] in (" ", "\t") and current:
-            out[current].append(line.strip())
-            continue
-        name, sep, value = line.partition(":")
-        if sep and _FIELD_NAME.fullmatch(name):
-            current = name.lower()
-            if current in out:
-                current = None  # a later recipient's field: keep the first
-            else:
-                out[current] = [value.strip()]
-        else:
-            current = None
-    return {name: " ".join(pieces) for name, pieces in out.items()}
-
-
-def _unfold(value: str) -> str:
-    return _FOLD.sub(" ", value).strip()
-
-
-def _original_sender(part: Message) -> str | None:
-    payload = part.get_payload()
-    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-        headers: Message | dict[str, str] = payload[0]
-    else:
-        headers = _fields(str(payload).split("\n\n", 1)[0])
-        headers = {k.title(): v for k, v in headers.items()}
-    for name in ("Return-Path", "From"):
-        value = headers.get(name)
-        if value:
-            found = _address(str(value))
-            if found:
-                return found
-    return None
-
-
-#: Tried from the start of a run of local-part characters only: from inside the run it
-#: would find the same `@`, after reading the rest of the run once more.
-_ADDRESS = re.compile(
-    r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]++"
-    r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
-)
-
-
-def _address(text: str | None) -> str | None:
-    if not text:
-        return None
-    found = _ADDRESS.search(text)
-    return found.group(0) if found else None
 
 
 def _from_postfix(whole: str, line: str, detail: str) -> Extracted:
@@ -507,12 +394,5 @@ def _from_text(text: str, kind: str = "text") -> Extracted:
 
 
 def _stage_from_words(text: str) -> Stage | None:
-    text = re.sub(r"\s+", " ", text)
-    command = _in_reply_to(text)
-    if command is not None:
-        return _COMMAND_STAGE.get(command.strip().lower())
-    after = _EXIM_AFTER.search(text)
-    if after and "SMTP error" in text:
-        words = after.group("after").lower().removeprefix("pipelined ")
-        return _COMMAND_STAGE.get(words)
-    return None
+    # Exim's `after X` counts only in an Exim error line: in other prose it is any word.
+    return stage_from_words(text, after="SMTP error" in text)

@@ -15,9 +15,10 @@ from typing import Any
 from ..catalogue import Catalogue, Entry
 from ..outcome import FieldKind
 from ..verdict import Stage
+from .bounce import DELIVERED_ACTIONS
 from .cache import bundled, cached, installed
 from .classes import BounceClass, not_emulated, outcome_of
-from .extract import ExplainError, Extracted, decode, extract
+from .extract import ExplainError, Extracted, decode, extract_all
 from .normalise import features, tokens
 from .signals import Fact, Signals, decide
 from .signals import read as read_signals
@@ -61,6 +62,14 @@ class Explanation:
         """The class strictmx does not emulate that the signals named, if that is the answer."""
         return not_emulated(self.fact.cls) if self.fact is not None else None
 
+    #: This recipient's place among a bounce's (0 for the first, or a single reply):
+    #: `strictmx reproduce FILE` reproduces the first, later ones need pinning.
+    position: int = 0
+
+    def _reproduce(self, given: str, match: Match, rank: int) -> str:
+        recipient = self.input.recipient if self.position else None
+        return reproduce_command(given, match, rank, recipient)
+
     @property
     def recognised(self) -> bool:
         return bool(self.matches) or self.not_emulated is not None
@@ -78,6 +87,19 @@ class Explanation:
         if not self.recognised:
             return None
         return "signals" if self.fact is not None else "catalogue"
+
+    @property
+    def not_a_refusal(self) -> str | None:
+        """Why this recipient's report is no refusal (a delivery, a complaint), or None."""
+        action = self.input.action
+        if action in DELIVERED_ACTIONS:
+            return f"{action}: the message reached this recipient's server; nothing was refused"
+        if action == "complaint":
+            return (
+                "a feedback report (RFC 5965): the message was delivered and the recipient "
+                "or their provider reported it as unwanted; nothing was refused"
+            )
+        return None
 
     @property
     def best(self) -> Match | None:
@@ -106,14 +128,20 @@ class Explanation:
                     "entry": m.entry.id,
                     "stage": m.entry.stage.value,
                     "rfc_note": m.entry.rfc_note,
-                    "reproduce": reproduce_command(reproduce_input, m, n)
+                    "reproduce": self._reproduce(reproduce_input, m, n)
                     if reproduce_input is not None
                     else None,
                 }
                 for n, m in enumerate(self.matches)
             ],
         }
-        if not self.recognised:
+        if self.input.action is not None:
+            data["recipient"] = self.input.recipient
+            data["action"] = self.input.action
+            data["remote_mta"] = self.input.remote
+            data["bounce_format"] = self.input.bounce_format
+            data["not_a_refusal"] = self.not_a_refusal
+        if not self.recognised and self.not_a_refusal is None:
             data["nearest_families"] = [
                 {"family": family, "confidence": round(score, 3)}
                 for family, score in self.families[:3]
@@ -153,7 +181,14 @@ class Explanation:
             head.append(f"code {got.code or '-'} {got.dsn or ''}".rstrip())
         if got.stage:
             head.append(f"answered at {got.stage.value}")
-        out = [", ".join(head), f"reply: {_clip(got.text, 300)}", ""]
+        out = [", ".join(head)]
+        if got.action is not None:
+            remote = f" at {got.remote}" if got.remote else ""
+            out.append(f"recipient: {got.recipient or '(not named)'}: {got.action}{remote}")
+        out += [f"reply: {_clip(got.text, 300)}", ""]
+        if self.not_a_refusal is not None:
+            out.append(self.not_a_refusal + ".")
+            return "\n".join(out)
         out += self._render_signals()
         other = self.not_emulated
         if other is not None and self.fact is not None:
@@ -198,7 +233,7 @@ class Explanation:
                 f"  RFC:    RFC 5321 {rfc} this refusal. {entry.rfc_note}",
             ]
             if reproduce_input is not None:
-                out.append(f"  reproduce: {reproduce_command(reproduce_input, match, n)}")
+                out.append(f"  reproduce: {self._reproduce(reproduce_input, match, n)}")
             out.append("")
         return "\n".join(out).rstrip()
 
@@ -207,10 +242,15 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def reproduce_command(given: str | None, match: Match, rank: int) -> str:
-    """The `strictmx reproduce` command line for a match (`given` is how the input came)."""
+def reproduce_command(
+    given: str | None, match: Match, rank: int, recipient: str | None = None
+) -> str:
+    """The `strictmx reproduce` command line for a match (`given` is how the input came);
+    with `recipient`, for that recipient of a bounce rather than its first failed one."""
     source = "-" if given in (None, "-") else shlex.quote(given)
-    pin = f" --entry {match.entry.id}" if rank else ""
+    pin = f" --entry {match.entry.id}" if rank or recipient else ""
+    if recipient:
+        pin += f" --rcpt {shlex.quote(recipient)}"
     return f"strictmx reproduce {source}{pin} -o reproduce-{match.entry.id}.yaml"
 
 
@@ -364,15 +404,35 @@ class Explainer:
         return self.explain(decode(data))
 
     def explain(self, text: str) -> Explanation:
+        """The input's reply explained; of a bounce e-mail, its first failed recipient."""
+        return self.explain_all(text)[0]
+
+    def explain_all(self, text: str) -> list[Explanation]:
+        """One explanation per recipient of a bounce e-mail (failed ones first), or one."""
         if not text.strip():
             raise ExplainError("empty input: give a reply line, a DSN e-mail, or a mail log line")
-        found = extract(text)
-        if not found.text.strip() and found.code is None:
-            raise ExplainError("no SMTP reply found in the input")
-        ranked = self.matcher.score(found)
-        signals = read_signals(found)
-        matches, fact = self._choose(ranked, decide(signals))
-        return Explanation(found, matches, _by_family(ranked), signals, fact)
+        out = []
+        # A bounce to many recipients often gives them all the same reply: scored once.
+        scored: dict[tuple[object, ...], list[Match]] = {}
+        for found in extract_all(text):
+            if found.action is not None and found.action not in ("failed", "delayed"):
+                out.append(Explanation(found, [], []))  # delivered or a complaint
+                continue
+            if not found.text.strip() and found.code is None:
+                if found.action is not None:
+                    out.append(Explanation(found, [], []))  # a recipient without a reason
+                    continue
+                raise ExplainError("no SMTP reply found in the input")
+            key = (found.text, found.code, found.dsn, found.stage)
+            ranked = scored.get(key)
+            if ranked is None:
+                ranked = scored[key] = self.matcher.score(found)
+            signals = read_signals(found)
+            matches, fact = self._choose(ranked, decide(signals))
+            out.append(Explanation(found, matches, _by_family(ranked), signals, fact))
+        for position, explanation in enumerate(out):
+            explanation.position = position
+        return out
 
     def _choose(
         self, ranked: Sequence[Match], fact: Fact | None
@@ -457,3 +517,34 @@ def _installed_explainer() -> Explainer:
 
 def explain(text: str) -> Explanation:
     return default_explainer().explain(text)
+
+
+def render_all(explanations: Sequence[Explanation], given: str | None = None) -> str:
+    """Several recipients' explanations as text; one is rendered as it always was."""
+    if len(explanations) == 1:
+        return explanations[0].render(given)
+    parts = []
+    for n, explanation in enumerate(explanations, 1):
+        who = explanation.input.recipient or "(recipient not named)"
+        parts.append(
+            f"== recipient {n} of {len(explanations)}: {who} ==\n" + (explanation.render(given))
+        )
+    return "\n\n".join(parts)
+
+
+def json_all(explanations: Sequence[Explanation], given: str | None = None) -> dict[str, Any]:
+    """Several recipients' explanations as JSON; one gives its own object as always."""
+    if len(explanations) == 1:
+        return explanations[0].to_json(given)
+    first = explanations[0].input
+    return {
+        "input_kind": first.kind,
+        "bounce_format": first.bounce_format,
+        "sender": first.sender,
+        "recipients": [e.to_json(given) for e in explanations],
+    }
+
+
+def all_recognised(explanations: Sequence[Explanation]) -> bool:
+    """Every refusal recognised (deliveries and complaints are known for what they are)."""
+    return all(e.recognised or e.not_a_refusal is not None for e in explanations)
