@@ -466,17 +466,7 @@ def _pick(ranked: Sequence[Match]) -> list[Match]:
     """The best match per outcome, at the threshold and near the best."""
     if not ranked or ranked[0].confidence < THRESHOLD:
         return []
-    floor = max(THRESHOLD, ranked[0].confidence - NEAR)
-    out: list[Match] = []
-    seen: set[tuple[str, str]] = set()
-    for match in ranked:
-        if match.confidence < floor or len(out) == MAX_MATCHES:
-            break
-        key = (match.entry.policy, match.entry.outcome)
-        if key not in seen:
-            seen.add(key)
-            out.append(match)
-    return out
+    return _nearest(ranked, max(THRESHOLD, ranked[0].confidence - NEAR))
 
 
 def _pick_family(ranked: Sequence[Match]) -> list[Match]:
@@ -484,7 +474,11 @@ def _pick_family(ranked: Sequence[Match]) -> list[Match]:
     the text only ranks the family's outcomes and the class is not in doubt."""
     if not ranked:
         return []
-    floor = ranked[0].confidence - NEAR
+    return _nearest(ranked, ranked[0].confidence - NEAR)
+
+
+def _nearest(ranked: Sequence[Match], floor: float) -> list[Match]:
+    """The best match per outcome down to `floor`, at most MAX_MATCHES."""
     out: list[Match] = []
     seen: set[tuple[str, str]] = set()
     for match in ranked:
