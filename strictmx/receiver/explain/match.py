@@ -24,7 +24,7 @@ from .signals import Fact, Signals, decide
 from .signals import read as read_signals
 
 #: A match at or above this confidence is reported as recognised. Chosen on the labelled
-#: corpus (tests/data/explain_corpus.yaml): documented replies score above 0.9, other
+#: corpus (tests/data/explain_corpus/): documented replies score above 0.9, other
 #: receivers' words for a check mostly 0.44 to 0.8, and 28 of the corpus's 31 unrelated
 #: bounces (unknown user, mailbox full, greylisting, TLS, DKIM, rate limits) 0.39 or less;
 #: the three above share a catalogue reply's own phrase ("Access denied", "Recipient
