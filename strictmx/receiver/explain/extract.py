@@ -1,6 +1,7 @@
-"""Finding the SMTP reply in a bounce: a reply line, a bounce e-mail (each recipient of it,
-read by `bounce`), a Postfix or Exim log line; with the enhanced status code, the stage it
-answered, the recipient and the sender."""
+"""Finding the SMTP reply in a bounce: a reply line, a bounce e-mail, a Sendmail or
+Microsoft log, a raw SMTP dialogue (each recipient of those, read by `bounce`), a Postfix or
+Exim log line; with the enhanced status code, the stage it answered, the recipient and the
+sender."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..verdict import Reply, ReplyError, Stage
-from .bounce import COMMAND_STAGE, Bounce, Recipient, stage_from_words
+from .bounce import COMMAND_STAGE, LOG_FORMATS, Bounce, Recipient, read_log, stage_from_words
 from .bounce import address as _address
 from .bounce import read as read_bounce
 
@@ -86,7 +87,9 @@ _COMMAND_STAGE = COMMAND_STAGE
 class Extracted:
     """The reply found in the input, and what the input says around it."""
 
-    kind: str  # reply | dsn | postfix-log | exim-log | text
+    #: reply | dsn | bounce-FORMAT | postfix-log | exim-log | sendmail-log | microsoft-log
+    #: | microsoft-protocol-log | transcript | text
+    kind: str
     text: str  # the reply's text without codes, lines joined by spaces
     code: int | None = None
     dsn: str | None = None
@@ -100,7 +103,8 @@ class Extracted:
     #: relayed, expanded) or `complaint` for an ARF report; None for a single reply.
     action: str | None = None
     #: The bounce's format (dsn, arf, exim, sendmail, qmail, exchange, gmail, yahoo,
-    #: postfix) when the input was a whole bounce e-mail.
+    #: postfix) when the input was a whole bounce e-mail; of a Sendmail or Microsoft log or
+    #: an SMTP dialogue, its kind (they report per recipient as bounces do).
     bounce_format: str | None = None
     #: The returned message's header fields: context for `reproduce`, never evidence.
     original_headers: dict[str, str] = field(default_factory=dict)
@@ -128,7 +132,7 @@ def extract(text: str) -> Extracted:
 def extract_all(text: str) -> list[Extracted]:
     """One Extracted per recipient of a bounce e-mail (failed ones first), else one."""
     stripped = text.strip()
-    bounce = read_bounce(stripped)
+    bounce = read_bounce(stripped) or read_log(stripped)
     if bounce is not None:
         ordered = bounce.failures + [r for r in bounce.recipients if not r.failed]
         return [_from_recipient(bounce, recipient) for recipient in ordered]
@@ -146,7 +150,10 @@ def extract_all(text: str) -> list[Extracted]:
 
 def _from_recipient(bounce: Bounce, recipient: Recipient) -> Extracted:
     """What one recipient's part of a bounce says, as explain reads a reply."""
-    kind = "dsn" if bounce.format == "dsn" else f"bounce-{bounce.format}"
+    if bounce.format == "dsn" or bounce.format in LOG_FORMATS:
+        kind = bounce.format
+    else:
+        kind = f"bounce-{bounce.format}"
     reply = recipient.diagnostic or ""
     if recipient.failed and reply and recipient.diagnostic_type in (None, "smtp"):
         found = _from_reply_text(reply, kind)

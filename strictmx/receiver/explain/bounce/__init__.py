@@ -32,14 +32,17 @@ import email.policy
 
 from .dsn import read_delivery_status, read_mime
 from .informal import FORMATS, read_informal
+from .logs import read_microsoft_log, read_sendmail_log
 from .model import DELIVERED_ACTIONS, FAILED_ACTIONS, MAX_RECIPIENTS, Bounce, Recipient
 from .parts import body_text, has_headers
+from .transcript import read_transcript
 from .words import COMMAND_STAGE, address, fields, in_reply_to, stage_from_words, unfold
 
 __all__ = [
     "COMMAND_STAGE",
     "DELIVERED_ACTIONS",
     "FAILED_ACTIONS",
+    "LOG_FORMATS",
     "MAX_RECIPIENTS",
     "Bounce",
     "Recipient",
@@ -47,9 +50,13 @@ __all__ = [
     "fields",
     "in_reply_to",
     "read",
+    "read_log",
     "stage_from_words",
     "unfold",
 ]
+
+#: The formats `read_log` gives: log lines and dialogues, not bounce e-mails.
+LOG_FORMATS = frozenset({"sendmail-log", "microsoft-log", "microsoft-protocol-log", "transcript"})
 
 
 def read(text: str) -> Bounce | None:
@@ -72,3 +79,9 @@ def read(text: str) -> Bounce | None:
         if pattern.search(body):
             return read_informal(name, body, original)
     return None
+
+
+def read_log(text: str) -> Bounce | None:
+    """The recipients a Sendmail or Microsoft log, or a raw SMTP dialogue, reports; None
+    when `text` is none of these (Postfix and Exim log lines are `extract`'s)."""
+    return read_sendmail_log(text) or read_microsoft_log(text) or read_transcript(text)
