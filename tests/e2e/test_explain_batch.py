@@ -96,7 +96,8 @@ def test_a_folder_gives_a_summary_by_class_and_receiver(
     code, out, err = run_cli(capsys, "--batch", str(folder))
     assert (code, err) == (0, "")
     assert f"{folder} (folder): 4 bounces, 4 explained, 0 not readable" in out
-    classes = section(out, "by class:")
+    assert "by class (rows are recipients: 4 recipients of 4 bounces):" in out
+    classes = section(out, "by class (")
     # A class strictmx does not emulate is counted by its name.
     assert classes == ["2 50.0% dnsbl", "1 25.0% mailbox_full", "1 25.0% reverse_dns"]
     receivers = section(out, "by receiver")
@@ -110,7 +111,7 @@ def test_a_bounce_explain_cannot_place_is_counted_as_not_recognised(
     (tmp_path / "rbl.log").write_text(postfix_log(RBL))
     code, out, err = run_cli(capsys, "--batch", str(tmp_path))
     assert (code, err) == (0, "")
-    assert section(out, "by class:") == ["1 50.0% dnsbl", "1 50.0% not recognised"]
+    assert section(out, "by class (") == ["1 50.0% dnsbl", "1 50.0% not recognised"]
 
 
 def section(out: str, title: str) -> list[str]:
@@ -206,12 +207,55 @@ def test_broken_files_are_named_and_skipped_among_good_ones(
     assert section(out, "skipped") == [
         str(folder / n) for n in ("h-folder", "i-fifo", "j-dangling")
     ]
-    assert "3 42.9% unreadable" in section(out, "by class:")
+    assert "3 42.9% unreadable" in section(out, "by class (")
     code, out, _ = run_cli(capsys, "--batch", str(folder), "--format", "json")
     errors = [line for line in json_lines(out) if "error" in line]
     assert [e["source"] for e in errors] == [
         str(folder / n) for n in ("e-binary.bin", "f-empty.eml", "g-huge.eml")
     ]
+
+
+REAL = Path(__file__).resolve().parent.parent / "data" / "bounces"
+
+
+def test_every_recipient_of_a_bounce_is_a_row_and_its_json_line_holds_them_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real Postfix DSNs: two recipients refused in one bounce, one relayed; and an ARF
+    report. Each recipient is a row; each bounce is one JSON line."""
+    for name in ("postfix-helo-two-recipients.eml", "local-recipients-relayed.eml"):
+        (tmp_path / name).write_bytes((REAL / name).read_bytes())
+    (tmp_path / "arf.eml").write_bytes((REAL / "samples" / "arf.eml").read_bytes())
+    code, out, err = run_cli(capsys, "--batch", str(tmp_path))
+    assert (code, err) == (0, "")
+    assert f"{tmp_path} (folder): 3 bounces, 3 explained, 0 not readable" in out
+    assert "by class (rows are recipients: 4 recipients of 3 bounces):" in out
+    assert section(out, "by class (") == [
+        "2 50.0% helo_syntax",
+        "1 25.0% complaint",
+        "1 25.0% delivered",
+    ]
+    code, out, _ = run_cli(capsys, "--batch", str(tmp_path), "--format", "json")
+    assert code == 0
+    lines = {Path(line["source"]).name: line for line in json_lines(out)}
+    assert len(lines) == 3
+    two = lines["postfix-helo-two-recipients.eml"]["recipients"]
+    assert [(r["recipient"], r["class"]) for r in two] == [
+        ("bob@strictmx.test", "helo_syntax"),
+        ("carol@strictmx.test", "helo_syntax"),
+    ]
+    # A bounce of one recipient keeps the one-object shape `strictmx explain` gives it.
+    assert "recipients" not in lines["arf.eml"] and lines["arf.eml"]["action"] == "complaint"
+
+
+def test_the_control_a_bounce_of_one_recipient_is_one_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "one.eml").write_text(dsn("bob@example.org", "mx1.example.org", RBL))
+    code, out, _ = run_cli(capsys, "--batch", str(tmp_path))
+    assert code == 0
+    assert "by class (rows are recipients: 1 recipient of 1 bounce):" in out
+    assert section(out, "by class (") == ["1 100.0% dnsbl"]
 
 
 def test_an_empty_folder_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

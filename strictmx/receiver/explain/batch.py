@@ -1,11 +1,14 @@
 """`strictmx explain --batch PATH`: every bounce of a folder, an mbox or a Maildir explained.
 
-Each bounce goes through the one-bounce API (`Explainer.explain_bytes`), so a batch answers
+Each bounce goes through the one-bounce API (`Explainer.explain_all`), so a batch answers
 what `strictmx explain FILE` answers for the same bounce. The output is one JSON line per
-bounce (`--format json`) or a summary table: counts by class (the best match's family, or
-"not recognised") and by the refusing receiver's domain where the bounce names it (else the
-domain of the MTA that wrote the DSN), then the bounces that could not be read or explained,
-each named with why.
+bounce (`--format json`, every recipient of it inside, as `strictmx explain --format json`
+gives them) or a summary table whose rows are recipients: a bounce to three recipients
+counts three times. It counts by class (each failed recipient's family or class, or "not
+recognised"; a delivered or relayed recipient and a complaint in rows of their own) and by
+the refusing receiver's domain where the bounce names it (else the domain of the MTA that
+wrote the DSN), then names the bounces that could not be read or explained, each with why
+(each counts once, as one row).
 
 Input is streamed: a folder's files and a Maildir's messages are read one at a time, an
 mbox through the stdlib's `mailbox.mbox`, which keeps only each message's offsets and
@@ -30,14 +33,19 @@ from typing import IO, Any
 
 from publicsuffixlist import PublicSuffixList
 
-from .extract import MAX_INPUT, ExplainError
-from .match import Explainer, Explanation
+from .bounce import DELIVERED_ACTIONS
+from .extract import MAX_INPUT, ExplainError, decode
+from .match import Explainer, Explanation, json_all
 
 #: Above this many bounces, and when stderr is a terminal, progress is shown on stderr.
 PROGRESS_ABOVE = 200
 #: Errors listed by name in the text summary; JSON lines carry every one.
 ERRORS_LISTED = 50
 NOT_RECOGNISED = "not recognised"
+#: The row of a recipient the message reached (RFC 3464 delivered, relayed, expanded).
+DELIVERED = "delivered"
+#: The row of an ARF report's subject: a complaint about a delivered message.
+COMPLAINT = "complaint"
 #: The class of a bounce whose input could not be read or explained.
 UNREADABLE = "unreadable"
 
@@ -165,11 +173,12 @@ def _messages(
 
 @dataclass
 class Outcome:
-    """One bounce's answer: its class and receiver for the summary, its JSON line."""
+    """One bounce's answer: its recipients' classes and receivers for the summary (one
+    each, in the order `explain` gives them), and its JSON line."""
 
     source: str
-    klass: str
-    receiver: str | None
+    classes: list[str]
+    receivers: list[str | None]
     error: str | None
     line: dict[str, Any]
 
@@ -178,23 +187,30 @@ def explain_item(explainer: Explainer, item: Item) -> Outcome:
     if item.data is None:
         return _failed(item, item.error or "cannot read")
     try:
-        explanation = explainer.explain_bytes(item.data)
+        explanations = explainer.explain_all(decode(item.data))
     except ExplainError as exc:
         return _failed(item, str(exc))
     except Exception as exc:  # a bug on one bounce must not lose the other thousands
         return _failed(item, f"explain failed ({type(exc).__name__}: {exc}); please report it")
-    receiver = receiver_of(explanation, item.data)
-    line = {"source": item.source, **explanation.to_json(item.file), "receiver": receiver}
-    return Outcome(item.source, class_of(explanation), receiver, None, line)
+    receivers = [receiver_of(e, item.data) for e in explanations]
+    line = {"source": item.source, **json_all(explanations, item.file), "receiver": receivers[0]}
+    classes = [class_of(e) for e in explanations]
+    return Outcome(item.source, classes, receivers, None, line)
 
 
 def _failed(item: Item, error: str) -> Outcome:
-    return Outcome(item.source, UNREADABLE, None, error, {"source": item.source, "error": error})
+    return Outcome(
+        item.source, [UNREADABLE], [None], error, {"source": item.source, "error": error}
+    )
 
 
 def class_of(explanation: Explanation) -> str:
-    """The bounce's class: a strictmx family, a class strictmx does not emulate (a full
-    mailbox, a greylisting, ...), or "not recognised"."""
+    """A recipient's class: a strictmx family, a class strictmx does not emulate (a full
+    mailbox, a greylisting, ...), "delivered", "complaint", or "not recognised"."""
+    if explanation.input.action in DELIVERED_ACTIONS:
+        return DELIVERED
+    if explanation.input.action == COMPLAINT:
+        return COMPLAINT
     return explanation.class_name or NOT_RECOGNISED
 
 
@@ -228,6 +244,8 @@ class Summary:
     kind: str
     path: str
     total: int = 0
+    #: Rows of the tables: each recipient of each bounce read, and each unreadable bounce.
+    rows: int = 0
     by_class: Counter[str] = field(default_factory=Counter)
     by_receiver: Counter[str] = field(default_factory=Counter)
     errors: list[tuple[str, str]] = field(default_factory=list)
@@ -235,11 +253,12 @@ class Summary:
 
     def add(self, outcome: Outcome) -> None:
         self.total += 1
-        self.by_class[outcome.klass] += 1
+        self.rows += len(outcome.classes)
+        self.by_class.update(outcome.classes)
         if outcome.error is not None:
             self.errors.append((outcome.source, outcome.error))
-        elif outcome.receiver:
-            self.by_receiver[outcome.receiver] += 1
+        else:
+            self.by_receiver.update(r for r in outcome.receivers if r)
 
     def render(self) -> str:
         explained = self.total - len(self.errors)
@@ -250,10 +269,21 @@ class Summary:
         if not self.total:
             out.append("no bounces found")
         if self.by_class:
-            out += ["", "by class:", *_table(self.by_class, self.total)]
+            recipients = self.rows - len(self.errors)
+            counted = (
+                f"rows are recipients: {recipients} recipient{'s' * (recipients != 1)} "
+                f"of {explained} bounce{'s' * (explained != 1)}"
+            )
+            if self.errors:
+                counted += f", and {len(self.errors)} unreadable, a row each"
+            out += ["", f"by class ({counted}):", *_table(self.by_class, self.rows)]
         if self.by_receiver:
-            out += ["", "by receiver (the refusing host's domain, else the DSN's reporting MTA's):"]
-            out += _table(self.by_receiver, explained)
+            out += [
+                "",
+                "by receiver (rows are recipients; the refusing host's domain, else the DSN's "
+                "reporting MTA's):",
+            ]
+            out += _table(self.by_receiver, self.rows - len(self.errors))
         if self.errors:
             out += ["", "not readable:"]
             out += [f"  {source}: {error}" for source, error in self.errors[:ERRORS_LISTED]]
