@@ -12,7 +12,9 @@ simulated client address, a DNSBL zone becomes a listed zone, the HELO name in a
 reply becomes the HELO, the sender in `<addr>: Sender address rejected` becomes the
 envelope sender; the reply template given to the policy names them as placeholders, so
 the scenario stays right if an identity is edited. `--client-ip`, `--helo`,
-`--mail-from` and `--rcpt` override what the reply says.
+`--mail-from` and `--rcpt` override what the reply says; of a bounce that names its
+recipients, `--rcpt` picks the recipient whose refusal is reproduced (the first failed one
+without it).
 
 Each policy says how it is reproduced (`Policy.reproduce`, see `reproduction`): the matched
 outcome becomes the policy's options, the world and the session; a third-party policy that
@@ -255,7 +257,7 @@ def reproduce(
     """The scenario reproducing the refusal in `text` (see the module docstring)."""
     explainer = explainer or default_explainer()
     catalogue: Catalogue = explainer.catalogue
-    explanation = explainer.explain(text)
+    explanation = _explanation_for(explainer, text, rcpt)
     found = explanation.input
     if entry_id is not None:
         try:
@@ -318,6 +320,29 @@ def reproduce(
         notes=notes,
         raw=build.raw,
         swaks_cannot=build.swaks_cannot,
+    )
+
+
+def _explanation_for(explainer: Explainer, text: str, rcpt: str | None) -> Explanation:
+    """The recipient whose refusal is reproduced: the one `rcpt` names when the bounce
+    names recipients (ReproduceError, listing them, when it names no such one), else the
+    first failed one; `rcpt` then only sets the session's recipient."""
+    explanations = explainer.explain_all(text)
+    named = [e.input.recipient for e in explanations if e.input.recipient]
+    if rcpt is None or not named:
+        return explanations[0]
+    wanted = rcpt.strip().strip("<>").lower()
+    for explanation in explanations:
+        if (explanation.input.recipient or "").lower() == wanted:
+            if explanation.not_a_refusal is not None:
+                raise ReproduceError(
+                    f"--rcpt {rcpt}: nothing to reproduce, {explanation.not_a_refusal}"
+                )
+            return explanation
+    raise ReproduceError(
+        f"--rcpt {rcpt}: the bounce names no such recipient; it names "
+        + ", ".join(dict.fromkeys(r for r in named if r))
+        + " (give one of them, or leave --rcpt out for the first refused one)"
     )
 
 
@@ -503,7 +528,11 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--client-ip", metavar="IP", help="the sending server's address")
     parser.add_argument("--helo", metavar="NAME", help="the HELO/EHLO name it sends")
     parser.add_argument("--mail-from", metavar="ADDRESS", help="the envelope sender")
-    parser.add_argument("--rcpt", metavar="ADDRESS", help="the recipient")
+    parser.add_argument(
+        "--rcpt",
+        metavar="ADDRESS",
+        help="the recipient; of a bounce to several, the one whose refusal to reproduce",
+    )
 
 
 def main(args: Any) -> int:
