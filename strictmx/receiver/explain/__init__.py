@@ -3,10 +3,13 @@
 Input is whatever a support engineer has: a reply line (`550 5.7.1 ...`, with or without
 a `smtp;` prefix, one line or several), a DSN e-mail (multipart/report with a
 message/delivery-status part, RFC 3464), a Postfix log line (`status=bounced (host X
-said: 550 ... (in reply to RCPT TO command))`) or an Exim log line (`** addr ... SMTP
-error from remote mail server after RCPT TO:<...>: 550 ...`). `extract` finds the reply
-in it, with what the input says besides: the enhanced status code, the stage it answered,
-the recipient, the sender.
+said: 550 ... (in reply to RCPT TO command))`), an Exim log line (`** addr ... SMTP
+error from remote mail server after RCPT TO:<...>: 550 ...`), Sendmail's delivery log lines
+(`to=<...>, ..., dsn=5.1.1, stat=...`), Microsoft's logs (Exchange message tracking, the
+Microsoft 365 message trace's `{LED=...}`, the SMTP send protocol log) or a raw SMTP
+transcript (swaks, `S:`/`C:`, `>>>`/`<<<`). `extract` finds the reply in it, with what the
+input says besides: the enhanced status code, the stage it answered, the recipient, the
+sender.
 
 Matching is a TF-IDF cosine over word unigrams and bigrams, blended with difflib's
 sequence ratio over the same tokens (word order matters in short replies), computed
@@ -35,9 +38,10 @@ class strictmx does not emulate (`classes`: a full mailbox, a rate limit, a grey
 
 A whole bounce e-mail is read recipient by recipient first (`bounce`: RFC 3464 DSNs, ARF
 feedback reports, the plain-text bounces of Exim, Sendmail, qmail, Exchange, Gmail, Yahoo
-and Postfix): each failed recipient is explained on its own, a delivered or relayed one and
-a complaint are reported as what they are, and the returned original message is context
-only, never matched.
+and Postfix), and so are the Sendmail and Microsoft logs and the transcripts (`bounce.logs`,
+`bounce.transcript`): each failed recipient is explained on its own, a delivered or relayed
+one and a complaint are reported as what they are, and the returned original message is
+context only, never matched.
 
 The package, by job: `bounce` reads bounce e-mails, `extract` finds the reply in the input,
 `normalise` turns reply texts into tokens, `signals` reads the status code's and the

@@ -42,8 +42,8 @@ def add_input_argument(parser: Any) -> None:
         "input",
         nargs="?",
         metavar="TEXT|FILE|-",
-        help="a reply line, a DSN e-mail, or a Postfix/Exim log line: as text, in a file, "
-        "or on standard input ('-')",
+        help="a reply line, a bounce e-mail, a Postfix/Exim/Sendmail/Microsoft log, or an SMTP "
+        "transcript (swaks, S:/C:): as text, in a file, or on standard input ('-')",
     )
 
 
@@ -58,7 +58,8 @@ def add_parser(sub: Any) -> None:
         "--batch",
         metavar="PATH",
         help="explain every bounce in PATH (a folder of files, an mbox or a Maildir): a summary "
-        "by class and receiver, or with --format json one JSON line per bounce",
+        "by class and receiver (rows are recipients), or with --format json one JSON line per "
+        "bounce",
     )
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
