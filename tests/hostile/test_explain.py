@@ -188,6 +188,17 @@ def test_a_control_reply_is_still_explained_and_reproduced(tally: Tally) -> None
     reproduction = reproduce(postfix, explainer=EXPLAINER)
     if reproduction.identity.client_ip != "203.0.113.9":
         tally.add("wrong_replies", example=f"reproduce: {reproduction.identity}")
+    # The log and transcript readers' shapes above, as a real input has them.
+    sendmail = (
+        "x sm-mta[1]: Q1: to=<a@b.example>, dsn=4.7.1, stat=Deferred: 450 4.7.1 Client host "
+        "rejected: cannot find your hostname, [203.0.113.9]"
+    )
+    swaks = " -> RCPT TO:<a@b.example>\n<** 550 5.7.1 Client host rejected: Access denied\n"
+    tally.tried(2)
+    for text, kind, stage in ((sendmail, "sendmail-log", None), (swaks, "transcript", Stage.RCPT)):
+        found = EXPLAINER.explain(text).input
+        if (found.kind, found.recipient, found.stage) != (kind, "a@b.example", stage):
+            tally.add("wrong_replies", example=f"{kind}: {found}")
     tally.assert_clean()
 
 

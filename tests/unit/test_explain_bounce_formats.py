@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from strictmx.receiver.explain import Explainer, extract, extract_all
+from strictmx.receiver.explain import Explainer, bounce, extract, extract_all
 from strictmx.receiver.explain.batch import run as run_batch
 from strictmx.receiver.explain.bounce import read_log
 from strictmx.receiver.verdict import Stage
@@ -320,6 +320,15 @@ def test_a_broken_csv_is_no_crash() -> None:
     text = '2024-06-14,a,b,"[{LED=550 5.7.1 never closed\n' + "x," * 50
     found = extract(text)
     assert found.kind in ("microsoft-log", "text", "reply")
+
+
+# -- the package's public names ------------------------------------------------------------
+
+
+def test_the_split_package_keeps_its_public_names() -> None:
+    """bounce.py became a package; what other modules import from it is still there."""
+    for name in ("read", "read_log", "Bounce", "Recipient", "DELIVERED_ACTIONS", "COMMAND_STAGE"):
+        assert hasattr(bounce, name), name
 
 
 # -- through the command line's batch ------------------------------------------------------
