@@ -30,8 +30,9 @@ from typing import IO, Any
 
 from publicsuffixlist import PublicSuffixList
 
+from .explainer import Explainer
+from .explanation import Explanation
 from .extract import MAX_INPUT, ExplainError
-from .match import Explainer, Explanation
 
 #: Above this many bounces, and when stderr is a terminal, progress is shown on stderr.
 PROGRESS_ABOVE = 200
