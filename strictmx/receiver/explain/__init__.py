@@ -61,6 +61,8 @@ from .command import (
     main,
     read_input,
 )
+from .explainer import MAX_MATCHES, Evidence, Explainer, default_explainer, explain
+from .explanation import Explanation, all_recognised, json_all, render_all, reproduce_command
 from .extract import (
     MAX_INPUT,
     MAX_REPLY_TEXT,
@@ -70,38 +72,29 @@ from .extract import (
     extract,
     extract_all,
 )
-from .match import (
-    MAX_MATCHES,
-    NEAR,
-    THRESHOLD,
-    Explainer,
-    Explanation,
-    Match,
-    Matcher,
-    all_recognised,
-    default_explainer,
-    explain,
-    json_all,
-    render_all,
-    reproduce_command,
-)
+from .match import EXACT, NEAR, Match, Matcher
+from .model import CLAIM, Model, ModelError
 from .normalise import tokens
 
 __all__ = [
+    "CLAIM",
+    "EXACT",
     "EXIT_BAD_INPUT",
     "EXIT_NOT_RECOGNISED",
     "MAX_INPUT",
     "MAX_MATCHES",
     "MAX_REPLY_TEXT",
     "NEAR",
-    "THRESHOLD",
     "Bounce",
+    "Evidence",
     "ExplainError",
     "Explainer",
     "Explanation",
     "Extracted",
     "Match",
     "Matcher",
+    "Model",
+    "ModelError",
     "Recipient",
     "add_input_argument",
     "add_parser",

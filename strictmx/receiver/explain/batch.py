@@ -34,8 +34,9 @@ from typing import IO, Any
 from publicsuffixlist import PublicSuffixList
 
 from .bounce import DELIVERED_ACTIONS
+from .explainer import Explainer
+from .explanation import Explanation, json_all
 from .extract import MAX_INPUT, ExplainError, decode
-from .match import Explainer, Explanation, json_all
 
 #: Above this many bounces, and when stderr is a terminal, progress is shown on stderr.
 PROGRESS_ABOVE = 200

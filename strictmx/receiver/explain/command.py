@@ -10,8 +10,9 @@ import sys
 from typing import Any
 
 from . import batch
+from .explainer import default_explainer
+from .explanation import all_recognised, json_all, render_all
 from .extract import CODE, MAX_INPUT, ExplainError, decode
-from .match import all_recognised, default_explainer, json_all, render_all
 
 EXIT_NOT_RECOGNISED = 1
 EXIT_BAD_INPUT = 2

@@ -10,20 +10,21 @@ The corpus is a folder of YAML files (tests/data/explain_corpus/), each a mappin
       source: microsoft-365        # optional: who wrote this bounce (provider, MTA, reference)
       group: ms-5.7.25             # optional: items that are one reply in several forms
 
-The split is decided once, by a rule and not by hand: an item's group key (its `group`, or
-else a skeleton of its text that near-duplicates share) is hashed, and the hash picks the
-side. So every form of one reply (a DSN, the log line and the bare reply of one Postfix
-bounce) and every copy of one provider's text with other addresses and ids lands on the same
-side, and a model is never judged on a twin of what it was fitted on. Adding items never
-moves an existing one to another side.
+The split is decided by a rule, not by hand. Items are near-duplicates when they share a
+`group` or a skeleton of their text (the words that say why, without addresses, ids,
+numbers or log framing); near-duplicates are joined transitively into one cluster, and a
+hash of the cluster's smallest key picks its side. So every form of one reply (a DSN, the
+log line and the bare reply of one Postfix bounce), every copy of one provider's text with
+other addresses and ids, and the same text written into two files land on the same side,
+and a model is never judged on a twin of what it was fitted on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -96,7 +97,11 @@ _FRAME = frozenset(
         "original",
     ]
 )
-_WORD = re.compile(r"[a-z][a-z'-]{2,}")
+_WORD = re.compile(r"(?<![\w.@-])[a-z][a-z'-]{2,}(?![\w.@-])")
+#: A reply code (with its enhanced status code) that starts the reply proper.
+_CODE = re.compile(r"(?<![\w.=/-])[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}(?!\w))?")
+#: Addresses, bracketed or angled tokens, and anything with a dot, an @ or a digit.
+_NOISE = re.compile(r"<[^>\s]*>|\[[^\]\s]*\]|\S*[\d@.]\S*")
 _SKELETON_WORDS = 12
 
 
@@ -112,22 +117,31 @@ class Item:
     group: str | None
     file: str
     index: int
+    #: The side of the split, set by `load` (see the module docstring).
+    split: Split = "train"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """What makes two items near-duplicates: the stated group and the text's skeleton."""
+        words = skeleton(self.input)
+        text = "text:" + words if words else f"item:{self.file}:{self.index}"
+        return (f"group:{self.group}", text) if self.group else (text,)
 
     @property
     def key(self) -> str:
-        """The group key the split hashes: the stated group, or the text's skeleton."""
-        if self.group:
-            return "group:" + self.group
-        return "text:" + skeleton(self.input)
-
-    @property
-    def split(self) -> Split:
-        return split_of(self.key)
+        return self.keys[0]
 
 
 def skeleton(text: str) -> str:
-    """The words that say why a bounce failed, in order, without ids, numbers or framing."""
-    words = [w for w in _WORD.findall(text.lower()) if w not in _FRAME]
+    """The words that say why a bounce failed, in order: from the first reply code on (so
+    a log line's or a DSN's framing before it does not count), without addresses, host
+    names, ids, numbers or framing words."""
+    lowered = text.lower()
+    code = _CODE.search(lowered)
+    if code is not None:
+        lowered = lowered[code.end() :]
+    lowered = _NOISE.sub(" ", lowered)
+    words = [w for w in _WORD.findall(lowered) if w not in _FRAME]
     return " ".join(words[:_SKELETON_WORDS])
 
 
@@ -144,7 +158,28 @@ def load(folder: Path) -> list[Item]:
     items: list[Item] = []
     for path in files:
         items.extend(_read(path))
-    return items
+    return assign(items)
+
+
+def assign(items: Sequence[Item]) -> list[Item]:
+    """The items with their sides: clusters of near-duplicates, each hashed by its
+    smallest key."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        parent.setdefault(key, key)
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for item in items:
+        first, *rest = item.keys
+        for key in rest:
+            a, b = root(first), root(key)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return [replace(item, split=split_of(root(item.key))) for item in items]
 
 
 def _read(path: Path) -> Iterable[Item]:
