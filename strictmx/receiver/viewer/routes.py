@@ -51,7 +51,9 @@ HEADERS: Final = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on a
+    # form POST, and the origin check below could not tell the viewer from a stranger.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 STATIC_TYPES: Final = {".js": "text/javascript", ".css": "text/css"}
@@ -167,16 +169,16 @@ class Viewer:
         form = await request.post()
         target = _local(str(form.get("next", "/")))
         if self._token is None or self._cookie is None:
-            raise web.HTTPSeeOther(target)
+            return _see_other(target)
         given = str(form.get("token", ""))
         if not hmac.compare_digest(given.encode(), self._token.encode()):
             return self.page("login.html", 401, next=target, wrong=True)
-        answer = web.HTTPSeeOther(target, headers=HEADERS)
+        answer = _see_other(target)
         answer.set_cookie(COOKIE, self._cookie, httponly=True, samesite="Strict", path="/")
         return answer
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
-        answer = web.HTTPSeeOther("/login", headers=HEADERS)
+        answer = _see_other("/login")
         answer.del_cookie(COOKIE, path="/")
         return answer
 
@@ -228,6 +230,8 @@ class Viewer:
                 ready.clear()
                 ids, pending = sorted(pending), set()
                 found = await journal.sessions(limit=LIVE_BATCH, ids=ids, **filters)
+                if not found:
+                    continue  # none of them passes the filters
                 template = self.env.get_template("row.html")
                 rows = [{"id": r["id"], "html": template.render(s=r)} for r in reversed(found)]
                 data = json.dumps({"rows": rows})
@@ -384,6 +388,10 @@ class Viewer:
             return self.page("error.html", 404, message="no such file")
         body, kind = found
         return web.Response(body=body, content_type=kind, headers=HEADERS)
+
+
+def _see_other(target: str) -> web.Response:
+    return web.Response(status=303, headers={**HEADERS, "Location": target})
 
 
 def _local(target: str) -> str:
