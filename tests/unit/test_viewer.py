@@ -9,6 +9,7 @@ import http.cookiejar
 import json
 import re
 import smtplib
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,8 +20,10 @@ from typing import Any
 
 import pytest
 
+from strictmx.receiver import api
 from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
+from strictmx.receiver.server import Receiver, ReceiverThread, ServerOptions
 
 HOSTILE = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -305,3 +308,24 @@ def test_unknown_session_and_message_are_404(rx: StrictmxReceiver, browser: Brow
     assert browser(f"/sessions/{HOSTILE}").text.count("<script>alert") == 0
     assert browser("/sessions/nope/messages/1").status == 404
     assert browser("/sessions/nope/messages/0").status == 400
+
+
+def test_an_open_event_stream_does_not_hold_the_server_up() -> None:
+    receiver = Receiver(
+        scenarios.from_dict(SCENARIO, source="<test>"),
+        ServerOptions(host="127.0.0.1", port=0, db=":memory:"),
+    )
+    server = api.Api(receiver, "127.0.0.1", 0)
+    receiver.attach(server)
+    thread = ReceiverThread(receiver).start()
+    try:
+        stream = urllib.request.urlopen(server.url.removesuffix("/api/v1") + "/events", timeout=10)
+    except BaseException:
+        thread.stop()
+        raise
+    with stream:
+        assert stream.readline() == b": connected\n"
+        began = time.monotonic()
+        thread.stop()
+        assert time.monotonic() - began < api.SHUTDOWN_TIMEOUT  # ended, not timed out
+        assert stream.read() == b"\n"  # the rest of the first event, then the end

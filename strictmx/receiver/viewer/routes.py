@@ -118,6 +118,15 @@ class Viewer:
         self._switching = asyncio.Lock()
         # The YAML last applied from the editor, shown again in it.
         self._edited: tuple[Scenario, str] | None = None
+        # Open event streams, woken to end when the server stops (else stopping waits for
+        # aiohttp's shutdown timeout whenever a browser has the list open).
+        self._streams: set[asyncio.Event] = set()
+        self._closing = False
+
+    async def close_streams(self, app: web.Application) -> None:
+        self._closing = True
+        for ready in self._streams:
+            ready.set()
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -218,12 +227,15 @@ class Viewer:
         )
         await stream.prepare(request)
         unsubscribe = journal.subscribe(ended)
+        self._streams.add(ready)
         try:
             await stream.write(b": connected\n\n")
-            while True:
+            while not self._closing:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(KEEPALIVE):
                         await ready.wait()
+                if self._closing:
+                    break
                 if not pending:
                     await stream.write(b": idle\n\n")  # fails once the browser is gone
                     continue
@@ -240,6 +252,7 @@ class Viewer:
             pass
         finally:
             unsubscribe()
+            self._streams.discard(ready)
         return stream
 
     async def session(self, request: web.Request) -> web.StreamResponse:
@@ -424,3 +437,4 @@ def setup(app: web.Application, receiver: Viewed, token: str | None, trust: trus
     app.router.add_get("/scenario", g(v.scenario_page))
     app.router.add_post("/scenario", g(v.scenario_post))
     app.router.add_get("/dashboard", g(v.dashboard))
+    app.on_shutdown.append(v.close_streams)
