@@ -431,6 +431,7 @@ class Journal:
         text: str | None = None,
         before: tuple[str, str] | None = None,
         after: tuple[str, str] | None = None,
+        oldest: tuple[str, str] | None = None,
         ids: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Sessions, newest first, each with its `verdicts` and `rcpts`.
@@ -443,8 +444,8 @@ class Journal:
         `text` matches any part of the HELO, a sender, a recipient, the client's addresses
         or name, or a verdict's policy, outcome, reply or reason. `before` and `after`
         are keyset cursors, a session's `(started, id)`: only sessions listed below (older
-        than) or above it, so that a page costs the same however deep it is. `ids` keeps
-        only those sessions.
+        than) or above it, so that a page costs the same however deep it is; `oldest` keeps
+        that session and those above it (see `cursor_at`). `ids` keeps only those sessions.
         """
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must be >= 0, got {limit} and {offset}")
@@ -511,6 +512,12 @@ class Journal:
                 " (SELECT rowid FROM sessions WHERE id = ?)))"
             )
             params += [after[0], after[0], after[1]]
+        if oldest is not None:
+            where.append(
+                "(s.started > ? OR (s.started = ? AND s.rowid >="
+                " (SELECT rowid FROM sessions WHERE id = ?)))"
+            )
+            params += [oldest[0], oldest[0], oldest[1]]
         if ids is not None:
             where.append("s.id IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(list(ids)))
@@ -519,6 +526,15 @@ class Journal:
         found: list[dict[str, Any]] = await self._task(
             "sessions", " AND ".join(where) or "1", params
         )
+        return found
+
+    async def cursor_at(self, before: tuple[str, str] | None, n: int) -> tuple[str, str] | None:
+        """The cursor `(started, id)` of the n-th session (1: the newest) below `before`,
+        or None if there are fewer: with `oldest=` it bounds how many sessions a filter
+        that cannot use an index (a text search) reads for one page."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        found: tuple[str, str] | None = await self._task("cursor_at", before, n)
         return found
 
     async def counts(self, bucket: Literal["minute", "hour", "day"]) -> dict[str, Any]:

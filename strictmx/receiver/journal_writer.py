@@ -271,6 +271,24 @@ def session(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | None:
     return found
 
 
+def cursor_at(
+    conn: sqlite3.Connection, before: tuple[str, str] | None, n: int
+) -> tuple[str, str] | None:
+    """The n-th session below `before` in the list's order (newest first)."""
+    where, params = "1", []
+    if before is not None:
+        where = (
+            "(started < ? OR (started = ? AND rowid < (SELECT rowid FROM sessions WHERE id = ?)))"
+        )
+        params = [before[0], before[0], before[1]]
+    row = conn.execute(
+        f"SELECT started, id FROM sessions WHERE {where}"
+        " ORDER BY started DESC, rowid DESC LIMIT 1 OFFSET ?",
+        [*params, n - 1],
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
 def counts(conn: sqlite3.Connection, width: int) -> dict[str, Any]:
     """Sessions by outcome and sent refusals by policy per bucket: the start time's ISO
     text cut to `width` characters (16 a minute, 13 an hour, 10 a day)."""
@@ -306,6 +324,7 @@ TASKS: Final[dict[str, Callable[..., Any]]] = {
     "session": session,
     "message_raw": message_raw,
     "counts": counts,
+    "cursor_at": cursor_at,
 }
 
 

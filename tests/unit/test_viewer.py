@@ -24,6 +24,7 @@ from strictmx.receiver import api
 from strictmx.receiver import scenario as scenarios
 from strictmx.receiver.pytest_plugin import StrictmxFactory, StrictmxReceiver
 from strictmx.receiver.server import Receiver, ReceiverThread, ServerOptions
+from strictmx.receiver.viewer import pages
 
 HOSTILE = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -329,3 +330,24 @@ def test_an_open_event_stream_does_not_hold_the_server_up() -> None:
         thread.stop()
         assert time.monotonic() - began < api.SHUTDOWN_TIMEOUT  # ended, not timed out
         assert stream.read() == b"\n"  # the rest of the first event, then the end
+
+
+def test_a_search_reads_a_bounded_window_and_offers_to_go_on(
+    rx: StrictmxReceiver, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "SCAN_WINDOW", 3)
+    smtp_session(rx.port, "needle.example.net")  # the oldest
+    for i in range(4):
+        smtp_session(rx.port, f"hay{i}.example.net")
+    rx.settle()
+    needle = rx.sessions(helo="needle")[0]["id"]
+    first = browser("/?q=needle")
+    assert row_ids(first) == []
+    assert 'id="searched"' in first.text and "search older" in first.text
+    older = re.search(r'href="(/\?[^"]*before=[^"]+)" id="older"', first.text)
+    assert older is not None
+    second = browser(older.group(1).replace("&amp;", "&"))
+    assert row_ids(second) == [needle]
+    assert 'id="searched"' not in second.text and 'id="older"' not in second.text
+    # The control: without a filter that scans, no window and no note.
+    assert 'id="searched"' not in browser("/?outcome=accepted").text

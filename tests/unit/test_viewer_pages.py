@@ -155,3 +155,18 @@ def test_chart_keeps_the_largest_series_and_sums_the_rest() -> None:
     assert len(names) == pages.MAX_SERIES + 1 and names[-1] == "other"
     assert dict((n, t) for n, _, t in chart.legend)["other"] == 1 + 2
     assert pages.chart([]).empty
+
+
+async def test_cursor_at_and_oldest_bound_a_window(journal: Journal) -> None:
+    for i in range(6):
+        start(journal, f"s{i}")
+        journal.session_ended(f"s{i}", outcome="accepted", ended=T0)
+    at = T0.isoformat(timespec="microseconds")
+    assert await journal.cursor_at(None, 1) == (at, "s5")
+    assert await journal.cursor_at(None, 3) == (at, "s3")
+    assert await journal.cursor_at((at, "s3"), 2) == (at, "s1")
+    assert await journal.cursor_at(None, 7) is None
+    window = await journal.sessions(before=(at, "s5"), oldest=(at, "s2"))
+    assert [s["id"] for s in window] == ["s4", "s3", "s2"]
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        await journal.cursor_at(None, 0)

@@ -196,16 +196,30 @@ class Viewer:
     async def sessions(self, request: web.Request) -> web.StreamResponse:
         filters = pages.filters_of(request.query)
         before = pages.cursor_of(request.query.get("before"), "before")
+        journal = self.receiver.journal
+        oldest = None
+        if pages.SCANNING & filters.keys():
+            oldest = await journal.cursor_at(before, pages.SCAN_WINDOW)
         # One more than shown tells whether an older page exists.
-        found = await self.receiver.journal.sessions(
-            limit=pages.PAGE_SIZE + 1, before=before, **pages.journal_filters(filters)
+        found = await journal.sessions(
+            limit=pages.PAGE_SIZE + 1,
+            before=before,
+            oldest=oldest,
+            **pages.journal_filters(filters),
         )
         rows, more = found[: pages.PAGE_SIZE], len(found) > pages.PAGE_SIZE
+        older = pages.cursor(rows[-1]) if more else None
+        searched_to = None
+        if not more and oldest is not None:
+            # The window ran out before the page filled: the next page goes on below it.
+            older, searched_to = f"{oldest[0]}|{oldest[1]}", oldest[0]
         return self.page(
             "list.html",
             rows=rows,
             filters=filters,
-            older=pages.cursor(rows[-1]) if more else None,
+            older=older,
+            searched_to=searched_to,
+            window=pages.SCAN_WINDOW,
             first_page=before is None,
             top=pages.cursor(rows[0]) if rows else "",
             policies=self.policy_names,
