@@ -3,7 +3,9 @@
 Fills a journal file with SESSIONS sessions (default 100,000; each with a recipient and,
 for the refused ones, a verdict), serves the receiver with its API and viewer on loopback,
 and times GET requests to the list: the first page, a page filtered by outcome, one
-filtered by policy, a text search, and the tenth page reached by keyset cursors. Prints
+filtered by policy, text searches (a rare term, one that matches nothing), a rare HELO,
+and the tenth page reached by keyset cursors. A filter that cannot use an index reads at
+most the viewer's SCAN_WINDOW sessions a page (then offers to search older). Prints
 the median and the slowest of N requests each; the target is a median under 200 ms.
 
     python bench/viewer.py                     # 100,000 sessions, 21 requests per page
@@ -134,6 +136,8 @@ def main() -> int:
                 "outcome=rejected": "/?outcome=rejected",
                 f"policy={HELO_POLICY}": f"/?policy={HELO_POLICY}",
                 "search q=sender42@": "/?q=sender42%40",
+                "search, no match": "/?q=no-such-term",
+                "helo=mail42.": "/?helo=mail42.",
                 "10th page (keyset)": tenth,
             }
             results = {}

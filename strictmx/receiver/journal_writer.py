@@ -277,10 +277,12 @@ def cursor_at(
     """The n-th session below `before` in the list's order (newest first)."""
     where, params = "1", []
     if before is not None:
+        # `started <=` first: a range of the started index (see Journal.sessions).
         where = (
-            "(started < ? OR (started = ? AND rowid < (SELECT rowid FROM sessions WHERE id = ?)))"
+            "started <= ? AND (started < ? OR (started = ? AND rowid <"
+            " (SELECT rowid FROM sessions WHERE id = ?)))"
         )
-        params = [before[0], before[0], before[1]]
+        params = [before[0], before[0], before[0], before[1]]
     row = conn.execute(
         f"SELECT started, id FROM sessions WHERE {where}"
         " ORDER BY started DESC, rowid DESC LIMIT 1 OFFSET ?",

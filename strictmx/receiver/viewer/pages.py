@@ -37,7 +37,7 @@ PAGE_SIZE: Final = 50
 #: Sessions a page reads at most when a filter cannot use an index (text, HELO, sender,
 #: recipient, client): a rare term would otherwise read the whole journal for one page.
 #: A page that runs out of them offers to search on below them.
-SCAN_WINDOW: Final = 20_000
+SCAN_WINDOW: Final = 10_000
 SCANNING: Final = frozenset({"q", "helo", "sender", "rcpt", "client"})
 #: Longest filter value taken; longer ones are cut (nobody types more, LIKE gets slower).
 MAX_FILTER: Final = 500
