@@ -351,3 +351,22 @@ def test_a_search_reads_a_bounded_window_and_offers_to_go_on(
     assert 'id="searched"' not in second.text and 'id="older"' not in second.text
     # The control: without a filter that scans, no window and no note.
     assert 'id="searched"' not in browser("/?outcome=accepted").text
+
+
+def test_eight_bit_headers_and_bodies_do_not_break_the_page(
+    rx: StrictmxReceiver, browser: Browser
+) -> None:
+    message = (
+        b"From: <alice@example.net>\r\nTo: <bob@example.org>\r\n"
+        b"Subject: caf\xe9 \xff\xfe\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+        b'Content-Disposition: attachment; filename="\xe9\xff.txt"\r\n\r\n\xe9t\xe9 \xff\r\n'
+    )
+    with smtplib.SMTP("127.0.0.1", rx.port, timeout=10) as client:
+        client.ehlo("mail.example.net")
+        client.sendmail("alice@example.net", ["bob@example.org"], message, ["BODY=8BITMIME"])
+    rx.settle()
+    session = rx.sessions(helo="mail.example.net")[0]["id"]
+    page = browser(f"/sessions/{session}")
+    assert page.status == 200
+    assert "Subject</th><td>caf" in page.text
+    assert browser("/?q=caf").status == 200

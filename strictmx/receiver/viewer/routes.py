@@ -133,8 +133,10 @@ class Viewer:
     def page(self, template: str, status: int = 200, **values: Any) -> web.Response:
         values.setdefault("token_set", self._token is not None)
         html = self.env.get_template(template).render(**values)
+        # 8-bit input the parsers kept as lone surrogates shows as \udcXX, never a 500.
+        body = html.encode("utf-8", "backslashreplace")
         return web.Response(
-            text=html, status=status, content_type="text/html", charset="utf-8", headers=HEADERS
+            body=body, status=status, content_type="text/html", charset="utf-8", headers=HEADERS
         )
 
     def signed_in(self, request: web.Request) -> bool:
