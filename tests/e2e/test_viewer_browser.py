@@ -112,8 +112,11 @@ def no_alert(driver: WebDriver) -> None:
 
 def shoot(driver: WebDriver, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.body.scrollHeight")
-    driver.set_window_size(1400, max(700, min(int(height) + 40, 2400)))
+    # The window's own bars take part of its height: add them to the page's.
+    height = driver.execute_script(
+        "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight"
+    )
+    driver.set_window_size(1400, max(700, min(int(height) + 20, 2400)))
     assert driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
     driver.set_window_size(1400, 1000)
 

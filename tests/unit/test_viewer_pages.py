@@ -170,3 +170,20 @@ async def test_cursor_at_and_oldest_bound_a_window(journal: Journal) -> None:
     assert [s["id"] for s in window] == ["s4", "s3", "s2"]
     with pytest.raises(ValueError, match="n must be >= 1"):
         await journal.cursor_at(None, 0)
+
+
+def test_chart_x_axis_is_time_with_empty_buckets_shown() -> None:
+    rows = [("2026-12-01T10", "accepted", 2), ("2026-12-01T13", "rejected", 1)]
+    chart = pages.chart(rows, pages.OUTCOME_COLOURS, "hour")
+    assert [b.title for b in chart.bars] == [
+        "2026-12-01T10: accepted 2",
+        "2026-12-01T13: rejected 1",
+    ]
+    # Four buckets (10 to 13), the empty 11 and 12 between the two bars.
+    assert chart.bars[1].x - chart.bars[0].x == 3 * (pages.MAX_BAR_WIDTH + 4)
+    assert max(b.width for b in chart.bars) <= pages.MAX_BAR_WIDTH + 2
+    many = [(f"2026-12-0{d}", "x", 1) for d in range(1, 4)]
+    assert len(pages.bucket_range([r[0] for r in many], "day")) == 3
+    long = pages.bucket_range(["2026-01-01", "2026-12-31"], "day")
+    assert len(long) == pages.MAX_BARS and long[-1] == "2026-12-31"
+    assert pages.bucket_range(["garbage", "more"], "day") == ["garbage", "more"]

@@ -13,10 +13,11 @@ import email.errors
 import email.header
 import email.message
 import email.policy
+import math
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from ..catalogue import CatalogueError
@@ -339,11 +340,40 @@ class Chart:
     empty: bool
 
 
-def chart(rows: Sequence[Sequence[Any]], colours: Mapping[str, str] | None = None) -> Chart:
-    """A stacked bar chart of `(bucket, series, count)` rows: the last MAX_BARS buckets,
-    the MAX_SERIES largest series (others summed)."""
+#: A bucket's text (the start time cut short) -> its datetime format and length.
+BUCKETS: Final = {
+    "minute": ("%Y-%m-%dT%H:%M", timedelta(minutes=1)),
+    "hour": ("%Y-%m-%dT%H", timedelta(hours=1)),
+    "day": ("%Y-%m-%d", timedelta(days=1)),
+}
+#: Widest bar in pixels: a few buckets stay bars, not walls.
+MAX_BAR_WIDTH: Final = 36
+
+
+def bucket_range(found: Sequence[str], bucket: str) -> list[str]:
+    """The last MAX_BARS buckets up to the newest found, empty ones included, so that the
+    x axis is time; texts that do not parse are kept as they are."""
+    if not found:
+        return []
+    form, step = BUCKETS[bucket]
+    try:
+        first, last = (datetime.strptime(found[0], form), datetime.strptime(found[-1], form))
+    except ValueError:
+        return list(found[-MAX_BARS:])
+    start = max(first, last - step * (MAX_BARS - 1))
+    count = int((last - start) / step) + 1
+    return [(start + step * i).strftime(form) for i in range(count)]
+
+
+def chart(
+    rows: Sequence[Sequence[Any]],
+    colours: Mapping[str, str] | None = None,
+    bucket: str = "hour",
+) -> Chart:
+    """A stacked bar chart of `(bucket, series, count)` rows: the last MAX_BARS buckets
+    (empty ones too), the MAX_SERIES largest series (others summed)."""
     width, height, left, bottom, top = 760, 260, 48, 40, 10
-    buckets = sorted({str(r[0]) for r in rows})[-MAX_BARS:]
+    buckets = bucket_range(sorted({str(r[0]) for r in rows}), bucket)
     totals: dict[str, int] = {}
     for _, series, n in rows:
         totals[str(series)] = totals.get(str(series), 0) + int(n)
@@ -363,22 +393,22 @@ def chart(rows: Sequence[Sequence[Any]], colours: Mapping[str, str] | None = Non
         counts[b][name] = counts[b].get(name, 0) + int(n)
     peak = max((sum(c.values()) for c in counts.values()), default=0)
     plot_w, plot_h = width - left - 10, height - bottom - top
-    step = plot_w / max(len(buckets), 1)
+    step = min(plot_w / max(len(buckets), 1), MAX_BAR_WIDTH + 4)
     bars: list[Bar] = []
     labels: list[tuple[float, str]] = []
-    every = max(1, len(buckets) // 8)
-    for i, bucket in enumerate(buckets):
+    every = max(1, math.ceil(72 / step))  # a label is about 70 pixels wide
+    for i, shown in enumerate(buckets):
         x = left + i * step
         y = float(top + plot_h)
         for name in names:
-            n = counts[bucket].get(name, 0)
+            n = counts.get(shown, {}).get(name, 0)
             if not n:
                 continue
             h = plot_h * n / peak
             y -= h
-            bars.append(Bar(x + 1, y, max(step - 2, 1), h, colour[name], f"{bucket}: {name} {n}"))
+            bars.append(Bar(x + 1, y, max(step - 2, 1), h, colour[name], f"{shown}: {name} {n}"))
         if i % every == 0:
-            labels.append((x + step / 2, bucket[5:].replace("T", " ")))
+            labels.append((x + step / 2, shown[5:].replace("T", " ")))
     ticks = [(top + plot_h - plot_h * f, round(peak * f)) for f in (0, 0.5, 1)] if peak else []
     legend = [(name, colour[name], totals.get(name, other)) for name in names]
     return Chart(width, height, bars, legend, labels, ticks, empty=not rows)

@@ -407,8 +407,8 @@ class Viewer:
         return self.page(
             "dashboard.html",
             bucket=bucket,
-            outcomes=pages.chart(counts["outcomes"], pages.OUTCOME_COLOURS),
-            policies=pages.chart(counts["policies"]),
+            outcomes=pages.chart(counts["outcomes"], pages.OUTCOME_COLOURS, bucket),
+            policies=pages.chart(counts["policies"], bucket=bucket),
         )
 
     async def static_file(self, request: web.Request) -> web.StreamResponse:
