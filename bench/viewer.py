@@ -139,10 +139,13 @@ def main() -> int:
                 "search, no match": "/?q=no-such-term",
                 "helo=mail42.": "/?helo=mail42.",
                 "10th page (keyset)": tenth,
+                # Not the list: shown for what it is, a count over the whole journal.
+                "dashboard (per hour)": "/dashboard?bucket=hour",
             }
             results = {}
             worst_median = 0.0
             for name, page in pages.items():
+                listed = not page.startswith("/dashboard")
                 times = []
                 rows = 0
                 for _ in range(args.requests):
@@ -150,7 +153,8 @@ def main() -> int:
                     times.append(ms)
                     rows = body.count('<tr id="s-')
                 median = statistics.median(times)
-                worst_median = max(worst_median, median)
+                if listed:
+                    worst_median = max(worst_median, median)
                 results[name] = {"median_ms": round(median, 1), "max_ms": round(max(times), 1)}
                 print(
                     f"{name:22} median {median:7.1f} ms  max {max(times):7.1f} ms"
@@ -159,7 +163,7 @@ def main() -> int:
         finally:
             thread.stop()
     verdict = "under" if worst_median < TARGET_MS else "OVER"
-    print(f"slowest median {worst_median:.1f} ms: {verdict} the {TARGET_MS:g} ms target")
+    print(f"slowest list median {worst_median:.1f} ms: {verdict} the {TARGET_MS:g} ms target")
     print(json.dumps(results))
     return 0
 
