@@ -303,6 +303,7 @@ def counts(conn: sqlite3.Connection, width: int) -> dict[str, Any]:
         "SELECT substr(s.started, 1, ?) AS b, v.policy, count(*) FROM verdicts v"
         " JOIN sessions s ON s.id = v.session_id"
         " WHERE v.action IN ('reject', 'defer', 'disconnect') AND v.warned = 0"
+        " AND v.replied_at IS NOT NULL"
         " GROUP BY b, v.policy ORDER BY b",
         (width,),
     ).fetchall()
