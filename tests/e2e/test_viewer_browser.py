@@ -53,11 +53,14 @@ HTML_MESSAGE = (
 LIVE_WITHIN = 1.0
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[WebDriver]:
+def chromium(javascript: bool = True) -> WebDriver:
     if shutil.which("chromium") is None or not Path(CHROMEDRIVER).exists():
         pytest.fail("Debian's chromium and chromium-driver are needed (scripts/test installs them)")
     options = webdriver.ChromeOptions()
+    if not javascript:
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2}
+        )
     options.binary_location = shutil.which("chromium") or "chromium"
     for argument in (
         "--headless=new",
@@ -67,7 +70,12 @@ def driver() -> Iterator[WebDriver]:
         "--window-size=1400,1000",
     ):
         options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[WebDriver]:
+    browser = chromium()
     try:
         yield browser
     finally:
@@ -245,3 +253,31 @@ def test_dashboard_chart(driver: WebDriver, rx: StrictmxReceiver) -> None:
     legend = driver.find_element(By.CSS_SELECTOR, "#chart-outcomes .legend").text
     assert "accepted: 2" in legend and "rejected: 2" in legend
     shoot(driver, "dashboard")
+
+
+def test_read_only_views_work_without_javascript(rx: StrictmxReceiver) -> None:
+    assert not smtp(rx, "localhost")
+    assert smtp(rx, "mail.example.net")
+    rx.settle()
+    browser = chromium(javascript=False)
+    try:
+        sign_in(browser, rx)
+        assert browser.find_element(By.ID, "live").is_displayed() is False  # no script
+        helos = sorted(e.text for e in browser.find_elements(By.CSS_SELECTOR, "#rows td.helo"))
+        assert helos == ["localhost", "mail.example.net"]
+        box = browser.find_element(By.ID, "f-helo")
+        box.send_keys("localhost")
+        box.submit()
+        WebDriverWait(browser, 5).until(ec.url_contains("helo=localhost"))
+        helos = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#rows td.helo")]
+        assert helos == ["localhost"]
+        browser.find_element(By.CSS_SELECTOR, "#rows td.time a").click()
+        WebDriverWait(browser, 5).until(ec.presence_of_element_located((By.ID, "transcript")))
+        assert "helo_syntax" in browser.find_element(By.CSS_SELECTOR, ".verdict").text
+        # The copy buttons need a script: without one they stay hidden, the text shows.
+        assert not browser.find_element(By.CSS_SELECTOR, "button.copy").is_displayed()
+        assert browser.find_element(By.ID, "swaks").text.startswith("swaks ")
+        browser.get(base_of(rx) + "/dashboard")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart")) == 2
+    finally:
+        browser.quit()
