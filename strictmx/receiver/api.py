@@ -48,6 +48,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import scenario as scenarios
 from . import trust as trusts
+from . import viewer
 from .api_contract import (
     BODY_DEADLINE,
     KEEPALIVE,
@@ -155,7 +156,8 @@ def _auth(token: str) -> Middleware:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == f"{PREFIX}/health":
+        # The viewer's pages check the same token themselves, from a cookie (viewer/).
+        if request.path == f"{PREFIX}/health" or not request.path.startswith(f"{PREFIX}/"):
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="strictmx"'}
@@ -424,7 +426,8 @@ def build_app(
     process (strictmx/receiver/trust.py)."""
     middlewares: list[Middleware] = [_errors] if token is None else [_errors, _auth(token)]
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
-    h = _Handlers(receiver, trusts.UPLOADED_ALLOWED if host_access else trusts.UPLOADED)
+    trust = trusts.UPLOADED_ALLOWED if host_access else trusts.UPLOADED
+    h = _Handlers(receiver, trust)
     app.router.add_get(f"{PREFIX}/sessions", h.sessions)
     app.router.add_delete(f"{PREFIX}/sessions", h.clear)
     app.router.add_get(f"{PREFIX}/sessions/{{id}}", h.session)
@@ -434,6 +437,7 @@ def build_app(
     app.router.add_get(f"{PREFIX}/health", h.health)
     app.router.add_get(f"{PREFIX}/openapi.json", h.openapi)
     app[OPENAPI] = openapi_document(auth=token is not None)
+    viewer.setup(app, receiver, token, trust)
     return app
 
 

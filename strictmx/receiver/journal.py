@@ -45,7 +45,7 @@ import logging
 import pickle
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -158,6 +158,7 @@ class Journal:
         self._in_flight: dict[asyncio.Future[Any], tuple[tuple[object, ...], list[Any]]] = {}
         self._healthy = True
         self._last_error: str | None = None
+        self._subscribers: list[Callable[[str], None]] = []
 
     @property
     def path(self) -> str:
@@ -344,6 +345,24 @@ class Journal:
         self._update(session_id, {"outcome": outcome, "ended": _iso(ended)})
         self._messages.pop(session_id, None)
         self._open_sessions.pop(session_id, None)
+        # Told after the end is staged: reads run after the writes before them, so a
+        # subscriber that reads the session sees it ended (the viewer's live list).
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber(session_id)
+            except Exception:  # a viewer's bug must not end an SMTP session
+                log.exception("journal subscriber %r failed", subscriber)
+
+    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call `callback(session_id)` in the loop as each session ends; returns the
+        function that stops it."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
 
     # -- writes that wait for the commit ---------------------------------------------
 
@@ -409,6 +428,11 @@ class Journal:
         outcome: str | None = None,
         policy: str | None = None,
         since: datetime | None = None,
+        text: str | None = None,
+        before: tuple[str, str] | None = None,
+        after: tuple[str, str] | None = None,
+        oldest: tuple[str, str] | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Sessions, newest first, each with its `verdicts` and `rcpts`.
 
@@ -417,6 +441,11 @@ class Journal:
         `helo`, `sender` (a session's MAIL FROM or a message's) and `rcpt` match any part
         of the value, without regard to case; `outcome` and `policy` (a policy that
         gave any verdict) match exactly; `since` keeps sessions started at or after it.
+        `text` matches any part of the HELO, a sender, a recipient, the client's addresses
+        or name, or a verdict's policy, outcome, reply or reason. `before` and `after`
+        are keyset cursors, a session's `(started, id)`: only sessions listed below (older
+        than) or above it, so that a page costs the same however deep it is; `oldest` keeps
+        that session and those above it (see `cursor_at`). `ids` keeps only those sessions.
         """
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must be >= 0, got {limit} and {offset}")
@@ -452,11 +481,72 @@ class Journal:
         if since is not None:
             where.append("s.started >= ?")
             params.append(_iso(since))
+        if text is not None:
+            like = _contains(text)
+            where.append(
+                "(CAST(s.helo AS TEXT) LIKE CAST(? AS TEXT) ESCAPE '\\'"
+                " OR CAST(s.mail_from AS TEXT) LIKE CAST(? AS TEXT) ESCAPE '\\'"
+                " OR s.client_address LIKE ? ESCAPE '\\' OR s.peer LIKE ? ESCAPE '\\'"
+                " OR CAST(s.client_name AS TEXT) LIKE CAST(? AS TEXT) ESCAPE '\\'"
+                # Correlated: only the sessions the page reads are looked up, which with
+                # `oldest=` (the viewer's window) is far cheaper than searching every
+                # recipient and verdict of the journal first.
+                " OR EXISTS (SELECT 1 FROM rcpts r WHERE r.session_id = s.id"
+                " AND CAST(r.rcpt AS TEXT) LIKE CAST(? AS TEXT) ESCAPE '\\')"
+                " OR EXISTS (SELECT 1 FROM verdicts v WHERE v.session_id = s.id"
+                " AND (v.policy LIKE ? ESCAPE '\\' OR v.outcome LIKE ? ESCAPE '\\'"
+                " OR CAST(v.text AS TEXT) LIKE CAST(? AS TEXT) ESCAPE '\\'"
+                " OR CAST(v.reason AS TEXT) LIKE CAST(? AS TEXT) ESCAPE '\\')))"
+            )
+            params += [like] * 10
+        # The list's order is (started, rowid) descending: a cursor's id is turned into
+        # its rowid, so ties in `started` page exactly too.
+        if before is not None:
+            # The plain `started <=` repeats what the OR says in a form SQLite can use
+            # as a range of the started index; the OR alone is checked row by row.
+            where.append(
+                "s.started <= ? AND (s.started < ? OR (s.started = ? AND s.rowid <"
+                " (SELECT rowid FROM sessions WHERE id = ?)))"
+            )
+            params += [before[0], before[0], before[0], before[1]]
+        if after is not None:
+            where.append(
+                "s.started >= ? AND (s.started > ? OR (s.started = ? AND s.rowid >"
+                " (SELECT rowid FROM sessions WHERE id = ?)))"
+            )
+            params += [after[0], after[0], after[0], after[1]]
+        if oldest is not None:
+            where.append(
+                "s.started >= ? AND (s.started > ? OR (s.started = ? AND s.rowid >="
+                " (SELECT rowid FROM sessions WHERE id = ?)))"
+            )
+            params += [oldest[0], oldest[0], oldest[0], oldest[1]]
+        if ids is not None:
+            where.append("s.id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(ids)))
         params += [limit, offset]
         # The condition is made of the fixed fragments above; values are bound.
         found: list[dict[str, Any]] = await self._task(
             "sessions", " AND ".join(where) or "1", params
         )
+        return found
+
+    async def cursor_at(self, before: tuple[str, str] | None, n: int) -> tuple[str, str] | None:
+        """The cursor `(started, id)` of the n-th session (1: the newest) below `before`,
+        or None if there are fewer: with `oldest=` it bounds how many sessions a filter
+        that cannot use an index (a text search) reads for one page."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        found: tuple[str, str] | None = await self._task("cursor_at", before, n)
+        return found
+
+    async def counts(self, bucket: Literal["minute", "hour", "day"]) -> dict[str, Any]:
+        """Sessions per time bucket (by the UTC start time, as ISO text cut at the
+        minute, hour or day) by outcome, and refusals (reject, defer, disconnect
+        verdicts that were sent) per bucket by policy: `{"outcomes": [(bucket,
+        outcome, n)], "policies": [(bucket, policy, n)]}`, oldest first."""
+        width = {"minute": 16, "hour": 13, "day": 10}[bucket]
+        found: dict[str, Any] = await self._task("counts", width)
         return found
 
     async def session(self, session_id: str) -> dict[str, Any] | None:

@@ -105,6 +105,10 @@ SCHEMA: Final = (
         details TEXT NOT NULL  -- JSON object
     )""",
     "CREATE INDEX IF NOT EXISTS verdicts_session ON verdicts (session_id)",
+    # The viewer's list filtered by outcome or policy, newest first, without a full scan
+    # when the outcome or policy is rare.
+    "CREATE INDEX IF NOT EXISTS sessions_outcome ON sessions (outcome, started)",
+    "CREATE INDEX IF NOT EXISTS verdicts_policy ON verdicts (policy, session_id)",
     """CREATE TABLE IF NOT EXISTS rcpts (
         id INTEGER PRIMARY KEY,
         session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
@@ -267,6 +271,48 @@ def session(conn: sqlite3.Connection, session_id: str) -> dict[str, Any] | None:
     return found
 
 
+def cursor_at(
+    conn: sqlite3.Connection, before: tuple[str, str] | None, n: int
+) -> tuple[str, str] | None:
+    """The n-th session below `before` in the list's order (newest first)."""
+    where, params = "1", []
+    if before is not None:
+        # `started <=` first: a range of the started index (see Journal.sessions).
+        where = (
+            "started <= ? AND (started < ? OR (started = ? AND rowid <"
+            " (SELECT rowid FROM sessions WHERE id = ?)))"
+        )
+        params = [before[0], before[0], before[0], before[1]]
+    row = conn.execute(
+        f"SELECT started, id FROM sessions WHERE {where}"
+        " ORDER BY started DESC, rowid DESC LIMIT 1 OFFSET ?",
+        [*params, n - 1],
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def counts(conn: sqlite3.Connection, width: int) -> dict[str, Any]:
+    """Sessions by outcome and sent refusals by policy per bucket: the start time's ISO
+    text cut to `width` characters (16 a minute, 13 an hour, 10 a day)."""
+    outcomes = conn.execute(
+        "SELECT substr(started, 1, ?) AS b, coalesce(outcome, 'open'), count(*) FROM sessions"
+        " GROUP BY b, outcome ORDER BY b",
+        (width,),
+    ).fetchall()
+    policies = conn.execute(
+        "SELECT substr(s.started, 1, ?) AS b, v.policy, count(*) FROM verdicts v"
+        " JOIN sessions s ON s.id = v.session_id"
+        " WHERE v.action IN ('reject', 'defer', 'disconnect') AND v.warned = 0"
+        " AND v.replied_at IS NOT NULL"
+        " GROUP BY b, v.policy ORDER BY b",
+        (width,),
+    ).fetchall()
+    return {
+        "outcomes": [tuple(row) for row in outcomes],
+        "policies": [tuple(row) for row in policies],
+    }
+
+
 def message_raw(conn: sqlite3.Connection, session_id: str, n: int) -> bytes | None:
     row = conn.execute(
         "SELECT raw FROM messages WHERE session_id = ? AND n = ?", (session_id, n)
@@ -280,6 +326,8 @@ TASKS: Final[dict[str, Callable[..., Any]]] = {
     "sessions": sessions,
     "session": session,
     "message_raw": message_raw,
+    "counts": counts,
+    "cursor_at": cursor_at,
 }
 
 

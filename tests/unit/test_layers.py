@@ -88,6 +88,8 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.explain": "surfaces",
     "strictmx.receiver.explain.*": "surfaces",
     "strictmx.receiver.reproduce": "surfaces",
+    "strictmx.receiver.viewer": "surfaces",
+    "strictmx.receiver.viewer.*": "surfaces",
     "strictmx": "package",
 }
 
