@@ -12,100 +12,59 @@ it, whether RFC 5321 allows the refusal and the kinds of its placeholders come f
 policy's `Outcome` when the catalogue is loaded against the policies, so the two cannot
 disagree. Loading validates everything and names the entry at fault:
 `catalogue.yaml replies[12] (seed-13) outcome: no outcome helo_syntax/HELO_NOPE ...`.
+
+A loaded catalogue is plain frozen dataclasses (`Entry`, `OutcomeInfo`) in a `Catalogue`:
+`strictmx explain` reads a built one back from its cache on every run (explain/cache.py),
+and unpickling it imports this module and nothing heavy. The file's format, with PyYAML
+and pydantic, is catalogue_schema.py, imported only when a file is parsed.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import re
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .outcome import Fields, Outcome
-from .verdict import Reply, ReplyError, Stage, placeholders
+from .verdict import Reply, Stage, placeholders
 
-Kind = Literal["seed", "persona", "project"]
+if TYPE_CHECKING:
+    from .catalogue_schema import CatalogueFile, Kind
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+#: The file format (PyYAML and pydantic), imported by name when a file is parsed: not when a
+#: built catalogue is read back (`strictmx explain` unpickles one on every run, and those
+#: two imports were a third of its time).
+SCHEMA = "strictmx.receiver.catalogue_schema"
 
 
 class CatalogueError(ValueError):
     """A catalogue file that cannot be used; the message names the entry."""
 
 
-class OutcomeInfo(BaseModel):
-    """What one policy outcome means, whichever text a receiver sends for it."""
+@dataclass(frozen=True)
+class OutcomeInfo:
+    """What one policy outcome means, whichever text a receiver sends for it (validated as
+    catalogue_schema.OutcomeSpec when read)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-    policy: str = Field(description="The policy's name.")
-    outcome: str = Field(description="The outcome id, UPPER_SNAKE.")
-    family: str | None = Field(None, description="The check family; the policy name if unset.")
-    rfc_note: str = Field(min_length=1, description="The RFC text behind that answer.")
-    cause: str = Field(min_length=1, description="What is wrong, on the sending side.")
-    fix: str = Field(min_length=1, description="What to change on the sending side.")
+    policy: str
+    outcome: str
+    #: The check family; the policy name if unset.
+    family: str | None
+    #: The RFC text behind that answer.
+    rfc_note: str
+    #: What is wrong, on the sending side.
+    cause: str
+    #: What to change on the sending side.
+    fix: str
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.policy, self.outcome)
-
-
-class ReplySpec(BaseModel):
-    """One catalogue reply as written in the file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-    id: str = Field(description="Unique: the seed id, or a short name.")
-    kind: Kind
-    default: bool = Field(False, description="The policy sends this text by default.")
-    borrowed: bool = Field(
-        False, description="The text is another check's reply that this outcome reuses."
-    )
-    receiver: str | None = Field(None, description="Who sends it (persona replies).")
-    source: str | None = Field(None, description="Source key in receivers.md (personas).")
-    policy: str
-    outcome: str
-    reply: str | list[str] = Field(description="The reply as documented (wire lines).")
-    template: str | list[str] | None = Field(
-        None,
-        description="The reply with {placeholders} where the documented one has others.",
-    )
-    stage: Stage | None = Field(None, description="Overrides the outcome's stage.")
-    cause: str | None = Field(None, description="Overrides the outcome's cause.")
-    fix: str | None = Field(None, description="Overrides the outcome's fix.")
-    scenario: str | None = Field(None, description="Bundled scenario that reproduces it.")
-    case: str | None = Field(None, description="Name of the expect case there.")
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not _ID.match(value):
-            raise ValueError(f"ids are lowercase letters, digits and '-': {value!r}")
-        return value
-
-    @field_validator("reply", "template")
-    @classmethod
-    def _parses(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if value is not None:
-            try:
-                Reply.parse(value)
-            except ReplyError as exc:
-                raise ValueError(str(exc)) from None
-        return value
-
-
-class CatalogueFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
-    outcomes: list[OutcomeInfo]
-    replies: list[ReplySpec]
 
 
 @dataclass(frozen=True)
@@ -200,36 +159,43 @@ class Catalogue:
         """This catalogue and, for each outcome it does not describe (a third-party
         policy's), an entry made from the outcome itself: its default reply, its doc as the
         cause. So explain and reproduce know a plug-in's refusals without an edit here."""
-        infos: list[OutcomeInfo] = []
-        specs: list[ReplySpec] = []
+        infos: list[dict[str, Any]] = []
+        specs: list[dict[str, Any]] = []
         for policy, declared in sorted(policies.items()):
             for outcome in declared:
                 if (policy, outcome.id) in self.outcomes:
                     continue
                 infos.append(
-                    OutcomeInfo(
-                        policy=policy,
-                        outcome=outcome.id,
-                        rfc_note=f"As the {policy} policy declares; the catalogue has no entry.",
-                        cause=outcome.doc or f"{policy} refused with {outcome.id}.",
-                        fix=f"See `strictmx policies` ({policy}): {outcome.doc}".rstrip(": "),
-                    )
+                    {
+                        "policy": policy,
+                        "outcome": outcome.id,
+                        "rfc_note": f"As the {policy} policy declares; the catalogue has no entry.",
+                        "cause": outcome.doc or f"{policy} refused with {outcome.id}.",
+                        "fix": f"See `strictmx policies` ({policy}): {outcome.doc}".rstrip(": "),
+                    }
                 )
                 specs.append(
-                    ReplySpec(
-                        id=f"{policy}-{outcome.id}".lower().replace("_", "-"),
-                        kind="project",
-                        default=True,
-                        policy=policy,
-                        outcome=outcome.id,
-                        reply=outcome.default_reply().wire_lines(),
-                    )
+                    {
+                        "id": f"{policy}-{outcome.id}".lower().replace("_", "-"),
+                        "kind": "project",
+                        "default": True,
+                        "policy": policy,
+                        "outcome": outcome.id,
+                        "reply": outcome.default_reply().wire_lines(),
+                    }
                 )
         if not specs:
             return self
         # The made entries are checked as the file's are: ids, replies, fields.
-        more = _resolve(CatalogueFile(outcomes=infos, replies=specs), "<policies>", policies)
-        return Catalogue([*self.outcomes.values(), *infos], [*self.entries, *more.entries])
+        source = "<policies>"
+        try:
+            parsed: CatalogueFile = _schema().made(infos, specs, source)
+        except ValueError as exc:  # the schema's SchemaError
+            raise CatalogueError(str(exc)) from None
+        more = _resolve(parsed, source, policies)
+        return Catalogue(
+            [*self.outcomes.values(), *more.outcomes.values()], [*self.entries, *more.entries]
+        )
 
     @property
     def families(self) -> list[str]:
@@ -283,17 +249,16 @@ def loads(text: str, *, outcomes: Outcomes, source: str = "catalogue.yaml") -> C
     return _resolve(parsed, source, outcomes)
 
 
+def _schema() -> Any:
+    return importlib.import_module(SCHEMA)
+
+
 def _parse(text: str, source: str) -> CatalogueFile:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CatalogueError(f"{source}: invalid YAML: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise CatalogueError(f"{source}: the catalogue must be a mapping with outcomes and replies")
-    try:
-        return CatalogueFile.model_validate(data)
-    except ValidationError as exc:
-        raise CatalogueError(_describe(exc, data, source)) from None
+        parsed: CatalogueFile = _schema().parse(text, source)
+    except ValueError as exc:  # the schema's SchemaError, which names the entry
+        raise CatalogueError(str(exc)) from None
+    return parsed
 
 
 def _policy_outcome(policies: Outcomes, policy: str, outcome: str) -> Outcome | str:
@@ -314,7 +279,15 @@ def _policy_outcome(policies: Outcomes, policy: str, outcome: str) -> Outcome | 
 def _resolve(parsed: CatalogueFile, source: str, policies: Outcomes) -> Catalogue:
     outcomes: dict[tuple[str, str], OutcomeInfo] = {}
     declared: dict[tuple[str, str], Outcome] = {}
-    for n, described in enumerate(parsed.outcomes):
+    for n, written in enumerate(parsed.outcomes):
+        described = OutcomeInfo(
+            policy=written.policy,
+            outcome=written.outcome,
+            family=written.family,
+            rfc_note=written.rfc_note,
+            cause=written.cause,
+            fix=written.fix,
+        )
         where = f"{source} outcomes[{n}] ({described.policy}/{described.outcome})"
         if described.key in outcomes:
             raise CatalogueError(
@@ -395,27 +368,3 @@ def _resolve(parsed: CatalogueFile, source: str, policies: Outcomes) -> Catalogu
 
 def _lines(spec: str | list[str]) -> list[str]:
     return spec.splitlines() if isinstance(spec, str) else list(spec)
-
-
-def _describe(exc: ValidationError, data: Mapping[str, Any], source: str) -> str:
-    """Pydantic's errors with the entry's id next to its index."""
-    messages = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        where = source
-        if len(loc) >= 2 and loc[0] in ("outcomes", "replies") and isinstance(loc[1], int):
-            section, index = str(loc[0]), loc[1]
-            items = data.get(section)
-            item = items[index] if isinstance(items, list) and index < len(items) else None
-            label = ""
-            if isinstance(item, Mapping):
-                if section == "replies" and "id" in item:
-                    label = f" ({item['id']})"
-                elif section == "outcomes" and "outcome" in item:
-                    label = f" ({item.get('policy')}/{item['outcome']})"
-            where = f"{source} {section}[{index}]{label}"
-            loc = loc[2:]
-        key = ".".join(str(p) for p in loc if not (isinstance(p, str) and "[" in p))
-        text = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        messages.append(f"{where} {key}: {text}" if key else f"{where}: {text}")
-    return "\n".join(messages)

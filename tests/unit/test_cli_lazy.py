@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import strictmx
-from strictmx.receiver import cli
+from strictmx.receiver import catalogue, cli
 from strictmx.receiver.explain import cache
 from tests import import_graph
 from tests.import_graph import Graph, Import
@@ -42,6 +42,16 @@ def with_named_imports(graph: Graph) -> Graph:
             False,
         )
     )
+    named.append(
+        Import(
+            "strictmx.receiver.catalogue",
+            catalogue.SCHEMA,
+            "strictmx/receiver/catalogue.py",
+            1,
+            True,
+            False,
+        )
+    )
     return replace(graph, imports=[*graph.imports, *named])
 
 
@@ -51,6 +61,7 @@ def test_the_named_imports_are_modules_of_the_tree_that_point_down() -> None:
         assert spec.module in graph.modules, spec.module
     assert set(strictmx.PUBLIC.values()) <= set(graph.modules)
     assert cache.REGISTRY in graph.modules
+    assert catalogue.SCHEMA in graph.modules
     assert layer_problems(graph, PLACES, {}) == []
     assert cycle_problems(graph) == []
 

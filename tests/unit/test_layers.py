@@ -47,6 +47,7 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.dkim_signing": "data",
     "strictmx.receiver.dkim_rsa": "data",
     "strictmx.receiver.catalogue": "data",
+    "strictmx.receiver.catalogue_schema": "data",
     "strictmx.receiver.outcome": "data",
     "strictmx.receiver.reproduction": "data",
     "strictmx.receiver.finding": "data",
