@@ -7,17 +7,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import io
 import ipaddress
 import os
 import signal
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from . import registry
+from . import registry, session_log
 from . import scenario as scenarios
 from .api import Api
 from .api_contract import BODY_DEADLINE, MAX_BODY, MAX_BUFFERED, MAX_CONNECTIONS
@@ -93,6 +95,19 @@ def add_parser(sub: Any) -> None:
     )
     # Kept only to say why it is gone: a token in argv is readable by every local user.
     serve.add_argument("--api-token", dest="api_token_argv", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print no line per session (default: one line on stdout as each session ends)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="the line per session: text for people, or one JSON object per line with the"
+        f" keys {', '.join(session_log.JSON_KEYS)}: {session_log.JSON_DOC} (default: text)",
+    )
     serve.add_argument(
         "--api-allow-host-access",
         action="store_true",
@@ -190,10 +205,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     token = _api_token(args)
     receiver = Receiver(scenario, options)
+    if not args.quiet:
+        receiver.session_log = _printer(args.log_format)
     try:
         return asyncio.run(_serve(receiver, args.api_listen, token, args.api_allow_host_access))
     except KeyboardInterrupt:
         return 0
+
+
+def _printer(log_format: str) -> Callable[[session_log.SessionEnd], None]:
+    """Print each ended session's line on stdout (start-up lines go there too)."""
+    render = session_log.as_json if log_format == "json" else session_log.as_text
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # The text is escaped to printable characters already; a terminal whose encoding
+        # cannot show one of them gets its escape rather than an error.
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+    def emit(end: session_log.SessionEnd) -> None:
+        sys.stdout.write(render(end) + "\n")
+        sys.stdout.flush()
+
+    return emit
 
 
 #: The largest token file read: a token is a line, not a document.
