@@ -280,8 +280,7 @@ class Receiver:
             await asyncio.wait_for(self._idle.wait(), wait)
         self.stopping = True
         for protocol in list(self.sessions_open):
-            if protocol.transport is not None:
-                protocol.transport.close()
+            protocol.shut_down()  # 421 4.3.2, then the close
         with contextlib.suppress(TimeoutError):  # connection_lost journals each as aborted
             await asyncio.wait_for(self._idle.wait(), 2.0)
         await self._server.wait_closed()

@@ -590,6 +590,22 @@ class StrictSMTP(SMTP):
                 self._record("out", line)
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
+    def shut_down(self) -> None:
+        """The receiver stops and this session is still open: `SHUTTING_DOWN`, then the
+        close. Written at once, as `_timeout_cb` writes its 421: no tarpit, and no ERROR
+        stage can follow the last reply. Not before the greeting (no SMTP yet)."""
+        transport = self.transport
+        if (
+            self._greeted
+            and isinstance(transport, asyncio.WriteTransport)
+            and not transport.is_closing()
+        ):
+            for line in _wire_lines(SHUTTING_DOWN, self._enhanced):
+                transport.write(line.encode("ascii") + b"\r\n")  # the close flushes it first
+                if self.state is not None:
+                    self._record("out", line)
+        self._close()
+
     async def handle_exception(self, error: Exception) -> str:
         """What aiosmtpd answers when a command raised: a fixed reply, never the error.
 
@@ -863,6 +879,12 @@ def _known(commands: frozenset[str]) -> frozenset[str]:
     """The dialect's commands strictmx can answer: any other verb is an unknown command."""
     return commands & _HANDLERS.keys()
 
+
+#: Said to a session still open when the receiver stops: RFC 5321 §3.8 (a server shut down
+#: by external means SHOULD send a 421 before it closes) with RFC 3463's X.3.2 (system not
+#: accepting network messages). strictmx's own, in every dialect: no receiver's words for
+#: it were recorded.
+SHUTTING_DOWN = Reply.parse("421 4.3.2 Service shutting down")
 
 _HELO_FIRST = Refusal("helo_first")
 _RCPT_NO_HELO = Refusal("rcpt_no_helo")
