@@ -49,7 +49,8 @@ JSON_KEYS: Final = (
 JSON_DOC: Final = (
     "time (ISO 8601, UTC, when the session ended), session (its journal id), peer and"
     " peer_port (the socket's source), client (the address policies judged: simulated,"
-    " XCLIENT or PROXY), client_name, helo (the last HELO/EHLO name sent, refused or not),"
+    " XCLIENT or PROXY), client_name, helo (the HELO/EHLO name accepted, else the last one"
+    " sent),"
     " mail_from (the last MAIL FROM sent; '' is <>), rcpts (the first"
     f" {SHOWN_RCPTS} RCPT TO tried), rcpt_count (all of them), outcome (accepted, rejected,"
     " deferred, aborted or idle), policy and policy_outcome (the policy whose refusal was"
