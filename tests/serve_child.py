@@ -42,11 +42,12 @@ class ServeChild:
     `--db` in ARGS wins), ready once its start-up lines are printed: they end with the
     indented per-stage policy lines."""
 
-    def __init__(self, cwd: Path, *args: str, api_token: bool = True) -> None:
+    def __init__(self, cwd: Path, *args: str, api_token: bool = True, verbose: int = 0) -> None:
         self._stderr_path = cwd / f"serve-{time.monotonic_ns()}.stderr"
+        top = ("-" + "v" * verbose,) if verbose else ()
         with self._stderr_path.open("w") as stderr:
             self.proc = subprocess.Popen(
-                command("serve", "--listen", "127.0.0.1:0", "--db", "journal.db", *args),
+                command(*top, "serve", "--listen", "127.0.0.1:0", "--db", "journal.db", *args),
                 cwd=cwd,
                 env=environment(api_token=api_token),
                 stdout=subprocess.PIPE,
@@ -86,6 +87,33 @@ class ServeChild:
                 raise AssertionError(f"serve exited while starting: {lines} {self.stderr()}")
             lines.append(line)
         return lines
+
+    def line(self, timeout: float = 10.0) -> str:
+        """The next line on stdout that is no start-up line (a session's line, say); the
+        start-up lines' indented per-stage policy lines are skipped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line on stdout in {timeout:g}s") from None
+            assert line is not None, "stdout closed"
+            if not line.startswith("  "):
+                return line
+
+    def rest(self) -> list[str]:
+        """Every line left on stdout but start-up lines, once the child has exited."""
+        assert self.proc.poll() is not None, "the child still runs"
+        lines: list[str] = []
+        while (line := self._lines.get(timeout=EXIT_TIMEOUT)) is not None:
+            if not line.startswith("  "):
+                lines.append(line)
+        return lines
+
+    def wait(self, sig: int = signal.SIGTERM) -> int:
+        """Send `sig` and wait for the exit code; stdout stays readable (`rest`)."""
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=EXIT_TIMEOUT)
 
     @property
     def alive(self) -> bool:

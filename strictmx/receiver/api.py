@@ -284,7 +284,7 @@ class _Handlers:
             raise ApiError(400, "invalid query parameters", _validation_details(exc)) from None
         found = await self.receiver.journal.sessions(**query.model_dump())
         page = SessionPage(
-            sessions=[_session(row) for row in found], limit=query.limit, offset=query.offset
+            sessions=[session_info(row) for row in found], limit=query.limit, offset=query.offset
         )
         return _json(page)
 
@@ -297,14 +297,7 @@ class _Handlers:
         found = await self.receiver.journal.session(session_id)
         if found is None:
             raise ApiError(404, f"no session {session_id!r}")
-        detail = SessionDetail(
-            **_session(found).model_dump(),
-            transcript=[TranscriptLine.model_validate(line) for line in found["transcript"]],
-            messages=[
-                MessageInfo(**m, href=_message_href(session_id, m["n"])) for m in found["messages"]
-            ],
-        )
-        return _json(detail)
+        return _json(session_detail(found))
 
     async def message(self, request: web.Request) -> web.Response:
         session_id, number = request.match_info["id"], request.match_info["n"]
@@ -449,7 +442,8 @@ def _message_href(session_id: str, n: int) -> str:
     return f"{PREFIX}/sessions/{session_id}/messages/{n}"
 
 
-def _session(row: dict[str, Any]) -> SessionInfo:
+def session_info(row: dict[str, Any]) -> SessionInfo:
+    """A journal session row as the API sends it (the pytest plugin's sessions too)."""
     return SessionInfo(
         id=row["id"],
         scenario=row["scenario"],
@@ -466,6 +460,18 @@ def _session(row: dict[str, Any]) -> SessionInfo:
         tls=row["tls"],
         envelope=Envelope(mail_from=row["mail_from"], rcpts=row["rcpts"]),
         verdicts=[VerdictInfo.model_validate(v) for v in row["verdicts"]],
+    )
+
+
+def session_detail(row: dict[str, Any]) -> SessionDetail:
+    """A journal session with its transcript and messages, as the API sends it."""
+    session_id = row["id"]
+    return SessionDetail(
+        **session_info(row).model_dump(),
+        transcript=[TranscriptLine.model_validate(line) for line in row["transcript"]],
+        messages=[
+            MessageInfo(**m, href=_message_href(session_id, m["n"])) for m in row["messages"]
+        ],
     )
 
 

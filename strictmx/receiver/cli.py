@@ -48,7 +48,10 @@ COMMANDS: dict[str, Command] = {
         "list policies, their outcomes, replies and options",
     ),
     "scenarios": Command(
-        "strictmx.receiver.serve_command", "add_scenarios_parser", "main", "list bundled scenarios"
+        "strictmx.receiver.scenarios_command",
+        "add_parser",
+        "main",
+        "list bundled scenarios, print one (show) or copy one to start from (init)",
     ),
     "run": Command(
         "strictmx.receiver.runner",

@@ -184,6 +184,11 @@ class Conversation:
         if state.helo:
             state.helo_history.append(state.helo)
         state.helo, state.helo_verb = (name or "").strip(), verb
+        if state.helo and not self.helo_accepted:
+            # Until a name is accepted, the journal keeps the one sent, refused or not
+            # (the session forgets it, RFC 5321 §4.1.4): a session refused at HELO is
+            # looked for by that name. An accepted name is not replaced by a refused one.
+            self.fields["helo"] = state.helo
         self._hello_held = state.delayed.pop(Stage.HELO, None)
         decision = await self.engine.run(Stage.HELO, state, self.ctx)
         if decision.verdicts or decision.would_reply_at:
@@ -219,13 +224,15 @@ class Conversation:
         state.mail_from = "" if address == "<>" else address
         state.mail_options = options
         state.smtputf8 = "SMTPUTF8" in options
+        # Kept in the journal refused or not, as the HELO name is: the sender is how a
+        # refused transaction is found.
+        self.fields["mail_from"] = state.mail_from
         decision = await self.engine.run(Stage.MAIL, state, self.ctx)
         if decision.verdicts or decision.would_reply_at:
             self._took(decision)
         if decision.reply is not None:
             state.mail_from = None
             return self._decided(decision)
-        self.fields["mail_from"] = state.mail_from
         return self._ok_mail
 
     async def rcpt(self, address: str) -> Step:

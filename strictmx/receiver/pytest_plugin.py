@@ -40,7 +40,7 @@ from typing import Any
 import pytest
 
 from . import scenario as scenarios
-from .api import Api
+from .api import Api, session_detail, session_info
 from .scenario import Scenario
 from .server import Receiver, ReceiverThread, ServerOptions
 
@@ -94,17 +94,19 @@ class StrictmxReceiver:
             ) from None
 
     def sessions(self, **filters: Any) -> list[dict[str, Any]]:
-        """Sessions, newest first, each with its verdicts and recipients."""
+        """Sessions, newest first, each with its verdicts and recipients: the API's
+        `GET /sessions` items (`SessionView`)."""
         self.settle()
         found: list[dict[str, Any]] = self.thread.call(self.receiver.journal.sessions(**filters))
-        return found
+        return [SessionView(session_info(row).model_dump(mode="json")) for row in found]
 
     def session(self, session_id: str) -> dict[str, Any]:
-        """One session with its verdicts, recipients, transcript and messages."""
+        """One session with its verdicts, recipients, transcript and messages: the API's
+        `GET /sessions/{id}` (`SessionView`)."""
         self.settle()
         found: dict[str, Any] | None = self.thread.call(self.receiver.journal.session(session_id))
         assert found is not None, f"no session {session_id!r} in the journal"
-        return found
+        return SessionView(session_detail(found).model_dump(mode="json"))
 
     def last(self, **filters: Any) -> dict[str, Any]:
         """The newest (matching) session, with its transcript."""
@@ -208,6 +210,32 @@ class StrictmxReceiver:
 
 _OBJECTIONS = frozenset({"reject", "defer", "disconnect"})
 
+#: The flat names sessions had here before they took the API's shape, and where each is now.
+_FLAT: dict[str, tuple[str, str]] = {
+    "peer": ("client", "peer"),
+    "peer_port": ("client", "port"),
+    "client_address": ("client", "address"),
+    "client_name": ("client", "name"),
+    "mail_from": ("envelope", "mail_from"),
+    "rcpts": ("envelope", "rcpts"),
+}
+
+
+class SessionView(dict[str, Any]):
+    """A session as the HTTP API's JSON has it: the same keys, nested the same way
+    (`client.address`, `envelope.mail_from`, ...), times as ISO 8601 text. The flat names
+    of earlier releases (`client_address`, `mail_from`, `rcpts`, `peer`, `peer_port`,
+    `client_name`) still read, as aliases of their nested places; they are not keys."""
+
+    def __missing__(self, key: str) -> Any:
+        where = _FLAT.get(key)
+        if where is None:
+            raise KeyError(key)
+        return self[where[0]][where[1]]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self or key in _FLAT else default
+
 
 def _nothing_found(filters: Mapping[str, Any]) -> str:
     which = ", ".join(f"{k}={v!r}" for k, v in filters.items())
@@ -216,15 +244,17 @@ def _nothing_found(filters: Mapping[str, Any]) -> str:
 
 def describe(session: Mapping[str, Any]) -> str:
     """A session as a person reads it in a failed test: who, verdicts, transcript."""
-    client = session["client_address"]
-    if session["peer"] != client:
-        client += f" (peer {session['peer']})"
-    if session.get("client_name"):
-        client += f", name {session['client_name']}"
+    who = session["client"]
+    client = who["address"]
+    if who["peer"] != client:
+        client += f" (peer {who['peer']})"
+    if who.get("name"):
+        client += f", name {who['name']}"
+    envelope = session["envelope"]
     lines = [
         f"session {session['id']} ({session['scenario']}): {session['outcome']}",
-        f"  client {client}, HELO {session['helo']!r}, MAIL FROM {session['mail_from']!r}, "
-        f"RCPT {', '.join(session.get('rcpts') or []) or '-'}",
+        f"  client {client}, HELO {session['helo']!r}, MAIL FROM {envelope['mail_from']!r}, "
+        f"RCPT {', '.join(envelope['rcpts']) or '-'}",
     ]
     verdicts = session.get("verdicts") or []
     lines.append("  verdicts:" if verdicts else "  verdicts: none")

@@ -1,23 +1,24 @@
-"""`strictmx serve`, `strictmx policies` and `strictmx scenarios`: the commands that need the
-server, the registry and the scenarios (strictmx/receiver/cli.py imports this module only when
-one of them is chosen)."""
+"""`strictmx serve` and `strictmx policies`: the commands that need the server and the
+registry (strictmx/receiver/cli.py imports this module only when one of them is chosen)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import errno
+import io
 import ipaddress
 import os
 import signal
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from . import registry
+from . import registry, session_log
 from . import scenario as scenarios
 from .api import Api
 from .api_contract import BODY_DEADLINE, MAX_BODY, MAX_BUFFERED, MAX_CONNECTIONS
@@ -56,49 +57,89 @@ def add_parser(sub: Any) -> None:
         " may not name files, modules, URLs, listen addresses or real DNS unless"
         " --api-allow-host-access is given.",
     )
-    serve.add_argument("--scenario", default="default", help="bundled name or YAML path")
-    serve.add_argument("--listen", type=_listen, default=("127.0.0.1", 2525), metavar="HOST:PORT")
-    serve.add_argument("--db", default="strictmx.db", help="SQLite journal (':memory:' allowed)")
+    serve.add_argument(
+        "--scenario",
+        default="default",
+        help="a bundled scenario's name (`strictmx scenarios`) or a YAML path (default: default)",
+    )
+    serve.add_argument(
+        "--listen",
+        type=_listen,
+        default=("127.0.0.1", 2525),
+        metavar="HOST:PORT",
+        help="where SMTP listens; port 0 picks a free one (default: 127.0.0.1:2525)",
+    )
+    serve.add_argument(
+        "--db",
+        default="strictmx.db",
+        help="the SQLite journal; ':memory:' keeps it in memory (default: strictmx.db)",
+    )
     serve.add_argument(
         "--trusted",
         action="append",
         metavar="CIDR",
-        help="networks allowed to send XCLIENT/PROXY (default: loopback); repeatable",
+        help="networks allowed to send XCLIENT/PROXY; repeatable (default: loopback,"
+        " 127.0.0.0/8 and ::1)",
     )
-    serve.add_argument("--proxy-protocol", action="store_true", help="expect PROXY v1/v2 headers")
+    serve.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="expect a PROXY v1/v2 header from trusted peers (default: off)",
+    )
     serve.add_argument(
         "--tls",
         metavar="self-signed|CERT,KEY",
-        help="offer STARTTLS with a generated certificate or CERT,KEY files",
+        help="offer STARTTLS with a generated certificate or CERT,KEY files (default: no TLS)",
     )
-    serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish on stop")
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        help="seconds open sessions may go on after SIGTERM/SIGINT; then they get"
+        " '421 4.3.2 Service shutting down' and are closed (default: 5)",
+    )
     serve.add_argument(
         "--dns-listen",
         type=_listen,
         metavar="HOST:PORT",
-        help="also serve the scenario's DNS over UDP and TCP here (overrides world.dns.serve)",
+        help="also serve the scenario's DNS over UDP and TCP here (overrides world.dns.serve;"
+        " default: the scenario's world.dns.serve, else none)",
     )
     serve.add_argument(
         "--api-listen",
         type=_listen,
         metavar="HOST:PORT",
-        help="serve the HTTP JSON API here (/api/v1; keep it on loopback or set a token)",
+        help="serve the HTTP JSON API here (/api/v1; keep it on loopback or set a token)"
+        " (default: no API)",
     )
     serve.add_argument(
         "--api-token-file",
         metavar="PATH",
         help="require 'Authorization: Bearer TOKEN' on API requests but health, TOKEN being"
         " this file's first line; or set $STRICTMX_API_TOKEN (never on the command line,"
-        " where `ps` shows it to every user)",
+        " where `ps` shows it to every user) (default: no token)",
     )
     # Kept only to say why it is gone: a token in argv is readable by every local user.
     serve.add_argument("--api-token", dest="api_token_argv", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print no line per session (default: one line on stdout as each session ends)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="the line per session: text for people, or one JSON object per line with the"
+        f" keys {', '.join(session_log.JSON_KEYS)}: {session_log.JSON_DOC} (default: text)",
+    )
     serve.add_argument(
         "--api-allow-host-access",
         action="store_true",
         help="let scenarios uploaded through the API name files, Python modules, URLs,"
         " listen addresses and real DNS on this host (off: refused with 422); only for an"
-        " API that nobody untrusted reaches",
+        " API that nobody untrusted reaches (default: off)",
     )
 
 
@@ -106,17 +147,11 @@ def add_policies_parser(sub: Any) -> None:
     sub.add_parser("policies", help="list policies, their outcomes, replies and options")
 
 
-def add_scenarios_parser(sub: Any) -> None:
-    sub.add_parser("scenarios", help="list bundled scenarios")
-
-
 def main(args: argparse.Namespace) -> int:
-    """`serve`, `policies` or `scenarios`, as args.command says."""
+    """`serve` or `policies`, as args.command says."""
     try:
         if args.command == "policies":
             return cmd_policies()
-        if args.command == "scenarios":
-            return cmd_scenarios()
         return cmd_serve(args)
     except (UsageError, ScenarioError, TLSError) as exc:
         print(f"strictmx: {exc}", file=sys.stderr)
@@ -165,16 +200,6 @@ def _stage_order(stage: Any) -> int:
     return list(Stage).index(stage)
 
 
-def cmd_scenarios() -> int:
-    for name in scenarios.bundled_names():
-        try:
-            description = scenarios.load(name).description
-        except ScenarioError as exc:
-            description = f"(invalid: {exc})"
-        print(f"{name:20} {description}")
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     scenario = scenarios.load(args.scenario)
     options = ServerOptions(
@@ -190,10 +215,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     token = _api_token(args)
     receiver = Receiver(scenario, options)
+    if not args.quiet:
+        receiver.session_log = _printer(args.log_format)
     try:
         return asyncio.run(_serve(receiver, args.api_listen, token, args.api_allow_host_access))
     except KeyboardInterrupt:
         return 0
+
+
+def _printer(log_format: str) -> Callable[[session_log.SessionEnd], None]:
+    """Print each ended session's line on stdout (start-up lines go there too)."""
+    render = session_log.as_json if log_format == "json" else session_log.as_text
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # The text is escaped to printable characters already; a terminal whose encoding
+        # cannot show one of them gets its escape rather than an error.
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+    def emit(end: session_log.SessionEnd) -> None:
+        sys.stdout.write(render(end) + "\n")
+        sys.stdout.flush()
+
+    return emit
 
 
 #: The largest token file read: a token is a line, not a document.

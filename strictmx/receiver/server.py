@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import ssl
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -24,6 +24,7 @@ from .journal import DEFAULT_MAX_STORED_MESSAGE_BYTES, Journal
 from .persona import Persona
 from .policy import ClientHistory, Context
 from .scenario import Scenario
+from .session_log import SessionEnd
 from .smtp import StrictSMTP
 from .tls import Floor
 from .world import World
@@ -88,6 +89,8 @@ class Receiver:
         self._idle = asyncio.Event()
         self._idle.set()
         self.stopping = False
+        #: Told of every session that ends (`strictmx serve` prints a line for each).
+        self.session_log: Callable[[SessionEnd], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self.dns_server: DnsServer | None = None
@@ -277,8 +280,7 @@ class Receiver:
             await asyncio.wait_for(self._idle.wait(), wait)
         self.stopping = True
         for protocol in list(self.sessions_open):
-            if protocol.transport is not None:
-                protocol.transport.close()
+            protocol.shut_down()  # 421 4.3.2, then the close
         with contextlib.suppress(TimeoutError):  # connection_lost journals each as aborted
             await asyncio.wait_for(self._idle.wait(), 2.0)
         await self._server.wait_closed()

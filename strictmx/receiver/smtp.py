@@ -45,11 +45,22 @@ from .persona import Persona
 from .policy import Context
 from .scenario import Scenario
 from .session import Client, Session
+from .session_log import SHOWN_RCPTS, SessionEnd
 from .smtp_commands import data_lines, ehlo_lines, proxy_source, skip_line
 from .smtp_data import Problem, read_message, read_message_lf
 from .verdict import Reply, Stage, Verdict, wire_safe
 
 log = logging.getLogger(__name__)
+
+
+def _not_aiosmtpd_auth(record: logging.LogRecord) -> bool:
+    """aiosmtpd logs the AUTH mechanisms its own SMTP class has (LOGIN, PLAIN) for every
+    connection; strictmx never offers those (its command loop answers AUTH itself), so the
+    line would tell a `-vv` reader of AUTH that is not there."""
+    return not str(record.msg).startswith("Available AUTH mechanisms")
+
+
+logging.getLogger("mail.log").addFilter(_not_aiosmtpd_auth)
 
 #: Buffered transcript lines that force a hand-over to the journal (long sessions).
 _FLUSH_LINES = 200
@@ -94,6 +105,8 @@ class Host(Protocol):
     journal: Journal
     stopping: bool
     loop: asyncio.AbstractEventLoop | None
+    #: Told of every session that ends (`strictmx serve`'s line per session), if set.
+    session_log: Callable[[SessionEnd], None] | None
 
     @property
     def context(self) -> Context: ...
@@ -178,6 +191,11 @@ class StrictSMTP(SMTP):
         # Journal writes buffered until the next message commit or the session's end.
         self._lines: list[tuple[float, str, str]] = []
         self._rcpts: list[str] = []
+        # For the line per session: the journal fields as last handed over, the first
+        # recipients tried and how many.
+        self._kept: dict[str, object] = {}
+        self._first_rcpts: list[str] = []
+        self._rcpt_count = 0
         self._proxied: tuple[str, int] | None = None
         self._held: list[str] = []  # continuation lines of the reply being written
 
@@ -396,7 +414,44 @@ class StrictSMTP(SMTP):
         self._ended = True
         outcome = self.conv.end(in_data=self._in_data, stopping=self.receiver.stopping)
         self._flush()
-        self.journal.session_ended(self.state.id, outcome=outcome, ended=_now())
+        ended = _now()
+        self.journal.session_ended(self.state.id, outcome=outcome, ended=ended)
+        if self.receiver.session_log is not None:
+            try:
+                self.receiver.session_log(self._summary(self.state, outcome, ended))
+            except Exception:  # a log line must never keep a session from closing
+                log.exception("session %s: the session line failed", self.state.id)
+
+    def _summary(self, state: Session, outcome: str, ended: datetime) -> SessionEnd:
+        kept = self._kept
+        client = state.client
+        deciding = next(
+            (
+                v
+                for v in reversed(state.verdicts)
+                if v.objection and v.replied_at is not None and not v.warned
+            ),
+            None,
+        )
+        reply = deciding.reply if deciding is not None else None
+        return SessionEnd(
+            session=state.id,
+            ended=ended,
+            peer=client.peer,
+            peer_port=client.peer_port,
+            client=client.address,
+            client_name=client.name,
+            helo=_text_or_none(kept.get("helo")),
+            mail_from=_text_or_none(kept.get("mail_from")),
+            rcpts=tuple(self._first_rcpts),
+            rcpt_count=self._rcpt_count,
+            outcome=outcome,
+            policy=deciding.policy if deciding is not None else None,
+            policy_outcome=deciding.outcome if deciding is not None else None,
+            code=reply.code if reply is not None else None,
+            status=reply.status if reply is not None and self._enhanced else None,
+            text=reply.text if reply is not None else None,
+        )
 
     # -- transcript and replies -------------------------------------------------------
     def _command_line(self, raw: bytes) -> bool:
@@ -453,11 +508,17 @@ class StrictSMTP(SMTP):
         session_id = self.state.id
         if self.conv.fields:
             self.journal.session_updated(session_id, **self.conv.fields)
+            self._kept.update(self.conv.fields)
             self.conv.fields = {}
         self.journal.transcript_many(session_id, self._lines)
         self._lines = []
-        self.journal.rcpts_tried(session_id, self._rcpts)
-        self._rcpts = []
+        if self._rcpts:
+            self.journal.rcpts_tried(session_id, self._rcpts)
+            room = SHOWN_RCPTS - len(self._first_rcpts)
+            if room > 0:
+                self._first_rcpts.extend(self._rcpts[:room])
+            self._rcpt_count += len(self._rcpts)
+            self._rcpts = []
 
     async def push(self, status: str | bytes) -> None:
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
@@ -528,6 +589,22 @@ class StrictSMTP(SMTP):
             if self.state is not None:
                 self._record("out", line)
         super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    def shut_down(self) -> None:
+        """The receiver stops and this session is still open: `SHUTTING_DOWN`, then the
+        close. Written at once, as `_timeout_cb` writes its 421: no tarpit, and no ERROR
+        stage can follow the last reply. Not before the greeting (no SMTP yet)."""
+        transport = self.transport
+        if (
+            self._greeted
+            and isinstance(transport, asyncio.WriteTransport)
+            and not transport.is_closing()
+        ):
+            for line in _wire_lines(SHUTTING_DOWN, self._enhanced):
+                transport.write(line.encode("ascii") + b"\r\n")  # the close flushes it first
+                if self.state is not None:
+                    self._record("out", line)
+        self._close()
 
     async def handle_exception(self, error: Exception) -> str:
         """What aiosmtpd answers when a command raised: a fixed reply, never the error.
@@ -780,6 +857,10 @@ class StrictSMTP(SMTP):
         return valid
 
 
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _first_word(line: bytes) -> str:
     """A command line's first word as sent (not upper-cased: Postfix matches its forbidden
     commands against the verb as the client wrote it)."""
@@ -798,6 +879,12 @@ def _known(commands: frozenset[str]) -> frozenset[str]:
     """The dialect's commands strictmx can answer: any other verb is an unknown command."""
     return commands & _HANDLERS.keys()
 
+
+#: Said to a session still open when the receiver stops: RFC 5321 §3.8 (a server shut down
+#: by external means SHOULD send a 421 before it closes) with RFC 3463's X.3.2 (system not
+#: accepting network messages). strictmx's own, in every dialect: no receiver's words for
+#: it were recorded.
+SHUTTING_DOWN = Reply.parse("421 4.3.2 Service shutting down")
 
 _HELO_FIRST = Refusal("helo_first")
 _RCPT_NO_HELO = Refusal("rcpt_no_helo")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 import smtplib
 import socket
 import sqlite3
@@ -114,6 +116,8 @@ def test_sigterm_aborts_a_session_left_open_after_the_grace(
     with Wire("127.0.0.1", server.port) as wire:
         assert wire.command("EHLO mail.example.net")[-1] == "250 HELP"
         assert server.terminate() == 0
+        # RFC 5321 §3.8: a 421 before the close (it used to close without a word).
+        assert wire.reply() == ["421 4.3.2 Service shutting down"]
         assert wire.closed_by_server()
     stderr = server.stderr()
     assert "strictmx: stopping; letting sessions finish" in stderr
@@ -121,6 +125,40 @@ def test_sigterm_aborts_a_session_left_open_after_the_grace(
     (session,) = journal_sessions(tmp_path / "journal.db")
     assert session["outcome"] == "aborted"
     assert session["ended"] is not None
+    with sqlite3.connect(tmp_path / "journal.db") as conn:
+        chunks = [json.loads(row[0]) for row in conn.execute("SELECT lines FROM transcript")]
+    said = [line for chunk in chunks for _, direction, line in chunk if direction == "out"]
+    assert said[-1] == "421 4.3.2 Service shutting down"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_client_mid_transaction_gets_421_on_shutdown(
+    tmp_path: Path, serve_cli: Start, sig: signal.Signals
+) -> None:
+    server = serve_cli("--grace", "0.2")
+    client = smtplib.SMTP("127.0.0.1", server.port, local_hostname="mail.example.net")
+    try:
+        assert client.ehlo()[0] == 250
+        assert client.mail("alice@example.net")[0] == 250
+        server.proc.send_signal(sig)
+        assert server.proc.wait(timeout=20) == 0
+        # The reply to the next command is the 421 that was waiting on the line.
+        assert client.rcpt("bob@example.org") == (421, b"4.3.2 Service shutting down")
+    finally:
+        client.close()
+    (session,) = journal_sessions(tmp_path / "journal.db")
+    assert session["outcome"] == "aborted"
+
+
+def test_a_session_that_ends_in_the_grace_gets_no_421(serve_cli: Start) -> None:
+    server = serve_cli("--grace", "5")
+    with Wire("127.0.0.1", server.port) as wire:
+        assert wire.command("EHLO mail.example.net")[-1] == "250 HELP"
+        server.proc.send_signal(signal.SIGTERM)
+        # Control: within the grace the session goes on, and ends as the client asks.
+        assert wire.command("QUIT") == ["221 Bye"]
+        assert wire.closed_by_server()
+    assert server.proc.wait(timeout=20) == 0
 
 
 def test_serve_with_self_signed_tls_announces_starttls(serve_cli: Start) -> None:

@@ -43,7 +43,8 @@ _OWN = re.compile(
     r"aiosmtpd_greeting|handlers|flush_lines|control|reply_head|hooks|commands|command_line|"
     r"internal_error(_close)?|aiosmtpd_names|refuse_line|run|skip_line|vrfy|"
     r"data_lines|dsn|enhanced|first_lines|has_helo|known|line|need_helo|push_as|say|"
-    r"helo_first|header|cut|offers|piece|hello_fields|first_word|vrfy_address)"
+    r"helo_first|header|cut|offers|piece|hello_fields|first_word|vrfy_address|"
+    r"kept|first_rcpts|rcpt_count|summary|text_or_none|not_aiosmtpd_auth|shut_down)"
 )
 
 

@@ -52,6 +52,19 @@ async def test_the_greeting_and_a_refused_connect() -> None:
     assert refused.command("QUIT") is None
 
 
+async def test_a_refused_first_helo_is_kept_for_the_journal() -> None:
+    conv, _ = talk("receiver: {delay_reject: false}\n" + HELO_SYNTAX)
+    await conv.connect()
+    assert (await conv.hello("EHLO", "localhost")).reply is not None
+    assert conv.session is not None and conv.session.helo is None
+    assert conv.fields == {"helo": "localhost"}
+    # Control: no name, nothing kept.
+    conv2, _ = talk("receiver: {delay_reject: false}\n" + HELO_SYNTAX)
+    await conv2.connect()
+    await conv2.hello("EHLO", None)
+    assert conv2.fields == {}
+
+
 async def test_a_refused_helo_leaves_the_session_as_it_was() -> None:
     conv, recorded = talk("receiver: {delay_reject: false}\n" + HELO_SYNTAX)
     await conv.connect()
@@ -64,6 +77,8 @@ async def test_a_refused_helo_leaves_the_session_as_it_was() -> None:
         "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"
     ]
     assert (conv.session.helo, conv.session.helo_history) == ("mail.example.net", [])
+    # The accepted name stays the journal's too.
+    assert conv.fields == {"helo": "mail.example.net"}
     assert [v.outcome for v in recorded] == ["HELO_NOT_FQDN"]
 
 

@@ -51,6 +51,7 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.outcome": "data",
     "strictmx.receiver.reproduction": "data",
     "strictmx.receiver.finding": "data",
+    "strictmx.receiver.session_log": "data",
     # Pure command grammar: the dialect, the conversation and policies (helo_syntax's
     # printable) all read it.
     "strictmx.receiver.grammar": "data",
@@ -82,6 +83,7 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.api_openapi": "surfaces",
     "strictmx.receiver.cli": "surfaces",
     "strictmx.receiver.serve_command": "surfaces",
+    "strictmx.receiver.scenarios_command": "surfaces",
     "strictmx.receiver.pytest_plugin": "surfaces",
     "strictmx.receiver.runner": "surfaces",
     "strictmx.receiver.junit": "surfaces",
