@@ -25,8 +25,13 @@ CORPUS = Path(__file__).resolve().parent.parent / "data" / "explain_corpus"
 FILE = "mta.yaml"
 #: Every reproducible catalogue entry in three forms was the aim: 350 items at least.
 MIN_POSTFIX_ITEMS = 350
-#: The three forms of one Postfix bounce, by the source's prefix.
-FORMS = ("postfix-dsn", "postfix-log", "reply")
+#: Exim relays the same cases: 542 bounces in two forms when this was written (1084 items).
+MIN_EXIM_ITEMS = 1000
+#: The forms of one bounce by the MTA that wrote it, by the source's prefix, in file order.
+FORMS: dict[str, tuple[str, ...]] = {
+    "postfix": ("postfix-dsn", "postfix-log", "reply"),
+    "exim": ("exim-bounce", "exim-log"),
+}
 
 CATALOGUE = bundled()
 ENTRY_IDS = frozenset(e.id for e in CATALOGUE.entries)
@@ -38,6 +43,11 @@ OUTCOMES = frozenset(
 # persona:<scenario>:<policy>:<outcome>, the generator's group for a persona's own reply text.
 _PERSONA_GROUP = re.compile(r"^persona:(?P<scenario>[^:]+):(?P<policy>[^:]+):(?P<outcome>[^:]+)$")
 _REPLY = re.compile(r"^[45]\d\d[ -]")
+#: The fixed first line of Exim's bounce text (deliver.c), and its log line for a failure
+#: (`**`, or `==` for the deferral of a 4xx):
+#: `2026-12-03 20:28:31 1xZDPr-0005QU-1q ** bob@example.org R=... T=...: SMTP error ...`.
+_EXIM_BOUNCE = "This message was created automatically by mail delivery software."
+_EXIM_FAILED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ (\*\*|==) ")
 
 
 def mta_items(folder: Path = CORPUS) -> list[Item]:
@@ -86,50 +96,73 @@ def split_problems(items: Sequence[Item]) -> list[str]:
     return [f"{key}: on {sorted(found)}" for key, found in sides.items() if len(found) > 1]
 
 
-def bounces(items: Sequence[Item]) -> dict[tuple[str, str], list[Item]]:
-    """Items by group and scenario, in file order: the generator writes each bounce's
-    three forms together (DSN, log line, reply), and a scenario may reach one entry twice."""
-    found: dict[tuple[str, str], list[Item]] = defaultdict(list)
+def bounces(items: Sequence[Item]) -> dict[tuple[str, str, str], list[Item]]:
+    """Items by group, scenario and MTA, in file order: the generator writes each bounce's
+    forms together (Postfix: DSN, log line, reply; Exim: bounce, log line), and a scenario
+    may reach one entry twice."""
+    found: dict[tuple[str, str, str], list[Item]] = defaultdict(list)
     for item in items:
-        found[(item.group or "", _origin(item))].append(item)
+        found[(item.group or "", _origin(item), _mta(item))].append(item)
     return found
 
 
 def form_problems(items: Sequence[Item]) -> list[str]:
-    """Bounces without their three forms in order, and forms that do not look like what
-    they claim to be."""
+    """Bounces without their forms in order, and forms that do not look like what they
+    claim to be."""
     problems = []
     for item in items:
-        form = _form(item)
-        text = item.input
-        if form == "postfix-dsn" and not (
-            "X-Postfix-Queue-ID:" in text and "Diagnostic-Code: smtp;" in text
-        ):
-            problems.append(f"items[{item.index}]: no Postfix DSN")
-        elif form == "postfix-log" and not re.search(r" status=(bounced|deferred) \(", text):
-            problems.append(f"items[{item.index}]: no Postfix status=bounced|deferred line")
-        elif form == "reply" and not _REPLY.match(text):
-            problems.append(f"items[{item.index}]: no 4xx/5xx reply")
-    for (group, origin), found in bounces(items).items():
+        form, text = _form(item), item.input
+        looks = {
+            "postfix-dsn": "X-Postfix-Queue-ID:" in text and "Diagnostic-Code: smtp;" in text,
+            "postfix-log": bool(re.search(r" status=(bounced|deferred) \(", text)),
+            "reply": bool(_REPLY.match(text)),
+            "exim-bounce": _EXIM_BOUNCE in text and "Diagnostic-Code: smtp;" in text,
+            "exim-log": bool(_EXIM_FAILED.match(text)),
+        }
+        if not looks.get(form, False):
+            problems.append(f"items[{item.index}]: is no {form or 'known form'}")
+    for (group, origin, mta), found in bounces(items).items():
         forms = [_form(i) for i in found]
-        if len(forms) % len(FORMS) or forms != list(FORMS) * (len(forms) // len(FORMS)):
-            problems.append(f"{group} ({origin}): forms {forms}")
+        whole = FORMS[mta]
+        if len(forms) % len(whole) or forms != list(whole) * (len(forms) // len(whole)):
+            problems.append(f"{group} ({origin}, {mta}): forms {forms}")
     return problems
 
 
 def reply_problems(items: Sequence[Item]) -> list[str]:
-    """Replies that are not the text the DSN and the log line of their bounce carry."""
+    """Replies that are not the text the bounce and the log line of their bounce carry."""
     problems = []
-    for (group, origin), found in bounces(items).items():
-        for start in range(0, len(found) - len(FORMS) + 1, len(FORMS)):
-            forms = {_form(i): " ".join(i.input.split()) for i in found[start : start + 3]}
-            reply = forms.get("reply")
+    for (group, origin, mta), found in bounces(items).items():
+        whole = FORMS[mta]
+        for start in range(0, len(found) - len(whole) + 1, len(whole)):
+            forms = {_form(i): i.input for i in found[start : start + len(whole)]}
+            reply = forms.get("reply") or _diagnostic(forms.get("exim-bounce", ""))
+            if reply is not None:
+                # Exim's Diagnostic-Code for a 4xx it gave up on adds why it gave up.
+                reply = reply.removesuffix(": retry timeout exceeded")
             if reply is None:
+                problems.append(f"{group} ({origin}, {mta}): no reply")
                 continue
-            for form in ("postfix-dsn", "postfix-log"):
-                if form in forms and reply not in forms[form]:
-                    problems.append(f"{group} ({origin}): the reply is not in the {form}")
+            for form, text in forms.items():
+                if form == "exim-log":
+                    # Exim logs a multi-line reply on one line, its line breaks as "\n".
+                    text = text.replace("\\n", " ")
+                if form != "reply" and _flat(reply) not in _flat(text):
+                    problems.append(f"{group} ({origin}, {mta}): the reply is not in the {form}")
     return problems
+
+
+def _diagnostic(text: str) -> str | None:
+    found = re.search(r"^Diagnostic-Code: *smtp; *(.*(?:\n[ \t]+.*)*)", text, re.M)
+    return found.group(1) if found else None
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _mta(item: Item) -> str:
+    return "exim" if _form(item).startswith("exim-") else "postfix"
 
 
 def _form(item: Item) -> str:
@@ -149,8 +182,9 @@ def items() -> list[Item]:
 
 
 def test_there_are_enough_postfix_bounces(items: list[Item]) -> None:
-    postfix = [i for i in items if _form(i) in FORMS]
+    postfix = [i for i in items if _mta(i) == "postfix"]
     assert len(postfix) >= MIN_POSTFIX_ITEMS
+    assert len(items) - len(postfix) >= MIN_EXIM_ITEMS
 
 
 def test_every_group_is_a_catalogue_entry_or_a_persona_outcome(items: list[Item]) -> None:
@@ -194,6 +228,28 @@ LOG = (
     "rejected: need fully-qualified hostname (in reply to RCPT TO command))"
 )
 REPLY = "504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"
+EXIM_BOUNCE = """\
+This message was created automatically by mail delivery software.
+
+A message that you sent could not be delivered to one or more of its
+recipients. This is a permanent error. The following address(es) failed:
+
+  bob@strictmx.test
+    host 127.0.0.1 [127.0.0.1]
+    SMTP error from remote mail server after HELO localhost:
+    504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname
+
+Action: failed
+Final-Recipient: rfc822;bob@strictmx.test
+Status: 5.0.0
+Diagnostic-Code: smtp; 504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname
+"""
+EXIM_LOG = (
+    "2026-12-03 20:30:14 1xZDRV-0005pM-36 ** bob@strictmx.test R=smarthost "
+    "T=remote_smtp_smarthost H=127.0.0.1 [127.0.0.1]: SMTP error from remote mail server "
+    "after HELO localhost: 504 5.5.2 <localhost>: Helo command rejected: need "
+    "fully-qualified hostname"
+)
 
 
 def _written(tmp_path: Path, rows: list[tuple[str, str, str, str]]) -> list[Item]:
@@ -222,8 +278,16 @@ def _bounce(
     ]
 
 
+def _exim_bounce(group: str = "postfix-helo-not-fqdn") -> list[tuple[str, str, str, str]]:
+    origin = "postfix-strict"
+    return [
+        ("helo_syntax", EXIM_BOUNCE, f"exim-bounce:{origin}", group),
+        ("helo_syntax", EXIM_LOG, f"exim-log:{origin}", group),
+    ]
+
+
 def test_a_well_kept_bounce_passes_every_check(tmp_path: Path) -> None:
-    written = _written(tmp_path, _bounce())
+    written = _written(tmp_path, [*_bounce(), *_exim_bounce()])
     for check in (group_problems, family_problems, split_problems, form_problems, reply_problems):
         assert check(written) == [], check.__name__
 
@@ -272,7 +336,7 @@ def test_items_of_one_key_on_two_sides_are_named() -> None:
 def test_a_missing_or_doubled_form_is_named(tmp_path: Path) -> None:
     rows = _bounce()
     assert form_problems(_written(tmp_path, rows[:2])) == [
-        "postfix-helo-not-fqdn (postfix-strict): forms ['postfix-dsn', 'postfix-log']"
+        "postfix-helo-not-fqdn (postfix-strict, postfix): forms ['postfix-dsn', 'postfix-log']"
     ]
     assert len(form_problems(_written(tmp_path, [*rows, rows[2]]))) == 1
     # One scenario reaching one entry twice: two bounces, each whole.
@@ -285,15 +349,31 @@ def test_a_form_that_is_not_what_it_claims_is_named(tmp_path: Path) -> None:
     swapped = [(rows[0][0], LOG, *rows[0][2:]), (rows[1][0], DSN, *rows[1][2:]), rows[2]]
     swapped.append(("helo_syntax", "Helo command rejected", "reply:other", "seed-13"))
     problems = form_problems(_written(tmp_path, swapped))
-    assert "items[0]: no Postfix DSN" in problems
-    assert "items[1]: no Postfix status=bounced|deferred line" in problems
-    assert "items[3]: no 4xx/5xx reply" in problems
+    assert "items[0]: is no postfix-dsn" in problems
+    assert "items[1]: is no postfix-log" in problems
+    assert "items[3]: is no reply" in problems
 
 
 def test_a_reply_its_dsn_does_not_carry_is_named(tmp_path: Path) -> None:
     rows = _bounce()
     rows[2] = (rows[2][0], "550 5.7.1 Access denied", *rows[2][2:])
     assert reply_problems(_written(tmp_path, rows)) == [
-        "postfix-helo-not-fqdn (postfix-strict): the reply is not in the postfix-dsn",
-        "postfix-helo-not-fqdn (postfix-strict): the reply is not in the postfix-log",
+        "postfix-helo-not-fqdn (postfix-strict, postfix): the reply is not in the postfix-dsn",
+        "postfix-helo-not-fqdn (postfix-strict, postfix): the reply is not in the postfix-log",
+    ]
+
+
+def test_an_exim_bounce_without_its_log_line_or_reply_is_named(tmp_path: Path) -> None:
+    rows = _exim_bounce()
+    assert form_problems(_written(tmp_path, rows[:1])) == [
+        "postfix-helo-not-fqdn (postfix-strict, exim): forms ['exim-bounce']"
+    ]
+    other = rows[1][1].replace("need fully-qualified hostname", "Invalid name")
+    assert reply_problems(_written(tmp_path, [rows[0], (rows[1][0], other, *rows[1][2:])])) == [
+        "postfix-helo-not-fqdn (postfix-strict, exim): the reply is not in the exim-log"
+    ]
+    not_exim = [(rows[0][0], DSN, *rows[0][2:]), (rows[1][0], LOG, *rows[1][2:])]
+    assert form_problems(_written(tmp_path, not_exim)) == [
+        "items[0]: is no exim-bounce",
+        "items[1]: is no exim-log",
     ]

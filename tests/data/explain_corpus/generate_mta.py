@@ -1,35 +1,40 @@
 """Regenerate mta.yaml, the explain corpus of real MTA bounces: run as root,
-`python tests/data/explain_corpus/generate_mta.py [--limit N] [--only ID ...]`.
+`python tests/data/explain_corpus/generate_mta.py [--limit N] [--only ID ...] [--mta ...]`.
 
-Every bounce here is one a real Postfix wrote after a strictmx receiver refused a message it
+Every bounce here is one a real MTA wrote after a strictmx receiver refused a message it
 relayed, over loopback:
 
 - for every catalogue entry that `strictmx reproduce` can build, the reproduction's scenario
   is served and its last expect case (its client address, HELO, sender, recipients and
-  message) is what Postfix relays; the cases before it are played directly first, as
+  message) is what the MTA relays; the cases before it are played directly first, as
   `strictmx run` does, when the refusal needs their state;
 - for every bundled persona scenario, each expect case that is refused is relayed the same
   way (its own client, HELO, sender, recipients and message).
 
-Each refusal gives three items, one group: the whole DSN Postfix sent back to the sender
-(`postfix-dsn:`), Postfix's own `status=bounced` (or `status=deferred`, for a 4xx) log line
+Postfix 3.7 gives three items per refusal: the whole DSN it sent back to the sender
+(`postfix-dsn:`), its own `status=bounced` (or `status=deferred`, for a 4xx) log line
 (`postfix-log:`), and the bare reply a webmail shows, from the DSN's Diagnostic-Code
-(`reply:`). The label is the truth from strictmx's journal for that session: the family of
-the policy whose refusal was sent, never what `explain` says. The group is the catalogue
-entry id of the reply (the reproduced entry; for a persona, the entry its policy replies
-with), or `persona:<scenario>:<policy>:<outcome>` for a persona's own text, so the fixed split
-keeps every form of one reply, and the same reply reached through a persona, on one side.
+(`reply:`). Exim 4.96 (the Debian exim4 the differential tests fetch, run privately) relays
+the same cases and gives two: its bounce message (`exim-bounce:`) and its `**` log line
+(`exim-log:`; for a 4xx, its `==` deferral line, which holds the reply). The label is the
+truth from strictmx's journal for that session: the family of the policy whose refusal was
+sent, never what `explain` says. The group is the catalogue entry id of the reply (the
+reproduced entry; for a persona, the entry its policy replies with), or
+`persona:<scenario>:<policy>:<outcome>` for a persona's own text, so the fixed split keeps
+every form of one reply, and the same reply reached through a persona, on one side. A
+reproduction the journal shows refused by another outcome than its entry's is left out.
 
-How: one strictmx receiver per case (in-process, a free port) and one private Postfix per
-batch of cases (tests/e2e/postfix.py). Each case has a transport of its own in master.cf
-(`-o smtp_helo_name`, `-o smtp_bind_address`), chosen by a FILTER action keyed on the HELO
-name the generator submits with, so one Postfix serves a whole batch. The queue lifetime is
-0: a 4xx is tried once and returned at once. DSNs go to the relayhost, a small sink on
-loopback. Postfix is stopped through its own pid file and each receiver by its thread; only
-what this script started is stopped.
+How: one strictmx receiver per case (in-process, a free port, fresh for each MTA) and one
+private MTA per batch of cases. Postfix (tests/e2e/postfix.py) gets a transport per case in
+master.cf (`-o smtp_helo_name`, `-o smtp_bind_address`), chosen by a FILTER action keyed on
+the HELO name the generator submits with; Exim's smtp transport reads the same settings from
+a table keyed on that HELO ($sender_helo_name). So one MTA serves a whole batch. A 4xx is
+tried once and returned at once (Postfix: queue lifetime 0; Exim: no retry rules). Bounces
+go to a small sink on loopback. Each MTA is stopped by its own pid (file) and each receiver
+by its thread; only what this script started is stopped.
 
 The generator prints what it could not relay and why (a scripted session, the null sender,
-...), and the counts per family and per source.
+...), the cases accepted, and the counts per family and per source.
 """
 
 from __future__ import annotations
@@ -37,11 +42,16 @@ from __future__ import annotations
 import argparse
 import email
 import email.policy
+import os
 import re
+import shutil
 import smtplib
+import socket
+import subprocess
 import sys
+import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -64,12 +74,14 @@ from strictmx.receiver.runner import case_source, play, scenario_for  # noqa: E4
 from strictmx.receiver.server import Receiver, ReceiverThread, ServerOptions  # noqa: E402
 from strictmx.receiver.tls import self_signed_context  # noqa: E402
 from tests.data.bounces.generate import Sink  # noqa: E402
+from tests.differential import exim  # noqa: E402
 from tests.e2e.postfix import UNAVAILABLE, Postfix, free_port  # noqa: E402
 
 OUTPUT = HERE / "mta.yaml"
 
 #: What a customer's bounce shows where the catalogue has placeholders: the values
-#: tests/e2e/test_reproduce.py's round trip fills in, so the same reproductions run here.
+#: tests/e2e/test_reproduce.py's round trip fills in (and `rcpt`), so the same reproductions
+#: run here.
 SAMPLES: dict[str, str] = {
     "ip": "198.51.100.23",
     "mx_ip": "192.0.2.225",
@@ -99,6 +111,8 @@ SAMPLES: dict[str, str] = {
     "response": "550 5.1.1 <alice@example.net>: Recipient address rejected: User unknown",
     "sent": "RCPT TO:<alice@example.net>",
     "field": "Subject",
+    # Not in test_reproduce's samples: a relayed recipient in a domain the receiver refuses.
+    "rcpt": "bob@other.example",
 }
 
 #: Cases per Postfix instance: each has a receiver thread of its own while the batch runs.
@@ -151,6 +165,8 @@ class Bounce:
     dsn: str
     log: str
     reply: str
+    #: Which MTA wrote the bounce: "postfix" or "exim".
+    mta: str = "postfix"
 
 
 @dataclass
@@ -230,7 +246,7 @@ def _drive(
     if case.script is not None:
         return "a scripted session (raw commands) that an MTA's smtp client does not send"
     if not case.mail_from:
-        return "the null sender: Postfix returns no DSN for a bounce"
+        return "the null sender: an MTA returns no bounce for a bounce"
     if not _SENDABLE_HELO.match(case.helo):
         return f"HELO {case.helo!r} cannot be given to Postfix's smtp_helo_name"
     if any(b.script is not None or b.address is not None for b in before):
@@ -275,7 +291,8 @@ def _service(drive: Drive) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_batch(drives: Sequence[Drive], catalogue: Catalogue, report: Report) -> None:
+def run_batch(drives: Sequence[Drive], catalogue: Catalogue, report: Report, mta: str) -> None:
+    """Relay each drive through `mta` ("postfix" or "exim") to a fresh receiver of its own."""
     sink = Sink()
     sink_port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=sink_port)
@@ -289,45 +306,311 @@ def run_batch(drives: Sequence[Drive], catalogue: Catalogue, report: Report) -> 
             thread = ReceiverThread(Receiver(drive.scenario, options))
             thread.start()
             started.append(thread)
-            drive.thread = thread
+            drive.thread, drive.queue_id = thread, None
             _play_before(drive, thread)
-        postfix = Postfix(
-            ("127.0.0.1", sink_port),
-            services="".join(_service(d) for d in drives),
-        )
-        access = postfix.root / "helo_access"
-        access.write_text(
-            "".join(
-                f"{d.submit_helo} FILTER {d.service}:[127.0.0.1]:{d.thread.port}\n"
-                for d in drives
-                if d.thread is not None
-            )
-        )
-        postfix.settings.update(
-            {
-                # The DSNs go to the relayhost (the sink), like mail to any other domain.
-                "transport_maps": "",
-                # A 4xx is tried once and returned at once, with its own DSN.
-                "maximal_queue_lifetime": "0",
-                "bounce_queue_lifetime": "0",
-                # The case's message as it is: no Message-ID or Date added for it.
-                "local_header_rewrite_clients": "",
-                "in_flow_delay": "0",
-                # The HELO the generator submits with picks the case's transport and receiver.
-                "smtpd_helo_restrictions": f"check_helo_access texthash:{access}",
-            }
-        )
-        try:
-            postfix.start()
-            for drive in drives:
-                _submit(postfix, drive, report)
-            _collect(postfix, sink, [d for d in drives if d.queue_id], catalogue, report)
-        finally:
-            postfix.stop()
+        if mta == "exim":
+            _relay_exim(drives, sink, sink_port, catalogue, report)
+        else:
+            _relay_postfix(drives, sink, sink_port, catalogue, report)
     finally:
         for thread in started:
             thread.stop()
         controller.stop()
+
+
+def _relay_postfix(
+    drives: Sequence[Drive], sink: Sink, sink_port: int, catalogue: Catalogue, report: Report
+) -> None:
+    postfix = Postfix(
+        ("127.0.0.1", sink_port),
+        services="".join(_service(d) for d in drives),
+    )
+    access = postfix.root / "helo_access"
+    access.write_text(
+        "".join(
+            f"{d.submit_helo} FILTER {d.service}:[127.0.0.1]:{d.thread.port}\n"
+            for d in drives
+            if d.thread is not None
+        )
+    )
+    postfix.settings.update(
+        {
+            # The DSNs go to the relayhost (the sink), like mail to any other domain.
+            "transport_maps": "",
+            # A 4xx is tried once and returned at once, with its own DSN.
+            "maximal_queue_lifetime": "0",
+            "bounce_queue_lifetime": "0",
+            # The case's message as it is: no Message-ID or Date added for it.
+            "local_header_rewrite_clients": "",
+            "in_flow_delay": "0",
+            # The HELO the generator submits with picks the case's transport and receiver.
+            "smtpd_helo_restrictions": f"check_helo_access texthash:{access}",
+        }
+    )
+    try:
+        postfix.start()
+        for drive in drives:
+            _submit(postfix.smtpd_port, _QUEUED, drive, report)
+        _collect(postfix, sink, [d for d in drives if d.queue_id], catalogue, report)
+    finally:
+        postfix.stop()
+
+
+# Exim's relay: the unpacked Debian exim4 that tests/differential/exim.py fetches, run
+# as a daemon in a private mount namespace (its compiled-in user in private copies of
+# /etc/passwd and /etc/group), with a configuration of its own. The submitting HELO
+# ($sender_helo_name, kept with the message) picks the case's port, HELO and source
+# address; Exim's own bounces (no HELO) go to the sink. No retry rules: "temporary errors
+# are treated as permanent" (Exim spec, ch. 32 "Retry configuration"), so a 4xx is
+# returned at once, as Postfix does with a queue lifetime of 0.
+_EXIM_CONFIGURE = """\
+# The settings of the case the submitting HELO names (empty for Exim's own bounces).
+CASE = ${{lookup{{$sender_helo_name}}lsearch{{{root}/cases}}}}
+primary_hostname = staging.strictmx.test
+keep_environment = LD_LIBRARY_PATH
+qualify_domain = staging.strictmx.test
+exim_user = {user}
+exim_group = {user}
+never_users = root
+spool_directory = {root}/spool
+log_file_path = {root}/log/%slog
+pid_file_path = {root}/exim.pid
+local_interfaces = <; 127.0.0.1
+daemon_smtp_ports = {port}
+host_lookup = :
+rfc1413_hosts = :
+tls_advertise_hosts = :
+dsn_advertise_hosts = *
+acl_smtp_rcpt = acl_rcpt
+bounce_return_body = false
+smtp_accept_queue_per_connection = 0
+remote_max_parallel = 10
+
+begin acl
+
+acl_rcpt:
+  accept hosts = 127.0.0.1
+  deny
+
+begin routers
+
+smarthost:
+  driver = manualroute
+  condition = ${{if def:sender_helo_name}}
+  route_list = * 127.0.0.1
+  self = send
+  transport = remote_smtp_smarthost
+
+sink:
+  driver = manualroute
+  route_list = * 127.0.0.1
+  self = send
+  transport = to_sink
+
+begin transports
+
+remote_smtp_smarthost:
+  driver = smtp
+  allow_localhost
+  port = ${{extract{{port}}{{CASE}}}}
+  helo_data = ${{extract{{helo}}{{CASE}}}}
+  interface = ${{extract{{bind}}{{CASE}}}}
+  hosts_avoid_esmtp = ${{extract{{helo_only}}{{CASE}}}}
+  # No BDAT: with CHUNKING, sessions with the Postfix-dialect personas end with "Remote
+  # host closed connection in response to pipelined end of data" and a bounce that only
+  # says "retry timeout exceeded" (the receiver's reply is lost), so DATA is used.
+  hosts_try_chunking = :
+
+to_sink:
+  driver = smtp
+  allow_localhost
+  port = {sink_port}
+"""
+LDCONFIG = shutil.which("ldconfig", path="/usr/sbin:/sbin:/usr/bin:/bin") or "ldconfig"
+_EXIM_QUEUED = re.compile(r"\bid=([0-9A-Za-z-]+)")
+# 2026-12-03 20:30:01 1tAbCd-0001Ab-2x ** bob@strictmx.test R=cases T=to_strictmx ...
+_EXIM_STATUS = re.compile(r"^\S+ \S+ (\S+) (\*\*|=>|==) ")
+
+
+class EximRelay:
+    """A private Exim daemon relaying to the drives' receivers, stopped by its own PID."""
+
+    def __init__(self, drives: Sequence[Drive], sink_port: int) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="strictmx-exim-relay-"))
+        self.port = free_port()
+        self.drives = drives
+        self.sink_port = sink_port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> EximRelay:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> EximRelay:
+        packages = exim.fetch()
+        for sub in ("spool", "log"):
+            (self.root / sub).mkdir()
+        passwd, group, uid, gid = exim._private_accounts(self.root)
+        cases = "".join(
+            f"{d.submit_helo}: port={d.thread.port} helo={d.case.helo} bind={d.source}"
+            f" helo_only={'' if d.case.ehlo else '127.0.0.1'}\n"
+            for d in self.drives
+            if d.thread is not None
+        )
+        (self.root / "cases").write_text(cases)
+        (self.root / "configure").write_text(
+            _EXIM_CONFIGURE.format(
+                user=exim.EXIM_USER, root=self.root, port=self.port, sink_port=self.sink_port
+            )
+        )
+        for sub in ("spool", "log"):
+            os.chown(self.root / sub, uid, gid)
+        self.root.chmod(0o755)
+        # Exim's re-executions (one per delivery) change user, so the loader ignores
+        # LD_LIBRARY_PATH there: the unpacked libidn is found through a private loader cache
+        # (`ldconfig -X`: no links made anywhere), mounted over /etc/ld.so.cache below.
+        libs = packages / "usr" / "lib" / "x86_64-linux-gnu"
+        (self.root / "ld.so.conf").write_text(f"{libs}\ninclude /etc/ld.so.conf.d/*.conf\n")
+        done = subprocess.run(
+            [
+                LDCONFIG,
+                "-X",
+                "-C",
+                str(self.root / "ld.so.cache"),
+                "-f",
+                str(self.root / "ld.so.conf"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"ldconfig failed: {done.stderr}")
+        sbin = packages / "usr" / "sbin"
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "LD_LIBRARY_PATH": str(packages / "usr" / "lib" / "x86_64-linux-gnu"),
+        }
+        prefix = [
+            exim.UNSHARE or "unshare",
+            "-m",
+            "sh",
+            "-c",
+            # Exim re-executes itself from its compiled-in path (/usr/sbin/exim4) for each
+            # delivery: a copy is mounted there, in this namespace only.
+            'mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group'
+            ' && mount --bind "$3" /usr/sbin && mount --bind "$4" /etc/ld.so.cache'
+            ' && shift 4 && exec "$@"',
+            "sh",
+            str(passwd),
+            str(group),
+            str(sbin),
+            str(self.root / "ld.so.cache"),
+            "/usr/sbin/exim4",
+            "-C",
+            str(self.root / "configure"),
+        ]
+        self.process = subprocess.Popen(
+            [*prefix, "-bdf", "-oX", str(self.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.root / "stderr").open("wb"),
+            env=env,
+        )
+        deadline = time.monotonic() + exim.START_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Exim exited at start:\n{self.excerpt()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+                    if sock.recv(512).startswith(b"220"):
+                        sock.sendall(b"QUIT\r\n")
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Exim did not greet in time:\n{self.excerpt()}")
+            time.sleep(exim.POLL)
+
+    def stop(self) -> None:
+        try:
+            if self.process is not None and self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(exim.STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(exim.STOP_TIMEOUT)
+        finally:
+            self.process = None
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def log_lines(self) -> list[str]:
+        try:
+            return (self.root / "log" / "mainlog").read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
+    def excerpt(self) -> str:
+        lines = []
+        for name in ("log/mainlog", "log/paniclog", "stderr"):
+            path = self.root / name
+            if path.exists():
+                lines += path.read_text(errors="replace").splitlines()[-20:]
+        return "\n".join(lines)
+
+
+def _relay_exim(
+    drives: Sequence[Drive], sink: Sink, sink_port: int, catalogue: Catalogue, report: Report
+) -> None:
+    relay = EximRelay(drives, sink_port).start()
+    try:
+        for drive in drives:
+            _submit(relay.port, _EXIM_QUEUED, drive, report)
+        waiting = {d.queue_id: d for d in drives if d.queue_id is not None}
+        deadline = time.monotonic() + BATCH_TIMEOUT
+        while waiting and time.monotonic() < deadline:
+            sink.arrived.wait(0.2)
+            sink.arrived.clear()
+            # Every delivery line of each message, and which messages Exim is done with.
+            lines: dict[str, list[str]] = defaultdict(list)
+            done: set[str] = set()
+            for line in relay.log_lines():
+                status = _EXIM_STATUS.match(line)
+                if status and status.group(1) in waiting:
+                    lines[status.group(1)].append(line)
+                elif line.endswith(" Completed"):
+                    done.add(line.split()[2])
+            texts = [m.decode("utf-8", "replace").replace("\r\n", "\n") for m in sink.messages]
+            for queue_id in [q for q in waiting if q in done]:
+                if not any(" ** " in line or " == " in line for line in lines[queue_id]):
+                    report.accepted.append(f"exim {_name(waiting.pop(queue_id))}")
+                    continue
+                # The bounce returns the message's headers, its Received line with its id.
+                bounce = next((t for t in texts if f"id {queue_id}" in t), None)
+                if bounce is not None:
+                    logged = _exim_line(lines[queue_id], diagnostic(bounce) or "")
+                    _keep(waiting.pop(queue_id), bounce, logged, catalogue, report, "exim")
+        for drive in waiting.values():
+            report.skipped.append((f"exim {_name(drive)}", "no outcome in time"))
+    finally:
+        relay.stop()
+
+
+def _exim_line(lines: Sequence[str], reply: str) -> str:
+    """The log line that carries the bounce's reply: a `**` failure, or for a 4xx the `==`
+    deferral (the `**` after it, no retry rules, only says "retry timeout exceeded")."""
+    wanted = " ".join(reply.removesuffix(": retry timeout exceeded").split())
+    for line in lines:
+        if (" ** " in line or " == " in line) and wanted in " ".join(
+            line.replace("\\n", " ").split()
+        ):
+            return line
+    return next(line for line in lines if " ** " in line)
 
 
 def _play_before(drive: Drive, thread: ReceiverThread) -> None:
@@ -339,7 +622,8 @@ def _play_before(drive: Drive, thread: ReceiverThread) -> None:
     drive.seen_sessions = {s["id"] for s in thread.call(receiver.journal.sessions(limit=1000))}
 
 
-def _submit(postfix: Postfix, drive: Drive, report: Report) -> None:
+def _submit(port: int, queued_as: re.Pattern[str], drive: Drive, report: Report) -> None:
+    """Hand the drive's message to the MTA on `port`; its queue id from the DATA reply."""
     assert drive.thread is not None
     case = drive.case
     now = drive.thread.receiver.world.clock.now()
@@ -352,7 +636,7 @@ def _submit(postfix: Postfix, drive: Drive, report: Report) -> None:
         options.append("SMTPUTF8")
     try:
         with smtplib.SMTP(
-            "127.0.0.1", postfix.smtpd_port, local_hostname=drive.submit_helo, timeout=10
+            "127.0.0.1", port, local_hostname=drive.submit_helo, timeout=10
         ) as client:
             client.ehlo()
             code, text = client.mail(case.mail_from, options)
@@ -364,11 +648,11 @@ def _submit(postfix: Postfix, drive: Drive, report: Report) -> None:
                     raise smtplib.SMTPRecipientsRefused({rcpt: (code, text)})
             code, text = client.data(message)
     except smtplib.SMTPException as exc:
-        report.skipped.append((_name(drive), f"Postfix did not take the message: {exc}"))
+        report.skipped.append((_name(drive), f"the relay did not take the message: {exc}"))
         return
-    queued = _QUEUED.search(text.decode("utf-8", "replace"))
+    queued = queued_as.search(text.decode("utf-8", "replace"))
     if code != 250 or queued is None:
-        report.skipped.append((_name(drive), f"Postfix did not queue it: {code} {text!r}"))
+        report.skipped.append((_name(drive), f"the relay did not queue it: {code} {text!r}"))
         return
     drive.queue_id = queued.group(1)
 
@@ -406,15 +690,17 @@ def _collect(
                 report.accepted.append(_name(waiting.pop(queue_id)))
             elif queue_id in dsns:
                 drive = waiting.pop(queue_id)
-                _keep(drive, dsns[queue_id], logged, catalogue, report)
+                _keep(drive, dsns[queue_id], logged, catalogue, report, "postfix")
     for drive in waiting.values():
         report.skipped.append((_name(drive), f"no outcome within {BATCH_TIMEOUT:.0f} s"))
 
 
-def _keep(drive: Drive, dsn: str, line: str, catalogue: Catalogue, report: Report) -> None:
+def _keep(
+    drive: Drive, dsn: str, line: str, catalogue: Catalogue, report: Report, mta: str
+) -> None:
     reply = diagnostic(dsn)
     if reply is None:
-        report.skipped.append((_name(drive), "the DSN has no Diagnostic-Code"))
+        report.skipped.append((_name(drive), f"{mta}'s bounce has no Diagnostic-Code"))
         return
     verdict = _deciding_verdict(drive)
     if verdict is None:
@@ -431,11 +717,13 @@ def _keep(drive: Drive, dsn: str, line: str, catalogue: Catalogue, report: Repor
     if drive.entry is not None:
         entry = catalogue.get(drive.entry)
         if (entry.policy, entry.outcome) != (policy, outcome):
+            # The reply is another entry's: kept out, so a group is one entry's reply.
             report.mismatched.append(
-                f"{drive.entry}: reproduces {entry.policy}/{entry.outcome}, "
+                f"{mta} {drive.entry}: reproduces {entry.policy}/{entry.outcome}, "
                 f"the journal says {policy}/{outcome}"
             )
-    report.bounces.append(Bounce(drive, family, group, policy, outcome, dsn, line, reply))
+            return
+    report.bounces.append(Bounce(drive, family, group, policy, outcome, dsn, line, reply, mta))
 
 
 def _deciding_verdict(drive: Drive) -> dict[str, Any] | None:
@@ -520,30 +808,34 @@ def _scalar(key: str, value: str) -> str:
 
 def items(bounces: Iterable[Bounce]) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
-    for b in sorted(bounces, key=lambda b: (b.group, b.drive.origin, b.drive.n)):
+    for b in sorted(bounces, key=lambda b: (b.group, b.drive.origin, b.mta, b.drive.n)):
         origin = b.drive.origin
         dsn = "\n".join(line.rstrip() for line in b.dsn.strip("\n").split("\n")) + "\n"
-        for source, text in (
-            (f"postfix-dsn:{origin}", dsn),
-            (f"postfix-log:{origin}", b.log.strip()),
-            (f"reply:{origin}", b.reply),
-        ):
+        forms = [(f"{b.mta}-dsn:{origin}", dsn), (f"{b.mta}-log:{origin}", b.log.strip())]
+        if b.mta == "postfix":
+            forms.append((f"reply:{origin}", b.reply))
+        else:
+            # Exim's is a bounce message (its report part is RFC 3464's); the reply it
+            # quotes is the receiver's, kept once, from Postfix's bounce of that case.
+            forms[0] = (f"exim-bounce:{origin}", dsn)
+        for source, text in forms:
             out.append({"family": b.family, "input": text, "source": source, "group": b.group})
     return out
 
 
 HEADER = """\
-# Real bounces written by a real Postfix (3.7) relaying to strictmx, one group per reply:
-# the DSN it returned to the sender, its own log line, and the reply from the DSN's
-# Diagnostic-Code. `family` is what strictmx's journal recorded for the session (the family of
-# the policy whose refusal was sent), never what explain says. Regenerated by generate_mta.py
-# beside this file (as root); do not edit by hand. Queue ids, dates and ports vary per run.
+# Real bounces written by real MTAs relaying to strictmx (generate_mta.py beside this file,
+# run as root, rewrites it; do not edit by hand). Per refused case, Postfix 3.7: the DSN it
+# returned to the sender, its own status= log line, and the reply from the DSN's
+# Diagnostic-Code; Exim 4.96: its bounce message and its `**` log line (`==` for a 4xx).
+# `family` is what strictmx's journal recorded for the session (the family of the policy
+# whose refusal was sent), never what explain says. Queue ids, dates and ports vary per run.
 """
 
 
 def write(bounces: Sequence[Bounce], path: Path) -> None:
     kept = items(bounces)
-    out = [HEADER, "items:\n"]
+    out = [HEADER, "items:\n" if kept else "items: []\n"]
     for item in kept:
         fields = [_scalar(key, item[key]) for key in ("family", "input", "source", "group")]
         out.append("-" + "".join(fields)[1:])
@@ -561,10 +853,17 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--only", nargs="*", default=[], help="entry ids or persona names")
     parser.add_argument("--limit", type=int, default=0, help="at most N cases (a quick try)")
     parser.add_argument("-o", "--output", type=Path, default=OUTPUT)
+    parser.add_argument(
+        "--mta", nargs="*", default=["postfix", "exim"], help="which relays (postfix, exim)"
+    )
     args = parser.parse_args(argv)
     if UNAVAILABLE is not None:
         print(f"cannot run Postfix here: {UNAVAILABLE}", file=sys.stderr)
         return 2
+    mtas = list(args.mta)
+    if "exim" in mtas and exim.UNAVAILABLE is not None:
+        print(f"no Exim bounces: {exim.UNAVAILABLE}", file=sys.stderr)
+        mtas.remove("exim")
     began = time.monotonic()
     catalogue = bundled()
     report = Report()
@@ -575,13 +874,14 @@ def main(argv: Sequence[str]) -> int:
     if args.limit:
         drives = drives[: args.limit]
     print(f"{len(drives)} cases to relay", flush=True)
-    for start in range(0, len(drives), BATCH):
-        run_batch(drives[start : start + BATCH], catalogue, report)
-        print(f"  {min(start + BATCH, len(drives))}/{len(drives)}", flush=True)
+    for mta in mtas:
+        for start in range(0, len(drives), BATCH):
+            run_batch(drives[start : start + BATCH], catalogue, report, mta)
+            print(f"  {mta} {min(start + BATCH, len(drives))}/{len(drives)}", flush=True)
     write(report.bounces, args.output)
     kept = items(report.bounces)
     print(f"wrote {args.output}: {len(kept)} items from {len(report.bounces)} bounces")
-    print(f"accepted (no bounce): {len(report.accepted)}")
+    print(f"accepted (no bounce): {len(report.accepted)}: {', '.join(report.accepted)}")
     for what, why in report.skipped:
         print(f"not relayed: {what}: {why}")
     for line in report.mismatched:
