@@ -160,6 +160,7 @@ class Postfix:
         helo_name: str = "mail.example.net",
         bind_address: str = "127.0.0.1",
         settings: Mapping[str, str] | None = None,
+        services: str = "",
     ) -> None:
         # Postfix's daemons run as `postfix` and must reach the queue: pytest's own
         # temporary directories are private to root, so this one is made world-searchable.
@@ -177,13 +178,16 @@ class Postfix:
             relay,
             {"smtp_helo_name": helo_name, "smtp_bind_address": bind_address, **(settings or {})},
         )
+        #: master.cf lines added after the standard services (transports of a caller's own).
+        self.services = services
         self.running = False
 
     # -- life -----------------------------------------------------------------------------
     def start(self) -> Postfix:
         main_cf = "".join(f"{key} = {value}\n" for key, value in self.settings.items())
         (self.config_dir / "main.cf").write_text(main_cf)
-        (self.config_dir / "master.cf").write_text(_MASTER_CF.format(smtpd_port=self.smtpd_port))
+        master_cf = _MASTER_CF.format(smtpd_port=self.smtpd_port) + self.services
+        (self.config_dir / "master.cf").write_text(master_cf)
         # Postfix re-reads a main.cf changed within the last second until it settles
         # (300 ms naps, about two seconds): date the fresh files back instead.
         settled = time.time() - 60
