@@ -498,7 +498,7 @@ def _template(reply: Reply, bound: Mapping[str, str], allowed: set[str]) -> list
         text = line.replace("{", "{{").replace("}", "}}")
         for name, value in usable:
             text = re.sub(
-                rf"(?<![\w.:@-]){re.escape(value)}(?![\w:@-]|\.\w)", "{" + name + "}", text
+                rf"(?<![\w.:@/-]){re.escape(value)}(?![\w:@/-]|\.\w)", "{" + name + "}", text
             )
         lines.append(text)
     return Reply(reply.code, reply.status, tuple(lines)).wire_lines(

@@ -178,6 +178,18 @@ def test_a_dnsbl_refusal_keeps_the_address_the_zone_and_its_txt() -> None:
     ]
 
 
+def test_the_verb_inside_helo_slash_ehlo_stays_text() -> None:
+    # "HELO/EHLO" names both verbs: it is no trace of the one the client sent, so an MTA
+    # that retries with HELO after a refused EHLO still reads "HELO/EHLO", not "HELO/HELO".
+    reproduction = reproduce("550 Illegal HELO/EHLO greeting", explainer=EXPLAINER)
+    (policy,) = reproduction.scenario["policies"]["helo"]
+    assert "550 Illegal HELO/EHLO greeting" in policy["replies"].values()
+    # Control: a verb standing alone is the client's, and becomes its placeholder.
+    alone = reproduce("501 Syntactically invalid EHLO argument(s)", explainer=EXPLAINER)
+    (policy,) = alone.scenario["policies"]["helo"]
+    assert "501 Syntactically invalid {verb} argument(s)" in policy["replies"].values()
+
+
 def test_an_ipv6_client_is_listed_under_its_nibbles() -> None:
     text = "554 5.7.1 Service unavailable; Client host [2001:db8:5::52] blocked using zen.x.example"
     data = reproduce(text, explainer=EXPLAINER).scenario
