@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from strictmx.receiver.explain.classes import FAMILY_OF_CLASS, NOT_EMULATED
-from strictmx.receiver.explain.corpus import Item, load
+from strictmx.receiver.explain.corpus import Item, assign, load
 from strictmx.receiver.registry import builtin_outcomes, bundled
 from strictmx.receiver.scenario import bundled_names
 
@@ -318,18 +319,15 @@ def test_a_label_that_is_no_class_or_differs_between_forms_is_named(tmp_path: Pa
 
 def test_items_of_one_key_on_two_sides_are_named() -> None:
     # The rule cannot do this to a file: two items with one key on two sides is made here.
-    one = Item("helo_syntax", REPLY, "reply:x", "g", FILE, 0)
+    (one,) = assign([Item("helo_syntax", REPLY, "reply:x", "g", FILE, 0)])
     assert split_problems([one, one]) == []
-    keys = [f"g{n}" for n in range(40)]
-    on = {Item("helo_syntax", REPLY, "reply:x", k, FILE, 0).split: k for k in keys}
-    assert len(on) == 3  # forty groups fall on every side
-
-    class Moved(Item):
-        @property
-        def split(self) -> str:  # type: ignore[override]
-            return "test" if super().split != "test" else "train"
-
-    moved = Moved("helo_syntax", REPLY, "reply:x", "g", FILE, 1)
+    # Forty groups of different texts fall on every side.
+    words = [f"zz{chr(97 + n // 26)}{chr(97 + n % 26)}" for n in range(40)]
+    spread = assign(
+        [Item("helo_syntax", f"550 {w}", "reply:x", w, FILE, n) for n, w in enumerate(words)]
+    )
+    assert {item.split for item in spread} == {"train", "dev", "test"}
+    moved = replace(one, index=1, split="test" if one.split != "test" else "train")
     assert split_problems([one, moved]) == [f"group:g: on {sorted({one.split, moved.split})}"]
 
 

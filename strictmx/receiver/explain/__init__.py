@@ -11,30 +11,25 @@ transcript (swaks, `S:`/`C:`, `>>>`/`<<<`). `extract` finds the reply in it, wit
 input says besides: the enhanced status code, the stage it answered, the recipient, the
 sender.
 
-Matching is a TF-IDF cosine over word unigrams and bigrams, blended with difflib's
-sequence ratio over the same tokens (word order matters in short replies), computed
-against every catalogue entry's template. Both sides are normalised first so provider
-noise does not count: addresses, IP addresses, host names, URLs, queue and session ids
-and numbers become class tokens (`addr`, `ip`, `host`, `url`, `id`, `num`), continuation
-codes inside joined lines go, `- gsmtp` style tags go. Words a customer's reply has that
-the catalogue never uses still weigh in the cosine, so unknown text scores low instead of
-matching on two shared words. The enhanced status code (RFC 3463) and the stage are
-signals on top: a detail code that only some families use (X.7.25 reverse DNS, X.7.23
-SPF, X.1.8 sender domain, ...) favours them, a code no catalogue entry uses (X.1.1 unknown
-user, X.2.2 mailbox full) counts against every match, and a reply given at a stage the
-outcome cannot be refused at counts against it.
+Each reply is then weighed on every signal at once. The evidence (`explainer.Evidence`):
+how near the reply's text is to each catalogue entry's (`match`: a TF-IDF cosine over word
+unigrams and bigrams blended with difflib's sequence ratio, both sides normalised so
+addresses, hosts, ids and numbers do not count), the reply code, the enhanced status code
+and its meaning in the IANA registry (`signals`, data/enhanced-status-codes.yaml, with
+Gmail's reuses), the providers' own codes and links (data/provider-codes.yaml), the stage,
+and the reply's own words. A multinomial logistic regression (`model`) turns them into one
+calibrated probability per class: a strictmx family, a class strictmx does not emulate
+(`classes`: a full mailbox, a rate limit, a greylisting, ...) or `unknown`. Its weights are
+fitted, not set: scripts/fit_explain_model.py fits them on the train split of the labelled
+corpus (`corpus`: tests/data/explain_corpus/, split by a fixed rule that keeps
+near-duplicates on one side), chooses on dev, and `evaluate` reports on the test split.
 
-A match is reported only at `THRESHOLD` or above; below it the answer is "not
-recognised", with the nearest families and their scores, never a confident guess.
-
-The strongest signals are facts on top of that (`signals`): the enhanced status code's
-meaning in the IANA registry (data/enhanced-status-codes.yaml, with Gmail's reuses) and the
-providers' own codes and links (data/provider-codes.yaml), each with its source. Where one
-of them names a class unambiguously (X.7.25 reverse DNS, X.2.2 mailbox full, Yahoo's TSS04
-rate limit, ...) and the catalogue's best text is neither exact nor of a family that class
-or that code allows, the class decides: a strictmx family lists its nearest outcomes; a
-class strictmx does not emulate (`classes`: a full mailbox, a rate limit, a greylisting,
-...) is said plainly, with its fix, and no family is claimed.
+The catalogue's own reply (similarity `EXACT` or more) names its family first. Otherwise
+the most probable class is claimed at `CLAIM` (0.5) or more; below it the answer is "not
+recognised", with the nearest classes, never a confident guess. A claimed strictmx family
+lists its outcomes whose texts are nearest, with the cause, the fix and the reproduction;
+a class strictmx does not emulate is said plainly, with its fix, and no family is claimed.
+Each answer names the signals that weighed most for it.
 
 A whole bounce e-mail is read recipient by recipient first (`bounce`: RFC 3464 DSNs, ARF
 feedback reports, the plain-text bounces of Exim, Sendmail, qmail, Exchange, Gmail, Yahoo
@@ -46,7 +41,9 @@ context only, never matched.
 The package, by job: `bounce` reads bounce e-mails, `extract` finds the reply in the input,
 `normalise` turns reply texts into tokens, `signals` reads the status code's and the
 providers' facts, `classes` names the classes strictmx does not emulate, `match` scores the
-texts against the catalogue and says what it found, `cache` keeps the default explainer
+texts against the catalogue, `model` weighs the evidence, `explainer` gathers the evidence
+and names the class, `explanation` says it as text and JSON, `corpus` and `evaluate` are
+the labelled bounces and the figures measured on them, `cache` keeps the default explainer
 between runs (building it imports every policy), `command` is `strictmx explain` on the
 command line and `batch` its `--batch` over a folder, an mbox or a Maildir.
 """

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -103,6 +103,10 @@ _CODE = re.compile(r"(?<![\w.=/-])[245]\d\d[ -](?:[245]\.\d{1,3}\.\d{1,3}(?!\w))
 #: Addresses, bracketed or angled tokens, and anything with a dot, an @ or a digit.
 _NOISE = re.compile(r"<[^>\s]*>|\[[^\]\s]*\]|\S*[\d@.]\S*")
 _SKELETON_WORDS = 12
+
+
+#: libyaml's safe loader when PyYAML has it: the corpus is megabytes of YAML.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class CorpusError(ValueError):
@@ -184,7 +188,7 @@ def assign(items: Sequence[Item]) -> list[Item]:
 
 def _read(path: Path) -> Iterable[Item]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise CorpusError(f"{path}: {exc}") from exc
     raw = data.get("items") if isinstance(data, dict) else None

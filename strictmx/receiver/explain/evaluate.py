@@ -59,6 +59,19 @@ class Report:
     #: The strictmx families (a label in one of them is a policy refusal).
     families: frozenset[str]
 
+    def only(self, files: Iterable[str]) -> Report:
+        """The report on the items of some corpus files only."""
+        keep = set(files)
+        return Report([s for s in self.scored if s.item.file in keep], self.families)
+
+    def headline(self, title: str) -> str:
+        """The three target figures on one line."""
+        return (
+            f"{title}: {len(self.scored)} items, accuracy {self.accuracy:.3f}, precision "
+            f"{self.precision:.3f} ({len(self.claims)} claims), recall {self.recall:.3f} "
+            f"({len(self.policy_refusals)} policy refusals), ECE {self.calibration_error:.3f}"
+        )
+
     @property
     def accuracy(self) -> float:
         return _ratio(sum(s.right for s in self.scored), len(self.scored))

@@ -107,6 +107,13 @@ class Explainer:
             cls, confidence = top.entry.family, model.text_claim_precision
         else:
             cls, confidence = probabilities[0]
+            fact = evidence.fact
+            if (cls == UNKNOWN or confidence < CLAIM) and fact is not None:
+                # The words are new to the model, but the code names a class that the
+                # fitting data showed to be right when named (a 5.7.28, Comcast's BL000001).
+                measured = model.fact_claims.get(fact.family)
+                if measured is not None:
+                    cls, confidence = fact.family, measured
             if cls == UNKNOWN or confidence < CLAIM:
                 return Explanation(
                     found, classes=probabilities, signals=evidence.signals, fact=None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -113,6 +113,10 @@ class Model:
     #: the fitting data (the claim's confidence). Both measured by the fit, not chosen.
     text_claim: float = 1.0
     text_claim_precision: float = 0.0
+    #: Where no class reaches the claim threshold, the class the signals name by themselves
+    #: (signals.decide) is claimed if their naming it was right this often on the fitting
+    #: data (kept only where that reached the claim precision the fit asks for).
+    fact_claims: Mapping[str, float] = field(default_factory=dict)
 
     def probabilities(self, given: Mapping[str, float]) -> list[tuple[str, float]]:
         """Every class with its probability, most probable first."""
@@ -138,6 +142,7 @@ class Model:
             "about": dict(self.about or {}),
             "text_claim": round(self.text_claim, 5),
             "text_claim_precision": round(self.text_claim_precision, 5),
+            "fact_claims": {k: round(v, 5) for k, v in sorted(self.fact_claims.items())},
             "weights": {
                 name: [round(v, 5) for v in row] for name, row in sorted(self.weights.items())
             },
@@ -154,6 +159,7 @@ class Model:
             temperature = float(data.get("temperature", 1.0))
             text_claim = float(data.get("text_claim", 1.0))
             text_precision = float(data.get("text_claim_precision", 0.0))
+            facts = {str(k): float(v) for k, v in data.get("fact_claims", {}).items()}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"{where}: malformed: {exc}") from None
         width = len(classes)
@@ -163,7 +169,9 @@ class Model:
             raise ModelError(f"{where}: temperature must be positive")
         about = data.get("about")
         about = about if isinstance(about, dict) else None
-        return cls(classes, weights, intercept, temperature, about, text_claim, text_precision)
+        return cls(
+            classes, weights, intercept, temperature, about, text_claim, text_precision, facts
+        )
 
 
 def bundled() -> Model:

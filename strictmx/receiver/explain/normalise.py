@@ -94,13 +94,24 @@ def tokens(
         words = [w for w in re.split(r"[^a-z0-9]+", host.lower()) if len(w) > 2]
         words = [w for w in words if not w.isdigit()]
         words = [w for w in words if w not in ("www", "com", "net", "org", "http", "https")]
+        # Sample values and documentation names (example.net) stand for any host.
+        words = [w for w in words if w not in placeholder_labels and w not in _RESERVED_TLDS]
         extra.extend(f"@{w}" for w in words if known is None or f"@{w}" in known)
         return " "
 
     samples = fields or {}
-    text = _PLACEHOLDER.sub(
-        lambda m: samples[m.group(1)].sample if m.group(1) in samples else "", text
-    )
+    used: set[str] = set()
+
+    def sample(match: re.Match[str]) -> str:
+        kind = samples.get(match.group(1))
+        if kind is None:
+            return ""
+        used.add(kind.sample)
+        return kind.sample
+
+    text = _PLACEHOLDER.sub(sample, text)
+    # A sample value stands for any value: its labels (`host.example.net`) say nothing.
+    placeholder_labels = {w for value in used for w in re.split(r"[^a-z0-9]+", value.lower())}
     text = _URL.sub(lambda m: " xurl " + labels(re.sub(r"^\w+://", "", m.group(0))), text)
     text = _EMAIL.sub(" xaddr ", text)
     text = text.replace("<>", " xaddr ")
