@@ -126,6 +126,7 @@ async def test_session_round_trip(journal: Journal) -> None:
         "helo": "x",
         "mail_from": "alice@sender.example",
         "tls": True,
+        "auth_user": None,  # no SMTP AUTH in this session
         "rcpts": ["postmaster@mx.example", "abuse@mx.example"],
     }
     assert verdicts == [
