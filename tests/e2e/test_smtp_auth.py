@@ -20,6 +20,7 @@ from strictmx.receiver.scenario import ScenarioError
 from strictmx.receiver.tls import self_signed_context
 
 from .conftest import Factory, Running
+from .test_api import API, Http, Schemas
 
 pytestmark = pytest.mark.e2e
 
@@ -115,6 +116,24 @@ def test_the_postfix_dialect_refuses_in_postfixs_words(serve: Factory) -> None:
         assert client.docmd("*") == (501, b"5.7.0 Authentication aborted")
 
 
+def test_the_api_shows_the_user_and_hides_the_password(serve: Factory) -> None:
+    rx = serve(scenario(**ACCOUNT), tls_context=self_signed_context(HOST), **API)
+    with secured(rx) as client:
+        client.login("app@example.net", "s3cret")
+    with secured(rx) as client:  # the control: a session that did not log in
+        client.noop()
+    http = Http(rx)
+    schemas = Schemas(http.get("/openapi.json"))
+    page = http.get("/sessions")
+    schemas.check("SessionPage", page)
+    assert [s["auth_user"] for s in page["sessions"]] == [None, "app@example.net"]
+    info = http.get("/scenario")
+    schemas.check("ScenarioInfo", info)
+    assert info["receiver"]["auth"]["accounts"] == [
+        {"user": "app@example.net", "password": "**********"}
+    ]
+
+
 # -- before TLS -------------------------------------------------------------------------------
 
 
@@ -165,6 +184,16 @@ def test_bad_base64_and_a_cancelled_exchange_get_501(serve: Factory) -> None:
         # The control: the same session still logs in, once.
         assert client.login("app@example.net", "s3cret")[0] == 235
         assert client.docmd("AUTH", "PLAIN")[0] == 503
+
+
+def test_an_over_long_response_line_gets_500_5_5_6(serve: Factory) -> None:
+    rx = serve_auth(serve, scenario(**ACCOUNT))
+    with secured(rx) as client:
+        assert client.docmd("AUTH", "PLAIN") == (334, b"")
+        client.send(b"A" * 100_000 + b"\r\n")
+        assert client.getreply() == (500, b"5.5.6 Authentication Exchange line is too long")
+        # The control: the line is behind it; the session goes on and logs in.
+        assert client.login("app@example.net", "s3cret")[0] == 235
 
 
 def test_mail_before_auth_gets_530_when_auth_is_required(serve: Factory) -> None:
