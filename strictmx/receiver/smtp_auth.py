@@ -252,7 +252,9 @@ class Exchange:
         self._finish(user, password)
 
     def _finish(self, user: str, password: str) -> None:
-        if self.settings.check(user, password):
+        # A user name goes to the journal, the API and the viewer: control characters
+        # (a LOGIN user may hold any octet) never log in.
+        if self.settings.check(user, password) and user.isprintable():
             self.user = user
             self.reply = self.replies.ok
         else:

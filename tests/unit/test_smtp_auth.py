@@ -75,6 +75,13 @@ def test_login_asks_for_user_then_password() -> None:
     assert (exchange.reply, exchange.user) == (RFC_REPLIES.ok, "app")
 
 
+def test_a_user_name_with_control_characters_never_logs_in() -> None:
+    exchange = done(start("LOGIN", AuthSettings()))  # any credentials...
+    exchange.feed(b64(b"app\r\nX"))
+    exchange.feed(b64(b"pw"))
+    assert (exchange.reply, exchange.user) == (RFC_REPLIES.invalid, None)  # ...but these
+
+
 def test_login_with_the_user_as_initial_response_asks_for_the_password() -> None:
     exchange = done(start("LOGIN " + b64(b"app")))
     assert exchange.challenge == PASSWORD_CHALLENGE
