@@ -458,6 +458,7 @@ def session_info(row: dict[str, Any]) -> SessionInfo:
         ),
         helo=row["helo"],
         tls=row["tls"],
+        auth_user=row.get("auth_user"),
         envelope=Envelope(mail_from=row["mail_from"], rcpts=row["rcpts"]),
         verdicts=[VerdictInfo.model_validate(v) for v in row["verdicts"]],
     )

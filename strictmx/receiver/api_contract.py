@@ -104,6 +104,11 @@ class SessionInfo(_Model):
     client: ClientInfo
     helo: str | None
     tls: bool
+    auth_user: str | None = Field(
+        None,
+        description="The user the client logged in as with SMTP AUTH (the scenario's "
+        "receiver.auth); null: no AUTH succeeded. Passwords are never kept.",
+    )
     envelope: Envelope
     verdicts: list[VerdictInfo]
 

@@ -73,7 +73,9 @@ DEFAULT_MAX_STORED_MESSAGE_BYTES: Final = 10 * 1024 * 1024
 SESSION_OUTCOMES: Final = frozenset({"accepted", "rejected", "deferred", "aborted", "idle"})
 DIRECTIONS: Final = frozenset({"in", "out", "note"})
 #: Session columns `session_updated` may change (after HELO, MAIL, XCLIENT/PROXY, STARTTLS).
-UPDATABLE_FIELDS: Final = frozenset({"helo", "mail_from", "client_address", "client_name", "tls"})
+UPDATABLE_FIELDS: Final = frozenset(
+    {"helo", "mail_from", "client_address", "client_name", "tls", "auth_user"}
+)
 
 #: Seconds a plain write may wait on the loop side before it is handed to the writer.
 _LINGER: Final = 0.05
@@ -269,7 +271,8 @@ class Journal:
         self._open_sessions[session_id] = (row, {})
 
     def session_updated(self, session_id: str, **fields: str | bool | None) -> None:
-        """Set any of `UPDATABLE_FIELDS` (helo, mail_from, client_address, client_name, tls)."""
+        """Set any of `UPDATABLE_FIELDS` (helo, mail_from, client_address, client_name, tls,
+        auth_user)."""
         unknown = set(fields) - UPDATABLE_FIELDS
         if unknown:
             raise TypeError(

@@ -48,7 +48,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 #: PRAGMA user_version of the schema below; a later version migrates from this number.
-SCHEMA_VERSION: Final = 1
+#: 2: sessions.auth_user (SMTP AUTH), added to a version 1 journal by `MIGRATIONS`.
+SCHEMA_VERSION: Final = 2
 HEADER: Final = struct.Struct("!I")
 #: Most operations one transaction takes: large enough that a burst costs few commits,
 #: small enough that a message queued behind a burst is answered soon.
@@ -74,7 +75,8 @@ SCHEMA: Final = (
         client_name TEXT,
         helo TEXT,
         mail_from TEXT,
-        tls INTEGER NOT NULL DEFAULT 0
+        tls INTEGER NOT NULL DEFAULT 0,
+        auth_user TEXT  -- the user an SMTP AUTH logged in as (never a password)
     )""",
     "CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started)",
     # Lines are stored in chunks, a JSON list of [at, direction, line] per row, as the
@@ -128,9 +130,14 @@ SCHEMA: Final = (
     )""",
 )
 
+#: Statements that bring a journal of the version before each to that version.
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    2: ("ALTER TABLE sessions ADD COLUMN auth_user TEXT",),
+}
+
 _SESSION_COLUMNS: Final = (
     "s.id, s.started, s.ended, s.outcome, s.scenario, s.peer, s.peer_port, "
-    "s.client_address, s.client_name, s.helo, s.mail_from, s.tls"
+    "s.client_address, s.client_name, s.helo, s.mail_from, s.tls, s.auth_user"
 )
 _VERDICT_COLUMNS: Final = (
     'session_id, at AS "when", policy, outcome, action, stage, replied_at, code, status, '
@@ -170,6 +177,11 @@ def connect(path: str) -> sqlite3.Connection:
         # IMMEDIATE takes the write lock now, so a read-only file fails at open rather
         # than at the first session.
         conn.execute("BEGIN IMMEDIATE")
+        # A journal with tables (version 0 is a new, empty file) is brought up to date
+        # before CREATE ... IF NOT EXISTS, which leaves existing tables as they are.
+        for target in range(version + 1, SCHEMA_VERSION + 1) if version else ():
+            for statement in MIGRATIONS[target]:
+                conn.execute(statement)
         for statement in SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -58,6 +58,7 @@ from .registry import load_registry
 from .scenario_yaml import MAX_SCENARIO_BYTES as MAX_SCENARIO_BYTES  # a public name here
 from .scenario_yaml import Issue, KeyPath, LineMap, Located
 from .scenario_yaml import ScenarioError as ScenarioError  # a public name here
+from .smtp_auth import AuthSettings
 from .trust import Trust
 from .verdict import Reply, ReplyError, Stage
 from .world import WorldConfig
@@ -129,6 +130,11 @@ class ReceiverSettings(BaseModel):
         description="The oldest TLS protocol STARTTLS negotiates (the TLS context's "
         "minimum_version): a client offering only older ones fails the handshake. None: the "
         "TLS library's default (Python's refuses below TLS 1.2).",
+    )
+    auth: AuthSettings | None = Field(
+        None,
+        description="SMTP AUTH (RFC 4954) offered: {mechanisms, require_tls, required, "
+        "accounts}; null: no AUTH, the default (strictmx/receiver/smtp_auth.py).",
     )
     always_accepted: list[str] = Field(
         default_factory=lambda: list(ALWAYS_ACCEPTED),

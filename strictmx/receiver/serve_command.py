@@ -92,6 +92,13 @@ def add_parser(sub: Any) -> None:
         help="offer STARTTLS with a generated certificate or CERT,KEY files (default: no TLS)",
     )
     serve.add_argument(
+        "--smtps-listen",
+        type=_listen,
+        metavar="HOST:PORT",
+        help="also serve SMTP with implicit TLS (SMTPS, RFC 8314; port 465 style) here: the"
+        " same scenario and journal, --tls's certificate, which it needs (default: no SMTPS)",
+    )
+    serve.add_argument(
         "--grace",
         type=float,
         default=5.0,
@@ -202,6 +209,11 @@ def _stage_order(stage: Any) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     scenario = scenarios.load(args.scenario)
+    if args.smtps_listen is not None and args.tls is None:
+        raise UsageError(
+            "--smtps-listen needs --tls (self-signed or CERT,KEY): SMTPS serves the"
+            " certificate STARTTLS uses"
+        )
     options = ServerOptions(
         host=args.listen[0],
         port=args.listen[1],
@@ -211,6 +223,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         trusted=_trusted(args.trusted),
         tls_context=_tls(args.tls, scenario.receiver.hostname),
         dns_listen=args.dns_listen,
+        smtps_listen=args.smtps_listen,
         freeze_gc=True,  # this process is the receiver
     )
     token = _api_token(args)
@@ -319,6 +332,9 @@ def _announce(receiver: Receiver, api: Api | None) -> None:
     for host, port in receiver.addresses:
         shown = f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
         print(f"strictmx: listening on {shown}:{port}")
+    for host, port in receiver.smtps_addresses:
+        shown = f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+        print(f"strictmx: SMTPS (implicit TLS) on {shown}:{port}")
     if receiver.dns_server is not None:
         host, port = receiver.dns_server.address
         shown = f"[{host}]" if ipaddress.ip_address(host).version == 6 else host

@@ -56,6 +56,9 @@ class ServerOptions:
     #: How much of each accepted message the journal keeps (the scenario's
     #: `receiver.max_message_size`, the SIZE limit, decides what is accepted).
     max_stored_message_bytes: int = DEFAULT_MAX_STORED_MESSAGE_BYTES
+    #: A second listener with implicit TLS (SMTPS, RFC 8314 §3.3): the same scenario and
+    #: journal, the certificate of `tls_context` (required with it). None: no SMTPS.
+    smtps_listen: tuple[str, int] | None = None
     #: Serve the scenario's DNS here (overrides the scenario's `world.dns.serve`).
     dns_listen: tuple[str, int] | None = None
     #: Keep the objects of the running scenario out of the cyclic collector's walks
@@ -93,6 +96,7 @@ class Receiver:
         self.session_log: Callable[[SessionEnd], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
+        self._smtps_server: asyncio.base_events.Server | None = None
         self.dns_server: DnsServer | None = None
         #: Started after the SMTP listener, in order; stopped before it, in reverse.
         self.services: list[Service] = []
@@ -226,6 +230,16 @@ class Receiver:
             self._server = await self.loop.create_server(
                 lambda: StrictSMTP(self), self.options.host, self.options.port
             )
+            if self.options.smtps_listen is not None:
+                if self.options.tls_context is None:
+                    raise ValueError("SMTPS (smtps_listen) needs a TLS context")
+                # The handshake first, then the session: a StrictSMTP whose transport is
+                # already TLS (smtp.py marks the session so at its start).
+                self._smtps_server = await self.loop.create_server(
+                    lambda: StrictSMTP(self),
+                    *self.options.smtps_listen,
+                    ssl=self.options.tls_context,
+                )
             for service in self.services:
                 await service.start()
                 started.append(service)
@@ -236,10 +250,11 @@ class Receiver:
                     await service.stop()
                 except Exception:  # the start's own error is the one to report
                     log.exception("cannot stop %r after a failed start", service)
-            if self._server is not None:
-                self._server.close()
-                await self._server.wait_closed()
-                self._server = None
+            for server in (self._server, self._smtps_server):
+                if server is not None:
+                    server.close()
+                    await server.wait_closed()
+            self._server = self._smtps_server = None
             if self.dns_server is not None:
                 await self.dns_server.stop()
                 self.dns_server = None
@@ -268,6 +283,13 @@ class Receiver:
     def port(self) -> int:
         return self.addresses[0][1]
 
+    @property
+    def smtps_addresses(self) -> list[tuple[str, int]]:
+        """Where the SMTPS listener is (none: no SMTPS)."""
+        if self._smtps_server is None:
+            return []
+        return [s.getsockname()[:2] for s in self._smtps_server.sockets]
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let sessions finish for `grace` seconds, abort the rest, flush."""
         if self._server is None:
@@ -275,6 +297,8 @@ class Receiver:
         for service in reversed(self.services):
             await service.stop()
         self._server.close()
+        if self._smtps_server is not None:
+            self._smtps_server.close()
         wait = self.options.grace if grace is None else grace
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), wait)
@@ -285,6 +309,9 @@ class Receiver:
             await asyncio.wait_for(self._idle.wait(), 2.0)
         await self._server.wait_closed()
         self._server = None
+        if self._smtps_server is not None:
+            await self._smtps_server.wait_closed()
+            self._smtps_server = None
         if self.dns_server is not None:
             await self.dns_server.stop()
             self.dns_server = None

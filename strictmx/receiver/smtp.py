@@ -37,6 +37,7 @@ from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException
 from aiosmtpd.smtp import Session as AioSession
 
 from . import dialect as dialects
+from . import smtp_auth
 from . import smtp_commands as commands
 from .conversation import Conversation, Step
 from .grammar import Refusal, mail_argument, rcpt_argument, split_command
@@ -55,8 +56,9 @@ log = logging.getLogger(__name__)
 
 def _not_aiosmtpd_auth(record: logging.LogRecord) -> bool:
     """aiosmtpd logs the AUTH mechanisms its own SMTP class has (LOGIN, PLAIN) for every
-    connection; strictmx never offers those (its command loop answers AUTH itself), so the
-    line would tell a `-vv` reader of AUTH that is not there."""
+    connection; strictmx never offers those (its command loop answers AUTH itself, and
+    offers the scenario's `receiver.auth` mechanisms only, after STARTTLS by default), so
+    the line would tell a `-vv` reader of AUTH that is not there, or not yet there."""
     return not str(record.msg).startswith("Available AUTH mechanisms")
 
 
@@ -163,7 +165,15 @@ class StrictSMTP(SMTP):
         self.journal = receiver.journal
         self.dialect = dialect
         self._enhanced = settings.enhanced_status_codes
-        self._known = _known(dialect.commands)
+        #: SMTP AUTH as the scenario offers it (None: not at all), and who logged in.
+        self.sasl_settings = settings.auth
+        self.sasl_replies = smtp_auth.replies_for(dialect.name)
+        self.sasl_user: str | None = None
+        # A dialect without AUTH among its commands still answers it when the scenario
+        # offers AUTH: a client that logs in must reach the exchange.
+        self._known = _known(
+            dialect.commands | {"AUTH"} if settings.auth is not None else dialect.commands
+        )
         self.data_lines = data_lines(dialect, self._enhanced)
         self.data_line_limit = dialect.data_line
         self.data_lf_ends_line = dialect.data_bare_lf == "line_end"
@@ -360,6 +370,8 @@ class StrictSMTP(SMTP):
             version = ssl_object.version() if ssl_object is not None else None
             self.conv.tls_started(version)
             self.note("TLS established")
+            # RFC 3207 §4.2: what was learnt before TLS, a login included, is forgotten.
+            self.sasl_user = None
             if injected:
                 self.note(f"{injected} octets sent in plaintext after STARTTLS discarded")
 
@@ -406,6 +418,11 @@ class StrictSMTP(SMTP):
         )
         if source[0] != state.client.address or via == "proxy":
             self.note(f"client {source[0]} is seen as {state.client.address} ({state.client.via})")
+        transport = self.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is not None:  # the SMTPS listener: TLS from the first octet (RFC 8314)
+            self.conv.tls_started(ssl_object.version())
+            self.note("TLS established (implicit TLS)")
         return state
 
     def _end_session(self) -> None:
@@ -458,8 +475,11 @@ class StrictSMTP(SMTP):
         """Record a command line as received and tell the conversation what it is;
         whether it ended in a bare LF."""
         text = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
-        self._record("in", text)
         verb = text.split(" ", 1)[0].upper()
+        if verb == "AUTH":
+            self._record("in", smtp_auth.shown(text))
+        else:
+            self._record("in", text)
         bare_lf = not raw.endswith(b"\r\n") and raw.endswith(b"\n")
         known = not verb or verb in self._known
         if bare_lf or not known:  # an ordinary line changes nothing: no call (hot path)
@@ -708,6 +728,10 @@ class StrictSMTP(SMTP):
         return self.state is not None and self.state.tls
 
     async def _on_mail(self, arg: str | None) -> None:
+        sasl = self.sasl_settings
+        if sasl is not None and sasl.required and self.sasl_user is None and self._has_helo():
+            await self._send_reply(self.sasl_replies.required)
+            return
         envelope = self._env()
         parsed = self._need_helo() or mail_argument(
             arg,
@@ -832,6 +856,49 @@ class StrictSMTP(SMTP):
         if step.close:
             self.loop.call_soon(self._close)
         return lines[-1]
+
+    # -- AUTH (RFC 4954; strictmx/receiver/smtp_auth.py) ----------------------------------
+    def sasl_keyword(self) -> str | None:
+        """EHLO's AUTH keyword when this session is offered AUTH now, else None."""
+        sasl = self.sasl_settings
+        if sasl is None or (sasl.require_tls and not self._state_tls()):
+            return None
+        return sasl.keyword()
+
+    async def authenticate(self, arg: str | None) -> None:
+        """AUTH: the exchange of challenges and responses, then its final reply. Response
+        lines are read here (they are not commands) and shown hidden in the transcript."""
+        sasl = self.sasl_settings
+        assert sasl is not None
+        exchange = smtp_auth.begin(
+            arg,
+            sasl,
+            self.sasl_replies,
+            tls=self._state_tls(),
+            authenticated=self.sasl_user is not None,
+            in_transaction=self._env().mail_from is not None,
+        )
+        if isinstance(exchange, Reply):
+            await self._send_reply(exchange)
+            return
+        while exchange.challenge is not None:
+            await self._write(f"334 {exchange.challenge}")
+            try:
+                raw = await self._reader.readuntil()
+            except asyncio.LimitOverrunError as error:
+                await skip_line(self._reader, error.consumed)
+                self.note_in(smtp_auth.HIDDEN)
+                await self._send_reply(self.sasl_replies.too_long)
+                return
+            self._reset_timeout()
+            self.note_in(smtp_auth.HIDDEN)
+            exchange.feed(raw.rstrip(b"\r\n").decode("utf-8", "replace"))
+        assert exchange.reply is not None
+        if exchange.user is not None:
+            self.sasl_user = exchange.user
+            self.conv.fields["auth_user"] = exchange.user
+            self.note(f"authenticated as {exchange.user!r} ({exchange.mechanism})")
+        await self._send_reply(exchange.reply)
 
     # -- XCLIENT (Postfix XCLIENT_README) and PROXY -----------------------------------
     async def xclient(self, arg: str | None) -> None:

@@ -20,6 +20,7 @@ from aiosmtpd.smtp import Envelope
 from .conversation import XCLIENT_ATTRIBUTES, Conversation, Step
 from .dialect import Dialect
 from .grammar import Refusal, rcpt_argument, vrfy_argument
+from .smtp_auth import AuthSettings
 from .verdict import Stage
 
 #: BDAT chunks are read and dropped in pieces of at most this many octets, so a chunk
@@ -45,6 +46,8 @@ class Speaker(Protocol):
     chunks: bytearray | None
     #: A chunk failed: the rest of the transaction's chunks are discarded.
     chunks_failed: bool
+    #: SMTP AUTH as the scenario offers it (None: not offered).
+    sasl_settings: AuthSettings | None
 
     async def _say(self, refusal: Refusal) -> None: ...
     async def _send_step(self, step: Step) -> None: ...
@@ -59,6 +62,8 @@ class Speaker(Protocol):
     async def smtp_STARTTLS(self, arg: str) -> None: ...
     async def on_message(self, raw: bytes, *, chunked: int | None = None) -> str: ...
     async def push(self, status: str | bytes) -> None: ...
+    async def authenticate(self, arg: str | None) -> None: ...
+    def sasl_keyword(self) -> str | None: ...
 
 
 @functools.lru_cache(maxsize=64)
@@ -115,6 +120,7 @@ def ehlo_lines(server: Speaker) -> tuple[str, ...]:
         server.tls_context is not None and not server._state_tls(),
         "XCLIENT" in dialect.ehlo_keywords and server._may_xclient(),
         server._enhanced,
+        server.sasl_keyword(),
     )
     if size:
         server.command_size_limits["MAIL"] += 26
@@ -132,9 +138,14 @@ def _ehlo(
     starttls: bool,
     xclient: bool,
     enhanced: bool,
+    auth: str | None,
 ) -> tuple[tuple[str, ...], bool, bool]:
     """EHLO's lines for one combination of what a session is offered (a handful per
-    persona: computed once each), and whether SIZE and SMTPUTF8 are among them."""
+    persona: computed once each), and whether SIZE and SMTPUTF8 are among them.
+
+    `auth`: the AUTH keyword the scenario offers now (None: none). No dialect file lists
+    AUTH (none was recorded offering it), so it goes where Postfix puts it: after
+    STARTTLS's place in the list (offered or not), else last."""
     session = {
         "SIZE": bool(size),
         "SMTPUTF8": smtputf8,
@@ -142,11 +153,17 @@ def _ehlo(
         "VRFY": dialect.vrfy,
         "ENHANCEDSTATUSCODES": enhanced,
         "XCLIENT": xclient,
-        "AUTH": False,  # strictmx offers no AUTH mechanism
+        "AUTH": False,  # a dialect's own AUTH keyword: the scenario's `auth` decides
     }
     offered = []
     for keyword in dialect.ehlo_keywords:
         name = keyword.split(" ", 1)[0]
+        if name == "STARTTLS" and auth is not None:
+            if starttls:
+                offered.append(keyword)
+            offered.append(auth)
+            auth = None
+            continue
         if not session.get(name, True):
             continue
         if name == "SIZE":
@@ -154,6 +171,8 @@ def _ehlo(
         elif name == "XCLIENT":
             keyword = "XCLIENT " + " ".join(XCLIENT_ATTRIBUTES)
         offered.append(keyword)
+    if auth is not None:
+        offered.append(auth)
     lines = [*first, *(f"{first[-1][:3]} {k}" for k in offered)]
     wire = (*(f"{line[:3]}-{line[4:]}" for line in lines[:-1]), lines[-1])
     names = {k.split(" ", 1)[0] for k in offered}
@@ -227,7 +246,12 @@ async def expn(server: Speaker, arg: str | None) -> None:
 
 
 async def auth(server: Speaker, arg: str | None) -> None:
-    await server._say(Refusal("auth_unavailable" if server._has_helo() else "helo_first"))
+    if not server._has_helo():
+        await server._say(Refusal("helo_first"))
+    elif server.sasl_settings is None:
+        await server._say(Refusal("auth_unavailable"))
+    else:
+        await server.authenticate(arg)
 
 
 async def etrn(server: Speaker, arg: str | None) -> None:

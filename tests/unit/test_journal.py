@@ -126,6 +126,7 @@ async def test_session_round_trip(journal: Journal) -> None:
         "helo": "x",
         "mail_from": "alice@sender.example",
         "tls": True,
+        "auth_user": None,  # no SMTP AUTH in this session
         "rcpts": ["postmaster@mx.example", "abuse@mx.example"],
     }
     assert verdicts == [
@@ -908,3 +909,36 @@ def test_a_replayed_message_is_stored_once(db: Path) -> None:
     finally:
         writer.close()
     assert count(db, "messages") == 2
+
+
+async def test_a_version_1_journal_gains_auth_user_and_keeps_its_sessions(db: Path) -> None:
+    # A journal as strictmx wrote it before SMTP AUTH: schema 1, no auth_user column.
+    with sqlite3.connect(db) as old:
+        old.execute(
+            "CREATE TABLE sessions (id TEXT PRIMARY KEY, started TEXT NOT NULL, ended TEXT,"
+            " outcome TEXT, scenario TEXT NOT NULL, peer TEXT NOT NULL,"
+            " peer_port INTEGER NOT NULL, client_address TEXT NOT NULL, client_name TEXT,"
+            " helo TEXT, mail_from TEXT, tls INTEGER NOT NULL DEFAULT 0)"
+        )
+        old.execute(
+            "INSERT INTO sessions (id, started, scenario, peer, peer_port, client_address)"
+            " VALUES ('old', '2026-05-09T07:00:00.000000+00:00', 'default', '127.0.0.1', 1,"
+            " '127.0.0.1')"
+        )
+        old.execute("PRAGMA user_version = 1")
+    old.close()
+    journal = Journal(db)
+    await journal.open()
+    try:
+        kept = await journal.session("old")
+        assert kept is not None and kept["auth_user"] is None
+        start(journal, "new", at(1))
+        journal.session_updated("new", auth_user="app@example.net")
+        await journal.flush()
+        fresh = await journal.session("new")
+        assert fresh is not None and fresh["auth_user"] == "app@example.net"
+    finally:
+        await journal.close()
+    with sqlite3.connect(db) as after:
+        assert after.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    after.close()

@@ -52,6 +52,7 @@ PLACES: dict[str, str] = {
     "strictmx.receiver.reproduction": "data",
     "strictmx.receiver.finding": "data",
     "strictmx.receiver.session_log": "data",
+    "strictmx.receiver.smtp_auth": "data",
     # Pure command grammar: the dialect, the conversation and policies (helo_syntax's
     # printable) all read it.
     "strictmx.receiver.grammar": "data",
