@@ -26,6 +26,7 @@ from strictmx.receiver.explain import Explainer
 from strictmx.receiver.registry import bundled
 from strictmx.receiver.reproduce import LOOPBACK_SOURCE, ReproduceError, reproduce
 from strictmx.receiver.server import Receiver, ReceiverThread, ServerOptions
+from tests.reply_samples import SAMPLES
 from tests.unit.test_catalogue import seed_replies
 
 from .conftest import Factory
@@ -35,38 +36,6 @@ pytestmark = pytest.mark.e2e
 CATALOGUE = bundled()
 EXPLAINER = Explainer(CATALOGUE)
 SWAKS = shutil.which("swaks")
-
-#: What a customer's bounce shows where the catalogue has placeholders.
-SAMPLES: dict[str, str] = {
-    "ip": "198.51.100.23",
-    "mx_ip": "192.0.2.225",
-    "helo": "mail.example.net",
-    "ptr": "host-23.example.net",
-    "zone": "dnsbl.example.org",
-    "domain": "example.net",
-    "hostname": "mx.example.org",
-    "mx": "mx.example.net",
-    "spf_domain": "example.net",
-    "from_domain": "example.net",
-    "sender": "alice@example.net",
-    "tag": "k5si1437052qkb.183",
-    "count": "11",
-    "limit": "10",
-    "length": "1204",
-    "line": "3",
-    "age": "5",
-    "verb": "EHLO",
-    "previous": "old.example.net",
-    "spf_result": "fail",
-    "spf_identity": "MAIL FROM",
-    "spf_explanation": "domain of example.net does not designate 198.51.100.23 as permitted sender",
-    "txt": "https://dnsbl.example.org/lookup?ip=198.51.100.23",
-    "txt_suffix": "; https://dnsbl.example.org/lookup?ip=198.51.100.23",
-    "why": "host mx.example.net[192.0.2.225] said: 550 5.1.1 User unknown",
-    "response": "550 5.1.1 <alice@example.net>: Recipient address rejected: User unknown",
-    "sent": "RCPT TO:<alice@example.net>",
-    "field": "Subject",
-}
 
 
 def customer_bounce(entry: Entry) -> list[str]:

@@ -76,44 +76,14 @@ from strictmx.receiver.tls import self_signed_context  # noqa: E402
 from tests.data.bounces.generate import Sink  # noqa: E402
 from tests.differential import exim  # noqa: E402
 from tests.e2e.postfix import UNAVAILABLE, Postfix, free_port  # noqa: E402
+from tests.reply_samples import SAMPLES as ROUND_TRIP_SAMPLES  # noqa: E402
 
 OUTPUT = HERE / "mta.yaml"
 
-#: What a customer's bounce shows where the catalogue has placeholders: the values
-#: tests/e2e/test_reproduce.py's round trip fills in (and `rcpt`), so the same reproductions
-#: run here.
-SAMPLES: dict[str, str] = {
-    "ip": "198.51.100.23",
-    "mx_ip": "192.0.2.225",
-    "helo": "mail.example.net",
-    "ptr": "host-23.example.net",
-    "zone": "dnsbl.example.org",
-    "domain": "example.net",
-    "hostname": "mx.example.org",
-    "mx": "mx.example.net",
-    "spf_domain": "example.net",
-    "from_domain": "example.net",
-    "sender": "alice@example.net",
-    "tag": "k5si1437052qkb.183",
-    "count": "11",
-    "limit": "10",
-    "length": "1204",
-    "line": "3",
-    "age": "5",
-    "verb": "EHLO",
-    "previous": "old.example.net",
-    "spf_result": "fail",
-    "spf_identity": "MAIL FROM",
-    "spf_explanation": "domain of example.net does not designate 198.51.100.23 as permitted sender",
-    "txt": "https://dnsbl.example.org/lookup?ip=198.51.100.23",
-    "txt_suffix": "; https://dnsbl.example.org/lookup?ip=198.51.100.23",
-    "why": "host mx.example.net[192.0.2.225] said: 550 5.1.1 User unknown",
-    "response": "550 5.1.1 <alice@example.net>: Recipient address rejected: User unknown",
-    "sent": "RCPT TO:<alice@example.net>",
-    "field": "Subject",
-    # Not in test_reproduce's samples: a relayed recipient in a domain the receiver refuses.
-    "rcpt": "bob@other.example",
-}
+#: What a customer's bounce shows where the catalogue has placeholders: the round trip's
+#: values (tests/reply_samples.py), so the same reproductions run here, and a relayed
+#: recipient in a domain the receiver refuses.
+SAMPLES: dict[str, str] = {**ROUND_TRIP_SAMPLES, "rcpt": "bob@other.example"}
 
 #: Cases per Postfix instance: each has a receiver thread of its own while the batch runs.
 BATCH = 40
